@@ -1,0 +1,213 @@
+"""The progressive originality analysis: the package's one entry point.
+
+    report = analyze("photo.jpg", AnalysisConfig.preset("fast"), load_model())
+
+For each token length m = 1..max_tokens: invert the query into m learned tokens,
+reconstruct it from "a photo of S*_m", measure the distance to the query, check
+that the tokens can be edited ("cat in S*_m"), and stop at the first length that
+passes both. `iter_analyze` yields an event at every stage so a UI can stream it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+import torch
+from PIL import Image
+
+from .config import AnalysisConfig
+from .images import prepare_image
+from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
+from .models import OriginalityModel, load_model
+from .report import Report, TokenResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Started:
+    query: Image.Image  # the normalised query, as the model sees it
+    config: AnalysisConfig  # with the world's defaults filled in
+    model: dict
+
+
+@dataclass(frozen=True)
+class ReconstructionsReady:
+    num_tokens: int
+    images: list[Image.Image]
+
+
+@dataclass(frozen=True)
+class DistancesReady:
+    num_tokens: int
+    distances: list[float]
+    mean: float
+    std: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class EditCheckReady:
+    num_tokens: int
+    images: list[Image.Image]
+    scores: list[float]
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class LengthDone:
+    result: TokenResult
+
+
+@dataclass(frozen=True)
+class Decision:
+    report: Report
+
+
+Event = Union[Started, InversionStep, ReconstructionsReady, DistancesReady, EditCheckReady, LengthDone, Decision]
+
+
+def resolve_config(config: AnalysisConfig | None, model: OriginalityModel) -> AnalysisConfig:
+    """Fill the world's defaults into the fields left as None, then validate."""
+    config = config or AnalysisConfig.preset("fast")
+    config.validate()
+    return config.replace(
+        domain=config.domain or model.default_domain,
+        threshold=model.default_threshold if config.threshold is None else config.threshold,
+        guidance_scale=model.default_guidance_scale if config.guidance_scale is None else config.guidance_scale,
+    )
+
+
+def generate(
+    pipeline, prompt: str, n: int, *, seed: int, config: AnalysisConfig, resolution: int
+) -> list[Image.Image]:
+    """n images of `prompt`; image i comes from the seed `seed + i` whatever the batching."""
+    images: list[Image.Image] = []
+    for start in range(0, n, config.generation_batch_size):
+        count = min(config.generation_batch_size, n - start)
+        generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(count)]
+        out = pipeline(
+            prompt=[prompt] * count,
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            generator=generators,
+            height=resolution,
+            width=resolution,
+            output_type="pil",
+        )
+        images.extend(out.images)
+    return images
+
+
+def iter_analyze(
+    image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None
+) -> Iterator[Event]:
+    """Run the analysis, yielding progress events; the last event is a `Decision`.
+
+    `image`: a path, bytes, file object, PIL image or uint8 array (see `images.load_image`).
+    Raises `ValueError` (`images.ImageInputError` for the image) with a message for people
+    on bad input, before any heavy work. Closing the iterator early cancels the run and
+    leaves the model as it was.
+    """
+    # 1. Check inputs
+    model = model or load_model()
+    config = resolve_config(config, model)
+    query = prepare_image(image, model.resolution)
+    tokenizer = model.pipeline.tokenizer
+    init_id = initializer_id(tokenizer, model.initial_word(config.domain))
+    templates = model.templates(config.domain)
+    yield Started(query, config, model.describe())
+
+    started = time.perf_counter()
+    results: list[TokenResult] = []
+    score: int | None = None
+    with model.lock, TokenSession(model.pipeline) as session:
+        pipe = session.pipeline
+        # 2. Encode the query to latents once
+        latent_mean, latent_std = encode_query(pipe, query)
+        for m in range(1, config.max_tokens + 1):
+            timings: dict[str, float] = {}
+            # 3. Invert: learn m tokens
+            t0 = time.perf_counter()
+            placeholder = session.add(f"<s{m}>", m, init_id)
+            losses: list[float] = []
+            inversion = invert(
+                pipe, latent_mean, latent_std, placeholder, templates,
+                steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                seed=config.seed + 1000 * m,
+            )
+            embeddings = yield from _tracking(inversion, losses)
+            timings["inversion"] = time.perf_counter() - t0
+
+            # 4. Reconstruct from "a photo of S*_m"
+            t0 = time.perf_counter()
+            recon = generate(pipe, config.reconstruction_prompt.format(placeholder.text), config.num_reconstructions,
+                             seed=config.seed, config=config, resolution=model.resolution)
+            timings["reconstruction"] = time.perf_counter() - t0
+            yield ReconstructionsReady(m, recon)
+
+            # 5. Score: distance of each reconstruction to the query
+            t0 = time.perf_counter()
+            distances = [float(d) for d in model.distance(query, recon)]
+            timings["distance"] = time.perf_counter() - t0
+            mean = sum(distances) / len(distances)
+            std = (sum((d - mean) ** 2 for d in distances) / max(1, len(distances) - 1)) ** 0.5
+            recon_passed = mean <= config.threshold
+            yield DistancesReady(m, distances, mean, std, recon_passed)
+
+            # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
+            t0 = time.perf_counter()
+            edits: list[Image.Image] = []
+            if model.in_distribution.uses_edits:
+                edits = generate(pipe, config.edit_prompt.format(placeholder.text), config.num_edits,
+                                 seed=config.seed + 10_000, config=config, resolution=model.resolution)
+            check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
+                                          pass_fraction=config.edit_pass_fraction)
+            timings["edit_check"] = time.perf_counter() - t0
+            yield EditCheckReady(m, edits, list(check.scores), check.passed, check.detail)
+
+            # 7. Decide
+            result = TokenResult(
+                num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
+                reconstructions=recon, distances=distances, edits=edits, edit_scores=list(check.scores),
+                reconstruction_passed=recon_passed, edit_passed=check.passed, edit_detail=check.detail,
+                timings=timings,
+            )
+            results.append(result)
+            logger.info("m=%d distance %.3f (%s) edit %s", m, mean, "pass" if recon_passed else "fail", check.detail)
+            yield LengthDone(result)
+            if result.passed:
+                score = m
+                break
+
+    report = Report(
+        query=query, results=results, score=score, max_tokens=config.max_tokens, threshold=config.threshold,
+        config=config.to_dict(), model=model.describe(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        total_seconds=time.perf_counter() - started,
+    )
+    yield Decision(report)
+
+
+def _tracking(inversion, losses: list[float]):
+    """Re-yield inversion steps, recording their losses; returns the learned embeddings."""
+    while True:
+        try:
+            event = next(inversion)
+        except StopIteration as stop:
+            return stop.value
+        losses.append(event.loss)
+        yield event
+
+
+def analyze(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Report:
+    """Run the whole progressive analysis and return its `Report`."""
+    for event in iter_analyze(image, config, model):
+        if isinstance(event, Decision):
+            return event.report
+    raise RuntimeError("analysis ended without a decision")  # unreachable: iter_analyze always decides

@@ -1,0 +1,208 @@
+"""The two small interfaces every model world plugs into, and their Stable Diffusion versions.
+
+- A `DistanceMetric` scores reconstructions against the query: lower = closer.
+- An `InDistributionCheck` decides whether the learned tokens are a concept the
+  model can use (editability), not a copy of the query's pixels.
+
+The Stable Diffusion world uses DreamSim (`DreamSimDistance`) and a zero-shot CLIP
+check that the edit prompt's subject is present (`ClipEditCheck`). The shapes world
+has its own pair in `originality.shapes.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckResult:
+    """Outcome of an in-distribution check.
+
+    `scores` holds one number in [0, 1] per checked image (for the CLIP check, the
+    probability that the subject is present), shown next to each image in the UI.
+    """
+
+    passed: bool
+    scores: list[float]
+    detail: str = ""
+
+
+@runtime_checkable
+class DistanceMetric(Protocol):
+    name: str
+
+    def __call__(self, query: Image.Image, images: list[Image.Image]) -> list[float]:
+        """One distance per image, lower = more similar to the query."""
+        ...
+
+
+@runtime_checkable
+class InDistributionCheck(Protocol):
+    name: str
+    # True when the check needs the edit images ("cat in S*"); False when it judges
+    # the reconstructions alone (the shapes world's layout check).
+    uses_edits: bool
+
+    def __call__(
+        self,
+        query: Image.Image,
+        reconstructions: list[Image.Image],
+        edits: list[Image.Image],
+        *,
+        subject: str,
+        pass_fraction: float,
+    ) -> CheckResult: ...
+
+
+def default_cache_dir(kind: str) -> Path:
+    """A writable cache folder: $ORIGINALITY_CACHE/<kind>, else ~/.cache/originality/<kind>."""
+    root = os.environ.get("ORIGINALITY_CACHE") or Path.home() / ".cache" / "originality"
+    return Path(root) / kind
+
+
+_DOWNLOAD_ERRORS = (OSError, zipfile.BadZipFile)  # URLError and HTTPError are OSErrors
+
+
+@dataclass
+class DreamSimDistance:
+    """DreamSim perceptual distance (Fu et al. 2023) from the `dreamsim` package.
+
+    Inputs are PIL images of any size (DreamSim resizes to 224 px); the distance is
+    1 - cosine similarity of the embeddings: 0 = same image, higher = more different.
+    Weights are loaded lazily from `cache_dir` and downloaded there on first use
+    when the machine has network.
+    """
+
+    dreamsim_type: str = "ensemble"
+    device: torch.device | str = "cpu"
+    cache_dir: Path | str | None = None
+    batch_size: int = 16
+    name: str = field(init=False, default="dreamsim")
+    _model: object = field(init=False, default=None, repr=False)
+    _preprocess: object = field(init=False, default=None, repr=False)
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        cache_dir = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir("dreamsim")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        from dreamsim import dreamsim  # heavy import, only when the metric is used
+
+        logger.info("loading DreamSim (%s) from %s", self.dreamsim_type, cache_dir)
+        hub_dir = torch.hub.get_dir()  # dreamsim points torch.hub at its cache for DINO; undo that after
+        try:
+            with warnings.catch_warnings():
+                # dreamsim wraps the model with peft twice by design; peft warns about it.
+                warnings.filterwarnings("ignore", message=".*Already found a `peft_config`.*")
+                model, preprocess = dreamsim(pretrained=True, device=str(self.device), cache_dir=str(cache_dir),
+                                             dreamsim_type=self.dreamsim_type)
+        except _DOWNLOAD_ERRORS as err:
+            raise RuntimeError(
+                f"Could not load the DreamSim '{self.dreamsim_type}' weights from {cache_dir} ({err}). "
+                "They are downloaded there on first use, which needs network access. Run once on a "
+                "machine with network, or copy a filled DreamSim cache folder to that path (or point "
+                "cache_dir / $ORIGINALITY_CACHE at one)."
+            ) from err
+        finally:
+            torch.hub.set_dir(hub_dir)
+        self._model, self._preprocess = model, preprocess
+
+    def __call__(self, query: Image.Image, images: list[Image.Image]) -> list[float]:
+        if not images:
+            return []
+        self._load()
+        device = torch.device(self.device)
+        distances: list[float] = []
+        with torch.no_grad():
+            q = self._preprocess(query).to(device)
+            for start in range(0, len(images), self.batch_size):
+                batch = torch.cat([self._preprocess(im) for im in images[start:start + self.batch_size]]).to(device)
+                d = self._model(q.expand(len(batch), -1, -1, -1), batch)
+                distances.extend(float(x) for x in d.reshape(-1).float().cpu())
+        return distances
+
+
+@dataclass
+class ClipEditCheck:
+    """Zero-shot CLIP check that the edit prompt's subject is in each edit image.
+
+    Each image gets P(subject) from a softmax over the prompts "a photo of a
+    {subject}" and a few subject-free alternatives; the check passes when at least
+    `pass_fraction` of the images have P(subject) >= 0.5.
+
+    The model is loaded lazily from `model_id`, unless an already built `model` and
+    `processor` are given.
+    """
+
+    model_id: str = "openai/clip-vit-base-patch32"
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float32
+    model: object = field(default=None, repr=False)
+    processor: object = field(default=None, repr=False)
+    name: str = field(init=False, default="clip-edit")
+    uses_edits: bool = field(init=False, default=True)
+    _ready: bool = field(init=False, default=False, repr=False)
+
+    # The subject-free alternatives the subject prompt competes with.
+    NEGATIVE_PROMPTS: ClassVar[tuple[str, ...]] = ("a photo", "a photo of an object", "a photo of a scene")
+    THRESHOLD: ClassVar[float] = 0.5
+
+    def _load(self) -> None:
+        if self._ready:
+            return
+        if self.model is None:
+            from transformers import CLIPModel
+
+            logger.info("loading CLIP model %s", self.model_id)
+            self.model = CLIPModel.from_pretrained(self.model_id)
+        if self.processor is None:
+            from transformers import CLIPProcessor
+
+            self.processor = CLIPProcessor.from_pretrained(self.model_id)
+        self.model = self.model.to(device=torch.device(self.device), dtype=self.dtype).eval()
+        self._ready = True
+
+    def subject_probabilities(self, images: list[Image.Image], subject: str) -> list[float]:
+        """P(subject) for each image: softmax over the subject prompt and the negatives."""
+        if not images:
+            return []
+        self._load()
+        prompts = [f"a photo of a {subject}", *self.NEGATIVE_PROMPTS]
+        inputs = self.processor(text=prompts, images=[im.convert("RGB") for im in images],
+                                return_tensors="pt", padding=True)
+        device = torch.device(self.device)
+        inputs = {k: (v.to(device=device, dtype=self.dtype) if v.is_floating_point() else v.to(device))
+                  for k, v in inputs.items()}
+        with torch.no_grad():
+            logits = self.model(**inputs).logits_per_image  # (n_images, n_prompts)
+        probs = logits.float().softmax(dim=-1)[:, 0]
+        return [float(p) for p in probs.cpu()]
+
+    def __call__(
+        self,
+        query: Image.Image,
+        reconstructions: list[Image.Image],
+        edits: list[Image.Image],
+        *,
+        subject: str,
+        pass_fraction: float,
+    ) -> CheckResult:
+        if not edits:
+            return CheckResult(passed=False, scores=[],
+                               detail=f"no edit images to check for a {subject}; the check cannot pass")
+        scores = self.subject_probabilities(edits, subject)
+        hits = sum(p >= self.THRESHOLD for p in scores)
+        passed = hits / len(scores) >= pass_fraction
+        detail = f"{hits}/{len(scores)} edits show a {subject} (P >= {self.THRESHOLD:g})"
+        return CheckResult(passed=passed, scores=scores, detail=detail)

@@ -1,0 +1,204 @@
+"""Typed results of an analysis and their folder format.
+
+A report folder holds:
+    report.json                      settings, score, per-length numbers
+    query.png
+    m{m}/learned_embeds.safetensors  diffusers textual-inversion format, one per length
+    m{m}/reconstruction_{i}.png
+    m{m}/edit_{i}.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from .inversion import save_embeddings
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TokenResult:
+    """Everything measured for one token length m."""
+
+    num_tokens: int
+    token: str  # placeholder base token, e.g. "<s3>"; the prompt text is token, token_1, ...
+    embeddings: torch.Tensor  # (m, dim) float32
+    losses: list[float]  # inversion loss per step
+    reconstructions: list[Image.Image]
+    distances: list[float]  # one per reconstruction; lower = closer to the query
+    edits: list[Image.Image]
+    edit_scores: list[float]  # per checked image in [0, 1] (CLIP: P(subject present))
+    reconstruction_passed: bool
+    edit_passed: bool
+    edit_detail: str = ""
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def passed(self) -> bool:
+        return self.reconstruction_passed and self.edit_passed
+
+    @property
+    def mean_distance(self) -> float:
+        return sum(self.distances) / len(self.distances) if self.distances else math.nan
+
+    @property
+    def std_distance(self) -> float:
+        n = len(self.distances)
+        if n < 2:
+            return 0.0
+        mu = self.mean_distance
+        return math.sqrt(sum((d - mu) ** 2 for d in self.distances) / (n - 1))
+
+    @property
+    def prompt_tokens(self) -> str:
+        return " ".join([self.token] + [f"{self.token}_{i}" for i in range(1, self.num_tokens)])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "num_tokens": self.num_tokens,
+            "token": self.token,
+            "mean_distance": self.mean_distance,
+            "std_distance": self.std_distance,
+            "distances": self.distances,
+            "edit_scores": self.edit_scores,
+            "reconstruction_passed": self.reconstruction_passed,
+            "edit_passed": self.edit_passed,
+            "edit_detail": self.edit_detail,
+            "passed": self.passed,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "losses": self.losses,
+            "timings": self.timings,
+        }
+
+
+@dataclass
+class Report:
+    """The outcome of a progressive analysis of one image.
+
+    `score` is the first token length whose reconstruction and edit both passed, or
+    None when none within `max_tokens` did (shown as "5+" by `label`). A lower score
+    means the image is more familiar to the model; a higher one, more original.
+    """
+
+    query: Image.Image
+    results: list[TokenResult]
+    score: int | None
+    max_tokens: int
+    threshold: float
+    config: dict[str, Any]
+    model: dict[str, Any]  # name, world, distance and check names
+    created: str = ""
+    total_seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return str(self.score) if self.score is not None else f"{self.max_tokens}+"
+
+    @property
+    def verdict(self) -> str:
+        """One plain-language line for people."""
+        if self.score is None:
+            return (f"Original: no description of up to {self.max_tokens} learned tokens reproduces it "
+                    f"({self.label}).")
+        if self.score == 1:
+            return "Familiar: one learned token is enough for the model to reproduce it (1)."
+        return f"Original: the model needs {self.score} learned tokens to reproduce it ({self.label})."
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "score": self.score,
+            "label": self.label,
+            "verdict": self.verdict,
+            "max_tokens": self.max_tokens,
+            "threshold": self.threshold,
+            "config": self.config,
+            "model": self.model,
+            "created": self.created,
+            "total_seconds": self.total_seconds,
+            "results": [r.summary() for r in self.results],
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the report folder atomically (a temporary sibling renamed into place)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            self.query.save(tmp / "query.png")
+            for r in self.results:
+                sub = tmp / f"m{r.num_tokens}"
+                sub.mkdir()
+                save_embeddings(sub / "learned_embeds.safetensors", r.token, r.embeddings)
+                for i, im in enumerate(r.reconstructions):
+                    im.save(sub / f"reconstruction_{i}.png")
+                for i, im in enumerate(r.edits):
+                    im.save(sub / f"edit_{i}.png")
+            (tmp / "report.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "Report":
+        folder = Path(folder)
+        meta_path = folder / "report.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no report.json in {folder}")
+        meta = json.loads(meta_path.read_text())
+        results = []
+        for r in meta["results"]:
+            sub = folder / f"m{r['num_tokens']}"
+            embeds = load_file(str(sub / "learned_embeds.safetensors"))[r["token"]]
+            results.append(
+                TokenResult(
+                    num_tokens=r["num_tokens"],
+                    token=r["token"],
+                    embeddings=embeds,
+                    losses=r["losses"],
+                    reconstructions=_load_images(sub, "reconstruction", len(r["distances"])),
+                    distances=r["distances"],
+                    edits=_load_images(sub, "edit", len(list(sub.glob("edit_*.png")))),
+                    edit_scores=r["edit_scores"],
+                    reconstruction_passed=r["reconstruction_passed"],
+                    edit_passed=r["edit_passed"],
+                    edit_detail=r.get("edit_detail", ""),
+                    timings=r.get("timings", {}),
+                )
+            )
+        return cls(
+            query=_open(folder / "query.png"),
+            results=results,
+            score=meta["score"],
+            max_tokens=meta["max_tokens"],
+            threshold=meta["threshold"],
+            config=meta["config"],
+            model=meta["model"],
+            created=meta.get("created", ""),
+            total_seconds=meta.get("total_seconds", 0.0),
+        )
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def _load_images(folder: Path, stem: str, n: int) -> list[Image.Image]:
+    return [_open(folder / f"{stem}_{i}.png") for i in range(n)]

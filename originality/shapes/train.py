@@ -1,0 +1,232 @@
+"""Train the shapes world's model from scratch: the VAE, then the UNet and text encoder.
+
+    python -m originality.shapes.train --out assets/shapes-model
+
+Time-boxed (--max-minutes) and resumable: checkpoints go to --checkpoint-dir every
+few minutes, and a rerun of the same command continues where the last one stopped.
+Training item i is a pure function of (seed, i) and the noise of step s is drawn
+from a generator seeded with (seed, s), so a resumed run is the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..device import pick_device
+from . import model as shapes_model
+from .dataset import sample, to_tensor
+from .world import render
+
+logger = logging.getLogger(__name__)
+
+
+def batch_of(seed: int, start: int, size: int) -> tuple[torch.Tensor, list[str]]:
+    items = [sample(seed, i) for i in range(start, start + size)]
+    return to_tensor([render(s.elements) for s in items]), [s.caption for s in items]
+
+
+def prepare_captions(captions: list[str], rng: random.Random, drop: float = 0.1) -> list[str]:
+    """Caption augmentation: templates for "a photo of S*", the initial word, and drops for guidance."""
+    out = []
+    for c in captions:
+        u = rng.random()
+        if c and u < 0.05:
+            c = shapes_model.INITIAL_WORD
+        if c and rng.random() < 0.5:
+            c = rng.choice(shapes_model.SHAPES_TEMPLATES).format(c)
+        if rng.random() < drop:
+            c = ""
+        out.append(c)
+    return out
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train_vae(vae, args, device, ckpt_dir: Path) -> None:
+    ckpt = ckpt_dir / "vae.pt"
+    start = 0
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr)
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu")
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    if start >= args.vae_steps:
+        return
+    vae.train()
+    last_save = time.time()
+    for step in range(start, args.vae_steps):
+        images, _ = batch_of(args.seed + 1, step * args.vae_batch, args.vae_batch)
+        images = images.to(device)
+        g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
+        posterior = vae.encode(images).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g).to(device)
+        recon = vae.decode(z).sample
+        loss = F.mse_loss(recon, images) + args.vae_kl * posterior.kl().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0:
+            logger.info("vae step %d/%d loss %.5f", step, args.vae_steps, loss.item())
+        if time.time() - last_save > 120 or step == args.vae_steps - 1:
+            _save_ckpt(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+            last_save = time.time()
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae, seed: int, device, n: int = 512) -> float:
+    images, _ = batch_of(seed + 2, 0, n)
+    latents = torch.cat([vae.encode(images[i : i + 64].to(device)).latent_dist.mean for i in range(0, n, 64)])
+    return float(1.0 / latents.std())
+
+
+def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
+    unet, text_encoder, tokenizer, vae, scheduler = (
+        components[k] for k in ("unet", "text_encoder", "tokenizer", "vae", "scheduler")
+    )
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    ckpt = ckpt_dir / "denoiser.pt"
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu")
+        unet.load_state_dict(state["unet"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        opt.load_state_dict(state["opt"])
+        ema = [e.to(device) for e in state["ema"]]
+        start = state["step"]
+        logger.info("resumed denoiser at step %d", start)
+    unet.train()
+    text_encoder.train()
+    vae.eval().requires_grad_(False)
+    alphas = scheduler.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    deadline = time.time() + 60 * args.max_minutes
+    last_save = time.time()
+    log = open(ckpt_dir / "losses.csv", "a", newline="")
+    writer = csv.writer(log)
+    step = start
+    for step in range(start, args.steps):
+        if time.time() > deadline:
+            logger.info("time box reached at step %d", step)
+            break
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+        images, captions = batch_of(args.seed, step * args.batch, args.batch)
+        rng = random.Random(args.seed * 100_003 + step)
+        g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
+        captions = prepare_captions(captions, rng)
+        with torch.no_grad():
+            post = vae.encode(images.to(device)).latent_dist
+            latents = (post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=g).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=g).to(device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        hidden = text_encoder(ids.input_ids.to(device))[0]
+        pred = unet(noisy, t, hidden).sample
+        # Min-SNR-gamma weighting (Hang et al. 2023): converges markedly faster from scratch.
+        weight = torch.clamp(snr[t], max=args.snr_gamma) / snr[t]
+        loss = (weight * F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params):
+                e.lerp_(p.detach(), 1 - decay)
+        writer.writerow([step, f"{loss.item():.5f}"])
+        if step % 25 == 0:
+            log.flush()
+            logger.info("denoiser step %d/%d loss %.4f", step, args.steps, loss.item())
+        if time.time() - last_save > 60 * args.checkpoint_minutes:
+            _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step + 1))
+            last_save = time.time()
+    else:
+        step = args.steps
+    _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step))
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    log.close()
+    return step
+
+
+def _denoiser_state(unet, text_encoder, opt, ema, step: int) -> dict:
+    return {
+        "unet": unet.state_dict(),
+        "text_encoder": text_encoder.state_dict(),
+        "opt": opt.state_dict(),
+        "ema": [e.cpu() for e in ema],
+        "step": step,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="assets/shapes-model", help="where the trained pipeline is saved")
+    ap.add_argument("--checkpoint-dir", default="checkpoints/shapes", help="resumable training state")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-steps", type=int, default=1200)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--vae-kl", type=float, default=1e-6)
+    ap.add_argument("--steps", type=int, default=6000, help="denoiser (UNet + text encoder) steps")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--snr-gamma", type=float, default=5.0)
+    ap.add_argument("--max-minutes", type=float, default=600.0, help="time box for the denoiser stage of this run")
+    ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    ap.add_argument("--device", default=None, help="cuda / cpu (default: cuda when present)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    device = torch.device(args.device) if args.device else pick_device()
+    ckpt_dir = Path(args.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    config = shapes_model.ShapesModelConfig()
+    components = shapes_model.build_components(config)
+    for k in ("unet", "text_encoder", "vae"):
+        components[k].to(device)
+
+    # 1. VAE
+    train_vae(components["vae"], args, device, ckpt_dir)
+    components["vae"].eval()
+    factor = latent_scaling_factor(components["vae"], args.seed, device)
+    components["vae"].register_to_config(scaling_factor=factor)
+    logger.info("latent scaling factor %.4f", factor)
+    # 2. UNet + text encoder
+    steps = train_denoiser(components, args, device, ckpt_dir)
+    # 3. Save as a diffusers pipeline
+    for k in ("unet", "text_encoder", "vae"):
+        components[k].to("cpu").eval()
+    pipe = shapes_model.assemble(components)
+    shapes_model.save(
+        pipe,
+        args.out,
+        meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch},
+    )
+    logger.info("saved pipeline to %s after %d denoiser steps", args.out, steps)
+
+
+if __name__ == "__main__":
+    main()

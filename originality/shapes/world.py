@@ -1,0 +1,173 @@
+"""The shapes world: a renderer and captions for the paper's synthetic framework.
+
+An image is a white canvas holding a few geometric elements. Each element is a
+(shape, colour, size, texture) tuple at a position; the caption lists the
+elements in the paper's format: "big red full circle and big blue full square".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "hexagon", "star")
+COLOURS = ("red", "green", "blue")
+SIZES = ("big", "small")
+TEXTURES = ("full", "empty")
+
+IMAGE_SIZE = 64
+# Radius of the circle each shape is inscribed in, in pixels of a 64 px canvas.
+RADIUS = {"big": 10.0, "small": 5.5}
+# Saturated colours far from white and from each other, so that the detector can
+# tell them apart even on blurry generations.
+RGB = {"red": (220, 30, 30), "green": (30, 160, 30), "blue": (30, 30, 220)}
+BACKGROUND = (255, 255, 255)
+# Rendering at this multiple of the final size and downsampling gives anti-aliased edges.
+SUPERSAMPLE = 4
+# Two elements may overlap by at most this many pixels (of a 64 px canvas).
+OVERLAP_TOLERANCE = 1.0
+# Outline width of an "empty" element as a fraction of its radius: 2 px for a big
+# element, 1.1 px for a small one (a 2 px outline fills a small star or triangle).
+STROKE_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element of a shapes-world image; (x, y) is its centre in pixels."""
+
+    shape: str
+    colour: str
+    size: str = "big"
+    texture: str = "full"
+    x: float = IMAGE_SIZE / 2
+    y: float = IMAGE_SIZE / 2
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("shape", self.shape, SHAPES),
+            ("colour", self.colour, COLOURS),
+            ("size", self.size, SIZES),
+            ("texture", self.texture, TEXTURES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+    @property
+    def radius(self) -> float:
+        return RADIUS[self.size]
+
+    @property
+    def words(self) -> str:
+        return f"{self.size} {self.colour} {self.texture} {self.shape}"
+
+
+def caption(elements: list[Element] | tuple[Element, ...]) -> str:
+    """The paper's caption format; an empty image has the empty caption."""
+    return " and ".join(e.words for e in elements)
+
+
+def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
+    """Vertices of `shape` inscribed in the circle (cx, cy, r); None for a circle."""
+    if shape == "circle":
+        return None
+    if shape == "square":
+        h = r / math.sqrt(2) * 1.15  # slightly larger than inscribed so squares are not tiny
+        return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
+    if shape == "triangle":
+        # Apex up; shifted down so that its bounding box is centred on (cx, cy).
+        pts = [(cx + r * math.cos(math.radians(a)), cy - r * math.sin(math.radians(a))) for a in (90, 210, 330)]
+        shift = r * (1 - 0.5) / 2  # bbox spans cy - r .. cy + r/2
+        return [(x, y + shift) for x, y in pts]
+    if shape == "hexagon":
+        return [(cx + r * math.cos(math.radians(a)), cy + r * math.sin(math.radians(a))) for a in range(0, 360, 60)]
+    if shape == "star":
+        pts = []
+        for i in range(10):
+            rad = r if i % 2 == 0 else r * 0.45
+            a = math.radians(90 + 36 * i)
+            pts.append((cx + rad * math.cos(a), cy - rad * math.sin(a)))
+        return pts
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
+    poly = shape_polygon(shape, cx, cy, r)
+    if poly is None:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        draw.polygon(poly, fill=fill)
+
+
+def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_size: tuple[int, int]) -> Image.Image:
+    """Mask ("L") of the band of the filled shape within `width` pixels of its edge.
+
+    This is the shape's outline drawn inwards, so an empty element has the same
+    silhouette as a full one. Pillow's own wide polygon outlines break on the
+    concave star (gaps, stray strokes inside), hence the distance transform.
+    """
+    from scipy import ndimage  # only empty elements need it
+
+    filled = Image.new("L", canvas_size, 0)
+    _draw(ImageDraw.Draw(filled), shape, cx, cy, r, 255)
+    inside = np.asarray(filled) >= 128
+    band = np.zeros_like(inside)
+    m = int(math.ceil(width)) + 2
+    y0, y1 = max(0, int(cy - r) - m), min(inside.shape[0], int(cy + r) + m + 1)
+    x0, x1 = max(0, int(cx - r) - m), min(inside.shape[1], int(cx + r) + m + 1)
+    crop = np.pad(inside[y0:y1, x0:x1], 1)  # pad: the canvas edge counts as outside
+    depth = ndimage.distance_transform_edt(crop)[1:-1, 1:-1]
+    band[y0:y1, x0:x1] = inside[y0:y1, x0:x1] & (depth <= width)
+    return Image.fromarray(band.astype(np.uint8) * 255)
+
+
+def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE) -> Image.Image:
+    """Render elements on a white canvas of `size` x `size` pixels (RGB)."""
+    s = SUPERSAMPLE * size / IMAGE_SIZE
+    canvas = Image.new("RGB", (SUPERSAMPLE * size, SUPERSAMPLE * size), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for e in elements:
+        colour = RGB[e.colour]
+        cx, cy, r = e.x * s, e.y * s, e.radius * s
+        if e.texture == "full":
+            _draw(draw, e.shape, cx, cy, r, colour)
+        else:
+            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, STROKE_FRACTION * r, canvas.size))
+    return canvas.resize((size, size), Image.BOX)
+
+
+def shape_mask(shape: str, width: int, height: int) -> np.ndarray:
+    """Boolean mask of a filled `shape` stretched to a width x height box (detector templates)."""
+    k = SUPERSAMPLE
+    canvas = Image.new("L", (width * k, height * k), 0)
+    draw = ImageDraw.Draw(canvas)
+    r = 100.0
+    poly = shape_polygon(shape, 0.0, 0.0, r)
+    if poly is None:
+        poly = [(r * math.cos(a), r * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 64, endpoint=False)]
+    xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    scaled = [((x - x0) / (x1 - x0) * width * k, (y - y0) / (y1 - y0) * height * k) for x, y in poly]
+    draw.polygon(scaled, fill=255)
+    return np.asarray(canvas.resize((width, height), Image.BOX)) >= 128
+
+
+def place(
+    specs: list[tuple[str, str, str, str]], rng: random.Random, size: int = IMAGE_SIZE, max_tries: int = 1000
+) -> list[Element]:
+    """Give each (shape, colour, size, texture) spec a uniform random position, without overlaps."""
+    placed: list[Element] = []
+    for shape, colour, sz, texture in specs:
+        r = RADIUS[sz]
+        for _ in range(max_tries):
+            x = rng.uniform(r + 1, size - r - 1)
+            y = rng.uniform(r + 1, size - r - 1)
+            if all(math.hypot(x - o.x, y - o.y) >= r + o.radius - OVERLAP_TOLERANCE for o in placed):
+                placed.append(Element(shape, colour, sz, texture, x, y))
+                break
+        else:
+            raise ValueError(f"could not place {len(specs)} elements on a {size} px canvas without overlap")
+    return placed

@@ -1,0 +1,133 @@
+"""Offline stand-ins for the pretrained models the metrics load.
+
+No weights can be downloaded in the test environment, so these helpers write
+randomly initialised (seeded) models in exactly the on-disk layout the real
+libraries read. The metrics then go through the real loading code paths
+(`dreamsim.dreamsim(...)`, `CLIPModel.from_pretrained(...)`), only the numbers in
+the weight files are fake.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+# The cheapest DreamSim variant that loads without any network: a single
+# CLIP ViT-B/32 backbone stored as a plain state dict. ("dino_vitb16" and the
+# default "ensemble" build their DINO backbone through torch.hub.load of the
+# facebookresearch/dino GitHub repo, which needs the network on first use.)
+OFFLINE_DREAMSIM_TYPE = "clip_vitb32"
+
+# LoRA settings of the released DreamSim checkpoints (r, alpha, dropout, bias,
+# target modules); only the keys dreamsim reads from adapter_config.json matter.
+_LORA = {"r": 16, "lora_alpha": 0.5, "lora_dropout": 0.3, "bias": "none", "target_modules": ["qkv"]}
+
+
+def _clip_backbone_state(patch_size: int) -> dict[str, torch.Tensor]:
+    """State dict of `{clip,open_clip}_vitb{patch}_pretrain.pth.tar`: dreamsim's own ViT-B
+    (with the library's random init) with `pos_drop` replaced by a LayerNorm (CLIP's
+    ln_pre, as `load_clip_as_dino` expects) plus the 768x512 projection `proj`."""
+    from dreamsim.feature_extraction.vision_transformer import vit_base
+
+    vit = vit_base(patch_size=patch_size)
+    vit.pos_drop = torch.nn.LayerNorm(vit.embed_dim)
+    state = dict(vit.state_dict())
+    state["proj"] = torch.randn(vit.embed_dim, 512) * vit.embed_dim**-0.5
+    return state
+
+
+def make_dreamsim_cache(path: str | Path, dreamsim_type: str = OFFLINE_DREAMSIM_TYPE, seed: int = 0) -> Path:
+    """Write a DreamSim cache folder with random weights that
+    `dreamsim.dreamsim(pretrained=True, cache_dir=path, dreamsim_type=dreamsim_type)` loads offline.
+
+    Layout (as `dreamsim.model.download_weights` checks and `dreamsim()` reads):
+        <path>/<type>_pretrain.pth.tar        {"state_dict": {... ViT-B/32 ..., "proj": 768x512}}
+        <path>/<type>_single_lora/adapter_config.json
+        <path>/<type>_single_lora/adapter_model.safetensors
+    """
+    supported = {"clip_vitb32": 32, "open_clip_vitb32": 32}
+    if dreamsim_type not in supported:
+        raise ValueError(f"offline DreamSim cache supports {sorted(supported)}, not {dreamsim_type!r} "
+                         "(the other variants fetch their backbone through torch.hub / the network)")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+        torch.manual_seed(seed)
+        _write_dreamsim_files(path, dreamsim_type, supported[dreamsim_type])
+    return path
+
+
+def _write_dreamsim_files(path: Path, dreamsim_type: str, patch_size: int) -> None:
+    from dreamsim.config import dreamsim_args
+    from dreamsim.model import PerceptualModel
+    from peft import LoraConfig, get_peft_model
+
+    backbone = _clip_backbone_state(patch_size)
+    torch.save({"state_dict": backbone}, path / f"{dreamsim_type}_pretrain.pth.tar")
+
+    # The adapter: build the same PEFT-wrapped PerceptualModel dreamsim builds, give the
+    # LoRA matrices random values (the default B = 0 would make the adapter a no-op) and
+    # let peft write adapter_config.json + adapter_model.safetensors itself.
+    config = dreamsim_args["model_config"][dreamsim_type]
+    base = PerceptualModel(**config, device="cpu", load_dir=str(path), normalize_embeds=True)
+    peft_model = get_peft_model(base, LoraConfig(**_LORA))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape) * 0.02)
+    peft_model.save_pretrained(str(path / f"{dreamsim_type}_single_lora"))
+
+
+# --------------------------------------------------------------------------- CLIP
+
+@lru_cache(maxsize=1)
+def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's real BPE vocabulary (49408 tokens) and merges, rebuilt from the
+    `bpe_simple_vocab_16e6.txt.gz` that ships inside `open_clip`, the same way
+    CLIP's own `SimpleTokenizer` builds them."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def make_tiny_clip(path: str | Path | None = None, *, image_size: int = 32, seed: int = 0):
+    """A tiny random `CLIPModel` and a `CLIPProcessor` with CLIP's real tokenizer.
+
+    With `path`, both are also `save_pretrained` there, so `from_pretrained(path)`
+    (e.g. `ClipEditCheck(model_id=str(path))`) loads them. Returns (model, processor).
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab, merges = clip_bpe_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                         pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+
+    if path is not None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(path))
+        processor.save_pretrained(str(path))
+    return model, processor
