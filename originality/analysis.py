@@ -144,9 +144,10 @@ def iter_analyze(
             embeddings = yield from _tracking(inversion, losses)
             timings["inversion"] = time.perf_counter() - t0
 
-            # 4. Reconstruct from "a photo of S*_m"
+            # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
+            # expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would mangle an already expanded prompt).
             t0 = time.perf_counter()
-            recon = generate(pipe, config.reconstruction_prompt.format(placeholder.text), config.num_reconstructions,
+            recon = generate(pipe, config.reconstruction_prompt.format(placeholder.token), config.num_reconstructions,
                              seed=config.seed, config=config, resolution=model.resolution)
             timings["reconstruction"] = time.perf_counter() - t0
             yield ReconstructionsReady(m, recon)
@@ -164,7 +165,7 @@ def iter_analyze(
             t0 = time.perf_counter()
             edits: list[Image.Image] = []
             if model.in_distribution.uses_edits:
-                edits = generate(pipe, config.edit_prompt.format(placeholder.text), config.num_edits,
+                edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
                                  seed=config.seed + 10_000, config=config, resolution=model.resolution)
             check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
                                           pass_fraction=config.edit_pass_fraction)
@@ -196,13 +197,16 @@ def iter_analyze(
 
 def _tracking(inversion, losses: list[float]):
     """Re-yield inversion steps, recording their losses; returns the learned embeddings."""
-    while True:
-        try:
-            event = next(inversion)
-        except StopIteration as stop:
-            return stop.value
-        losses.append(event.loss)
-        yield event
+    try:
+        while True:
+            try:
+                event = next(inversion)
+            except StopIteration as stop:
+                return stop.value
+            losses.append(event.loss)
+            yield event
+    finally:
+        inversion.close()  # a cancelled run unwraps the text encoder before the session shrinks it
 
 
 def analyze(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Report:

@@ -194,8 +194,6 @@ def invert(
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
     noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-    num_train_timesteps = noise_scheduler.config.num_train_timesteps
-    prediction_type = noise_scheduler.config.prediction_type
 
     base = text_encoder.get_input_embeddings()
     learned = nn.Parameter(base.weight[list(placeholder.ids)].detach().to(device, LEARNED_DTYPE).clone())
@@ -214,20 +212,7 @@ def invert(
     text_encoder.set_input_embeddings(PlaceholderEmbedding(base, placeholder.ids, learned))
     try:
         for step in range(steps):
-            shape = (batch_size, *mean.shape[1:])
-            eps_latent = torch.randn(shape, generator=generator).to(device)
-            noise = torch.randn(shape, generator=generator).to(device)
-            t = torch.randint(0, num_train_timesteps, (batch_size,), generator=generator).to(device)
-            pick = torch.randint(0, len(templates), (batch_size,), generator=generator)
-            latents = (mean + std * eps_latent).to(unet.dtype)  # (B, C, h, w)
-            noisy = noise_scheduler.add_noise(latents, noise.to(unet.dtype), t)
-            hidden = text_encoder(template_ids[pick.to(device)])[0]  # (B, L, D)
-            pred = unet(noisy, t, hidden.to(unet.dtype)).sample
-            if prediction_type == "v_prediction":
-                target = noise_scheduler.get_velocity(latents, noise.to(unet.dtype), t)
-            else:
-                target = noise
-            loss = F.mse_loss(pred.float(), target.float())
+            loss = denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, generator, batch_size)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -239,6 +224,58 @@ def invert(
     with torch.no_grad():
         base.weight[list(placeholder.ids)] = learned.detach().to(base.weight.dtype)
     return learned.detach().float().cpu()
+
+
+def denoising_loss(
+    pipeline: StableDiffusionPipeline,
+    noise_scheduler: DDPMScheduler,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    template_ids: torch.Tensor,
+    generator: torch.Generator,
+    batch_size: int,
+) -> torch.Tensor:
+    """The frozen model's denoising loss on `batch_size` noisy copies of the query.
+
+    mean, std: (1, C, h, w) scaled latent distribution of the query; template_ids:
+    (T, L) tokenised prompts, one drawn per copy. All randomness comes from the CPU
+    `generator`, so a seed gives the same batch on every device.
+    """
+    text_encoder, unet = pipeline.text_encoder, pipeline.unet
+    device = unet.device
+    shape = (batch_size, *mean.shape[1:])
+    eps_latent = torch.randn(shape, generator=generator).to(device)
+    noise = torch.randn(shape, generator=generator).to(device, unet.dtype)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
+    pick = torch.randint(0, template_ids.shape[0], (batch_size,), generator=generator).to(device)
+    latents = (mean + std * eps_latent).to(unet.dtype)  # (B, C, h, w)
+    noisy = noise_scheduler.add_noise(latents, noise, t)
+    hidden = text_encoder(template_ids[pick])[0]  # (B, L, D)
+    pred = unet(noisy, t, hidden.to(unet.dtype)).sample
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    return F.mse_loss(pred.float(), target.float())
+
+
+@torch.no_grad()
+def evaluation_loss(
+    pipeline: StableDiffusionPipeline,
+    latent_mean: torch.Tensor,
+    latent_std: torch.Tensor,
+    placeholder: Placeholder,
+    templates: tuple[str, ...] | list[str],
+    *,
+    batch_size: int = 16,
+    seed: int = 12345,
+) -> float:
+    """Denoising loss of the current placeholder rows on a fixed seeded batch (lower = better fit)."""
+    noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
+    ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], pipeline.unet.device)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return float(denoising_loss(pipeline, noise_scheduler, latent_mean.to(pipeline.unet.device),
+                                latent_std.to(pipeline.unet.device), ids, generator, batch_size))
 
 
 def save_embeddings(path: str | Path, token: str, embeddings: torch.Tensor) -> None:

@@ -133,7 +133,7 @@ def load_model(
 def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionPipeline:
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            model_id, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            model_id, dtype=dtype, safety_checker=None, requires_safety_checker=False
         )
     except (OSError, ValueError, EnvironmentError) as err:
         raise ValueError(

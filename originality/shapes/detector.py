@@ -18,10 +18,13 @@ one's (shape, colour, size, texture) and position:
    centroid falls on the element's (the box filter that anti-aliases the renders
    keeps both ink and centroid exact), and compared with the element's ink
    (coverage, read from the darkest channel) by L1 distance; the closest candidate
-   wins. A pre-filter by IoU of the silhouette with each shape's template
-   (`world.shape_mask` stretched to the component's box) is not needed: the
-   rendered candidates already tell a small circle from a small hexagon, which
-   stretched templates barely do.
+   wins. (IoU of the silhouette with `world.shape_mask` stretched to the
+   component's box mistook ~10% of small circles and hexagons for each other, and
+   a hole-area rule misread small empty triangles and stars, whose holes are a
+   few pixels; the rendered
+   candidates tell both apart.) Elements of one colour that were split apart are
+   refitted jointly: each to the ink the other elements' fits leave.
+   A blob that no candidate fits (relative misfit above `max_misfit`) is dropped.
 4. Position: the centre of the winning candidate's bounding box at the fitted
    position, i.e. the centre of the rendered shape's bounding box in pixels (pixel
    i spans [i, i + 1]). `Element.x/y` is the centre of the circle the shape is
@@ -35,7 +38,6 @@ areas are in pixels of that 64 px frame.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -58,6 +60,10 @@ SATURATION_FRACTION = 0.35
 SPLIT_DEPTH = 1.0
 # Peaks shallower than this (pixels) never start an element of their own.
 MIN_PEAK_DEPTH = 1.5
+# Blobs no candidate explains better than this relative misfit are not elements.
+# Clean renders fit to <= 0.13, blurred ones (Gaussian radius up to 2.5 px) to
+# <= 0.73; blobs of uniform RGB noise fit to 0.33-0.84.
+MAX_MISFIT = 0.75
 # Candidate templates are rendered at this many sub-pixel phases per pixel.
 PHASES = 4
 _HALF = 15  # templates are (2 * _HALF) px square, centred on the element
@@ -116,26 +122,79 @@ def _centroid_offset(candidate: tuple[str, str, str]) -> tuple[float, float, flo
     return gx - _HALF, gy - _HALF, ink
 
 
-def _misfit(ink: np.ndarray, total: float, gx: float, gy: float, candidate) -> tuple[float, float, float]:
-    """L1 distance between `ink` (an image-sized coverage map) and `candidate` fitted to it."""
-    ox, oy, _ = _centroid_offset(candidate)
-    ex, ey = gx - ox, gy - oy
-    qx, qy = round(ex * PHASES), round(ey * PHASES)
-    ix, fx = divmod(qx, PHASES)
-    iy, fy = divmod(qy, PHASES)
+@dataclass(frozen=True)
+class _Fit:
+    candidate: tuple[str, str, str]
+    x: float  # element position (world.Element.x/y)
+    y: float
+    misfit: float  # L1 distance between the element's ink and the candidate's render
+    ink: float  # the element's ink (sum of its coverage)
+
+    @property
+    def relative_misfit(self) -> float:
+        """misfit / (both inks): 0 = the render exactly, 1 = nothing in common."""
+        return self.misfit / (self.ink + _centroid_offset(self.candidate)[2])
+
+
+def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[int, int]):
+    """The candidate's template at (ex, ey): (template crop, (y0, y1, x0, x1) in the image)."""
+    ix, fx = divmod(round(ex * PHASES), PHASES)
+    iy, fy = divmod(round(ey * PHASES), PHASES)
     t = _template(candidate, fx, fy)
-    # The template's window in image coordinates, clipped to the image.
-    h, w = ink.shape
+    h, w = shape
     x0, y0 = ix - _HALF, iy - _HALF
     ax0, ay0 = max(0, x0), max(0, y0)
     ax1, ay1 = min(w, x0 + 2 * _HALF), min(h, y0 + 2 * _HALF)
     if ax1 <= ax0 or ay1 <= ay0:
-        return total + float(t.sum()), ex, ey
-    window = ink[ay0:ay1, ax0:ax1]
-    tw = t[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0]
-    inside = float(np.abs(window - tw).sum())
-    outside = total - float(window.sum()) + (float(t.sum()) - float(tw.sum()))
-    return inside + outside, ex, ey
+        return t[:0, :0], (0, 0, 0, 0)
+    return t[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0], (ay0, ay1, ax0, ax1)
+
+
+def _render_fit(fit: _Fit, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float64)
+    t, (y0, y1, x0, x1) = _placed(fit.candidate, fit.x, fit.y, shape)
+    out[y0:y1, x0:x1] = t
+    return out
+
+
+def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: float, ey: float) -> float:
+    """L1 distance between `ink` (image-sized, summing to `total`) and `candidate` at (ex, ey)."""
+    t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape)
+    window = ink[y0:y1, x0:x1]
+    # |ink - template| inside the template's window, plus what either has outside it.
+    template_ink = _centroid_offset(candidate)[2]
+    return float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
+
+
+def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | None:
+    """The candidate closest to `ink` (an image-sized coverage map of one element).
+
+    Each candidate is placed so that its ink centroid falls on the element's; with
+    `search` > 0 the best `finalists` also try positions up to `search` px away
+    (for elements whose ink is not all theirs, e.g. two that overlap).
+    """
+    total = float(ink.sum())
+    if total <= 0:
+        return None
+    ys, xs = np.nonzero(ink)
+    weights = ink[ys, xs]
+    gx = float((weights * (xs + 0.5)).sum() / total)
+    gy = float((weights * (ys + 0.5)).sum() / total)
+    fits = []
+    for candidate in CANDIDATES:
+        ox, oy, _ = _centroid_offset(candidate)
+        ex, ey = gx - ox, gy - oy
+        fits.append(_Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey), total))
+    fits.sort(key=lambda f: f.misfit)
+    best = fits[0]
+    if search > 0:
+        steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)
+        for f in fits[:finalists]:
+            for dx, dy in itertools.product(steps, steps):
+                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy)
+                if m < best.misfit:
+                    best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total)
+    return best
 
 
 def _split(filled: np.ndarray) -> list[np.ndarray]:
@@ -147,37 +206,80 @@ def _split(filled: np.ndarray) -> list[np.ndarray]:
         return [filled]
     heights = ndimage.maximum(depth, labels, index=np.arange(1, n + 1))
     reps = [tuple(np.argwhere(labels == i + 1)[0]) for i in range(n)]
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in itertools.combinations(sorted(range(n), key=lambda k: -heights[k]), 2):
-        if find(i) == find(j):
-            continue
-        level = min(heights[i], heights[j]) - SPLIT_DEPTH
-        connected, _ = ndimage.label(depth >= level, structure=_EIGHT)
-        if connected[reps[i]] == connected[reps[j]]:
-            parent[find(j)] = find(i)
-    roots = sorted({find(i) for i in range(n)})
-    if len(roots) == 1:
+    # A peak starts an element unless it reaches an already kept (as high or
+    # higher) peak without going deeper than SPLIT_DEPTH below its own height.
+    kept: list[int] = []
+    for i in sorted(range(n), key=lambda k: -heights[k]):
+        connected, _ = ndimage.label(depth >= heights[i] - SPLIT_DEPTH, structure=_EIGHT)
+        if all(connected[reps[i]] != connected[reps[j]] for j in kept):
+            kept.append(i)
+    if len(kept) == 1:
         return [filled]
-    markers = np.zeros(filled.shape, dtype=np.int16)
-    for k, root in enumerate(roots, start=1):
-        for i in range(n):
-            if find(i) == root:
-                markers[labels == i + 1] = k
-    markers[~filled] = -1
-    cost = np.where(filled, 254 - np.minimum(depth * 10, 254), 255).astype(np.uint8)
-    flooded = ndimage.watershed_ift(cost, markers, structure=_EIGHT)
-    return [filled & (flooded == k) for k in range(1, len(roots) + 1)]
+    markers = np.zeros(filled.shape, dtype=np.int32)
+    for k, i in enumerate(kept, start=1):
+        markers[labels == i + 1] = k
+    flooded = _flood(markers, depth, filled)
+    return [filled & (flooded == k) for k in range(1, len(kept) + 1)]
 
 
-def detect(image: Image.Image, min_area: int = 12) -> list[Detection]:
-    """Elements of a shapes-world image, sorted top-to-bottom then left-to-right."""
+def _flood(markers: np.ndarray, depth: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    """Watershed: grow the markers through `filled`, deepest pixels first."""
+    labels = markers.copy()
+    for level in np.arange(float(depth.max()), -0.5, -0.5):
+        allowed = filled & (depth >= level)
+        while True:
+            grown = ndimage.grey_dilation(labels, footprint=_EIGHT)
+            new = allowed & (labels == 0) & (grown > 0)
+            if not new.any():
+                break
+            labels[new] = grown[new]
+    return labels
+
+
+def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2) -> list:
+    """Refit elements of one colour that touch, each to the ink the others' fits leave.
+
+    A split along a neck cuts the overlap between two elements out of one of them;
+    subtracting the other elements' fitted renders from the ink of their union
+    gives each element back its own ink, overlap included. A refit is kept only
+    when it explains the union's ink better.
+    """
+    union = np.zeros(coverage.shape, dtype=bool)
+    for _, _, region in fits:
+        union |= region
+    ink = np.where(union, coverage, 0.0)
+    fits = list(fits)
+    renders = [_render_fit(f, coverage.shape) for f, _, _ in fits]
+
+    def joint() -> float:
+        return float(np.abs(ink - np.minimum(sum(renders), 1.0)).sum())
+
+    current = joint()
+    for _ in range(rounds):
+        for i, (fit, area, region) in enumerate(fits):
+            grown = ndimage.binary_dilation(region, structure=_EIGHT, iterations=3) & union
+            others = sum(r for j, r in enumerate(renders) if j != i)
+            refit = _fit(np.where(grown, np.clip(ink - others, 0.0, 1.0), 0.0), search=0.75)
+            if refit is None:
+                continue
+            old = renders[i]
+            renders[i] = _render_fit(refit, coverage.shape)
+            score = joint()
+            if score < current:
+                fits[i], current = (refit, area, region), score
+            else:
+                renders[i] = old
+    return fits
+
+
+def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFIT) -> list[Detection]:
+    """Elements of a shapes-world image, sorted top-to-bottom then left-to-right.
+
+    Blobs of fewer than `min_area` coloured pixels are noise; blobs whose best
+    candidate's relative misfit (L1 between inks over the sum of both inks: 0 =
+    identical, 1 = disjoint) exceeds `max_misfit` resemble no element and are
+    dropped too.
+    """
     image = image.convert("RGB")
     if image.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
         image = image.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.BILINEAR)
@@ -202,23 +304,25 @@ def detect(image: Image.Image, min_area: int = 12) -> list[Detection]:
             continue
         # Faint pixels of this colour (anti-aliased rims) that no colour mask holds.
         faint = (dominant == channel) & ~(masks["red"] | masks["green"] | masks["blue"])
-        pieces: list[np.ndarray] = []
+        fits: list[tuple[_Fit, int, np.ndarray]] = []
         for index in keep:
-            pieces.extend(_split(ndimage.binary_fill_holes(labels == index)))
-        for piece in pieces:
-            region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
-            ink = np.where(region, coverage, 0.0)
-            total = float(ink.sum())
-            area = int((piece & mask).sum())
-            if total <= 0 or area < min_area:
+            component_fits = []
+            for piece in _split(ndimage.binary_fill_holes(labels == index)):
+                area = int((piece & mask).sum())
+                if area < min_area:
+                    continue
+                region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
+                fit = _fit(np.where(region, coverage, 0.0))
+                if fit is not None:
+                    component_fits.append((fit, area, region))
+            if len(component_fits) > 1:  # touching elements, split apart
+                component_fits = _explain_away(component_fits, coverage)
+            fits.extend(component_fits)
+        for fit, area, _ in fits:
+            if fit.relative_misfit > max_misfit:
                 continue
-            ys, xs = np.nonzero(ink)
-            weights = ink[ys, xs]
-            gx = float((weights * (xs + 0.5)).sum() / total)
-            gy = float((weights * (ys + 0.5)).sum() / total)
-            best = min(((_misfit(ink, total, gx, gy, c), c) for c in CANDIDATES), key=lambda m: m[0][0])
-            (_, ex, ey), (shape, size, texture) = best
-            x, y = element_bbox_centre(world.Element(shape, colour, size, texture, ex, ey))
-            found.append(Detection(shape, colour, size, texture, x, y, area))
+            shape, size, texture = fit.candidate
+            x, y = element_bbox_centre(world.Element(shape, colour, size, texture, fit.x, fit.y))
+            found.append(Detection(shape, colour, size, texture, float(x), float(y), area))
     found.sort(key=lambda d: (d.y, d.x))
     return found

@@ -111,17 +111,17 @@ def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_si
     """
     from scipy import ndimage  # only empty elements need it
 
-    filled = Image.new("L", canvas_size, 0)
-    _draw(ImageDraw.Draw(filled), shape, cx, cy, r, 255)
-    inside = np.asarray(filled) >= 128
-    band = np.zeros_like(inside)
-    m = int(math.ceil(width)) + 2
-    y0, y1 = max(0, int(cy - r) - m), min(inside.shape[0], int(cy + r) + m + 1)
-    x0, x1 = max(0, int(cx - r) - m), min(inside.shape[1], int(cx + r) + m + 1)
-    crop = np.pad(inside[y0:y1, x0:x1], 1)  # pad: the canvas edge counts as outside
-    depth = ndimage.distance_transform_edt(crop)[1:-1, 1:-1]
-    band[y0:y1, x0:x1] = inside[y0:y1, x0:x1] & (depth <= width)
-    return Image.fromarray(band.astype(np.uint8) * 255)
+    # Draw on a local canvas with a blank margin (integer offset: same pixels), so
+    # that the edge of the image does not count as the shape's edge.
+    m = int(math.ceil(r + width)) + 2
+    ox, oy = int(math.floor(cx)) - m, int(math.floor(cy)) - m
+    local = Image.new("L", (2 * m + 1, 2 * m + 1), 0)
+    _draw(ImageDraw.Draw(local), shape, cx - ox, cy - oy, r, 255)
+    inside = np.asarray(local) >= 128
+    band = inside & (ndimage.distance_transform_edt(inside) <= width)
+    mask = Image.new("L", canvas_size, 0)
+    mask.paste(Image.fromarray(band.astype(np.uint8) * 255), (ox, oy))
+    return mask
 
 
 def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE) -> Image.Image:

@@ -1,0 +1,190 @@
+"""The progressive loop: events, the stop rule, reproducibility, cancellation, the report folder."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from originality import (
+    AnalysisConfig,
+    Decision,
+    DistancesReady,
+    EditCheckReady,
+    InversionStep,
+    LengthDone,
+    OriginalityModel,
+    ReconstructionsReady,
+    Report,
+    Started,
+    analyze,
+    iter_analyze,
+)
+from originality.images import ImageInputError
+from originality.metrics import CheckResult
+from originality.testing import tiny_sd_pipeline
+
+
+class ScriptedDistance:
+    """Distance whose value per token length is set by the test (the decision logic is under test)."""
+
+    name = "scripted"
+
+    def __init__(self, by_length):
+        self.by_length, self.calls = by_length, 0
+
+    def __call__(self, query, images):
+        self.calls += 1
+        return [self.by_length[self.calls - 1]] * len(images)
+
+
+class ScriptedCheck:
+    name = "scripted-check"
+    uses_edits = True
+
+    def __init__(self, by_length):
+        self.by_length, self.calls = by_length, 0
+
+    def __call__(self, query, reconstructions, edits, *, subject, pass_fraction):
+        self.calls += 1
+        ok = self.by_length[self.calls - 1]
+        return CheckResult(ok, [1.0 if ok else 0.0] * len(edits), f"{subject}: {ok}")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd_pipeline(seed=0)
+
+
+def make_model(pipe, distances, checks, threshold=0.5):
+    return OriginalityModel(
+        pipeline=pipe, name="tiny-sd", world="stable-diffusion", distance=ScriptedDistance(distances),
+        in_distribution=ScriptedCheck(checks), default_domain="house", default_threshold=threshold,
+        default_guidance_scale=2.0,
+    )
+
+
+TINY = AnalysisConfig.preset("fast", steps=2, batch_size=2, num_reconstructions=2, num_edits=2,
+                             num_inference_steps=2, max_tokens=3)
+
+
+@pytest.fixture
+def query():
+    arr = np.full((96, 128, 3), 240, np.uint8)
+    arr[20:70, 30:90] = (30, 60, 200)
+    return Image.fromarray(arr)
+
+
+def test_stops_at_first_length_passing_both(pipe, query):
+    # m=1: distance fails; m=2: distance passes but the edit fails; m=3: both pass
+    model = make_model(pipe, [0.9, 0.3, 0.4], [True, False, True])
+    events = list(iter_analyze(query, TINY, model))
+    report = events[-1].report
+    assert report.score == 3 and report.label == "3"
+    assert [r.passed for r in report.results] == [False, False, True]
+    assert [r.reconstruction_passed for r in report.results] == [False, True, True]
+    assert model.distance.calls == 3
+
+
+def test_stops_early_and_reports_max_plus_when_nothing_passes(pipe, query):
+    model = make_model(pipe, [0.2, 0.1, 0.1], [True, True, True])
+    report = analyze(query, TINY, model)
+    assert report.score == 1 and len(report.results) == 1 and "Familiar" in report.verdict
+
+    model = make_model(pipe, [0.9, 0.8, 0.7], [True, True, True])
+    report = analyze(query, TINY, model)
+    assert report.score is None and report.label == "3+" and len(report.results) == 3
+    assert "Original" in report.verdict
+
+
+def test_threshold_is_inclusive_and_configurable(pipe, query):
+    model = make_model(pipe, [0.5], [True])
+    assert analyze(query, TINY.replace(max_tokens=1), model).score == 1  # mean == threshold passes
+    model = make_model(pipe, [0.5], [True])
+    assert analyze(query, TINY.replace(max_tokens=1, threshold=0.49), model).score is None
+
+
+def test_event_stream_covers_every_stage_in_order(pipe, query):
+    model = make_model(pipe, [0.9, 0.1], [True, True])
+    events = list(iter_analyze(query, TINY, model))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Started and kinds[-1] is Decision
+    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, EditCheckReady, LengthDone]
+    assert kinds[1:-1] == per_length * 2
+    assert events[0].query.size == (64, 64)  # normalised to the model's resolution
+    assert events[0].config.domain == "house" and events[0].config.threshold == 0.5
+    recon = events[3]
+    assert recon.num_tokens == 1 and len(recon.images) == 2 and recon.images[0].size == (64, 64)
+    assert len(events[5].images) == 2  # edits
+    result = events[-2].result
+    assert set(result.timings) == {"inversion", "reconstruction", "distance", "edit_check"}
+    assert len(result.losses) == 2 and result.embeddings.shape == (2, 32)
+
+
+def test_same_seed_same_images_and_embeddings(pipe, query):
+    a = analyze(query, TINY.replace(max_tokens=1), make_model(pipe, [0.1], [True]))
+    b = analyze(query, TINY.replace(max_tokens=1), make_model(pipe, [0.1], [True]))
+    assert torch.equal(a.results[0].embeddings, b.results[0].embeddings)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(a.results[0].reconstructions, b.results[0].reconstructions))
+    c = analyze(query, TINY.replace(max_tokens=1, seed=5), make_model(pipe, [0.1], [True]))
+    assert not torch.equal(a.results[0].embeddings, c.results[0].embeddings)
+
+
+def test_cancelling_mid_run_leaves_the_model_reusable(pipe, query):
+    rows = pipe.text_encoder.get_input_embeddings().weight.shape[0]
+    model = make_model(pipe, [0.9, 0.1], [True, True])
+    run = iter_analyze(query, TINY.replace(steps=50), model)
+    for event in run:
+        if isinstance(event, InversionStep) and event.step == 3:
+            break
+    run.close()
+    assert not model.lock.locked()
+    assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows
+    assert analyze(query, TINY, make_model(pipe, [0.1], [True])).score == 1
+
+
+def test_bad_inputs_fail_before_any_work(pipe, query, tmp_path):
+    model = make_model(pipe, [0.1], [True])
+    with pytest.raises(ValueError, match="single token"):
+        next(iter_analyze(query, TINY.replace(domain="skyscraperish"), model))
+    with pytest.raises(ValueError, match="steps"):
+        next(iter_analyze(query, TINY.replace(steps=0), model))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageInputError, match="empty"):
+        next(iter_analyze(empty, TINY, model))
+    assert model.distance.calls == 0
+
+
+def test_report_folder_round_trips(pipe, query, tmp_path):
+    report = analyze(query, TINY, make_model(pipe, [0.9, 0.2], [True, True]))
+    folder = report.save(tmp_path / "run")
+    assert (folder / "m2" / "learned_embeds.safetensors").is_file()
+    assert (folder / "m1" / "reconstruction_1.png").is_file() and (folder / "m1" / "edit_0.png").is_file()
+    loaded = Report.load(folder)
+    assert loaded.summary() == report.summary()
+    for a, b in zip(loaded.results, report.results):
+        assert torch.equal(a.embeddings, b.embeddings)
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.reconstructions, b.reconstructions))
+        assert len(a.edits) == len(b.edits)
+    assert np.array_equal(np.asarray(loaded.query), np.asarray(report.query))
+    assert not list(tmp_path.glob(".run.*"))  # no temporary folder left behind
+    # saved embeddings load into a fresh pipeline the diffusers way
+    fresh = tiny_sd_pipeline(seed=0)
+    fresh.load_textual_inversion(str(folder / "m2" / "learned_embeds.safetensors"))
+    assert "<s2>_1" in fresh.tokenizer.get_vocab()
+
+
+def test_config_presets_and_validation():
+    fast, paper = AnalysisConfig.preset("fast"), AnalysisConfig.preset("paper")
+    assert (paper.batch_size, paper.learning_rate, paper.steps, paper.num_reconstructions,
+            paper.num_inference_steps) == (20, 5e-4, 2000, 20, 35)
+    assert fast.steps < paper.steps and AnalysisConfig.preset("fast", steps=7).steps == 7
+    assert AnalysisConfig.from_dict(fast.to_dict()) == fast
+    with pytest.raises(ValueError, match="preset must be one of"):
+        AnalysisConfig.preset("slow")
+    for bad, match in [(dict(threshold=-1), "threshold"), (dict(max_tokens=0), "max_tokens"),
+                       (dict(edit_prompt="a cat"), "edit_prompt"), (dict(domain="two words"), "domain"),
+                       (dict(learning_rate=0), "learning_rate"), (dict(seed=-3), "seed")]:
+        with pytest.raises(ValueError, match=match):
+            fast.replace(**bad).validate()
