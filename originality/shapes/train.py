@@ -66,6 +66,8 @@ def train_vae(vae, args, device, ckpt_dir: Path) -> None:
         opt.load_state_dict(state["opt"])
         start = state["step"]
     if start >= args.vae_steps:
+        if not ckpt.exists() and args.vae_steps > 0:
+            raise FileNotFoundError(ckpt)
         return
     vae.train()
     last_save = time.time()
@@ -160,7 +162,8 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
             last_save = time.time()
     else:
         step = args.steps
-    _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step))
+    if not args.export_only:
+        _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step))
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-minutes", type=float, default=600.0, help="time box for the denoiser stage of this run")
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--device", default=None, help="cuda / cpu (default: cuda when present)")
+    ap.add_argument("--export-only", action="store_true",
+                    help="save the pipeline from the latest checkpoints (EMA weights) without training")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     for k in ("unet", "text_encoder", "vae"):
         components[k].to(device)
 
+    if args.export_only:
+        args.vae_steps = 0
+        args.steps = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu")["step"]
     # 1. VAE
     train_vae(components["vae"], args, device, ckpt_dir)
     components["vae"].eval()
