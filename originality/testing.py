@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -17,35 +17,26 @@ from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2 / CLIP byte-level alphabet
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+@lru_cache(maxsize=1)
+def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """CLIP's real BPE vocabulary (49408 tokens) and merges, rebuilt from the
+    `bpe_simple_vocab_16e6.txt.gz` that ships inside `open_clip`, the same way
+    CLIP's own `SimpleTokenizer` builds them."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    byte_chars = list(bytes_to_unicode().values())
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
 def clip_tokenizer(model_max_length: int = 77) -> CLIPTokenizer:
-    """The real CLIP ViT-L/14 tokenizer (49408 tokens), built offline from open_clip's BPE file."""
-    import open_clip
-
-    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
-    alphabet = list(_bytes_to_unicode().values())
-    vocab = alphabet + [v + "</w>" for v in alphabet] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        return CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-            model_max_length=model_max_length, pad_token="<|endoftext|>",
-        )
+    """The real CLIP ViT-L/14 tokenizer (49408 tokens), built offline."""
+    vocab, merges = clip_bpe_vocab()
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length, pad_token="<|endoftext|>")
 
 
 def tiny_sd_pipeline(seed: int = 0, text_hidden: int = 32, unet_channels=(32, 64), latent_size: int = 16,

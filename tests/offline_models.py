@@ -9,11 +9,11 @@ the weight files are fake.
 
 from __future__ import annotations
 
-import gzip
-from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from originality.testing import clip_bpe_vocab
 
 # The cheapest DreamSim variant that loads without any network: a single
 # CLIP ViT-B/32 backbone stored as a plain state dict. ("dino_vitb16" and the
@@ -82,22 +82,6 @@ def _write_dreamsim_files(path: Path, dreamsim_type: str, patch_size: int) -> No
 
 
 # --------------------------------------------------------------------------- CLIP
-
-@lru_cache(maxsize=1)
-def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """CLIP's real BPE vocabulary (49408 tokens) and merges, rebuilt from the
-    `bpe_simple_vocab_16e6.txt.gz` that ships inside `open_clip`, the same way
-    CLIP's own `SimpleTokenizer` builds them."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
-
-    with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    byte_chars = list(bytes_to_unicode().values())
-    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(tokens)}, merges
-
 
 def make_tiny_clip(path: str | Path | None = None, *, image_size: int = 32, seed: int = 0):
     """A tiny random `CLIPModel` and a `CLIPProcessor` with CLIP's real tokenizer.
