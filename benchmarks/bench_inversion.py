@@ -388,6 +388,9 @@ def parse_args(argv=None):
                         "so all max_tokens lengths run: the worst case)")
     p.add_argument("--project", action="store_true", help="preset projections also off --sd14-configs/CUDA")
     p.add_argument("--image", help="query image (default: a synthetic seeded image)")
+    p.add_argument("--source-size", type=int, default=None,
+                   help="side of the image file the baseline's dataset reads every step "
+                        "(default: the model resolution, i.e. no real resize: favours the baseline)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-baseline", action="store_true")
@@ -410,10 +413,11 @@ def main(argv=None) -> dict:
     total = args.warmup + args.steps
     res: dict = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join(["python benchmarks/bench_inversion.py"] + (argv if argv is not None else sys.argv[1:])),
         "model": model_label, "model_name": model.name, "device": str(device), "dtype": str(dtype),
         "resolution": resolution, "batch_size": args.batch_size, "num_tokens": m, "timed_steps": args.steps,
-        "warmup_steps": args.warmup, "preset": args.preset, "torch_threads": torch.get_num_threads(),
+        "warmup_steps": args.warmup, "preset": args.preset, "baseline_source_size": args.source_size,
+        "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
     }
     if device.type == "cuda":
@@ -493,7 +497,12 @@ def _time_both(args, res, device, ours_step, baseline_te_cpu, baseline_tok, pipe
     if not args.skip_baseline:
         img_dir = Path(tmp) / "train"
         img_dir.mkdir()
-        query.save(img_dir / "query.png")  # at model resolution: the dataset's resize is a no-op copy
+        # The training image on disk. At model resolution (default) the dataset's resize is a
+        # no-op copy, which favours the baseline; --source-size N stores an NxN file instead,
+        # as a user's photo would be, so that every item pays for decoding and resizing it.
+        src = args.source_size or resolution
+        (query if src == resolution else query.resize((src, src), Image.Resampling.BICUBIC)).save(
+            img_dir / "query.png")
         base = DiffusersTILoop(
             text_encoder_cpu=baseline_te_cpu, tokenizer=baseline_tok, vae=pipe.vae, unet=pipe.unet,
             scheduler_config=pipe.scheduler.config, image_dir=img_dir, resolution=resolution,
