@@ -1,0 +1,311 @@
+"""Reproduce Fig. 6 of Haviv et al. 2024: tokens needed per image, by frequency in training.
+
+    python -m originality.shapes.figure6 --per-group 20 [--preset fast] [--model assets/shapes-model]
+                                         [--seed 0] [--out outputs/figure6] [--compare-preset paper]
+
+For each group COMMON (circle + square), RARE (circle + triangle) and UNSEEN
+(square + triangle), --per-group new query images are rendered with
+`dataset.query(group, seed, i)` (never training items) and analysed with
+`originality.analysis.analyze` under the preset (max 5 tokens). The minimum token
+count of each image (its score, or "5+" when no length passed) is recorded.
+
+Writes to --out:
+- figure6.json, rewritten after every image: the settings, and per image its
+  group, caption, label, mean distance per token length and seconds. A rerun of
+  the same command skips the images already there (resumable); different settings
+  in the same folder are refused (use another --out, or --fresh to start over).
+- figure6.png: the paper's histogram, counts per token count 1..5 and "+",
+  grouped bars COMMON / RARE / UNSEEN (figure6_<preset>.png for --compare-preset).
+- queries/<group>_<i>.png: the query images.
+
+With --compare-preset the other preset analyses the same images too, and the
+agreement rate (share of images given the same label by both) goes into the JSON.
+--steps, --max-tokens, --reconstructions, --inference-steps and --batch-size
+override both presets (for smoke runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..config import PRESETS, AnalysisConfig
+from . import dataset
+from .world import render
+
+logger = logging.getLogger(__name__)
+
+GROUPS = ("common", "rare", "unseen")
+FORMAT_VERSION = 1
+JSON_NAME = "figure6.json"
+# CLI option -> AnalysisConfig field, overriding every preset run here.
+OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "num_reconstructions",
+             "inference_steps": "num_inference_steps", "batch_size": "batch_size"}
+COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
+
+
+def query_image(group: str, seed: int, index: int):
+    """(caption, rendered image) of the figure-6 query `index` of `group`."""
+    sample = dataset.query(group, seed, index)
+    return sample.caption, render(sample.elements)
+
+
+def image_record(group: str, index: int, caption: str, report, seconds: float) -> dict[str, Any]:
+    """What figure6.json keeps of one analysed image."""
+    return {
+        "group": group,
+        "index": index,
+        "caption": caption,
+        "score": report.score,
+        "label": report.label,
+        "mean_distance": {str(r.num_tokens): r.mean_distance for r in report.results},
+        "reconstruction_passed": {str(r.num_tokens): r.reconstruction_passed for r in report.results},
+        "edit_passed": {str(r.num_tokens): r.edit_passed for r in report.results},
+        "seconds": seconds,
+    }
+
+
+def histogram_labels(max_tokens: int) -> list[str]:
+    return [str(m) for m in range(1, max_tokens + 1)] + [f"{max_tokens}+"]
+
+
+def counts(images: list[dict], max_tokens: int, groups=GROUPS) -> dict[str, dict[str, int]]:
+    """Per group: how many images got each label (1..max_tokens, 'max_tokens+')."""
+    out = {}
+    for g in groups:
+        c = Counter(im["label"] for im in images if im["group"] == g)
+        out[g] = {label: c.get(label, 0) for label in histogram_labels(max_tokens)}
+    return out
+
+
+def agreement(a: list[dict], b: list[dict]) -> dict[str, Any]:
+    """Share of images (by group and index) that both runs labelled the same, overall and per group."""
+    la = {(im["group"], im["index"]): im["label"] for im in a}
+    lb = {(im["group"], im["index"]): im["label"] for im in b}
+    both = sorted(set(la) & set(lb), key=lambda k: (GROUPS.index(k[0]) if k[0] in GROUPS else 99, k[1]))
+    same = [k for k in both if la[k] == lb[k]]
+    per_group = {}
+    for g in dict.fromkeys(k[0] for k in both):
+        n = sum(k[0] == g for k in both)
+        s = sum(k[0] == g for k in same)
+        per_group[g] = {"n": n, "same": s, "rate": s / n}
+    return {"n": len(both), "same": len(same), "rate": len(same) / len(both) if both else None,
+            "per_group": per_group}
+
+
+def plot_histogram(images: list[dict], max_tokens: int, path: Path, title: str, groups=GROUPS) -> None:
+    """Grouped bars like the paper's Fig. 6: x = token count 1..max_tokens and '+', one bar per group."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    labels = histogram_labels(max_tokens)
+    table = counts(images, max_tokens, groups)
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=150)
+    for k, g in enumerate(groups):
+        xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(labels))]
+        ys = [table[g][label] for label in labels]
+        ax.bar(xs, ys, width=width, label=f"{g.upper()} ({sum(ys)})", color=COLOURS.get(g))
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels[:-1] + ["+"])
+    ax.set_xlabel("minimum number of tokens")
+    ax.set_ylabel("images")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _model_marker(model_dir: str) -> dict:
+    from .model import MARKER_FILE  # noqa: PLC0415
+
+    marker = Path(model_dir) / MARKER_FILE
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
+def summary_lines(data: dict) -> list[str]:
+    lines = []
+    for preset, run in data["runs"].items():
+        max_tokens = run["config"]["max_tokens"]
+        labels = histogram_labels(max_tokens)
+        table = counts(run["images"], max_tokens, data["groups"])
+        c = run["config"]
+        lines.append(f"preset {preset}: {c['steps']} steps x batch {c['batch_size']}, "
+                     f"{c['num_reconstructions']} reconstructions, threshold {c['threshold']}")
+        lines.append(f"  {'group':<8s} {'n':>3s} " + " ".join(f"{label:>4s}" for label in labels)
+                     + f" {'mean score*':>11s} {'s/image':>8s}")
+        for g in data["groups"]:
+            ims = [im for im in run["images"] if im["group"] == g]
+            scores = [im["score"] if im["score"] is not None else max_tokens + 1 for im in ims]
+            mean = f"{sum(scores) / len(scores):.2f}" if scores else "-"
+            secs = f"{sum(im['seconds'] for im in ims) / len(ims):.1f}" if ims else "-"
+            lines.append(f"  {g.upper():<8s} {len(ims):3d} " + " ".join(f"{table[g][label]:4d}" for label in labels)
+                         + f" {mean:>11s} {secs:>8s}")
+        lines.append(f"  (* '{max_tokens}+' counted as {max_tokens + 1})")
+    if data.get("agreement"):
+        a = data["agreement"]
+        rate = "-" if a["rate"] is None else f"{a['rate']:.0%}"
+        per = ", ".join(f"{g} {v['same']}/{v['n']}" for g, v in a["per_group"].items())
+        lines.append(f"agreement {' vs '.join(a['presets'])}: {a['same']}/{a['n']} images = {rate} ({per})")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m originality.shapes.figure6", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-group", type=int, default=20, help="query images per group (default: %(default)s, "
+                    "as in the paper)")
+    ap.add_argument("--preset", default="fast", choices=sorted(PRESETS), help="analysis preset (default: fast)")
+    ap.add_argument("--compare-preset", default=None, choices=sorted(PRESETS),
+                    help="also analyse every image with this preset and report the agreement (default: none)")
+    ap.add_argument("--model", default=str(SHAPES_MODEL_DIR), help="shapes-world pipeline folder (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the query images and of the analysis (default: 0)")
+    ap.add_argument("--out", default="outputs/figure6", help="output folder (default: %(default)s)")
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS, help="groups to run (default: all)")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--fresh", action="store_true", help="discard an existing figure6.json in --out")
+    ap.add_argument("--save-reports", action="store_true",
+                    help="also save every report folder under --out/reports/<preset>/<group>_<i>")
+    o = ap.add_argument_group("overrides of both presets (smoke runs)")
+    o.add_argument("--max-tokens", type=int, default=None, help="default: 5")
+    o.add_argument("--steps", type=int, default=None, help="inversion steps per token length")
+    o.add_argument("--batch-size", type=int, default=None, help="inversion batch")
+    o.add_argument("--reconstructions", type=int, default=None, help="reconstructions per token length")
+    o.add_argument("--inference-steps", type=int, default=None, help="denoising steps per generated image")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415
+    from ..models import WORLD_SHAPES, load_model  # noqa: PLC0415
+
+    # 1. Check inputs and settings
+    presets = [args.preset] + ([args.compare_preset] if args.compare_preset and args.compare_preset != args.preset
+                               else [])
+    overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items() if getattr(args, opt) is not None}
+    out = Path(args.out)
+    json_path = out / JSON_NAME
+    try:
+        if args.per_group < 1:
+            raise ValueError(f"--per-group must be a positive integer, got {args.per_group}")
+        configs = {p: AnalysisConfig.preset(p, seed=args.seed, **overrides) for p in presets}
+        for c in configs.values():
+            c.validate()
+        if not Path(args.model).is_dir():
+            raise ValueError(f"no model folder at {args.model} (train one with python -m originality.shapes.train)")
+        model = load_model(str(Path(args.model)), device=args.device)
+        if model.world != WORLD_SHAPES:
+            raise ValueError(f"{args.model} is not a shapes-world model (no originality_world.json marker)")
+        configs = {p: resolve_config(c, model) for p, c in configs.items()}
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    # 2. Load or start figure6.json; refuse to mix settings
+    marker = _model_marker(args.model)
+    data: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": str(args.model), "model_marker": marker,
+                            "seed": args.seed, "groups": list(args.groups), "per_group": args.per_group,
+                            "runs": {}, "agreement": None}
+    if json_path.is_file() and not args.fresh:
+        old = json.loads(json_path.read_text())
+        problems = []
+        if old.get("seed") != args.seed:
+            problems.append(f"seed {old.get('seed')} vs {args.seed}")
+        if old.get("model_marker") != marker:
+            problems.append("a different model")
+        for p, run in old.get("runs", {}).items():
+            if p in configs and run["config"] != configs[p].to_dict():
+                problems.append(f"other settings for preset {p}")
+        if problems:
+            print(f"error: {json_path} was written with {', '.join(problems)}; use another --out or --fresh",
+                  file=sys.stderr)
+            return 2
+        data["runs"] = old.get("runs", {})
+        data["agreement"] = old.get("agreement")
+        data["groups"] = list(dict.fromkeys(old.get("groups", []) + list(args.groups)))
+        data["per_group"] = max(old.get("per_group", 0), args.per_group)
+    for p, c in configs.items():
+        data["runs"].setdefault(p, {"config": c.to_dict(), "images": []})
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 3. Analyse, interleaving groups so that an interrupted run stays balanced
+    todo = [(i, g) for i in range(args.per_group) for g in args.groups]
+    print(f"model {args.model} on {model.device}; presets {', '.join(presets)}; "
+          f"{len(todo)} images ({args.per_group} per group)", flush=True)
+    interrupted = False
+    try:
+        for i, g in todo:
+            caption, image = query_image(g, args.seed, i)
+            qpath = out / "queries" / f"{g}_{i:02d}.png"
+            if not qpath.exists():
+                qpath.parent.mkdir(parents=True, exist_ok=True)
+                image.save(qpath)
+            for p in presets:
+                run = data["runs"][p]
+                if any(im["group"] == g and im["index"] == i for im in run["images"]):
+                    continue
+                t0 = time.perf_counter()
+                report = analyze(image, configs[p], model)
+                seconds = time.perf_counter() - t0
+                run["images"].append(image_record(g, i, caption, report, seconds))
+                if args.save_reports:
+                    report.save(out / "reports" / p / f"{g}_{i:02d}")
+                if len(presets) > 1:
+                    data["agreement"] = {"presets": presets, **agreement(*(data["runs"][q]["images"]
+                                                                          for q in presets))}
+                _write_json(json_path, data)
+                dists = " ".join(f"{v:.2f}" for v in report_distances(run["images"][-1]))
+                print(f"  {p:<6s} {g.upper():<7s} #{i:<3d} {caption:<48s} -> {report.label:>3s}  "
+                      f"distances [{dists}]  {seconds:.1f}s", flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted; figure6.json holds every finished image, rerun to resume", file=sys.stderr)
+
+    # 4. Figures and summary
+    pair = presets if len(presets) > 1 else (data.get("agreement") or {}).get("presets")
+    if pair and all(q in data["runs"] for q in pair):  # refresh: this run may have added images to one side
+        data["agreement"] = {"presets": pair, **agreement(*(data["runs"][q]["images"] for q in pair))}
+    _write_json(json_path, data)
+    for p in presets:
+        run = data["runs"][p]
+        name = "figure6.png" if p == args.preset else f"figure6_{p}.png"
+        n = Counter(im["group"] for im in run["images"])
+        per = ", ".join(f"{n.get(g, 0)} {g}" for g in data["groups"])
+        plot_histogram(run["images"], run["config"]["max_tokens"], out / name,
+                       f"Minimum tokens to reconstruct ({p} preset; {per})", data["groups"])
+    print()
+    print("\n".join(summary_lines({**data, "runs": {p: data["runs"][p] for p in presets}})))
+    print(f"wrote {json_path} and the histogram(s) in {out}")
+    return 130 if interrupted else 0
+
+
+def report_distances(record: dict) -> list[float]:
+    return [record["mean_distance"][k] for k in sorted(record["mean_distance"], key=int)]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Tests of the shapes-world tools: the quality gate (`evaluate`) and the Fig. 6 script (`figure6`).
+
+The scoring logic is checked with stand-in pipelines that draw captions with the
+world's own renderer (a perfect model, and one that draws everything small); the
+two command lines run end to end on a randomly initialised shapes pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from originality.config import AnalysisConfig
+from originality.shapes import evaluate, figure6, world
+from originality.shapes import model as shapes_model
+
+
+class RenderingPipeline:
+    """Stands in for a StableDiffusionPipeline: draws the caption's elements at seeded positions."""
+
+    def __init__(self, size: str | None = None):
+        self.size = size  # force every element to this size (a model that gets sizes wrong)
+
+    def __call__(self, prompt, generator, **kwargs):
+        images = []
+        for text, g in zip(prompt, generator):
+            text = text.split(" of ")[-1]  # drop a template such as "a photo of {}"
+            specs = [tuple(part.split()) for part in text.split(" and ")]
+            specs = [(shape, colour, self.size or size, texture) for size, colour, texture, shape in specs]
+            rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
+            images.append(world.render(world.place(specs, rng)))
+        return SimpleNamespace(images=images)
+
+
+@dataclass
+class FakeModel:
+    pipeline: RenderingPipeline
+    resolution: int = 64
+
+
+CONFIG = AnalysisConfig.preset("fast", guidance_scale=3.0, generation_batch_size=3)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_seen_prompts() -> None:
+    specs = evaluate.seen_prompts()
+    singles = [s for s in specs if s.group == "singles"]
+    pairs = [s for s in specs if s.group == "common pairs"]
+    assert len(singles) == 15 and len(pairs) == 9
+    assert singles[0].prompt == "big red full circle"
+    assert {s.prompt for s in singles} == {f"big {c} full {s}" for s in world.SHAPES for c in world.COLOURS}
+    assert "big green full circle and big blue full square" in {s.prompt for s in pairs}
+    assert all(s.prompt == s.caption for s in specs)
+    # a seeded subset of the colourings, and a template around every caption
+    subset = evaluate.seen_prompts(common_combos=4, seed=1, template="a photo of {}")
+    assert len(subset) == 19 and subset[0].prompt == "a photo of big red full circle"
+    assert [s.prompt for s in subset] == [s.prompt for s in evaluate.seen_prompts(4, 1, "a photo of {}")]
+    assert subset[-1].caption in {s.prompt for s in pairs}
+    with pytest.raises(ValueError, match="common_combos"):
+        evaluate.seen_prompts(common_combos=10)
+    with pytest.raises(ValueError, match="template"):
+        evaluate.seen_prompts(template="a photo of")
+
+
+@pytest.mark.parametrize("template", [None, "a photo of {}"])
+def test_a_perfect_model_passes(template) -> None:
+    specs = evaluate.seen_prompts(common_combos=3, template=template)
+    results, images = evaluate.evaluate(FakeModel(RenderingPipeline()), specs, CONFIG, per_prompt=2, seed=0)
+    assert [r.seeds for r in results[:2]] == [[0, 1], [1000, 1001]]
+    groups = evaluate.group_summary(results)
+    assert groups["singles"] == {"prompts": 15, "images": 30, "exact": 1.0, "loose": 1.0, "target": 0.8,
+                                 "passed": True}
+    assert groups["common pairs"]["exact"] == 1.0 and groups["common pairs"]["passed"]
+    summary = evaluate.prompt_summary(results[-1])
+    assert summary["images"][0]["detected"] and summary["exact"] == 1.0
+    json.dumps(summary)
+    grid = evaluate.sample_grid(results, images, columns=8)
+    assert grid.size[1] > 18 * 64 and grid.size[0] > 2 * 128
+
+
+def test_wrong_sizes_are_loose_but_not_exact() -> None:
+    specs = evaluate.seen_prompts(common_combos=1)[:3] + evaluate.seen_prompts(common_combos=1)[-1:]
+    results, _ = evaluate.evaluate(FakeModel(RenderingPipeline(size="small")), specs, CONFIG, per_prompt=2)
+    groups = evaluate.group_summary(results)
+    assert groups["singles"]["exact"] == 0.0 and groups["singles"]["loose"] == 1.0
+    assert not groups["singles"]["passed"]
+
+
+def test_exact_and_loose_matching() -> None:
+    spec = evaluate.seen_prompts()[-1]  # a common pair
+    r = evaluate.PromptResult(spec, [0, 1, 2, 3])
+    right = list(spec.elements)
+    r.detections = [right[::-1], right + [("star", "red", "big", "full")],
+                    [(s, c, "small", t) for s, c, _, t in right], right[:1]]
+    assert r.exact() == [True, False, False, False]
+    assert r.loose() == [True, False, True, False]
+
+
+# --------------------------------------------------------------------------- figure6
+
+
+def _record(group: str, index: int, label: str) -> dict:
+    score = None if label.endswith("+") else int(label)
+    return {"group": group, "index": index, "label": label, "score": score, "seconds": 1.0,
+            "mean_distance": {"1": 0.5}}
+
+
+def test_counts_and_agreement() -> None:
+    a = [_record("common", 0, "1"), _record("common", 1, "1"), _record("rare", 0, "3"), _record("unseen", 0, "5+")]
+    b = [_record("common", 0, "1"), _record("common", 1, "2"), _record("rare", 0, "3")]
+    assert figure6.histogram_labels(5) == ["1", "2", "3", "4", "5", "5+"]
+    table = figure6.counts(a, 5)
+    assert table["common"]["1"] == 2 and table["rare"]["3"] == 1 and table["unseen"]["5+"] == 1
+    assert sum(table["unseen"].values()) == 1
+    agree = figure6.agreement(a, b)
+    assert (agree["n"], agree["same"]) == (3, 2) and agree["rate"] == pytest.approx(2 / 3)
+    assert agree["per_group"]["common"] == {"n": 2, "same": 1, "rate": 0.5}
+    assert figure6.agreement(a, [])["rate"] is None
+
+
+def test_histogram_png(tmp_path: Path) -> None:
+    images = [_record(g, i, lab) for i, (g, lab) in enumerate([("common", "1"), ("rare", "2"), ("unseen", "5+")])]
+    figure6.plot_histogram(images, 5, tmp_path / "h.png", "test")
+    with Image.open(tmp_path / "h.png") as im:
+        assert im.size[0] > 400
+
+
+def test_queries() -> None:
+    caption, image = figure6.query_image("unseen", 0, 3)
+    assert "square" in caption and "triangle" in caption and image.size == (64, 64)
+    assert figure6.query_image("unseen", 0, 3)[1].tobytes() == image.tobytes()
+
+
+# --------------------------------------------------------------------------- both command lines, random weights
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("random") / "shapes-model"
+    torch.manual_seed(0)
+    shapes_model.save(shapes_model.assemble(shapes_model.build_components()), path)
+    return path
+
+
+def test_evaluate_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    args = ["--model", str(random_model), "--per-prompt", "1", "--inference-steps", "1", "--common-combos", "1",
+            "--out", str(out), "--device", "cpu", "--quiet"]
+    assert evaluate.main(args) == 0
+    text = capsys.readouterr().out
+    assert "singles" in text and "FAIL" in text  # random weights draw no shapes
+    data = json.loads((out / "results.json").read_text())
+    assert len(data["prompts"]) == 16 and data["settings"]["num_inference_steps"] == 1
+    assert data["settings"]["guidance_scale"] == 3.0 and data["passed"] is False
+    assert (out / "grid.png").is_file()
+    assert evaluate.main([*args, "--strict"]) == 1
+    assert evaluate.main(["--model", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "fig6"
+    args = ["--model", str(random_model), "--per-group", "1", "--steps", "1", "--max-tokens", "2",
+            "--reconstructions", "1", "--inference-steps", "1", "--batch-size", "1", "--out", str(out),
+            "--device", "cpu", "--groups", "common", "unseen", "--compare-preset", "paper"]
+    assert figure6.main(args) == 0
+    data = json.loads((out / "figure6.json").read_text())
+    fast = data["runs"]["fast"]["images"]
+    assert [(im["group"], im["index"]) for im in fast] == [("common", 0), ("unseen", 0)]
+    assert all(im["label"] in ("1", "2", "2+") and set(im["mean_distance"]) <= {"1", "2"} for im in fast)
+    assert data["runs"]["paper"]["config"]["learning_rate"] == 5e-4 and len(data["runs"]["paper"]["images"]) == 2
+    assert data["agreement"]["n"] == 2 and data["agreement"]["presets"] == ["fast", "paper"]
+    assert (out / "figure6.png").is_file() and (out / "figure6_paper.png").is_file()
+    assert (out / "queries" / "unseen_00.png").is_file()
+    capsys.readouterr()
+    # a rerun resumes: nothing left to analyse
+    assert figure6.main(args) == 0
+    assert "->" not in capsys.readouterr().out
+    assert json.loads((out / "figure6.json").read_text())["runs"]["fast"]["images"] == fast
+    # other settings in the same folder are refused
+    assert figure6.main([*args[:-2], "--steps", "2"]) == 2

@@ -1,0 +1,117 @@
+"""Tests of the shapes world's training script (`python -m originality.shapes.train`).
+
+A few steps of the real script on the CPU: it must save a diffusers pipeline that
+`StableDiffusionPipeline.from_pretrained` loads and that the engine recognises as
+the shapes world, and a rerun with more steps must continue from its checkpoint,
+giving the same numbers as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from transformers import BertModel
+
+from originality.models import WORLD_SHAPES, load_model
+from originality.shapes import model as shapes_model
+from originality.shapes import train
+
+TINY = ["--vae-steps", "2", "--batch", "4", "--vae-batch", "2", "--device", "cpu", "--checkpoint-minutes", "100"]
+
+
+def _run(tmp: Path, steps: int, name: str = "run") -> tuple[Path, Path]:
+    out, ckpt = tmp / name / "model", tmp / name / "ckpt"
+    train.main(["--out", str(out), "--checkpoint-dir", str(ckpt), "--steps", str(steps), *TINY])
+    return out, ckpt
+
+
+def _losses(ckpt: Path) -> list[tuple[int, float]]:
+    with open(ckpt / "losses.csv", newline="") as fh:
+        return [(int(step), float(loss)) for step, loss in csv.reader(fh)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """2 VAE steps and 2 denoiser steps, then resumed to 3 denoiser steps."""
+    tmp = tmp_path_factory.mktemp("train")
+    out, ckpt = _run(tmp, 2)
+    first = {
+        "losses": _losses(ckpt),
+        "step": torch.load(ckpt / "denoiser.pt", map_location="cpu")["step"],
+        "marker": json.loads((out / shapes_model.MARKER_FILE).read_text()),
+    }
+    _run(tmp, 3)
+    return out, ckpt, first
+
+
+def test_training_saves_a_loadable_pipeline(trained) -> None:
+    out, _, first = trained
+    for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"):
+        assert (out / part).exists(), part
+    assert shapes_model.is_shapes_model(out)
+    assert first["marker"]["world"] == "shapes" and first["marker"]["denoiser_steps"] == 2
+    assert first["marker"]["initial_word"] == shapes_model.INITIAL_WORD
+
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
+    assert isinstance(pipe.text_encoder, BertModel)
+    assert pipe.tokenizer.tokenize("big red full circle and big blue full square") == \
+        "big red full circle and big blue full square".split()
+    assert pipe.vae.config.scaling_factor != 0.18215  # measured on the trained VAE, not SD's constant
+    resolution = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert resolution == 64
+
+
+def test_engine_recognises_the_shapes_world(trained) -> None:
+    out, _, _ = trained
+    model = load_model(str(out), device="cpu")
+    assert model.world == WORLD_SHAPES
+    assert model.resolution == 64
+    assert model.default_domain == shapes_model.INITIAL_WORD
+    assert model.templates(model.default_domain) == shapes_model.SHAPES_TEMPLATES
+    assert model.describe()["distance"] == "element-f1"
+    assert load_model(str(out), device="cpu") is model  # loaded once, then shared
+
+
+def test_resume_continues_from_the_checkpoint(trained) -> None:
+    out, ckpt, first = trained
+    assert first["step"] == 2 and [s for s, _ in first["losses"]] == [0, 1]
+    assert torch.load(ckpt / "denoiser.pt", map_location="cpu")["step"] == 3
+    assert torch.load(ckpt / "vae.pt", map_location="cpu")["step"] == 2  # the VAE was not trained again
+    # steps 0 and 1 were not repeated: the rerun ran step 2 only
+    losses = _losses(ckpt)
+    assert [s for s, _ in losses] == [0, 1, 2]
+    assert losses[:2] == first["losses"]
+    assert json.loads((out / shapes_model.MARKER_FILE).read_text())["denoiser_steps"] == 3
+
+
+def test_resumed_run_is_the_same_run(trained, tmp_path) -> None:
+    """3 steps in one go give the losses and weights of 2 steps plus a resumed third."""
+    out, ckpt, _ = trained
+    straight_out, straight_ckpt = _run(tmp_path, 3, "straight")
+    assert [s for s, _ in _losses(straight_ckpt)] == [0, 1, 2]
+    for (_, a), (_, b) in zip(_losses(straight_ckpt), _losses(ckpt)):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    resumed = torch.load(ckpt / "denoiser.pt", map_location="cpu")
+    straight = torch.load(straight_ckpt / "denoiser.pt", map_location="cpu")
+    for key in ("unet", "text_encoder"):
+        for name, tensor in straight[key].items():
+            torch.testing.assert_close(resumed[key][name], tensor, rtol=1e-4, atol=1e-5, msg=f"{key}.{name}")
+
+
+def test_caption_augmentation_keeps_training_in_vocabulary() -> None:
+    import random
+
+    captions = ["big red full circle and big blue full square", "", "big green full star"]
+    vocab = set(shapes_model.vocabulary())
+    seen = set()
+    for seed in range(200):
+        for c in train.prepare_captions(captions, random.Random(seed)):
+            assert set(c.split()) <= vocab
+            seen.add(c)
+    assert "" in seen and shapes_model.INITIAL_WORD in seen
+    assert any(c.startswith("a photo of ") for c in seen)

@@ -1,0 +1,104 @@
+"""Smoke tests of the shipped shapes-world model (assets/shapes-model) on the CPU.
+
+Skipped when the model has not been trained yet (`python -m originality.shapes.train`).
+$ORIGINALITY_SHAPES_MODEL points the tests at another shapes-world folder.
+
+Loose on purpose, since this runs in CI: the model must draw the prompted
+elements in at least half of a few seeded images (the real quality gate is
+`python -m originality.shapes.evaluate`, >= 80%), and a whole `analyze` with the
+fast preset must finish and give a self-consistent report. The score itself is
+not asserted: it depends on the trained weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from originality.analysis import analyze, generate, resolve_config
+from originality.config import AnalysisConfig
+from originality.models import SHAPES_GUIDANCE, SHAPES_MODEL_DIR, SHAPES_THRESHOLD, WORLD_SHAPES, load_model
+from originality.shapes import dataset
+from originality.shapes.detector import detect
+from originality.shapes.model import is_shapes_model
+from originality.shapes.world import render
+
+MODEL_DIR = Path(os.environ.get("ORIGINALITY_SHAPES_MODEL", SHAPES_MODEL_DIR))
+
+pytestmark = pytest.mark.skipif(
+    not is_shapes_model(MODEL_DIR),
+    reason=f"no trained shapes-world model at {MODEL_DIR} (train it with `python -m originality.shapes.train`, "
+           "or set ORIGINALITY_SHAPES_MODEL)",
+)
+
+PROMPTS = {
+    "big red full circle": [("circle", "red", "big", "full")],
+    "big blue full square": [("square", "blue", "big", "full")],
+    "big green full circle and big red full square": [("circle", "green", "big", "full"),
+                                                      ("square", "red", "big", "full")],
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(str(MODEL_DIR), device="cpu")
+
+
+def test_loads_as_the_shapes_world(model) -> None:
+    assert model.world == WORLD_SHAPES
+    assert model.resolution == 64
+    assert model.default_guidance_scale == SHAPES_GUIDANCE
+
+
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+def test_draws_the_prompted_elements(model, prompt: str) -> None:
+    config = resolve_config(AnalysisConfig.preset("fast", generation_batch_size=4), model)
+    images = generate(model.pipeline, prompt, 4, seed=0, config=config, resolution=model.resolution)
+    assert len(images) == 4 and all(im.size == (64, 64) for im in images)
+    want = Counter(PROMPTS[prompt])
+    found = [Counter(d.key for d in detect(im)) for im in images]
+    hits = sum(not (want - f) for f in found)  # every prompted element detected (extras allowed)
+    detail = "; ".join(", ".join(" ".join(k) for k in sorted(f)[:6]) or "nothing" for f in found)
+    assert hits >= 2, f"{prompt!r}: prompted elements found in {hits}/4 images; detected: {detail}"
+
+
+def test_fast_analysis_of_a_common_image(model, tmp_path) -> None:
+    query = render(dataset.query("common", 0, 0).elements)
+    config = AnalysisConfig.preset("fast")
+    rows = model.pipeline.text_encoder.get_input_embeddings().weight.shape[0]
+    report = analyze(query, config, model)
+
+    # 1..5 token lengths, tried in order, stopping at the first that passes
+    assert 1 <= len(report.results) <= 5
+    assert [r.num_tokens for r in report.results] == list(range(1, len(report.results) + 1))
+    assert report.max_tokens == 5 and report.threshold == SHAPES_THRESHOLD
+    assert all(not r.passed for r in report.results[:-1])
+    if report.score is None:
+        assert len(report.results) == 5 and not report.results[-1].passed and report.label == "5+"
+    else:
+        assert report.score == len(report.results) and report.results[-1].passed
+        assert report.label == str(report.score)
+    for r in report.results:
+        assert r.passed == (r.reconstruction_passed and r.edit_passed)
+        assert len(r.distances) == config.num_reconstructions == len(r.reconstructions)
+        assert all(0.0 <= d <= 1.0 for d in r.distances)
+        assert r.reconstruction_passed == (r.mean_distance <= report.threshold)
+        assert r.edits == []  # the shapes world's check needs no edit images
+        assert len(r.edit_scores) == config.num_reconstructions
+        assert len(r.losses) == config.steps and all(math.isfinite(x) for x in r.losses)
+        assert tuple(r.embeddings.shape) == (r.num_tokens, model.pipeline.text_encoder.config.hidden_size)
+    assert report.model["world"] == WORLD_SHAPES and report.model["distance"] == "element-f1"
+    assert report.config["guidance_scale"] == SHAPES_GUIDANCE
+    # the tokens the analysis added are gone again
+    assert model.pipeline.text_encoder.get_input_embeddings().weight.shape[0] == rows
+    assert not any(t.startswith("<s") for t in model.pipeline.tokenizer.get_vocab())
+
+    summary = json.loads(json.dumps(report.summary()))
+    assert summary["label"] == report.label and summary["score"] == report.score
+    assert len(summary["results"]) == len(report.results)
+    assert report.save(tmp_path / "report").joinpath("report.json").is_file()
