@@ -25,3 +25,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_real)
         if "gpu" in item.keywords and not cuda:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_model(tmp_path_factory):
+    """A shapes-world model folder with random weights (seeded): the real loading path, fake numbers."""
+    from originality.shapes import model as shapes_model
+
+    path = tmp_path_factory.mktemp("tiny-shapes-model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        pipe = shapes_model.assemble(shapes_model.build_components())
+    shapes_model.save(pipe, path, meta={"note": "random weights for tests"})
+    return path

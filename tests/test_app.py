@@ -1,0 +1,326 @@
+"""The web app's handlers, called directly (no server): a tiny random shapes-world model, tiny settings."""
+
+from __future__ import annotations
+
+import importlib
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from matplotlib.figure import Figure
+
+import originality.models as models
+from originality.store import RunStore
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
+# max_tokens, steps, batch_size, learning_rate, reconstructions, inference steps, guidance, threshold,
+# edit prompt, edit subject, seed
+TINY = dict(max_tokens=2, steps=2, batch_size=2, learning_rate=None, num_reconstructions=2, num_inference_steps=2,
+            guidance_scale=None, threshold=None, edit_prompt="", edit_subject="", seed=0)
+PAGE = "http://example.test/space/"
+
+
+@pytest.fixture(scope="module")
+def app():
+    before = set(models._CACHE)
+    module = importlib.import_module("app")
+    assert set(models._CACHE) == before, "importing app.py must not load a model"
+    assert not module.demo.is_running
+    return module
+
+
+@pytest.fixture
+def env(app, tiny_shapes_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ORIGINALITY_MODEL", str(tiny_shapes_model))
+    monkeypatch.delenv("ORIGINALITY_RUN_TIMEOUT", raising=False)
+    monkeypatch.setattr(app, "DEFAULTS", {})
+    monkeypatch.setattr(app, "DOWNLOAD_DIR", tmp_path / "downloads")
+    store = RunStore(tmp_path / "data")
+    app.set_store(store)
+    yield store
+    app.set_store(None)
+
+
+def request(**kwargs):
+    kwargs.setdefault("headers", {"referer": PAGE + "?__theme=light"})
+    kwargs.setdefault("query_params", {})
+    return gr.Request(**kwargs)
+
+
+def run(app, image=EXAMPLE, world="shapes", domain="default", word="", preset="fast", **overrides):
+    settings = {**TINY, **overrides}
+    return list(app.run_analysis(str(image), world, domain, word, preset, **settings, request=request()))
+
+
+def merged(updates: list[dict]) -> dict:
+    out: dict = {}
+    for u in updates:
+        out.update(u)
+    return out
+
+
+def test_import_loads_no_model(app):
+    # the `app` fixture checks that importing app.py loaded no model and launched nothing
+    assert len(app.ui.rows) == app.MAX_ROWS and app.ui.verdict in app.ui.outputs
+
+
+def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
+    updates = run(app)
+    ui = app.ui
+    statuses = [u[ui.status] for u in updates if ui.status in u]
+    assert statuses[0] == "Loading the model…"
+    assert any("m=1: step 1/2" in s for s in statuses) and any("m=2: step 2/2" in s for s in statuses)
+    assert any(isinstance(u.get(ui.curve), Figure) for u in updates)
+    final = updates[-1]
+    verdict = final[ui.verdict]
+    assert verdict.startswith("## Original") or verdict.startswith("## Familiar")
+    share = final[ui.share]
+    assert share.startswith(PAGE + "?run=")
+    run_id = share.split("?run=")[1]
+    report = env.load(run_id)
+    assert report.verdict in verdict  # what is stored is what was shown
+    assert env.info(run_id)["preset"] == "fast"
+    # one visible row per tried length, galleries captioned with distances and the layout check
+    state = merged(updates)
+    for m in range(1, len(report.results) + 1):
+        assert state[ui.rows[m - 1]].visible is True
+        captions = [c for _, c in state[ui.recon[m - 1]]]
+        assert len(captions) == 2 and all(c.startswith("d=") and c.endswith(("moved", "copy")) for c in captions)
+        assert state[ui.edit_col[m - 1]].visible is False  # the shapes world checks reconstructions, not edits
+        assert "layout check" in state[ui.row_md[m - 1]]
+    # the slider shows the query against its closest reconstruction
+    query, recon = final[ui.slider]
+    assert query.size == recon.size == (64, 64)
+    # downloads: report.json, learned embeddings per m, a zip of the whole run
+    names = [Path(p).name for p in final[ui.files]]
+    assert names[0] == "report.json" and names[-1] == f"originality-run-{run_id}.zip"
+    assert "learned_embeds_m1.safetensors" in names
+    with zipfile.ZipFile(final[ui.files][-1]) as zf:
+        assert f"originality-run-{run_id}/m1/learned_embeds.safetensors" in zf.namelist()
+        assert f"originality-run-{run_id}/query.png" in zf.namelist()
+
+
+def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkeypatch):
+    final = run(app)[-1]
+    run_id = final[app.ui.share].split("?run=")[1]
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("a shared run must not be recomputed")
+
+    monkeypatch.setattr(app, "engine_events", no_engine)
+    ui = app.ui
+    page = app.on_page_load(request(query_params={"run": run_id}))
+    assert page[ui.verdict] == final[ui.verdict]
+    assert page[ui.share] == final[ui.share]
+    assert isinstance(page[ui.curve], Figure)
+    assert page[ui.rows[0]].visible is True and len(page[ui.recon[0]]) == 2
+    assert "not recomputed" in page[ui.status]
+    # the settings of the run are restored into the form
+    assert page[ui.world] == "shapes" and page[ui.domain] == "default" and page[ui.preset] == "fast"
+    advanced = dict(zip(app.ADVANCED_NAMES, [page[c] for c in ui.advanced]))
+    assert advanced["max_tokens"] == "2" and advanced["steps"] == "2" and advanced["num_reconstructions"] == "2"
+    assert advanced["learning_rate"] == "0.005" and advanced["edit_prompt"] == "cat in {}"
+    assert page[ui.image].size == (64, 64)
+    # and the API endpoint gives the same summary
+    api = app.load_run_api(run_id)
+    assert api["run_id"] == run_id and api["summary"]["verdict"] in final[ui.verdict]
+
+
+def test_no_run_parameter_changes_nothing(app, env):
+    for page in (app.on_page_load(request()), app.on_page_load(None)):
+        assert list(page) == [app.ui.status] and page[app.ui.status] == gr.skip()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("../../etc", "not a run id"),
+    ("abc", "not a run id"),
+    ("A" * 22, "no stored run has the id"),
+])
+def test_bad_share_id_gives_a_clear_message(app, env, bad, message):
+    page = app.on_page_load(request(query_params={"run": bad}))
+    assert set(page) == {app.ui.status}
+    assert "Could not open the shared run" in page[app.ui.status] and message in page[app.ui.status]
+    with pytest.raises(gr.Error) as info:
+        app.load_run_api(bad)
+    assert message in info.value.message
+
+
+def test_bad_image_is_a_gradio_error(app, env, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(gr.Error) as info:
+        run(app, image=text)
+    assert "not an image" in info.value.message.lower()
+    assert env.list_recent() == []
+
+
+def test_missing_image_is_a_gradio_error(app, env):
+    with pytest.raises(gr.Error, match="Upload an image"):
+        list(app.run_analysis(None, "shapes", "default", "", "fast", **TINY))
+
+
+@pytest.mark.parametrize("word, message", [
+    ("zebra", "not in this model's vocabulary"),
+    ("two words", "one word"),
+    ("", "type the custom domain word"),
+])
+def test_custom_domain_must_be_one_known_token(app, env, word, message):
+    with pytest.raises(gr.Error) as info:
+        run(app, domain="custom", word=word)
+    assert message.lower() in info.value.message.lower()
+
+
+def test_custom_domain_that_is_one_token_runs(app, env):
+    final = run(app, domain="custom", word="circle", max_tokens=1)[-1]
+    run_id = final[app.ui.share].split("?run=")[1]
+    assert env.load(run_id).config["domain"] == "circle"
+
+
+def test_bad_advanced_value_is_a_gradio_error(app, env):
+    with pytest.raises(gr.Error, match="(?i)max tokens.*whole number"):
+        run(app, max_tokens=1.5)
+    with pytest.raises(gr.Error, match="Learning_rate must be in"):
+        run(app, learning_rate=5.0)
+
+
+def test_unavailable_world_is_a_gradio_error(app, env, monkeypatch):
+    monkeypatch.setattr(app, "sd_available", lambda: False)
+    monkeypatch.delenv("ORIGINALITY_MODEL")
+    with pytest.raises(gr.Error, match="needs a CUDA GPU"):
+        run(app, world="sd")
+    monkeypatch.setattr(app, "SHAPES_MODEL_DIR", env.root / "no-model-here")
+    with pytest.raises(gr.Error, match="shapes-world model is not installed"):
+        run(app, world="shapes")
+
+
+def test_time_limit_stops_the_run_with_a_message(app, env, monkeypatch):
+    monkeypatch.setenv("ORIGINALITY_RUN_TIMEOUT", "0")
+    updates = run(app)
+    assert "took longer than the 0 s limit" in updates[-1][app.ui.status]
+    assert env.list_recent() == []
+    # the stopped run released the model: the next run works
+    monkeypatch.setenv("ORIGINALITY_RUN_TIMEOUT", "900")
+    assert run(app, max_tokens=1)[-1][app.ui.share]
+
+
+def test_closing_the_stream_cancels_and_frees_the_model(app, env, tiny_shapes_model):
+    stream = app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", **{**TINY, "steps": 50})
+    for update in stream:
+        if "step 1/50" in str(update.get(app.ui.status, "")):
+            break
+    stream.close()  # what Gradio does on Cancel
+    model = models.load_model(str(tiny_shapes_model))
+    assert not model.lock.locked()
+    assert env.list_recent() == []
+
+
+def test_gallery_click_selects_the_slider_pair(app, env):
+    final = run(app)[-1]
+    images = final[app.ui.images]
+    select = app._make_select(1, "recon")
+    out = select(images, gr.SelectData(None, {"index": 1, "value": None, "selected": True}))
+    assert isinstance(out, gr.ImageSlider)
+    assert "reconstruction #2 (m = 1)" in out.label
+
+
+def test_analyze_api_returns_summary_and_share_id(app, env):
+    out = app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast",
+                          '{"max_tokens": 1, "steps": 2, "batch_size": 2, "num_reconstructions": 2, '
+                          '"num_inference_steps": 2}', request())
+    assert out["summary"]["label"] in ("1", "1+") and out["summary"]["max_tokens"] == 1
+    assert out["share_url"] == PAGE + "?run=" + out["run_id"]
+    assert env.load(out["run_id"]).label == out["summary"]["label"]
+    with pytest.raises(gr.Error, match="Unknown setting"):
+        app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"stepz": 2}', None)
+    with pytest.raises(gr.Error, match="JSON object"):
+        app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "[1, 2]", None)
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def test_build_config_layers(app, monkeypatch):
+    monkeypatch.setattr(app, "DEFAULTS", {"steps": 7, "num_edits": 3})
+    c = app.build_config("paper", "default", "", {"max_tokens": None, "steps": "", "seed": 4.0})
+    assert (c.steps, c.num_edits, c.seed, c.batch_size, c.domain) == (7, 3, 4, 20, None)
+    c = app.build_config("fast", "dog", "ignored", {"steps": 9})
+    assert (c.steps, c.domain, c.batch_size) == (9, "dog", 8)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        app.build_config("slow", "default", "", {})
+
+
+def test_parse_defaults(app):
+    assert app.parse_defaults("") == {}
+    assert app.parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        app.parse_defaults("{max_tokens: 2}")
+    with pytest.raises(ValueError, match="unknown settings"):
+        app.parse_defaults('{"tokens": 2}')
+    with pytest.raises(ValueError, match="max_tokens must be"):
+        app.parse_defaults('{"max_tokens": 0}')
+
+
+def test_share_url(app):
+    assert app.share_url(None, "X" * 22) == "?run=" + "X" * 22
+    assert app.share_url(request(headers={"referer": "https://a.hf.space/?run=old#x"}), "id") == \
+        "https://a.hf.space/?run=id"
+    assert app.share_url(request(headers={}, url="http://h:7860/gradio_api/queue/join?x=1"), "id") == \
+        "http://h:7860/?run=id"
+
+
+def test_world_resolution(app, tiny_shapes_model, monkeypatch):
+    monkeypatch.setenv("ORIGINALITY_MODEL", str(tiny_shapes_model))
+    assert app.model_id_for("shapes") == str(tiny_shapes_model)
+    assert app.model_id_for("sd") == models.SD_MODEL_ID
+    assert app.default_world() == ("shapes", f"set by ORIGINALITY_MODEL ({tiny_shapes_model})")
+    monkeypatch.setenv("ORIGINALITY_MODEL", "someone/custom-sd")
+    assert app.model_id_for("sd") == "someone/custom-sd" and app.model_id_for("shapes") == str(models.SHAPES_MODEL_DIR)
+    with pytest.raises(ValueError, match="unknown model world"):
+        app.model_id_for("dalle")
+
+
+def test_edit_gallery_captions_for_an_edit_check(app):
+    """Stable Diffusion's check scores edits ("cat in S*"): they get their own gallery, captioned P(cat)."""
+    from PIL import Image
+
+    im = Image.new("RGB", (64, 64))
+    view = app.RunView(query=im, config={"edit_subject": "cat", "threshold": 0.45, "max_tokens": 3},
+                       model={"in_distribution": "clip-edit", "distance": "dreamsim"})
+    lv = view.length(1)
+    lv.reconstructions, lv.distances, lv.mean, lv.std, lv.recon_passed = [im, im], [0.3, 0.4], 0.35, 0.07, True
+    lv.edits, lv.scores, lv.edit_passed, lv.detail, lv.done = [im, im], [0.93, 0.2], True, "1/2 edits show a cat", True
+    ups = app._row_updates(view, 1)
+    assert [c for _, c in ups[app.ui.edits[0]]] == ["P(cat)=0.93", "P(cat)=0.20"]
+    assert [c for _, c in ups[app.ui.recon[0]]] == ["d=0.30", "d=0.40"]
+    assert ups[app.ui.edit_col[0]].visible is True
+    assert "edit check: 1/2 edits show a cat (pass)" in ups[app.ui.row_md[0]]
+    assert ups[app.ui.row_md[0]].endswith("**passes**")
+    assert isinstance(app.curve_figure(view), Figure)
+
+
+def test_gpu_call_uses_spaces_when_present(app, monkeypatch):
+    """ZeroGPU: with the `spaces` package, the analysis generator is wrapped in spaces.GPU with a
+    reservation that grows with max_tokens; without it, functions are left as they are."""
+    seen = {}
+
+    class FakeSpaces:
+        @staticmethod
+        def GPU(duration=None):
+            seen["duration"] = duration
+
+            def wrap(fn):
+                seen["fn"] = fn
+                return fn
+            return wrap
+
+    def fn(image, config, model_id):
+        yield "event"
+
+    assert app.gpu_call(fn) is fn  # no `spaces` here
+    monkeypatch.setattr(app, "spaces", FakeSpaces)
+    assert app.gpu_call(fn) is fn and seen["fn"] is fn
+    assert seen["duration"](None, {"max_tokens": 2}, "m") == 30 + 2 * 120
+    monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "200")
+    assert seen["duration"](None, {"max_tokens": 5}, "m") == 200

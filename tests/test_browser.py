@@ -1,0 +1,207 @@
+"""The launched app in a real Chromium (Debian's /usr/bin/chromium driven by Python playwright),
+and its API through gradio_client.
+
+Installs nothing: skipped when Chromium or playwright is missing. The app runs as a subprocess
+(`python app.py`) on 127.0.0.1 with a tiny random shapes-world model (or the model in
+$ORIGINALITY_BROWSER_MODEL, e.g. assets/shapes-model) and ORIGINALITY_DEFAULTS that make a
+run take seconds. With ORIGINALITY_SCREENSHOT=1 the finished page is saved to
+assets/screenshot.png (otherwise to the test's temp folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TINY_DEFAULTS = {"max_tokens": 2, "steps": 4, "batch_size": 2, "num_reconstructions": 3, "num_inference_steps": 2,
+                 "num_edits": 2}
+VERDICT_JS = "document.querySelector('#verdict') && /needs/.test(document.querySelector('#verdict').innerText)"
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_shapes_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app-server")
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "GRADIO_SERVER_NAME": "127.0.0.1", "PORT": str(port),
+        "ORIGINALITY_MODEL": os.environ.get("ORIGINALITY_BROWSER_MODEL") or str(tiny_shapes_model),
+        "ORIGINALITY_DATA_DIR": str(tmp / "data"), "ORIGINALITY_DEFAULTS": json.dumps(TINY_DEFAULTS),
+        "GRADIO_TEMP_DIR": str(tmp / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp / "tmp"),  # download files land in the test's folder
+    })
+    (tmp / "tmp").mkdir()
+    env.pop("ORIGINALITY_HF_DATASET", None)
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer within 240 s:\n{(tmp / 'server.log').read_text()[-3000:]}")
+            time.sleep(1)
+        yield {"url": url, "tmp": tmp, "data": tmp / "data"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def wait_images_loaded(page, selector: str, minimum: int, timeout: float = 60_000) -> int:
+    page.locator(selector).first.scroll_into_view_if_needed(timeout=timeout)  # gallery images load lazily
+    page.wait_for_function(
+        "([sel, n]) => { const ims = [...document.querySelectorAll(sel)];"
+        " return ims.length >= n && ims.every(im => im.complete && im.naturalWidth > 0); }",
+        arg=[selector, minimum], timeout=timeout)
+    return page.locator(selector).count()
+
+
+def test_run_in_the_browser_then_open_the_share_link(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server["url"])
+    page.wait_for_selector("#run", timeout=60_000)
+    assert "Picked automatically" in page.inner_text("#world-note")
+
+    page.get_by_text("shapes: common pair").click()  # an example fills the image (and the world)
+    page.wait_for_selector("#query-image img", timeout=30_000)
+    started = time.monotonic()
+    page.click("#run")
+    page.wait_for_function(VERDICT_JS, timeout=240_000)
+    took = time.monotonic() - started
+    verdict = page.inner_text("#verdict")
+    assert "tokens" in verdict and ("Original" in verdict or "Familiar" in verdict)
+    assert "Done in" in page.inner_text("#status")
+
+    # galleries hold the reconstructions of every length tried, the curve is drawn
+    assert wait_images_loaded(page, "#recon-m1 img", 3) >= 3
+    assert page.locator("#row-m1").is_visible()
+    assert wait_images_loaded(page, "#curve img", 1) == 1
+    # clicking a reconstruction puts it in the comparison slider
+    page.locator("#recon-m1 .thumbnail-item").nth(1).click()
+    page.wait_for_function("document.querySelector('#compare') && "
+                           "/reconstruction #2 \\(m = 1\\)/.test(document.querySelector('#compare').innerText)",
+                           timeout=30_000)
+    share = page.locator("#share textarea, #share input").first.input_value()
+    assert share.startswith(server["url"] + "?run=")
+    assert "report.json" in page.inner_text("#downloads")
+
+    shot = ROOT / "assets" / "screenshot.png" if os.environ.get("ORIGINALITY_SCREENSHOT") == "1" else \
+        server["tmp"] / "screenshot.png"
+    page.keyboard.press("Escape")  # leave the gallery preview before the screenshot
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"run took {took:.1f} s in the browser; screenshot: {shot}")
+
+    # the share link re-opens the same result in a fresh page, without running anything
+    other = browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(share)
+    other.wait_for_function(VERDICT_JS, timeout=60_000)
+    assert other.inner_text("#verdict") == verdict
+    assert "not recomputed" in other.inner_text("#status")
+    assert wait_images_loaded(other, "#recon-m1 img", 3) >= 3
+    other.close()
+    page.close()
+
+
+def status_matches(page, pattern: str, timeout: float = 60_000) -> None:
+    page.wait_for_function(
+        "(re) => { const s = document.querySelector('#status'); return s && new RegExp(re).test(s.innerText); }",
+        arg=pattern, timeout=timeout)
+
+
+def test_queue_position_then_cancel_frees_the_model(server, browser):
+    """Two visitors: the second waits in Gradio's queue (its position shown); Cancel stops the first
+    at once and the second starts, so the cancelled run released the model."""
+    pages = []
+    for _ in range(2):
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(server["url"])
+        page.wait_for_selector("#run", timeout=60_000)
+        page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
+        page.wait_for_selector("#query-image img", timeout=30_000)
+        page.click("#advanced")
+        page.locator("#adv-steps textarea, #adv-steps input").first.fill("400")  # long enough to cancel
+        pages.append(page)
+    first, second = pages
+    first.click("#run")
+    status_matches(first, r"m=1: step \d+/400")
+    second.click("#run")
+    second.wait_for_function("/queue: 1\\/1/.test(document.body.innerText)", timeout=30_000)
+    first.click("#cancel")
+    status_matches(first, "Cancelled")
+    status_matches(second, r"m=1: step \d+/400", timeout=120_000)
+    second.click("#cancel")
+    status_matches(second, "Cancelled")
+    for page in pages:
+        page.close()
+
+
+def test_bad_share_link_shows_a_message(server, browser):
+    page = browser.new_page()
+    page.goto(server["url"] + "?run=../../etc/passwd")
+    page.wait_for_function("document.querySelector('#status') && "
+                           "/Could not open the shared run/.test(document.querySelector('#status').innerText)",
+                           timeout=60_000)
+    assert "not a run id" in page.inner_text("#status")
+    assert "Traceback" not in page.content()
+    page.close()
+
+
+def test_gradio_client_analyze_and_load_run(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server["url"], verbose=False)
+    result = client.predict(handle_file(str(EXAMPLE)), "shapes", "default", "", "fast", "{}", api_name="/analyze")
+    summary = result["summary"]
+    assert summary["label"] in ("1", "2", "2+") and summary["max_tokens"] == TINY_DEFAULTS["max_tokens"]
+    assert summary["verdict"] and result["share_url"].endswith("?run=" + result["run_id"])
+    assert (server["data"] / "runs" / result["run_id"] / "report.json").is_file()
+    loaded = client.predict(result["run_id"], api_name="/load_run")
+    assert loaded["summary"]["verdict"] == summary["verdict"]
+    with pytest.raises(Exception, match="not a run id"):
+        client.predict("../../etc", api_name="/load_run")
