@@ -209,6 +209,18 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 # --------------------------------------------------------------------------- CLI
 
 
+def load_shapes_world(path: str | Path, device: str | None = None):
+    """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
+    from ..models import WORLD_SHAPES, load_model  # noqa: PLC0415
+
+    if not Path(path).is_dir():
+        raise ValueError(f"no model folder at {path} (train one with python -m originality.shapes.train)")
+    model = load_model(str(Path(path)), device=device)
+    if model.world != WORLD_SHAPES:
+        raise ValueError(f"{path} is not a shapes-world model (no originality_world.json marker)")
+    return model
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
 
@@ -244,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
     from ..analysis import resolve_config  # noqa: PLC0415
-    from ..models import WORLD_SHAPES, load_model  # noqa: PLC0415
 
     # 1. Check inputs
     if args.per_prompt < 1:
@@ -257,12 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                                        ("generation_batch_size", args.generation_batch_size)) if v is not None}
         config = AnalysisConfig.preset(args.preset, seed=args.seed, **overrides)
         config.validate()
-        if not Path(args.model).is_dir():
-            raise ValueError(f"no model folder at {args.model} (train one with python -m originality.shapes.train)")
         # 2. Load the model exactly as the analysis does
-        model = load_model(str(Path(args.model)), device=args.device)
-        if model.world != WORLD_SHAPES:
-            raise ValueError(f"{args.model} is not a shapes-world model (no originality_world.json marker)")
+        model = load_shapes_world(args.model, args.device)
         config = resolve_config(config, model)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     from ..analysis import analyze, resolve_config  # noqa: PLC0415
-    from ..models import WORLD_SHAPES, load_model  # noqa: PLC0415
+    from .evaluate import load_shapes_world  # noqa: PLC0415
 
     # 1. Check inputs and settings
     presets = [args.preset] + ([args.compare_preset] if args.compare_preset and args.compare_preset != args.preset
@@ -215,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {p: AnalysisConfig.preset(p, seed=args.seed, **overrides) for p in presets}
         for c in configs.values():
             c.validate()
-        if not Path(args.model).is_dir():
-            raise ValueError(f"no model folder at {args.model} (train one with python -m originality.shapes.train)")
-        model = load_model(str(Path(args.model)), device=args.device)
-        if model.world != WORLD_SHAPES:
-            raise ValueError(f"{args.model} is not a shapes-world model (no originality_world.json marker)")
+        model = load_shapes_world(args.model, args.device)
         configs = {p: resolve_config(c, model) for p, c in configs.items()}
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
