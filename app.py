@@ -2,8 +2,17 @@
 
     python app.py                      # http://0.0.0.0:7860 (also what Hugging Face Spaces runs)
 
-It only wires the engine (`originality.iter_analyze`) to Gradio; no model is loaded
-at import, and every handler is a plain function that tests call directly.
+It only wires the engine to Gradio; no model is loaded at import, and every handler is a
+plain function that tests call directly. A run is the engine's pieces (`originality.prepare`,
+`iter_length`, `decide`): one call per token length m = 1, 2, ..., stopping at the first
+length that passes, so its events are those of `originality.iter_analyze`.
+
+ZeroGPU (Hugging Face Spaces, when the `spaces` package is importable): each token length is
+its own `@spaces.GPU` call (a generator whose events stream back), so every call fits the
+per-call limit; its duration is estimated from the settings (`gpu_seconds`: 30 s + 0.04 s x
+steps x batch_size + 0.03 s x (reconstructions + edits) x inference steps, at most
+ORIGINALITY_GPU_MAX_SECONDS). Arguments are picklable (image path, settings dict, model id,
+m), and the model is loaded inside the GPU worker (`load_model`, cached per process).
 
 Environment (all optional):
     ORIGINALITY_MODEL        model folder or Hub id to use (see `originality.models.default_model_id`)
@@ -16,7 +25,7 @@ Environment (all optional):
     ORIGINALITY_RUN_TIMEOUT  seconds one run may take before it is stopped (default 900)
     ORIGINALITY_CONCURRENCY  analyses run at once (default 1); ORIGINALITY_QUEUE_SIZE: waiting runs (default 16)
     ORIGINALITY_MAX_UPLOAD   largest upload, e.g. "20mb" (default)
-    ORIGINALITY_GPU_SECONDS_PER_TOKEN / ORIGINALITY_GPU_MAX_SECONDS  ZeroGPU reservation per run (120 / 900)
+    ORIGINALITY_GPU_MAX_SECONDS  the most a ZeroGPU call (one token length) may reserve (default 300)
     GRADIO_SERVER_NAME, PORT server address (default 0.0.0.0:7860)
 
 API (gradio_client):
@@ -47,11 +56,14 @@ from originality import (
     EditCheckReady,
     InversionStep,
     LengthDone,
+    Prepared,
     ReconstructionsReady,
     Report,
     Started,
-    iter_analyze,
+    decide,
+    iter_length,
     load_model,
+    prepare,
 )
 from originality.config import DOMAINS, PRESETS
 from originality.models import SD_MODEL_ID, SHAPES_MODEL_DIR, sd_available
@@ -225,65 +237,125 @@ def check_world(world: str, model_id: str) -> None:
 # --------------------------------------------------------------------------- engine calls (GPU)
 
 
-def _gpu_duration(image: Any, config: dict, model_id: str) -> int:
-    per_token = _env_int("ORIGINALITY_GPU_SECONDS_PER_TOKEN", 120)
-    return min(_env_int("ORIGINALITY_GPU_MAX_SECONDS", 900), 30 + per_token * int(config.get("max_tokens", 5)))
+# ZeroGPU reservation for one token length (one `@spaces.GPU` call), from the settings:
+#   seconds = GPU_OVERHEAD_S                                         model load/move, query encoding, judges
+#           + GPU_S_PER_SAMPLE * steps * batch_size                  inversion: a UNet forward + backward per copy
+#           + GPU_S_PER_IMAGE_STEP * (num_reconstructions + num_edits) * num_inference_steps   generation (with CFG)
+# rounded up and capped at ORIGINALITY_GPU_MAX_SECONDS (default 300 s, the most one ZeroGPU call may ask for).
+# The rates are rough figures for SD v1.x at 512 px in half precision on a ZeroGPU slice. The cost hardly
+# depends on m (prompts are padded to 77 tokens either way), so every length gets the same reservation.
+# fast preset: 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2 -> 86 s per length; the paper preset
+# (2000 steps x batch 20) is far over the cap and cannot run on ZeroGPU.
+GPU_OVERHEAD_S = 30.0
+GPU_S_PER_SAMPLE = 0.04
+GPU_S_PER_IMAGE_STEP = 0.03
+
+
+def gpu_seconds(config: dict) -> int:
+    """Seconds to reserve on ZeroGPU for one token length with these settings (see the formula above)."""
+    c = AnalysisConfig.from_dict(config)
+    estimate = (GPU_OVERHEAD_S + GPU_S_PER_SAMPLE * c.steps * c.batch_size
+                + GPU_S_PER_IMAGE_STEP * (c.num_reconstructions + c.num_edits) * c.num_inference_steps)
+    return min(_env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
+
+
+def _gpu_duration(image: Any, config: dict, model_id: str, m: int) -> int:
+    """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call."""
+    return gpu_seconds(config)
 
 
 def gpu_call(fn):
     """`spaces.GPU` (ZeroGPU) when the `spaces` package is present, else `fn` unchanged.
 
-    ZeroGPU runs each decorated call in a forked worker and pickles arguments and
-    results, so a live iterator cannot be advanced across calls; the decorated unit
-    is therefore one whole analysis, a generator whose events stream back one by one,
-    with a reservation that grows with max_tokens (`_gpu_duration`).
+    ZeroGPU runs each decorated call in a forked worker, pickles its arguments and
+    streams a generator's yields back pickled, and limits each call's duration. The
+    decorated unit is therefore ONE TOKEN LENGTH (`length_events`), reserved for
+    `_gpu_duration` seconds; `analysis_events` makes one call per length.
     """
     if spaces is None:
         return fn
     return spaces.GPU(duration=_gpu_duration)(fn)
 
 
-@gpu_call
-def engine_events(image: Any, config: dict, model_id: str) -> Iterator[Any]:
-    """Load the model (cached per process) and stream the engine's events for one analysis."""
+def length_events(image: Any, config: dict, model_id: str, m: int) -> Iterator[Any]:
+    """One token length of one analysis: the work of one GPU call.
+
+    Arguments are picklable (a file path or PIL image, a dict of settings, the model id,
+    m). The model is loaded here, in the GPU worker (`load_model` caches it per process;
+    nothing is loaded at import). Yields the `Prepared` query first (step 1, cheap, so
+    redone by every call), then the engine's events for length m, ending with `LengthDone`.
+    """
     model = load_model(model_id)
-    yield from iter_analyze(image, AnalysisConfig.from_dict(config), model)
+    prepared = prepare(image, AnalysisConfig.from_dict(config), model)
+    yield prepared
+    yield from iter_length(prepared, model, m)
+
+
+engine_length = gpu_call(length_events)
 
 
 class RunTimeout(Exception):
     pass
 
 
+def _engine_events(events: Iterator[Any]) -> Iterator[Any]:
+    """`events` with engine errors turned into messages for people (gr.Error)."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration:
+            return
+        except ValueError as err:  # ImageInputError and bad settings: the message is for people
+            raise gr.Error(_sentence(str(err)), print_exception=False) from err
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001 - show a message, keep the traceback in the log
+            logger.exception("analysis failed")
+            raise gr.Error(f"The analysis failed ({type(err).__name__}: {err}).") from err
+        yield event
+
+
 def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: float | None = None) -> Iterator[Any]:
-    """The engine's events with the app's limits: a time limit, and people-readable errors as gr.Error."""
+    """The analysis as `iter_analyze`'s events (Started, each length's events, Decision), with
+    the app's limits: a time limit, and people-readable errors as gr.Error.
+
+    Each token length is its own `engine_length` call (on ZeroGPU: its own GPU call and
+    reservation). This loop applies the stop rule: it stops after the first length whose
+    result passes (`LengthDone.result.passed`), and builds the report with `decide`.
+    """
     timeout = run_timeout() if timeout is None else timeout
     try:
         model_id = model_id_for(world)
         check_world(world, model_id)
     except ValueError as err:
         raise gr.Error(_sentence(str(err)), print_exception=False) from err
-    events = engine_events(image, config.to_dict(), model_id)
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                event = next(events)
-            except StopIteration:
-                return
-            except ValueError as err:  # ImageInputError and bad settings: the message is for people
-                raise gr.Error(_sentence(str(err)), print_exception=False) from err
-            except gr.Error:
-                raise
-            except Exception as err:  # noqa: BLE001 - show a message, keep the traceback in the log
-                logger.exception("analysis failed")
-                raise gr.Error(f"The analysis failed ({type(err).__name__}: {err}).") from err
-            yield event
-            if time.monotonic() > deadline and not isinstance(event, Decision):
-                raise RunTimeout(
-                    f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
-                    "Try the fast preset, fewer tokens or fewer steps.")
-    finally:
-        events.close()  # a cancelled or stopped run unwinds the engine (and frees the model)
+    prepared: Prepared | None = None
+    started = time.perf_counter()
+    results: list = []
+    for m in range(1, config.max_tokens + 1):
+        events = engine_length(image, config.to_dict(), model_id, m)
+        try:
+            for event in _engine_events(events):
+                if isinstance(event, Prepared):
+                    if prepared is not None:
+                        continue  # every call prepares the query again; show it once
+                    prepared, started = event, time.perf_counter()
+                    event = event.started()
+                elif isinstance(event, LengthDone):
+                    results.append(event.result)
+                yield event
+                if time.monotonic() > deadline:
+                    raise RunTimeout(
+                        f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
+                        "Try the fast preset, fewer tokens or fewer steps.")
+        finally:
+            events.close()  # a cancelled or stopped run unwinds the engine (and frees the model)
+        if prepared is None or len(results) != m:
+            raise gr.Error(f"The analysis failed (token length {m} ended without a result).")
+        if results[-1].passed:
+            break
+    yield Decision(decide(prepared, results, time.perf_counter() - started))
 
 
 def _sentence(text: str) -> str:

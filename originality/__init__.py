@@ -7,6 +7,9 @@ image, the more familiar the image is to it.
     from originality import analyze, load_model, AnalysisConfig
     report = analyze("photo.jpg", AnalysisConfig.preset("fast"), load_model("shapes"))
     print(report.label, [r.mean_distance for r in report.results])
+
+`iter_analyze` streams the same run as events; `prepare`, `iter_length` and `decide` are its
+pieces, for callers that run each token length separately (one ZeroGPU call per length).
 """
 
 from .analysis import (
@@ -14,10 +17,14 @@ from .analysis import (
     DistancesReady,
     EditCheckReady,
     LengthDone,
+    Prepared,
     ReconstructionsReady,
     Started,
     analyze,
+    decide,
     iter_analyze,
+    iter_length,
+    prepare,
 )
 from .config import DOMAINS, PRESETS, AnalysisConfig
 from .inversion import InversionStep
@@ -27,6 +34,6 @@ from .report import Report, TokenResult
 __all__ = [
     "AnalysisConfig", "DOMAINS", "PRESETS", "analyze", "iter_analyze", "load_model", "default_model_id",
     "OriginalityModel", "Report", "TokenResult", "Started", "InversionStep", "ReconstructionsReady",
-    "DistancesReady", "EditCheckReady", "LengthDone", "Decision",
+    "DistancesReady", "EditCheckReady", "LengthDone", "Decision", "Prepared", "prepare", "iter_length", "decide",
 ]
 __version__ = "0.1.0"

@@ -6,6 +6,10 @@ For each token length m = 1..max_tokens: invert the query into m learned tokens,
 reconstruct it from "a photo of S*_m", measure the distance to the query, check
 that the tokens can be edited ("cat in S*_m"), and stop at the first length that
 passes both. `iter_analyze` yields an event at every stage so a UI can stream it.
+
+Its pieces are public for callers that run each token length on its own (one ZeroGPU call
+per length, see app.py): `prepare` (step 1), `iter_length` (steps 2-7 for one m, with its own
+model lock and token session) and `decide` (step 8, the stop rule).
 """
 
 from __future__ import annotations
@@ -104,6 +108,124 @@ def generate(
     return images
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What every token length of one analysis starts from (step 1); picklable, cheap to redo.
+
+    `model` is the model's `describe()`, so a `Report` can be built (`decide`) where the
+    model itself is not loaded, e.g. outside a ZeroGPU worker.
+    """
+
+    query: Image.Image  # the normalised query, as the model sees it
+    config: AnalysisConfig  # with the world's defaults filled in
+    model: dict
+    init_id: int  # the token id the learned tokens start from
+    templates: tuple[str, ...]  # inversion prompt templates
+
+    def started(self) -> Started:
+        return Started(self.query, self.config, self.model)
+
+
+def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Prepared:
+    """Step 1 of an analysis: check the inputs and prepare the query; no heavy work.
+
+    Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
+    """
+    # 1. Check inputs
+    model = model or load_model()
+    config = resolve_config(config, model)
+    query = prepare_image(image, model.resolution)
+    init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
+    templates = tuple(model.templates(config.domain))
+    return Prepared(query, config, model.describe(), init_id, templates)
+
+
+def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
+    """Steps 2-7 for one token length m: `InversionStep`s, `ReconstructionsReady`,
+    `DistancesReady`, `EditCheckReady`, then `LengthDone`.
+
+    Self-contained (its own `model.lock` and `TokenSession`), so each length can run in
+    its own process or GPU call. Returns the `TokenResult` (`result = yield from ...`).
+    Closing the iterator early cancels it and leaves the model as it was.
+    """
+    config = prepared.config
+    if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= config.max_tokens:
+        raise ValueError(f"token length must be in 1..{config.max_tokens} (max_tokens), got {m!r}")
+    query = prepared.query
+    with model.lock, TokenSession(model.pipeline) as session:
+        pipe = session.pipeline
+        # 2. Encode the query to latents (cheap next to the inversion)
+        latent_mean, latent_std = encode_query(pipe, query)
+        timings: dict[str, float] = {}
+        # 3. Invert: learn m tokens
+        t0 = time.perf_counter()
+        placeholder = session.add(f"<s{m}>", m, prepared.init_id)
+        losses: list[float] = []
+        inversion = invert(
+            pipe, latent_mean, latent_std, placeholder, prepared.templates,
+            steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+            seed=config.seed + 1000 * m,
+        )
+        embeddings = yield from _tracking(inversion, losses)
+        timings["inversion"] = time.perf_counter() - t0
+
+        # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
+        # expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would mangle an already expanded prompt).
+        t0 = time.perf_counter()
+        recon = generate(pipe, config.reconstruction_prompt.format(placeholder.token), config.num_reconstructions,
+                         seed=config.seed, config=config, resolution=model.resolution)
+        timings["reconstruction"] = time.perf_counter() - t0
+        yield ReconstructionsReady(m, recon)
+
+        # 5. Score: distance of each reconstruction to the query
+        t0 = time.perf_counter()
+        distances = [float(d) for d in model.distance(query, recon)]
+        timings["distance"] = time.perf_counter() - t0
+        mean = sum(distances) / len(distances)
+        std = (sum((d - mean) ** 2 for d in distances) / max(1, len(distances) - 1)) ** 0.5
+        recon_passed = mean <= config.threshold
+        yield DistancesReady(m, distances, mean, std, recon_passed)
+
+        # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
+        t0 = time.perf_counter()
+        edits: list[Image.Image] = []
+        if model.in_distribution.uses_edits:
+            edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
+                             seed=config.seed + 10_000, config=config, resolution=model.resolution)
+        check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
+                                      pass_fraction=config.edit_pass_fraction)
+        timings["edit_check"] = time.perf_counter() - t0
+        yield EditCheckReady(m, edits, list(check.scores), check.passed, check.detail)
+
+        # 7. Decide this length: it passes when both the distance and the check pass
+        result = TokenResult(
+            num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
+            reconstructions=recon, distances=distances, edits=edits, edit_scores=list(check.scores),
+            reconstruction_passed=recon_passed, edit_passed=check.passed, edit_detail=check.detail,
+            timings=timings,
+        )
+    logger.info("m=%d distance %.3f (%s) edit %s", m, mean, "pass" if recon_passed else "fail", check.detail)
+    yield LengthDone(result)
+    return result
+
+
+def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0) -> Report:
+    """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
+
+    `results` are the lengths tried, in order (a progressive run stops after the first pass).
+    Needs no model: `prepared.model` describes it.
+    """
+    # 8. Score: the fewest tokens that pass
+    score = next((r.num_tokens for r in results if r.passed), None)
+    config = prepared.config
+    return Report(
+        query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
+        threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        total_seconds=total_seconds,
+    )
+
+
 def iter_analyze(
     image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None
 ) -> Iterator[Event]:
@@ -113,86 +235,22 @@ def iter_analyze(
     Raises `ValueError` (`images.ImageInputError` for the image) with a message for people
     on bad input, before any heavy work. Closing the iterator early cancels the run and
     leaves the model as it was.
+
+    The same as `prepare`, then `iter_length` for m = 1, 2, ... until a length passes,
+    then `decide`: callers that must run each length separately (ZeroGPU) use those.
     """
-    # 1. Check inputs
     model = model or load_model()
-    config = resolve_config(config, model)
-    query = prepare_image(image, model.resolution)
-    tokenizer = model.pipeline.tokenizer
-    init_id = initializer_id(tokenizer, model.initial_word(config.domain))
-    templates = model.templates(config.domain)
-    yield Started(query, config, model.describe())
+    prepared = prepare(image, config, model)  # 1.
+    yield prepared.started()
 
     started = time.perf_counter()
     results: list[TokenResult] = []
-    score: int | None = None
-    with model.lock, TokenSession(model.pipeline) as session:
-        pipe = session.pipeline
-        # 2. Encode the query to latents once
-        latent_mean, latent_std = encode_query(pipe, query)
-        for m in range(1, config.max_tokens + 1):
-            timings: dict[str, float] = {}
-            # 3. Invert: learn m tokens
-            t0 = time.perf_counter()
-            placeholder = session.add(f"<s{m}>", m, init_id)
-            losses: list[float] = []
-            inversion = invert(
-                pipe, latent_mean, latent_std, placeholder, templates,
-                steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-                seed=config.seed + 1000 * m,
-            )
-            embeddings = yield from _tracking(inversion, losses)
-            timings["inversion"] = time.perf_counter() - t0
-
-            # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
-            # expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would mangle an already expanded prompt).
-            t0 = time.perf_counter()
-            recon = generate(pipe, config.reconstruction_prompt.format(placeholder.token), config.num_reconstructions,
-                             seed=config.seed, config=config, resolution=model.resolution)
-            timings["reconstruction"] = time.perf_counter() - t0
-            yield ReconstructionsReady(m, recon)
-
-            # 5. Score: distance of each reconstruction to the query
-            t0 = time.perf_counter()
-            distances = [float(d) for d in model.distance(query, recon)]
-            timings["distance"] = time.perf_counter() - t0
-            mean = sum(distances) / len(distances)
-            std = (sum((d - mean) ** 2 for d in distances) / max(1, len(distances) - 1)) ** 0.5
-            recon_passed = mean <= config.threshold
-            yield DistancesReady(m, distances, mean, std, recon_passed)
-
-            # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
-            t0 = time.perf_counter()
-            edits: list[Image.Image] = []
-            if model.in_distribution.uses_edits:
-                edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
-                                 seed=config.seed + 10_000, config=config, resolution=model.resolution)
-            check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
-                                          pass_fraction=config.edit_pass_fraction)
-            timings["edit_check"] = time.perf_counter() - t0
-            yield EditCheckReady(m, edits, list(check.scores), check.passed, check.detail)
-
-            # 7. Decide
-            result = TokenResult(
-                num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
-                reconstructions=recon, distances=distances, edits=edits, edit_scores=list(check.scores),
-                reconstruction_passed=recon_passed, edit_passed=check.passed, edit_detail=check.detail,
-                timings=timings,
-            )
-            results.append(result)
-            logger.info("m=%d distance %.3f (%s) edit %s", m, mean, "pass" if recon_passed else "fail", check.detail)
-            yield LengthDone(result)
-            if result.passed:
-                score = m
-                break
-
-    report = Report(
-        query=query, results=results, score=score, max_tokens=config.max_tokens, threshold=config.threshold,
-        config=config.to_dict(), model=model.describe(),
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        total_seconds=time.perf_counter() - started,
-    )
-    yield Decision(report)
+    for m in range(1, prepared.config.max_tokens + 1):
+        result = yield from iter_length(prepared, model, m)  # 2.-7.
+        results.append(result)
+        if result.passed:
+            break
+    yield Decision(decide(prepared, results, time.perf_counter() - started))  # 8.
 
 
 def _tracking(inversion, losses: list[float]):

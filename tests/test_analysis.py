@@ -17,7 +17,10 @@ from originality import (
     Report,
     Started,
     analyze,
+    decide,
     iter_analyze,
+    iter_length,
+    prepare,
 )
 from originality.images import ImageInputError
 from originality.metrics import CheckResult
@@ -141,6 +144,42 @@ def test_cancelling_mid_run_leaves_the_model_reusable(pipe, query):
     assert not model.lock.locked()
     assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows
     assert analyze(query, TINY, make_model(pipe, [0.1], [True])).score == 1
+
+
+def test_lengths_run_separately_give_the_same_report(pipe, query):
+    """prepare + iter_length per m (as one ZeroGPU call per length does) + decide == iter_analyze."""
+    whole = list(iter_analyze(query, TINY, make_model(pipe, [0.9, 0.8, 0.3], [True, True, True])))
+    expected = whole[-1].report
+
+    model = make_model(pipe, [0.9, 0.8, 0.3], [True, True, True])
+    results, events = [], []
+    for m in range(1, TINY.max_tokens + 1):
+        prepared = prepare(query, TINY, model)  # redone per call, like a fresh GPU worker
+        for event in iter_length(prepared, model, m):
+            events.append(event)
+            if isinstance(event, LengthDone):
+                results.append(event.result)
+        assert not model.lock.locked()
+        if results[-1].passed:
+            break
+    report = decide(prepared, results, total_seconds=1.5)
+
+    assert [type(e) for e in events] == [type(e) for e in whole[1:-1]]  # same stream, minus Started/Decision
+    assert prepared.started().config == whole[0].config
+    assert (report.score, report.label, report.max_tokens, report.threshold) == (3, "3", 3, 0.5)
+    assert (report.score, report.config, report.model) == (expected.score, expected.config, expected.model)
+    assert report.total_seconds == 1.5
+    assert len(report.results) == len(expected.results) == 3
+    for a, b in zip(report.results, expected.results):
+        assert (a.num_tokens, a.token, a.distances, a.losses) == (b.num_tokens, b.token, b.distances, b.losses)
+        assert (a.passed, a.edit_scores) == (b.passed, b.edit_scores)
+        assert torch.equal(a.embeddings, b.embeddings)
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.reconstructions, b.reconstructions))
+    assert np.array_equal(np.asarray(report.query), np.asarray(expected.query))
+    # the stop rule alone: the first passing length, else None ("max_tokens+")
+    assert decide(prepared, report.results[:2]).score is None and decide(prepared, report.results[:2]).label == "3+"
+    with pytest.raises(ValueError, match="token length"):
+        next(iter_length(prepared, model, 4))
 
 
 def test_bad_inputs_fail_before_any_work(pipe, query, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 import originality.models as models
+from originality import AnalysisConfig
 from originality.store import RunStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +111,7 @@ def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkey
     def no_engine(*args, **kwargs):
         raise AssertionError("a shared run must not be recomputed")
 
-    monkeypatch.setattr(app, "engine_events", no_engine)
+    monkeypatch.setattr(app, "engine_length", no_engine)
     ui = app.ui
     page = app.on_page_load(request(query_params={"run": run_id}))
     assert page[ui.verdict] == final[ui.verdict]
@@ -300,27 +302,51 @@ def test_edit_gallery_captions_for_an_edit_check(app):
     assert isinstance(app.curve_figure(view), Figure)
 
 
-def test_gpu_call_uses_spaces_when_present(app, monkeypatch):
-    """ZeroGPU: with the `spaces` package, the analysis generator is wrapped in spaces.GPU with a
-    reservation that grows with max_tokens; without it, functions are left as they are."""
-    seen = {}
+def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
+    """ZeroGPU: with the `spaces` package, ONE spaces.GPU call per token length, each reserved for a
+    duration sized from the settings; arguments and streamed events must survive pickling (a forked
+    worker). Without `spaces`, functions are left as they are."""
+    calls = []
 
     class FakeSpaces:
+        """Like spaces.GPU: the duration callable gets each call's arguments; the generator runs
+        "elsewhere", so arguments and every yielded event go through pickle."""
+
         @staticmethod
         def GPU(duration=None):
-            seen["duration"] = duration
-
             def wrap(fn):
-                seen["fn"] = fn
-                return fn
+                def call(*args):
+                    calls.append((args, duration(*args)))
+                    args = pickle.loads(pickle.dumps(args))
+                    for event in fn(*args):
+                        yield pickle.loads(pickle.dumps(event))
+                return call
             return wrap
 
-    def fn(image, config, model_id):
+    def fn(image, config, model_id, m):
         yield "event"
 
     assert app.gpu_call(fn) is fn  # no `spaces` here
     monkeypatch.setattr(app, "spaces", FakeSpaces)
-    assert app.gpu_call(fn) is fn and seen["fn"] is fn
-    assert seen["duration"](None, {"max_tokens": 2}, "m") == 30 + 2 * 120
-    monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "200")
-    assert seen["duration"](None, {"max_tokens": 5}, "m") == 200
+    monkeypatch.setattr(app, "engine_length", app.gpu_call(app.length_events))
+
+    # max tokens 2 and a threshold no reconstruction meets: both lengths run, two GPU calls
+    updates = run(app, threshold="0")
+    assert [args[3] for args, _ in calls] == [1, 2]
+    for (image, config, model_id, m), seconds in calls:
+        assert isinstance(image, str) and isinstance(config, dict) and isinstance(model_id, str)
+        # tiny settings: 30 + 0.04 * 2 * 2 + 0.03 * (2 + 4) * 2 = 30.52 -> 31 s
+        assert seconds == app.gpu_seconds(config) == 31
+    run_id = updates[-1][app.ui.share].split("?run=")[1]
+    report = env.load(run_id)
+    assert report.score is None and [r.num_tokens for r in report.results] == [1, 2]
+    statuses = [u[app.ui.status] for u in updates if app.ui.status in u]
+    assert sum(s.startswith("Running on") for s in statuses) == 1  # one Started for the whole run
+
+    # the reservation follows the settings, within the cap
+    fast = AnalysisConfig.preset("fast").to_dict()
+    assert app.gpu_seconds(fast) == 86  # 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2
+    assert app._gpu_duration(None, fast, "m", 3) == 86
+    assert app.gpu_seconds(AnalysisConfig.preset("paper").to_dict()) == 300
+    monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
+    assert app.gpu_seconds(fast) == 60
