@@ -41,7 +41,7 @@ class AnalysisConfig:
     guidance_scale: float | None = None  # None: the world's default (7.5 for SD)
     reconstruction_prompt: str = "a photo of {}"
     # Mean distance at or below which a reconstruction counts as good. None: the world's
-    # default (DreamSim 0.45 for SD, element distance 0.2 for shapes; see README).
+    # default (DreamSim 0.45 for SD, element distance 0.4 for shapes; see README).
     threshold: float | None = None
     # Editability (in-distribution) check
     edit_prompt: str = "cat in {}"
