@@ -181,8 +181,8 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
 # DreamSim threshold for Stable Diffusion. The paper gives none; its one anchor is that
 # single-token reconstructions of generic street-cat photos never seen in training
 # average 0.42 (supplementary, Sec. 5), and that familiar images score markedly lower.
-# 0.45 lets such a generic-but-unseen image pass at m = 1 while reconstructions that
-# only share the domain (typically 0.5-0.7) keep failing.
+# 0.45 lets such a generic-but-unseen image pass at m = 1 and leaves no more slack than
+# that. Not yet validated on real weights.
 SD_THRESHOLD = 0.45
 # Element distance (1 - F1 of detected (shape, colour)) for the shapes world, calibrated on
 # the shipped model: images generated from the true caption of COMMON queries (the model's own
