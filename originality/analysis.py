@@ -27,7 +27,7 @@ from .config import AnalysisConfig
 from .images import prepare_image
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
-from .report import Report, TokenResult
+from .report import Report, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +181,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         t0 = time.perf_counter()
         distances = [float(d) for d in model.distance(query, recon)]
         timings["distance"] = time.perf_counter() - t0
-        mean = sum(distances) / len(distances)
-        std = (sum((d - mean) ** 2 for d in distances) / max(1, len(distances) - 1)) ** 0.5
+        mean, std = mean_and_std(distances)
         recon_passed = mean <= config.threshold
         yield DistancesReady(m, distances, mean, std, recon_passed)
 

@@ -28,6 +28,17 @@ from .inversion import save_embeddings
 FORMAT_VERSION = 1
 
 
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean (nan when empty) and sample standard deviation (0 below two values)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, 0.0
+    mu = sum(values) / n
+    if n < 2:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
+
+
 @dataclass
 class TokenResult:
     """Everything measured for one token length m."""
@@ -51,15 +62,11 @@ class TokenResult:
 
     @property
     def mean_distance(self) -> float:
-        return sum(self.distances) / len(self.distances) if self.distances else math.nan
+        return mean_and_std(self.distances)[0]
 
     @property
     def std_distance(self) -> float:
-        n = len(self.distances)
-        if n < 2:
-            return 0.0
-        mu = self.mean_distance
-        return math.sqrt(sum((d - mu) ** 2 for d in self.distances) / (n - 1))
+        return mean_and_std(self.distances)[1]
 
     @property
     def prompt_tokens(self) -> str:
