@@ -102,6 +102,8 @@ ADVANCED = [
 ADVANCED_NAMES = [name for name, _, _ in ADVANCED]
 # Download files are assembled here (Gradio serves only files from the temp dir, cwd or allowed paths).
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "originality-downloads"
+# The download folders are copies rebuilt on demand from the run store, so only the newest few are kept.
+DOWNLOAD_KEEP = 32
 STEP_UPDATES = 20  # status updates per inversion (every 5% of the steps)
 CHECK_LABELS = {"clip-edit": "edit check", "layout-variation": "layout check"}
 
@@ -403,9 +405,20 @@ def download_files(run_id: str) -> list[str]:
             os.replace(tmp, out)
         except OSError:  # another request made it meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
+        prune_downloads(keep=DOWNLOAD_KEEP, current=out)
     names = ["report.json"] + sorted(p.name for p in out.glob("learned_embeds_*.safetensors")) + [
         f"originality-run-{run_id}.zip"]
     return [str(out / n) for n in names]
+
+
+def prune_downloads(keep: int, current: Path | None = None) -> None:
+    """Delete all but the `keep` most recently built download folders (never `current`)."""
+    folders = [p for p in DOWNLOAD_DIR.iterdir() if p.is_dir() and not p.name.startswith(".")] \
+        if DOWNLOAD_DIR.is_dir() else []
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in folders[keep:]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def share_url(request: gr.Request | None, run_id: str) -> str:

@@ -130,6 +130,19 @@ def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkey
     assert api["run_id"] == run_id and api["summary"]["verdict"] in final[ui.verdict]
 
 
+def test_download_folders_are_pruned_to_the_newest(app, env, monkeypatch):
+    monkeypatch.setattr(app, "DOWNLOAD_KEEP", 1)
+    first = run(app, max_tokens=1)[-1][app.ui.share].split("?run=")[1]
+    first_files = app.download_files(first)
+    assert all(Path(p).is_file() for p in first_files)
+    second = run(app, max_tokens=1, seed=1)[-1][app.ui.share].split("?run=")[1]
+    assert second != first
+    assert [p.name for p in app.DOWNLOAD_DIR.iterdir()] == [second]
+    # an evicted folder is rebuilt from the run store on the next request
+    assert [Path(p).name for p in app.download_files(first)] == [Path(p).name for p in first_files]
+    assert (app.DOWNLOAD_DIR / first).is_dir() and not (app.DOWNLOAD_DIR / second).exists()
+
+
 def test_no_run_parameter_changes_nothing(app, env):
     for page in (app.on_page_load(request()), app.on_page_load(None)):
         assert list(page) == [app.ui.status] and page[app.ui.status] == gr.skip()

@@ -20,8 +20,8 @@ Writes to --out:
 
 With --compare-preset the other preset analyses the same images too, and the
 agreement rate (share of images given the same label by both) goes into the JSON.
---steps, --max-tokens, --reconstructions, --inference-steps and --batch-size
-override both presets (for smoke runs).
+--steps, --max-tokens, --reconstructions, --inference-steps, --batch-size and
+--learning-rate override both presets (smoke runs, preset studies).
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ FORMAT_VERSION = 1
 JSON_NAME = "figure6.json"
 # CLI option -> AnalysisConfig field, overriding every preset run here.
 OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "num_reconstructions",
-             "inference_steps": "num_inference_steps", "batch_size": "batch_size"}
+             "inference_steps": "num_inference_steps", "batch_size": "batch_size",
+             "learning_rate": "learning_rate"}
 COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=int, default=None, help="inversion batch")
     o.add_argument("--reconstructions", type=int, default=None, help="reconstructions per token length")
     o.add_argument("--inference-steps", type=int, default=None, help="denoising steps per generated image")
+    o.add_argument("--learning-rate", type=float, default=None, help="inversion learning rate")
     return ap
 
 
