@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,15 +18,17 @@ import torch
 from PIL import Image
 
 from originality.config import AnalysisConfig
-from originality.shapes import evaluate, figure6, world
+from originality.shapes import calibrate, evaluate, figure6, world
 from originality.shapes import model as shapes_model
+from originality.shapes.metrics import ElementDistance
 
 
 class RenderingPipeline:
     """Stands in for a StableDiffusionPipeline: draws the caption's elements at seeded positions."""
 
-    def __init__(self, size: str | None = None):
+    def __init__(self, size: str | None = None, keep: int | None = None):
         self.size = size  # force every element to this size (a model that gets sizes wrong)
+        self.keep = keep  # draw only the first `keep` elements (a model that drops elements)
 
     def __call__(self, prompt, generator, **kwargs):
         images = []
@@ -34,6 +36,7 @@ class RenderingPipeline:
             text = text.split(" of ")[-1]  # drop a template such as "a photo of {}"
             specs = [tuple(part.split()) for part in text.split(" and ")]
             specs = [(shape, colour, self.size or size, texture) for size, colour, texture, shape in specs]
+            specs = specs[: self.keep]
             rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
             images.append(world.render(world.place(specs, rng)))
         return SimpleNamespace(images=images)
@@ -43,6 +46,7 @@ class RenderingPipeline:
 class FakeModel:
     pipeline: RenderingPipeline
     resolution: int = 64
+    distance: ElementDistance = field(default_factory=ElementDistance)
 
 
 CONFIG = AnalysisConfig.preset("fast", guidance_scale=3.0, generation_batch_size=3)
@@ -187,3 +191,42 @@ def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsy
     assert json.loads((out / "figure6.json").read_text())["runs"]["fast"]["images"] == fast
     # other settings in the same folder are refused
     assert figure6.main([*args[:-2], "--steps", "2"]) == 2
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def test_quantile_matches_linear_interpolation() -> None:
+    values = [0.5, 0.1, 0.3, 0.2]
+    assert calibrate.quantile(values, 0.0) == 0.1 and calibrate.quantile(values, 1.0) == 0.5
+    assert calibrate.quantile(values, 0.5) == pytest.approx(0.25)
+    assert calibrate.quantile(values, 0.8) == pytest.approx(float(torch.quantile(torch.tensor(values), 0.8)))
+    with pytest.raises(ValueError):
+        calibrate.quantile([], 0.5)
+
+
+def test_true_caption_distances_measure_the_model() -> None:
+    perfect = calibrate.true_caption_distances(FakeModel(RenderingPipeline()), CONFIG, "rare", 2, 3)
+    assert [r["index"] for r in perfect] == [0, 1] and all(len(r["distances"]) == 3 for r in perfect)
+    assert all(r["mean"] == 0.0 for r in perfect)  # its own words reconstruct every query
+    # a model that draws only the first element of a pair: F1 = 2/3, distance 1/3
+    dropping = calibrate.true_caption_distances(FakeModel(RenderingPipeline(keep=1)), CONFIG, "common", 2, 3)
+    assert all(r["mean"] == pytest.approx(1 / 3) for r in dropping)
+    summary = calibrate.summarise(perfect + dropping, 0.8)
+    assert summary["rare"]["q80"] == 0.0 and summary["common"]["q80"] == pytest.approx(1 / 3)
+    # its queries come from its own seed, never figure 6's
+    assert perfect[1]["caption"] == figure6.query_image("rare", calibrate.CALIBRATION_SEED, 1)[0]
+
+
+def test_calibrate_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cal"
+    args = ["--model", str(random_model), "--per-group", "2", "--images", "1", "--groups", "common", "unseen",
+            "--out", str(out), "--device", "cpu"]
+    assert calibrate.main(args) == 0
+    data = json.loads((out / "calibration.json").read_text())
+    assert [(r["group"], r["index"]) for r in data["queries"]] == [("common", 0), ("common", 1), ("unseen", 0),
+                                                                   ("unseen", 1)]
+    assert data["suggested_threshold"] == data["groups"]["common"]["q80"]
+    assert "suggested threshold" in capsys.readouterr().out
+    assert calibrate.main([*args[:-4], "--groups", "rare", "--out", str(out)]) == 2
+    assert calibrate.main([*args, "--quantile", "0"]) == 2
