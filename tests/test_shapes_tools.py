@@ -191,6 +191,17 @@ def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsy
     assert json.loads((out / "figure6.json").read_text())["runs"]["fast"]["images"] == fast
     # other settings in the same folder are refused
     assert figure6.main([*args[:-2], "--steps", "2"]) == 2
+    # --images runs only the chosen images, here one more of a larger --per-group
+    more = [a if a != "1" or args[k - 1] != "--per-group" else "2" for k, a in enumerate(args)]
+    assert figure6.main([*more, "--images", "unseen:1"]) == 0
+    data = json.loads((out / "figure6.json").read_text())
+    for preset in ("fast", "paper"):
+        assert [(im["group"], im["index"]) for im in data["runs"][preset]["images"]] == [
+            ("common", 0), ("unseen", 0), ("unseen", 1)]
+    assert data["agreement"]["n"] == 3
+    capsys.readouterr()
+    assert figure6.main([*more, "--images", "rare:0"]) == 2  # rare is not among --groups
+    assert "--images rare:0" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- calibrate

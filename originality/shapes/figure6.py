@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="outputs/figure6", help="output folder (default: %(default)s)")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS, help="groups to run (default: all)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--images", nargs="+", default=None, metavar="GROUP:INDEX",
+                    help="analyse only these images, e.g. common:4 rare:5 (default: all of --per-group; used to "
+                         "run the slow --compare-preset on a subset)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing figure6.json in --out")
     ap.add_argument("--save-reports", action="store_true",
                     help="also save every report folder under --out/reports/<preset>/<group>_<i>")
@@ -214,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.per_group < 1:
             raise ValueError(f"--per-group must be a positive integer, got {args.per_group}")
+        chosen = set(args.images or [])
+        known = {f"{g}:{i}" for i in range(args.per_group) for g in args.groups}
+        if chosen - known:
+            raise ValueError(f"--images {' '.join(sorted(chosen - known))}: not among the images of --groups "
+                             f"and --per-group (GROUP:INDEX, index < {args.per_group})")
         configs = {p: AnalysisConfig.preset(p, seed=args.seed, **overrides) for p in presets}
         for c in configs.values():
             c.validate()
@@ -252,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. Analyse, interleaving groups so that an interrupted run stays balanced
     todo = [(i, g) for i in range(args.per_group) for g in args.groups]
+    if args.images is not None:
+        todo = [(i, g) for i, g in todo if f"{g}:{i}" in chosen]
     print(f"model {args.model} on {model.device}; presets {', '.join(presets)}; "
           f"{len(todo)} images ({args.per_group} per group)", flush=True)
     interrupted = False
