@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import PRESETS, AnalysisConfig
 from .figure6 import GROUPS, query_image
 
@@ -39,16 +41,17 @@ CALIBRATION_SEED = 104_729
 
 
 def quantile(values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default), for plain lists."""
+    """numpy's (linear-interpolation) quantile, with errors that name the problem."""
     if not values:
         raise ValueError("quantile of no values")
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {q}")
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    return float(np.quantile(values, q))
+
+
+def quantile_key(q: float) -> str:
+    """Name of the quantile's entry in a group summary: 0.8 -> "q80"."""
+    return f"q{round(q * 100)}"
 
 
 def true_caption_distances(model, config: AnalysisConfig, group: str, per_group: int, images: int,
@@ -72,7 +75,7 @@ def summarise(rows: list[dict[str, Any]], q: float) -> dict[str, dict[str, float
     for group in dict.fromkeys(r["group"] for r in rows):
         means = [r["mean"] for r in rows if r["group"] == group]
         out[group] = {"queries": len(means), "mean": statistics.fmean(means), "median": quantile(means, 0.5),
-                      f"q{round(q * 100)}": quantile(means, q)}
+                      quantile_key(q): quantile(means, q)}
     return out
 
 
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(payload, indent=2) + "\n")
 
-    q = f"q{round(args.quantile * 100)}"
+    q = quantile_key(args.quantile)
     print(f"\nmean element distance of true-caption generations per query ({args.images} images each)")
     print(f"{'group':<8s} {'queries':>7s} {'mean':>6s} {'median':>6s} {q:>6s}")
     for group, s in summary.items():
