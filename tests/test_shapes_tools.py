@@ -204,6 +204,52 @@ def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsy
     assert "--images rare:0" in capsys.readouterr().err
 
 
+def test_parse_shard() -> None:
+    assert figure6.parse_shard(None) is None and figure6.parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "x", "1/2/3"):
+        with pytest.raises(ValueError, match="--shard"):
+            figure6.parse_shard(bad)
+
+
+@pytest.fixture
+def keep_torch_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)  # --threads sets it for the whole process
+
+
+def test_figure6_shards_merge(random_model: Path, tmp_path: Path, capsys, keep_torch_threads) -> None:
+    out = tmp_path / "fig6"
+    args = ["--model", str(random_model), "--per-group", "2", "--steps", "1", "--max-tokens", "1",
+            "--reconstructions", "1", "--inference-steps", "1", "--batch-size", "1", "--out", str(out),
+            "--device", "cpu", "--groups", "common", "unseen", "--threads", "1"]
+    done = {}
+    for k in (1, 2):
+        assert figure6.main([*args, "--shard", f"{k}/2"]) == 0
+        shard = json.loads((out / "shards" / f"{k}-of-2" / "figure6.json").read_text())
+        done[k] = [(im["group"], im["index"]) for im in shard["runs"]["fast"]["images"]]
+    # every 2nd of the interleaved list (common 0, unseen 0, common 1, unseen 1)
+    assert done == {1: [("common", 0), ("common", 1)], 2: [("unseen", 0), ("unseen", 1)]}
+    assert not (out / "figure6.json").exists()
+    # a shard written with other settings is refused, not mixed in
+    other = out / "shards" / "9-of-9" / "figure6.json"
+    other.parent.mkdir(parents=True)
+    stale = json.loads((out / "shards" / "1-of-2" / "figure6.json").read_text())
+    stale["seed"] = 7
+    other.write_text(json.dumps(stale))
+    capsys.readouterr()
+    assert figure6.main(args) == 0
+    text = capsys.readouterr().out
+    assert "->" not in text  # nothing left to analyse: the shards hold every image
+    assert "merged 2 image result(s)" in text and "skipped" in text and "seed 7 vs 0" in text
+    data = json.loads((out / "figure6.json").read_text())
+    assert [(im["group"], im["index"]) for im in data["runs"]["fast"]["images"]] == [
+        ("common", 0), ("unseen", 0), ("common", 1), ("unseen", 1)]
+    assert (out / "figure6.png").is_file()
+    assert figure6.main([*args, "--shard", "3/2"]) == 2
+    assert figure6.main([*args, "--threads", "0"]) == 2
+
+
 # --------------------------------------------------------------------------- calibrate
 
 

@@ -20,6 +20,12 @@ Writes to --out:
 
 With --compare-preset the other preset analyses the same images too, and the
 agreement rate (share of images given the same label by both) goes into the JSON.
+
+Parallel runs: `--shard K/N` analyses every N-th image starting at the K-th and
+writes to --out/shards/K-of-N/ (one process per core or GPU, e.g. on 2 cores
+`for k in 1 2; do ... --shard $k/2 --threads 1 & done; wait`). A later run
+without --shard on the same --out folds every shard with the same settings into
+figure6.json, analyses whatever is still missing, and draws the histogram.
 --steps, --max-tokens, --reconstructions, --inference-steps, --batch-size and
 --learning-rate override both presets (smoke runs, preset studies).
 """
@@ -137,6 +143,58 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N) with 1 <= K <= N; None stays None."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text}: expected K/N, e.g. 1/2") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {text}: K must be between 1 and N")
+    return k, n
+
+
+def settings_problems(old: dict, seed: int, marker: dict, configs: dict) -> list[str]:
+    """Why an existing figure6.json cannot be continued (or merged) under these settings."""
+    problems = []
+    if old.get("seed") != seed:
+        problems.append(f"seed {old.get('seed')} vs {seed}")
+    if old.get("model_marker") != marker:
+        problems.append("a different model")
+    for p, run in old.get("runs", {}).items():
+        if p in configs and run["config"] != configs[p].to_dict():
+            problems.append(f"other settings for preset {p}")
+    return problems
+
+
+def merge_shards(data: dict, out: Path, seed: int, marker: dict, configs: dict) -> list[str]:
+    """Fold the images of out/shards/*/figure6.json into data; returns one line per shard read or refused."""
+    lines = []
+    for path in sorted(out.glob(f"shards/*/{JSON_NAME}")):
+        shard = json.loads(path.read_text())
+        problems = settings_problems(shard, seed, marker, configs)
+        if problems:
+            lines.append(f"skipped {path} ({', '.join(problems)})")
+            continue
+        added = 0
+        for p, run in shard.get("runs", {}).items():
+            if p not in data["runs"]:
+                continue
+            have = {(im["group"], im["index"]) for im in data["runs"][p]["images"]}
+            new = [im for im in run["images"] if (im["group"], im["index"]) not in have]
+            data["runs"][p]["images"].extend(new)
+            added += len(new)
+        data["groups"] = list(dict.fromkeys(data["groups"] + shard.get("groups", [])))
+        data["per_group"] = max(data["per_group"], shard.get("per_group", 0))
+        lines.append(f"merged {added} image result(s) from {path}")
+    order = {g: k for k, g in enumerate(GROUPS)}
+    for run in data["runs"].values():
+        run["images"].sort(key=lambda im: (im["index"], order.get(im["group"], 99)))
+    return lines
+
+
 def _model_marker(model_dir: str) -> dict:
     from .model import MARKER_FILE  # noqa: PLC0415
 
@@ -189,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--images", nargs="+", default=None, metavar="GROUP:INDEX",
                     help="analyse only these images, e.g. common:4 rare:5 (default: all of --per-group; used to "
                          "run the slow --compare-preset on a subset)")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="analyse only every N-th image from the K-th, into --out/shards/K-of-N (parallel runs; "
+                         "a later run without --shard merges them)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads for torch (default: torch's choice; use 1 per process for parallel shards)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing figure6.json in --out")
     ap.add_argument("--save-reports", action="store_true",
                     help="also save every report folder under --out/reports/<preset>/<group>_<i>")
@@ -213,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                                else [])
     overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items() if getattr(args, opt) is not None}
     out = Path(args.out)
-    json_path = out / JSON_NAME
     try:
+        shard = parse_shard(args.shard)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {args.threads}")
         if args.per_group < 1:
             raise ValueError(f"--per-group must be a positive integer, got {args.per_group}")
         chosen = set(args.images or [])
@@ -230,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    json_path = run_dir / JSON_NAME
 
     # 2. Load or start figure6.json; refuse to mix settings
     marker = _model_marker(args.model)
@@ -238,14 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                             "runs": {}, "agreement": None}
     if json_path.is_file() and not args.fresh:
         old = json.loads(json_path.read_text())
-        problems = []
-        if old.get("seed") != args.seed:
-            problems.append(f"seed {old.get('seed')} vs {args.seed}")
-        if old.get("model_marker") != marker:
-            problems.append("a different model")
-        for p, run in old.get("runs", {}).items():
-            if p in configs and run["config"] != configs[p].to_dict():
-                problems.append(f"other settings for preset {p}")
+        problems = settings_problems(old, args.seed, marker, configs)
         if problems:
             print(f"error: {json_path} was written with {', '.join(problems)}; use another --out or --fresh",
                   file=sys.stderr)
@@ -256,12 +320,17 @@ def main(argv: list[str] | None = None) -> int:
         data["per_group"] = max(old.get("per_group", 0), args.per_group)
     for p, c in configs.items():
         data["runs"].setdefault(p, {"config": c.to_dict(), "images": []})
-    out.mkdir(parents=True, exist_ok=True)
+    if not shard:
+        for line in merge_shards(data, out, args.seed, marker, configs):
+            print(line, flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
     # 3. Analyse, interleaving groups so that an interrupted run stays balanced
     todo = [(i, g) for i in range(args.per_group) for g in args.groups]
     if args.images is not None:
         todo = [(i, g) for i, g in todo if f"{g}:{i}" in chosen]
+    if shard:
+        todo = todo[shard[0] - 1 :: shard[1]]
     print(f"model {args.model} on {model.device}; presets {', '.join(presets)}; "
           f"{len(todo)} images ({args.per_group} per group)", flush=True)
     interrupted = False
@@ -303,11 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         name = "figure6.png" if p == args.preset else f"figure6_{p}.png"
         n = Counter(im["group"] for im in run["images"])
         per = ", ".join(f"{n.get(g, 0)} {g}" for g in data["groups"])
-        plot_histogram(run["images"], run["config"]["max_tokens"], out / name,
+        plot_histogram(run["images"], run["config"]["max_tokens"], run_dir / name,
                        f"Minimum tokens to reconstruct ({p} preset; {per})", data["groups"])
     print()
     print("\n".join(summary_lines({**data, "runs": {p: data["runs"][p] for p in presets}})))
-    print(f"wrote {json_path} and the histogram(s) in {out}")
+    print(f"wrote {json_path} and the histogram(s) in {run_dir}")
     return 130 if interrupted else 0
 
 
