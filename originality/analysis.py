@@ -164,7 +164,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         inversion = invert(
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=config.seed + 1000 * m,
+            seed=config.seed + 1000 * m, lr_schedule=config.lr_schedule,
         )
         embeddings = yield from _tracking(inversion, losses)
         timings["inversion"] = time.perf_counter() - t0

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import DOMAINS, PRESETS, AnalysisConfig
+from .config import DOMAINS, LR_SCHEDULES, PRESETS, AnalysisConfig
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ CONFIG_OPTIONS: dict[str, str] = {
     "steps": "steps",
     "batch_size": "batch_size",
     "learning_rate": "learning_rate",
+    "lr_schedule": "lr_schedule",
     "reconstructions": "num_reconstructions",
     "inference_steps": "num_inference_steps",
     "guidance_scale": "guidance_scale",
@@ -107,6 +108,9 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                    help=f"noisy copies of the image per inversion step ({_preset_default('batch_size')})")
     a.add_argument("--learning-rate", type=float, default=None, metavar="F",
                    help=f"inversion learning rate ({_preset_default('learning_rate')})")
+    a.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
+                   help="inversion learning-rate schedule; linear and cosine decay to 0 over the steps "
+                        f"({_preset_default('lr_schedule')})")
     a.add_argument("--reconstructions", type=int, default=None, metavar="N",
                    help="images generated from 'a photo of S*' and scored against the query "
                         f"({_preset_default('num_reconstructions')})")

@@ -17,6 +17,9 @@ DOMAINS: dict[str, str] = {
 }
 # Domains whose inversion uses the art templates instead of the object templates.
 ART_DOMAINS = frozenset({"painting"})
+# Learning-rate schedules of the inversion, named as in diffusers' textual_inversion.py
+# (--lr_scheduler); the decaying ones go from learning_rate to 0 over the steps.
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class AnalysisConfig:
     steps: int = 2000  # optimisation steps per token length
     batch_size: int = 20  # noisy copies of the query per step
     learning_rate: float = 5e-4
+    lr_schedule: str = "constant"  # constant, linear or cosine (decay to 0 over `steps`)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
     num_reconstructions: int = 20
     num_inference_steps: int = 35
@@ -81,6 +85,8 @@ class AnalysisConfig:
             raise ValueError(f"max_tokens must be at most 16, got {self.max_tokens}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate <= 1):
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.threshold is not None and not 0 <= self.threshold <= 2:
             raise ValueError(f"threshold must be between 0 and 2, got {self.threshold!r}")
         if self.guidance_scale is not None and not 0 <= self.guidance_scale <= 50:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -54,12 +55,16 @@ class Placeholder:
 
 @dataclass(frozen=True)
 class InversionStep:
-    """Progress event: optimisation step `step` of `total` for length `num_tokens`."""
+    """Progress event: optimisation step `step` of `total` for length `num_tokens`.
+
+    `loss` is that step's denoising loss and `learning_rate` the rate the step used.
+    """
 
     num_tokens: int
     step: int
     total: int
     loss: float
+    learning_rate: float | None = None
 
 
 def initializer_id(tokenizer, word: str) -> int:
@@ -183,13 +188,16 @@ def invert(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    lr_schedule: str = "constant",
 ) -> Iterator[InversionStep]:
     """Learn the placeholder rows on the query; yields one event per step.
 
     Returns (as the generator's return value, so `emb = yield from invert(...)`)
     the learned embeddings, float32 tensor (m, dim) on the CPU. The pipeline's
     modules are frozen and left as they were, except the placeholder rows, which
-    hold the result afterwards.
+    hold the result afterwards. `lr_schedule` "linear" / "cosine" decays the rate to 0
+    over the steps, so that the result does not depend on the noise of the last few
+    batches (which matters at the high rates of short runs).
     """
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
@@ -198,6 +206,7 @@ def invert(
     base = text_encoder.get_input_embeddings()
     learned = nn.Parameter(base.weight[list(placeholder.ids)].detach().to(device, LEARNED_DTYPE).clone())
     optimizer = torch.optim.AdamW([learned], lr=learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(lr_schedule, steps))
     # All templates tokenised once: (T, L)
     template_ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -214,9 +223,11 @@ def invert(
         for step in range(steps):
             loss = denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, generator, batch_size)
             loss.backward()
+            used_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            yield InversionStep(placeholder.num_tokens, step + 1, steps, float(loss.detach()))
+            yield InversionStep(placeholder.num_tokens, step + 1, steps, float(loss.detach()), used_lr)
     finally:
         text_encoder.set_input_embeddings(base)
         text_encoder.train(was_training[0])
@@ -224,6 +235,17 @@ def invert(
     with torch.no_grad():
         base.weight[list(placeholder.ids)] = learned.detach().to(base.weight.dtype)
     return learned.detach().float().cpu()
+
+
+def lr_factor(schedule: str, steps: int):
+    """Multiplier of the learning rate at step i (0-based), as diffusers' get_scheduler without warm-up."""
+    if schedule == "constant":
+        return lambda i: 1.0
+    if schedule == "linear":
+        return lambda i: max(0.0, (steps - i) / steps)
+    if schedule == "cosine":
+        return lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps))
+    raise ValueError(f"lr_schedule must be constant, linear or cosine, got {schedule!r}")
 
 
 def denoising_loss(

@@ -224,6 +224,7 @@ def test_config_presets_and_validation():
         AnalysisConfig.preset("slow")
     for bad, match in [(dict(threshold=-1), "threshold"), (dict(max_tokens=0), "max_tokens"),
                        (dict(edit_prompt="a cat"), "edit_prompt"), (dict(domain="two words"), "domain"),
-                       (dict(learning_rate=0), "learning_rate"), (dict(seed=-3), "seed")]:
+                       (dict(learning_rate=0), "learning_rate"), (dict(seed=-3), "seed"),
+                       (dict(lr_schedule="step"), "lr_schedule")]:
         with pytest.raises(ValueError, match=match):
             fast.replace(**bad).validate()

@@ -1,5 +1,7 @@
 """Multi-token textual inversion on a tiny SD-architecture pipeline (random weights, CPU)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from originality.inversion import (
     evaluation_loss,
     initializer_id,
     invert,
+    lr_factor,
     save_embeddings,
 )
 from originality.templates import OBJECT_TEMPLATES
@@ -94,6 +97,22 @@ def test_inversion_is_reproducible(pipe, query):
     (ev_a, emb_a), (ev_b, emb_b) = results
     assert [e.loss for e in ev_a] == [e.loss for e in ev_b]
     assert torch.equal(emb_a, emb_b)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_learning_rate_schedule(pipe, query, schedule):
+    mean, std = encode_query(pipe, query)
+    with TokenSession(pipe) as session:
+        ph = session.add("<s1>", 1, initializer_id(session.tokenizer, "dog"))
+        events, learned = run(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=4, batch_size=2,
+                                     learning_rate=1e-2, seed=0, lr_schedule=schedule))
+    rates = [e.learning_rate for e in events]
+    expected = {"constant": [1e-2] * 4, "linear": [1e-2, 7.5e-3, 5e-3, 2.5e-3],
+                "cosine": [1e-2 * 0.5 * (1 + math.cos(math.pi * i / 4)) for i in range(4)]}[schedule]
+    assert rates == pytest.approx(expected)
+    assert lr_factor(schedule, 4)(4) == pytest.approx(1.0 if schedule == "constant" else 0.0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor("step", 4)
 
 
 def test_cancelled_inversion_restores_the_text_encoder(pipe, query):

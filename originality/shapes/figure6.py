@@ -26,8 +26,8 @@ writes to --out/shards/K-of-N/ (one process per core or GPU, e.g. on 2 cores
 `for k in 1 2; do ... --shard $k/2 --threads 1 & done; wait`). A later run
 without --shard on the same --out folds every shard with the same settings into
 figure6.json, analyses whatever is still missing, and draws the histogram.
---steps, --max-tokens, --reconstructions, --inference-steps, --batch-size and
---learning-rate override both presets (smoke runs, preset studies).
+--steps, --max-tokens, --reconstructions, --inference-steps, --batch-size,
+--learning-rate and --lr-schedule override both presets (smoke runs, preset studies).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..config import PRESETS, AnalysisConfig
+from ..config import LR_SCHEDULES, PRESETS, AnalysisConfig
 from . import dataset
 from .world import render
 
@@ -54,7 +54,7 @@ JSON_NAME = "figure6.json"
 # CLI option -> AnalysisConfig field, overriding every preset run here.
 OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "num_reconstructions",
              "inference_steps": "num_inference_steps", "batch_size": "batch_size",
-             "learning_rate": "learning_rate"}
+             "learning_rate": "learning_rate", "lr_schedule": "lr_schedule"}
 COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--reconstructions", type=int, default=None, help="reconstructions per token length")
     o.add_argument("--inference-steps", type=int, default=None, help="denoising steps per generated image")
     o.add_argument("--learning-rate", type=float, default=None, help="inversion learning rate")
+    o.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES, help="inversion learning-rate schedule")
     return ap
 
 
