@@ -89,6 +89,19 @@ def test_resume_continues_from_the_checkpoint(trained) -> None:
     assert json.loads((out / shapes_model.MARKER_FILE).read_text())["denoiser_steps"] == 3
 
 
+def test_export_only_writes_the_checkpoint_with_its_step_counts(trained, tmp_path) -> None:
+    out, ckpt, _ = trained
+    exported = tmp_path / "exported"
+    train.main(["--out", str(exported), "--checkpoint-dir", str(ckpt), "--export-only", "--device", "cpu"])
+    marker = json.loads((exported / shapes_model.MARKER_FILE).read_text())
+    assert (marker["vae_steps"], marker["denoiser_steps"]) == (2, 3)  # what was trained, not the defaults
+    assert torch.load(ckpt / "denoiser.pt", map_location="cpu")["step"] == 3  # the checkpoint is untouched
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert (exported / part).read_bytes() == (out / part).read_bytes(), part
+    with pytest.raises(SystemExit):
+        train.main(["--out", str(tmp_path / "x"), "--checkpoint-dir", str(tmp_path / "empty"), "--export-only"])
+
+
 def test_resumed_run_is_the_same_run(trained, tmp_path) -> None:
     """3 steps in one go give the losses and weights of 2 steps plus a resumed third."""
     out, ckpt, _ = trained

@@ -217,7 +217,11 @@ def main(argv: list[str] | None = None) -> None:
         components[k].to(device)
 
     if args.export_only:
-        args.vae_steps = 0
+        # the step counts come from the checkpoints, so the exported marker says what was trained
+        for name in ("vae.pt", "denoiser.pt"):
+            if not (ckpt_dir / name).is_file():
+                ap.error(f"--export-only: no {ckpt_dir / name}; train first")
+        args.vae_steps = torch.load(ckpt_dir / "vae.pt", map_location="cpu")["step"]
         args.steps = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu")["step"]
     # 1. VAE
     train_vae(components["vae"], args, device, ckpt_dir)
