@@ -68,7 +68,7 @@ def test_draws_the_prompted_elements(model, prompt: str) -> None:
 
 def test_draws_common_pairs(model) -> None:
     """COMMON pairs over all 9 colour combinations: the shipped model drew both elements in
-    46% of images at the quality gate (evaluate.py, 8 per prompt); a random model in 0%."""
+    65% of images at the quality gate (evaluate.py, 8 per prompt); a random model in 0%."""
     from originality.shapes.evaluate import seen_prompts  # noqa: PLC0415
 
     config = resolve_config(AnalysisConfig.preset("fast", generation_batch_size=4), model)
