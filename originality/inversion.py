@@ -30,6 +30,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
 
+from .config import LR_SCHEDULES
 from .device import LEARNED_DTYPE
 
 logger = logging.getLogger(__name__)
@@ -196,8 +197,8 @@ def invert(
     the learned embeddings, float32 tensor (m, dim) on the CPU. The pipeline's
     modules are frozen and left as they were, except the placeholder rows, which
     hold the result afterwards. `lr_schedule` "linear" / "cosine" decays the rate to 0
-    over the steps, so that the result does not depend on the noise of the last few
-    batches (which matters at the high rates of short runs).
+    over the steps, as diffusers' textual_inversion.py can (on the shapes world the
+    `fast` preset reconstructed worse with "linear": benchmarks/RESULTS.md, session 3).
     """
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
@@ -245,7 +246,7 @@ def lr_factor(schedule: str, steps: int):
         return lambda i: max(0.0, (steps - i) / steps)
     if schedule == "cosine":
         return lambda i: 0.5 * (1.0 + math.cos(math.pi * min(i, steps) / steps))
-    raise ValueError(f"lr_schedule must be constant, linear or cosine, got {schedule!r}")
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
 def denoising_loss(
