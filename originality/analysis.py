@@ -15,6 +15,7 @@ model lock and token session) and `decide` (step 8, the stop rule).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -108,6 +109,19 @@ def generate(
     return images
 
 
+def inversion_seed(seed: int, num_tokens: int, query: Image.Image) -> int:
+    """Seed of the inversion of length `num_tokens` for `query`: a hash of the three.
+
+    Depends on the query's pixels so that the inversion noise (timesteps, noise, template
+    draws) is independent from one image to the next: with one seed per length for every
+    query, a whole batch of images shares one lucky or unlucky draw at a length (measured
+    on the shapes world: benchmarks/RESULTS.md, session 3). Same seed and image, same result.
+    """
+    digest = hashlib.sha256(f"{seed}:{num_tokens}:{query.mode}:{query.size}:".encode())
+    digest.update(query.tobytes())
+    return int.from_bytes(digest.digest()[:8], "big") >> 1  # < 2**63, as torch's manual_seed wants
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What every token length of one analysis starts from (step 1); picklable, cheap to redo.
@@ -161,10 +175,11 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         t0 = time.perf_counter()
         placeholder = session.add(f"<s{m}>", m, prepared.init_id)
         losses: list[float] = []
+        seed = inversion_seed(config.seed, m, query)
         inversion = invert(
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=config.seed + 1000 * m, lr_schedule=config.lr_schedule,
+            seed=seed, lr_schedule=config.lr_schedule,
         )
         embeddings = yield from _tracking(inversion, losses)
         timings["inversion"] = time.perf_counter() - t0
@@ -201,7 +216,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
             num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
             reconstructions=recon, distances=distances, edits=edits, edit_scores=list(check.scores),
             reconstruction_passed=recon_passed, edit_passed=check.passed, edit_detail=check.detail,
-            timings=timings,
+            timings=timings, inversion_seed=seed,
         )
     logger.info("m=%d distance %.3f (%s) edit %s", m, mean, "pass" if recon_passed else "fail", check.detail)
     yield LengthDone(result)

@@ -55,6 +55,7 @@ class TokenResult:
     edit_passed: bool
     edit_detail: str = ""
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    inversion_seed: int | None = None  # analysis.inversion_seed(config seed, m, query)
 
     @property
     def passed(self) -> bool:
@@ -87,6 +88,7 @@ class TokenResult:
             "final_loss": self.losses[-1] if self.losses else None,
             "losses": self.losses,
             "timings": self.timings,
+            "inversion_seed": self.inversion_seed,
         }
 
 
@@ -187,6 +189,7 @@ class Report:
                     edit_passed=r["edit_passed"],
                     edit_detail=r.get("edit_detail", ""),
                     timings=r.get("timings", {}),
+                    inversion_seed=r.get("inversion_seed"),
                 )
             )
         return cls(

@@ -22,7 +22,9 @@ from originality import (
     iter_length,
     prepare,
 )
+from originality.analysis import inversion_seed
 from originality.images import ImageInputError
+from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
 from originality.testing import tiny_sd_pipeline
 
@@ -131,6 +133,33 @@ def test_same_seed_same_images_and_embeddings(pipe, query):
                for x, y in zip(a.results[0].reconstructions, b.results[0].reconstructions))
     c = analyze(query, TINY.replace(max_tokens=1, seed=5), make_model(pipe, [0.1], [True]))
     assert not torch.equal(a.results[0].embeddings, c.results[0].embeddings)
+
+
+def test_inversion_seed_depends_on_the_query_so_images_do_not_share_inversion_noise(pipe, query):
+    other = query.copy()
+    other.putpixel((64, 48), (0, 0, 0))  # one pixel differs, in the part the centre crop keeps
+    prepared = prepare(query, TINY, make_model(pipe, [0.1], [True]))
+    q = prepared.query
+    seeds = {inversion_seed(s, m, im) for s in (0, 1) for m in (1, 2, 3) for im in (q, prepare(other, TINY, make_model(pipe, [0.1], [True])).query)}
+    assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
+    assert inversion_seed(0, 2, q) == inversion_seed(0, 2, q.copy())  # a function of the pixels, not the object
+
+    a = analyze(query, TINY.replace(max_tokens=2), make_model(pipe, [0.9, 0.1], [True, True]))
+    b = analyze(other, TINY.replace(max_tokens=2), make_model(pipe, [0.9, 0.1], [True, True]))
+    assert [r.inversion_seed for r in a.results] == [inversion_seed(0, m, a.query) for m in (1, 2)]
+    assert [r.inversion_seed for r in a.results] != [r.inversion_seed for r in b.results]
+    # the recorded seed is the one the inversion ran with: rerunning invert by hand gives the same tokens
+    with TokenSession(pipe) as session:
+        mean, std = encode_query(session.pipeline, a.query)
+        prepared = prepare(query, TINY, make_model(pipe, [0.1], [True]))
+        placeholder = session.add("<s1>", 1, prepared.init_id)
+        run = invert(session.pipeline, mean, std, placeholder, prepared.templates, steps=TINY.steps,
+                     batch_size=TINY.batch_size, learning_rate=TINY.learning_rate, seed=a.results[0].inversion_seed)
+        try:
+            while True:
+                next(run)
+        except StopIteration as stop:
+            assert torch.equal(stop.value, a.results[0].embeddings)
 
 
 def test_cancelling_mid_run_leaves_the_model_reusable(pipe, query):
