@@ -98,6 +98,7 @@ ADVANCED = [
     ("edit_prompt", "edit prompt ({} = the learned tokens)", str),
     ("edit_subject", "edit subject", str),
     ("seed", "seed", int),
+    ("lr_schedule", "learning-rate schedule (constant / linear / cosine)", str),
 ]
 ADVANCED_NAMES = [name for name, _, _ in ADVANCED]
 # Download files are assembled here (Gradio serves only files from the temp dir, cwd or allowed paths).
@@ -669,7 +670,8 @@ def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None
 
 def run_analysis(image, world, domain, custom_word, preset, max_tokens=None, steps=None, batch_size=None,
                  learning_rate=None, num_reconstructions=None, num_inference_steps=None, guidance_scale=None,
-                 threshold=None, edit_prompt=None, edit_subject=None, seed=None, request: gr.Request = None):
+                 threshold=None, edit_prompt=None, edit_subject=None, seed=None, lr_schedule=None,
+                 request: gr.Request = None):
     """The Run button: stream the analysis into the page, store the result, show the share link.
 
     The settings after `preset` are the "Advanced" fields (None or blank: preset / world default).
@@ -677,7 +679,7 @@ def run_analysis(image, world, domain, custom_word, preset, max_tokens=None, ste
     values = dict(max_tokens=max_tokens, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                   num_reconstructions=num_reconstructions, num_inference_steps=num_inference_steps,
                   guidance_scale=guidance_scale, threshold=threshold, edit_prompt=edit_prompt,
-                  edit_subject=edit_subject, seed=seed)
+                  edit_subject=edit_subject, seed=seed, lr_schedule=lr_schedule)
     assert list(values) == ADVANCED_NAMES
     yield from _run(image, world, domain, custom_word, preset, values, request)
 

@@ -18,9 +18,9 @@ from originality.store import RunStore
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
 # max_tokens, steps, batch_size, learning_rate, reconstructions, inference steps, guidance, threshold,
-# edit prompt, edit subject, seed
+# edit prompt, edit subject, seed, learning-rate schedule
 TINY = dict(max_tokens=2, steps=2, batch_size=2, learning_rate=None, num_reconstructions=2, num_inference_steps=2,
-            guidance_scale=None, threshold=None, edit_prompt="", edit_subject="", seed=0)
+            guidance_scale=None, threshold=None, edit_prompt="", edit_subject="", seed=0, lr_schedule="")
 PAGE = "http://example.test/space/"
 
 
@@ -124,6 +124,7 @@ def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkey
     advanced = dict(zip(app.ADVANCED_NAMES, [page[c] for c in ui.advanced]))
     assert advanced["max_tokens"] == "2" and advanced["steps"] == "2" and advanced["num_reconstructions"] == "2"
     assert advanced["learning_rate"] == "0.005" and advanced["edit_prompt"] == "cat in {}"
+    assert advanced["lr_schedule"] == "constant"
     assert page[ui.image].size == (64, 64)
     # and the API endpoint gives the same summary
     api = app.load_run_api(run_id)
@@ -198,6 +199,8 @@ def test_bad_advanced_value_is_a_gradio_error(app, env):
         run(app, max_tokens=1.5)
     with pytest.raises(gr.Error, match="Learning_rate must be in"):
         run(app, learning_rate=5.0)
+    with pytest.raises(gr.Error, match="(?i)lr_schedule must be one of constant, linear, cosine, got 'exponential'"):
+        run(app, lr_schedule="exponential")
 
 
 def test_unavailable_world_is_a_gradio_error(app, env, monkeypatch):
@@ -260,8 +263,8 @@ def test_build_config_layers(app, monkeypatch):
     monkeypatch.setattr(app, "DEFAULTS", {"steps": 7, "num_edits": 3})
     c = app.build_config("paper", "default", "", {"max_tokens": None, "steps": "", "seed": 4.0})
     assert (c.steps, c.num_edits, c.seed, c.batch_size, c.domain) == (7, 3, 4, 20, None)
-    c = app.build_config("fast", "dog", "ignored", {"steps": 9})
-    assert (c.steps, c.domain, c.batch_size) == (9, "dog", 8)
+    c = app.build_config("fast", "dog", "ignored", {"steps": 9, "lr_schedule": " cosine "})
+    assert (c.steps, c.domain, c.batch_size, c.lr_schedule) == (9, "dog", 8, "cosine")
     with pytest.raises(ValueError, match="preset must be one of"):
         app.build_config("slow", "default", "", {})
 
