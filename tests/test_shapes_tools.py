@@ -191,6 +191,13 @@ def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsy
     assert json.loads((out / "figure6.json").read_text())["runs"]["fast"]["images"] == fast
     # other settings in the same folder are refused
     assert figure6.main([*args[:-2], "--steps", "2"]) == 2
+    # and so are results of an older version of the analysis
+    saved = (out / "figure6.json").read_text()
+    (out / "figure6.json").write_text(saved.replace('"format_version": 2', '"format_version": 1', 1))
+    capsys.readouterr()
+    assert figure6.main(args) == 2
+    assert "older version of the analysis" in capsys.readouterr().err
+    (out / "figure6.json").write_text(saved)
     # --images runs only the chosen images, here one more of a larger --per-group
     more = [a if a != "1" or args[k - 1] != "--per-group" else "2" for k, a in enumerate(args)]
     assert figure6.main([*more, "--images", "unseen:1"]) == 0

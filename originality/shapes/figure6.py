@@ -49,7 +49,9 @@ from .world import render
 logger = logging.getLogger(__name__)
 
 GROUPS = ("common", "rare", "unseen")
-FORMAT_VERSION = 1
+# 2: each token length's inversion seed depends on the query (analysis.inversion_seed); version-1
+# results came from one seed per length for every image and cannot be mixed with newer ones.
+FORMAT_VERSION = 2
 JSON_NAME = "figure6.json"
 # CLI option -> AnalysisConfig field, overriding every preset run here.
 OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "num_reconstructions",
@@ -159,6 +161,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 def settings_problems(old: dict, seed: int, marker: dict, configs: dict) -> list[str]:
     """Why an existing figure6.json cannot be continued (or merged) under these settings."""
     problems = []
+    if old.get("format_version") != FORMAT_VERSION:
+        problems.append(f"an older version of the analysis (format {old.get('format_version')}, now {FORMAT_VERSION})")
     if old.get("seed") != seed:
         problems.append(f"seed {old.get('seed')} vs {seed}")
     if old.get("model_marker") != marker:
