@@ -70,6 +70,16 @@ def tiny_sd_pipeline(seed: int = 0, text_hidden: int = 32, unet_channels=(32, 64
     return pipe
 
 
+def drain(generator) -> tuple[list, object]:
+    """Run a generator to its end: (the events it yielded, its return value)."""
+    events = []
+    while True:
+        try:
+            events.append(next(generator))
+        except StopIteration as stop:
+            return events, stop.value
+
+
 def sd14_pipeline_from_configs(config_dir: str | Path, dtype: torch.dtype = torch.float16,
                                device: str = "cuda") -> StableDiffusionPipeline:
     """Full-size SD v1.4 architecture with random weights (for speed benchmarks only)."""

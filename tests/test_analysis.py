@@ -26,7 +26,7 @@ from originality.analysis import inversion_seed
 from originality.images import ImageInputError
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
-from originality.testing import tiny_sd_pipeline
+from originality.testing import drain, tiny_sd_pipeline
 
 
 class ScriptedDistance:
@@ -139,10 +139,10 @@ def test_inversion_seed_depends_on_the_query_so_images_do_not_share_inversion_no
     other = query.copy()
     other.putpixel((64, 48), (0, 0, 0))  # one pixel differs, in the part the centre crop keeps
     prepared = prepare(query, TINY, make_model(pipe, [0.1], [True]))
-    q = prepared.query
-    seeds = {inversion_seed(s, m, im) for s in (0, 1) for m in (1, 2, 3) for im in (q, prepare(other, TINY, make_model(pipe, [0.1], [True])).query)}
+    queries = (prepared.query, prepare(other, TINY, make_model(pipe, [0.1], [True])).query)
+    seeds = {inversion_seed(s, m, q) for s in (0, 1) for m in (1, 2, 3) for q in queries}
     assert len(seeds) == 12 and all(0 <= s < 2**63 for s in seeds)
-    assert inversion_seed(0, 2, q) == inversion_seed(0, 2, q.copy())  # a function of the pixels, not the object
+    assert inversion_seed(0, 2, queries[0]) == inversion_seed(0, 2, queries[0].copy())  # pixels, not the object
 
     a = analyze(query, TINY.replace(max_tokens=2), make_model(pipe, [0.9, 0.1], [True, True]))
     b = analyze(other, TINY.replace(max_tokens=2), make_model(pipe, [0.9, 0.1], [True, True]))
@@ -151,15 +151,11 @@ def test_inversion_seed_depends_on_the_query_so_images_do_not_share_inversion_no
     # the recorded seed is the one the inversion ran with: rerunning invert by hand gives the same tokens
     with TokenSession(pipe) as session:
         mean, std = encode_query(session.pipeline, a.query)
-        prepared = prepare(query, TINY, make_model(pipe, [0.1], [True]))
         placeholder = session.add("<s1>", 1, prepared.init_id)
-        run = invert(session.pipeline, mean, std, placeholder, prepared.templates, steps=TINY.steps,
-                     batch_size=TINY.batch_size, learning_rate=TINY.learning_rate, seed=a.results[0].inversion_seed)
-        try:
-            while True:
-                next(run)
-        except StopIteration as stop:
-            assert torch.equal(stop.value, a.results[0].embeddings)
+        _, learned = drain(invert(session.pipeline, mean, std, placeholder, prepared.templates, steps=TINY.steps,
+                                  batch_size=TINY.batch_size, learning_rate=TINY.learning_rate,
+                                  seed=a.results[0].inversion_seed))
+    assert torch.equal(learned, a.results[0].embeddings)
 
 
 def test_cancelling_mid_run_leaves_the_model_reusable(pipe, query):

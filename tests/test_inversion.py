@@ -18,7 +18,7 @@ from originality.inversion import (
     save_embeddings,
 )
 from originality.templates import OBJECT_TEMPLATES
-from originality.testing import tiny_sd_pipeline
+from originality.testing import drain, tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +33,6 @@ def query():
     arr[16:48, 8:40] = (200, 30, 30)
     arr[30:60, 36:60] = rng.randint(0, 255, (30, 24, 3))
     return Image.fromarray(arr)
-
-
-def run(gen):
-    """Drain an inversion generator; returns (events, learned embeddings)."""
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
 
 
 def test_initializer_must_be_one_known_token(pipe):
@@ -62,7 +52,7 @@ def test_only_placeholder_rows_change_and_session_leaves_no_trace(pipe, query):
         ph = session.add("<s3>", 3, init)
         assert ph.tokens == ("<s3>", "<s3>_1", "<s3>_2")
         assert session.tokenizer.tokenize("a photo of " + ph.text)[-3:] == list(ph.tokens)
-        events, learned = run(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
+        events, learned = drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
                                      steps=3, batch_size=2, learning_rate=1e-1, seed=0))
         assert [e.step for e in events] == [1, 2, 3] and all(e.total == 3 for e in events)
         assert learned.shape == (3, 32) and learned.dtype == torch.float32
@@ -81,7 +71,7 @@ def test_loss_on_the_query_falls(pipe, query):
         ph = session.add("<s2>", 2, initializer_id(session.tokenizer, "house"))
         templates = ["a photo of a {}"]
         before = evaluation_loss(session.pipeline, mean, std, ph, templates)
-        run(invert(session.pipeline, mean, std, ph, templates, steps=40, batch_size=4, learning_rate=5e-2, seed=1))
+        drain(invert(session.pipeline, mean, std, ph, templates, steps=40, batch_size=4, learning_rate=5e-2, seed=1))
         after = evaluation_loss(session.pipeline, mean, std, ph, templates)
     assert after < before, (before, after)
 
@@ -92,7 +82,7 @@ def test_inversion_is_reproducible(pipe, query):
     for _ in range(2):
         with TokenSession(pipe) as session:
             ph = session.add("<s1>", 1, initializer_id(session.tokenizer, "dog"))
-            results.append(run(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
+            results.append(drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
                                       steps=2, batch_size=2, learning_rate=1e-2, seed=7)))
     (ev_a, emb_a), (ev_b, emb_b) = results
     assert [e.loss for e in ev_a] == [e.loss for e in ev_b]
@@ -104,7 +94,7 @@ def test_learning_rate_schedule(pipe, query, schedule):
     mean, std = encode_query(pipe, query)
     with TokenSession(pipe) as session:
         ph = session.add("<s1>", 1, initializer_id(session.tokenizer, "dog"))
-        events, learned = run(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=4, batch_size=2,
+        events, learned = drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=4, batch_size=2,
                                      learning_rate=1e-2, seed=0, lr_schedule=schedule))
     rates = [e.learning_rate for e in events]
     expected = {"constant": [1e-2] * 4, "linear": [1e-2, 7.5e-3, 5e-3, 2.5e-3],
@@ -133,7 +123,7 @@ def test_embeddings_round_trip_through_load_textual_inversion(pipe, query, tmp_p
     mean, std = encode_query(pipe, query)
     with TokenSession(pipe) as session:
         ph = session.add("<s3>", 3, initializer_id(session.tokenizer, "house"))
-        _, learned = run(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
+        _, learned = drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES,
                                 steps=2, batch_size=2, learning_rate=1e-1, seed=0))
         # the session pipeline expands "<s3>" the diffusers way, like any loaded embedding
         expected = session.pipeline.encode_prompt("a photo of <s3>", "cpu", 1, False)[0]
