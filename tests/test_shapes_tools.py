@@ -166,6 +166,9 @@ def test_evaluate_cli_on_random_weights(random_model: Path, tmp_path: Path, caps
     assert len(data["prompts"]) == 16 and data["settings"]["num_inference_steps"] == 1
     assert data["settings"]["guidance_scale"] == 3.0 and data["passed"] is False
     assert (out / "grid.png").is_file()
+    binding = data["text_colour_binding"]
+    assert set(binding) == {"own", "other"} and all(0.0 <= v <= 1.0 for v in binding.values())
+    assert "colour binding" in text
     assert evaluate.main([*args, "--strict"]) == 1
     assert evaluate.main(["--model", str(tmp_path / "missing"), "--out", str(out)]) == 2
 

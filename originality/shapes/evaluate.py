@@ -22,8 +22,11 @@ Generation goes through `originality.analysis.generate` on a model loaded by
 `originality.models.load_model`, i.e. the very code path the analysis uses, with
 the sampler settings of an `AnalysisConfig` preset (default: fast).
 
+It also prints how well the text encoder binds colours to shapes (`model.colour_binding`),
+the usual cause of pairs drawn with their colours swapped.
+
 Writes to --out: results.json (settings, per-group and per-prompt accuracy, every
-image's detections) and grid.png (one row per prompt, the prompt at left; green
+image's detections, the colour binding) and grid.png (one row per prompt, the prompt at left; green
 frame = exact, orange = right shapes and colours only, red = wrong).
 """
 
@@ -44,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..config import PRESETS, AnalysisConfig
 from .detector import detect
+from .model import colour_binding
 from .world import COLOURS, SHAPES, Element, caption
 
 logger = logging.getLogger(__name__)
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. Report
     groups = group_summary(results, args.target)
+    binding = colour_binding(model.pipeline.tokenizer, model.pipeline.text_encoder)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         "groups": groups,
         "passed": all(g["passed"] for g in groups.values()),
         "prompts": [prompt_summary(r) for r in results],
+        "text_colour_binding": binding,
         "seconds": seconds,
     }
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -318,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "PASS" if g["passed"] else "FAIL"
         print(f"{name:<14s} {g['prompts']:7d} {g['images']:7d} {g['exact']:7.1%} {g['loose']:7.1%}  "
               f">= {args.target:.0%} exact: {verdict}")
+    print(f"\ntext encoder colour binding (R^2 of a shape word's state): own colour {binding['own']:.2f}, "
+          f"other shape's colour {binding['other']:.2f}")
     print(f"\n{sum(len(r.detections) for r in results)} images in {seconds:.1f}s; "
           f"wrote {out / 'results.json'} and {out / 'grid.png'}")
     return 1 if args.strict and not payload["passed"] else 0

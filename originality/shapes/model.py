@@ -137,3 +137,43 @@ def is_shapes_model(path: str | os.PathLike) -> bool:
 
 def config_dict(config: ShapesModelConfig) -> dict:
     return asdict(config)
+
+
+def colour_binding(tokenizer, text_encoder, shapes: tuple[str, str] = ("circle", "square")) -> dict[str, float]:
+    """How much of a shape word's hidden state is explained by its own colour vs the other shape's.
+
+    Over the 9 colour combinations of "big C1 full A and big C2 full B" (both orders), the
+    between-group share of variance (R^2) of the shape words' states, grouped by their own
+    colour and by the other element's colour. A text encoder that binds has own >> other; a
+    bag of words has own ~ other, and the UNet then swaps colours between shapes.
+    """
+    import itertools  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    def r2(states: torch.Tensor, labels: list[str]) -> float:
+        centre = states.mean(0)
+        total = ((states - centre) ** 2).sum()
+        between = sum(
+            (sum(1 for x in labels if x == g) * ((states[[x == g for x in labels]].mean(0) - centre) ** 2).sum())
+            for g in set(labels)
+        )
+        return float(between / total)
+
+    own, other = [], []
+    for order in (shapes, shapes[::-1]):
+        states = {0: [], 1: []}
+        colours = list(itertools.product(COLOURS, COLOURS))
+        for c1, c2 in colours:
+            text = f"big {c1} full {order[0]} and big {c2} full {order[1]}"
+            ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+            tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+            with torch.no_grad():
+                hidden = text_encoder(ids.to(text_encoder.device))[0][0].float().cpu()
+            for k in (0, 1):
+                states[k].append(hidden[tokens.index(order[k])])
+        for k in (0, 1):
+            x = torch.stack(states[k])
+            own.append(r2(x, [c[k] for c in colours]))
+            other.append(r2(x, [c[1 - k] for c in colours]))
+    return {"own": sum(own) / len(own), "other": sum(other) / len(other)}
