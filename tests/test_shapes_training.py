@@ -95,6 +95,7 @@ def test_export_only_writes_the_checkpoint_with_its_step_counts(trained, tmp_pat
     train.main(["--out", str(exported), "--checkpoint-dir", str(ckpt), "--export-only", "--device", "cpu"])
     marker = json.loads((exported / shapes_model.MARKER_FILE).read_text())
     assert (marker["vae_steps"], marker["denoiser_steps"]) == (2, 3)  # what was trained, not the defaults
+    assert (marker["binding_weight"], marker["binding_from"]) == (0.1, 0)
     assert torch.load(ckpt / "denoiser.pt", map_location="cpu")["step"] == 3  # the checkpoint is untouched
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         assert (exported / part).read_bytes() == (out / part).read_bytes(), part
@@ -182,3 +183,5 @@ def test_binding_loss_is_logged_and_resumes(tmp_path) -> None:
     # the resumed run loaded the head and took one more small step (a fresh head would differ by ~0.1)
     change = (resumed["colour.weight"] - head["colour.weight"]).abs().max().item()
     assert 0 < change < 5e-3
+    marker = json.loads((out / shapes_model.MARKER_FILE).read_text())
+    assert (marker["binding_weight"], marker["binding_from"]) == (0.5, 1)

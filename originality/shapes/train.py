@@ -212,12 +212,12 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
             log.flush()
             logger.info("denoiser step %d/%d loss %.4f binding %.4f", step, args.steps, loss.item(), bind.item())
         if time.time() - last_save > 60 * args.checkpoint_minutes:
-            _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step + 1, head, head_opt))
+            _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step + 1, head, head_opt, args))
             last_save = time.time()
     else:
         step = args.steps
     if not args.export_only:
-        _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step, head, head_opt))
+        _save_ckpt(ckpt, _denoiser_state(unet, text_encoder, opt, ema, step, head, head_opt, args))
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
@@ -225,7 +225,7 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
     return step
 
 
-def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt) -> dict:
+def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt, args) -> dict:
     return {
         "unet": unet.state_dict(),
         "text_encoder": text_encoder.state_dict(),
@@ -233,6 +233,7 @@ def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt) -> 
         "ema": [e.cpu() for e in ema],
         "binding_head": head.state_dict(),
         "binding_opt": head_opt.state_dict(),
+        "binding": {"weight": args.binding_weight, "from": args.binding_from},
         "step": step,
     }
 
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--snr-gamma", type=float, default=5.0)
-    ap.add_argument("--binding-weight", type=float, default=0.0,
+    ap.add_argument("--binding-weight", type=float, default=0.1,
                     help="weight of the auxiliary loss that binds each shape word to its colour (0: off)")
     ap.add_argument("--binding-from", type=int, default=0, help="denoiser step at which the binding loss starts")
     ap.add_argument("--max-minutes", type=float, default=600.0, help="time box for the denoiser stage of this run")
@@ -281,7 +282,10 @@ def main(argv: list[str] | None = None) -> None:
             if not (ckpt_dir / name).is_file():
                 ap.error(f"--export-only: no {ckpt_dir / name}; train first")
         args.vae_steps = torch.load(ckpt_dir / "vae.pt", map_location="cpu")["step"]
-        args.steps = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu")["step"]
+        state = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu")
+        args.steps = state["step"]
+        binding = state.get("binding", {"weight": 0.0, "from": 0})  # older checkpoints trained without it
+        args.binding_weight, args.binding_from = binding["weight"], binding["from"]
     # 1. VAE
     train_vae(components["vae"], args, device, ckpt_dir)
     components["vae"].eval()
@@ -297,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes_model.save(
         pipe,
         args.out,
-        meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch},
+        meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch,
+              "binding_weight": args.binding_weight, "binding_from": args.binding_from},
     )
     logger.info("saved pipeline to %s after %d denoiser steps", args.out, steps)
 
