@@ -6,6 +6,11 @@ Time-boxed (--max-minutes) and resumable: checkpoints go to --checkpoint-dir eve
 few minutes, and a rerun of the same command continues where the last one stopped.
 Training item i is a pure function of (seed, i) and the noise of step s is drawn
 from a generator seeded with (seed, s), so a resumed run is the same run.
+
+Besides the diffusion loss, a small auxiliary loss (--binding-weight, from step
+--binding-from) asks each shape word's text state to name its own colour
+(`BindingHead`); without it the jointly trained text encoder mixed the caption's
+colours and the model swapped colours between shapes.
 """
 
 from __future__ import annotations
