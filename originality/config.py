@@ -26,7 +26,7 @@ LR_SCHEDULES = ("constant", "linear", "cosine")
 class AnalysisConfig:
     """Every setting of one progressive analysis. `None` means "the model world's default".
 
-    Build one with `AnalysisConfig.preset("fast", threshold=0.4)`; every field can be
+    Build one with `AnalysisConfig.preset("fast", threshold=0.3)`; every field can be
     overridden.
     """
 
@@ -45,7 +45,7 @@ class AnalysisConfig:
     guidance_scale: float | None = None  # None: the world's default (7.5 for SD)
     reconstruction_prompt: str = "a photo of {}"
     # Mean distance at or below which a reconstruction counts as good. None: the world's
-    # default (DreamSim 0.45 for SD, element distance 0.4 for shapes; see README).
+    # default (DreamSim 0.45 for SD, element distance 0.3 for shapes; see README).
     threshold: float | None = None
     # Editability (in-distribution) check
     edit_prompt: str = "cat in {}"
