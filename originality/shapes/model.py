@@ -9,12 +9,14 @@ used BERT so that no outside visual knowledge leaks into the model).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import BertConfig, BertModel, BertTokenizer
 
@@ -147,23 +149,20 @@ def colour_binding(tokenizer, text_encoder, shapes: tuple[str, str] = ("circle",
     colour and by the other element's colour. A text encoder that binds has own >> other; a
     bag of words has own ~ other, and the UNet then swaps colours between shapes.
     """
-    import itertools  # noqa: PLC0415
-
-    import torch  # noqa: PLC0415
 
     def r2(states: torch.Tensor, labels: list[str]) -> float:
+        """Share of the states' variance between the groups that `labels` define."""
         centre = states.mean(0)
-        total = ((states - centre) ** 2).sum()
-        between = sum(
-            (sum(1 for x in labels if x == g) * ((states[[x == g for x in labels]].mean(0) - centre) ** 2).sum())
-            for g in set(labels)
-        )
-        return float(between / total)
+        between = 0.0
+        for group in set(labels):
+            members = states[[label == group for label in labels]]
+            between += len(members) * float(((members.mean(0) - centre) ** 2).sum())
+        return between / float(((states - centre) ** 2).sum())
 
+    colours = list(itertools.product(COLOURS, COLOURS))
     own, other = [], []
     for order in (shapes, shapes[::-1]):
         states = {0: [], 1: []}
-        colours = list(itertools.product(COLOURS, COLOURS))
         for c1, c2 in colours:
             text = f"big {c1} full {order[0]} and big {c2} full {order[1]}"
             ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids

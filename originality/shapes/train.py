@@ -74,7 +74,11 @@ class BindingHead(torch.nn.Module):
 
 
 def binding_targets(input_ids: torch.Tensor, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, positions, colour indices) of every shape word preceded by "<size> <colour> <texture>"."""
+    """(rows, positions, colour indices) of every shape word, whose colour is the word two before it.
+
+    Captions say "<size> <colour> <texture> <shape>" for every element; a shape word without a
+    colour there (the initial word, a learned token) is left out.
+    """
     shape_ids = set(tokenizer.convert_tokens_to_ids(list(SHAPES)))
     colour_of = {i: k for k, i in enumerate(tokenizer.convert_tokens_to_ids(list(COLOURS)))}
     rows, cols, colours = [], [], []
