@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .world import COLOURS, IMAGE_SIZE, Element, caption, place, render
+from .world import COLOURS, IMAGE_SIZE, Element, Variation, caption, place, render
 
 CORE = ("circle", "square", "triangle")
 FILLERS = ("hexagon", "star")
@@ -80,6 +80,17 @@ def sample(seed: int, index: int) -> Sample:
     return Sample(group, tuple(sample_elements(group, rng)))
 
 
+def drawing(seed: int, index: int, elements, variation: Variation | None, size: int = IMAGE_SIZE):
+    """Item `index`'s image: the exact render, or a varied drawing of it seeded by (seed, index).
+
+    The variation's draws come from their own generator, so the dataset's groups, elements
+    and positions are the same with and without it.
+    """
+    if variation is None:
+        return render(elements, size)
+    return variation.render(elements, random.Random(f"drawing-{seed}-{index}"), size)
+
+
 def query(group: str, seed: int, index: int) -> Sample:
     """A figure-6 query image: exactly the pair of `group` ("common", "rare", "unseen")."""
     rng = _rng(seed + 7919, index)
@@ -95,12 +106,12 @@ def to_tensor(images: list) -> torch.Tensor:
 class ShapesDataset(torch.utils.data.Dataset):
     """`length` seeded samples of the originality dataset as (image in [-1, 1], caption)."""
 
-    def __init__(self, length: int = 100_000, seed: int = 0, size: int = IMAGE_SIZE):
-        self.length, self.seed, self.size = length, seed, size
+    def __init__(self, length: int = 100_000, seed: int = 0, size: int = IMAGE_SIZE, variation: Variation | None = None):
+        self.length, self.seed, self.size, self.variation = length, seed, size, variation
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         s = sample(self.seed, index)
-        return to_tensor([render(s.elements, self.size)])[0], s.caption
+        return to_tensor([drawing(self.seed, index, s.elements, self.variation, self.size)])[0], s.caption

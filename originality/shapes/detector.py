@@ -54,7 +54,7 @@ _FULL_SAT = {c: float(max(rgb) - min(rgb)) for c, rgb in world.RGB.items()}
 _INK_MIN = float(min(min(rgb) for rgb in world.RGB.values()))
 # A pixel is coloured from this fraction of its colour's full saturation on; below
 # one half, so that the 1 px outlines of small empty elements stay closed.
-SATURATION_FRACTION = 0.35
+SATURATION_FRACTION = 0.25
 # Two distance-transform peaks are separate elements when the silhouette between
 # them narrows to below (lower peak - SPLIT_DEPTH) pixels of depth.
 SPLIT_DEPTH = 1.0
@@ -101,25 +101,50 @@ def _coverage(rgb: np.ndarray) -> np.ndarray:
     return np.clip((255.0 - rgb.min(axis=2)) / (255.0 - _INK_MIN), 0.0, 1.0)
 
 
+def _own_coverage(coverage: np.ndarray, core: np.ndarray) -> np.ndarray:
+    """Coverage relative to the element's own ink level (its shade may be lighter than the nominal one).
+
+    The level is a high quantile of the coverage over the element's core pixels, so a lighter
+    shade still reads as full coverage inside and its anti-aliased rim keeps its proportions.
+    """
+    level = float(np.quantile(coverage[core], 0.9)) if core.any() else 1.0
+    return np.clip(coverage / level, 0.0, 1.0) if level > 0.3 else coverage
+
+
+# Drawn radii vary around each size word's (world.Variation: +-10%), so every candidate is
+# also fitted at the scale its ink suggests, snapped to this grid (a relative radius).
+SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
+
+
 @lru_cache(maxsize=None)
-def _template(candidate: tuple[str, str, str], px: int, py: int) -> np.ndarray:
-    """Coverage of `candidate` rendered with its element at (_HALF + px/P, _HALF + py/P)."""
+def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0, plain: bool = False) -> np.ndarray:
+    """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P).
+
+    `plain`: drawn with aliased edges (an outline drawn that way is a different band of pixels).
+    """
     shape, size, texture = candidate
     c = world.IMAGE_SIZE // 2
-    e = world.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES)
-    cov = _coverage(np.asarray(world.render([e]), dtype=np.float32))
+    e = world.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale)
+    cov = _coverage(np.asarray(world.render([e], supersample=not plain), dtype=np.float32))
     return cov[c - _HALF : c + _HALF, c - _HALF : c + _HALF]
 
 
 @lru_cache(maxsize=None)
-def _centroid_offset(candidate: tuple[str, str, str]) -> tuple[float, float, float]:
-    """(ink centroid - element position) in x and y, and total ink, of `candidate`."""
-    t = _template(candidate, 0, 0)
+def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0, plain: bool = False) -> tuple[float, float, float]:
+    """(ink centroid - element position) in x and y, and total ink, of `candidate` at `scale`."""
+    t = _template(candidate, 0, 0, scale, plain)
     ink = float(t.sum())
     ys, xs = np.mgrid[0 : t.shape[0], 0 : t.shape[1]]
     gx = float((t * (xs + 0.5)).sum() / ink)
     gy = float((t * (ys + 0.5)).sum() / ink)
     return gx - _HALF, gy - _HALF, ink
+
+
+def _scales_for(candidate: tuple[str, str, str], total: float) -> tuple[float, ...]:
+    """The two grid scales around the one at which `candidate`'s ink equals `total` (ink ~ radius^2)."""
+    estimate = float(np.sqrt(total / _centroid_offset(candidate)[2]))
+    k = int(np.searchsorted(SCALES, estimate))
+    return tuple(SCALES[i] for i in {min(max(k - 1, 0), len(SCALES) - 1), min(k, len(SCALES) - 1)})
 
 
 @dataclass(frozen=True)
@@ -129,18 +154,21 @@ class _Fit:
     y: float
     misfit: float  # L1 distance between the element's ink and the candidate's render
     ink: float  # the element's ink (sum of its coverage)
+    scale: float = 1.0  # the candidate's relative radius
+    plain: bool = False  # the candidate drawn with aliased edges
 
     @property
     def relative_misfit(self) -> float:
         """misfit / (both inks): 0 = the render exactly, 1 = nothing in common."""
-        return self.misfit / (self.ink + _centroid_offset(self.candidate)[2])
+        return self.misfit / (self.ink + _centroid_offset(self.candidate, self.scale, self.plain)[2])
 
 
-def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[int, int]):
+def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[int, int], scale: float = 1.0,
+            plain: bool = False):
     """The candidate's template at (ex, ey): (template crop, (y0, y1, x0, x1) in the image)."""
     ix, fx = divmod(round(ex * PHASES), PHASES)
     iy, fy = divmod(round(ey * PHASES), PHASES)
-    t = _template(candidate, fx, fy)
+    t = _template(candidate, fx, fy, scale, plain)
     h, w = shape
     x0, y0 = ix - _HALF, iy - _HALF
     ax0, ay0 = max(0, x0), max(0, y0)
@@ -152,17 +180,18 @@ def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[
 
 def _render_fit(fit: _Fit, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape, dtype=np.float64)
-    t, (y0, y1, x0, x1) = _placed(fit.candidate, fit.x, fit.y, shape)
+    t, (y0, y1, x0, x1) = _placed(fit.candidate, fit.x, fit.y, shape, fit.scale, fit.plain)
     out[y0:y1, x0:x1] = t
     return out
 
 
-def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: float, ey: float) -> float:
+def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: float, ey: float,
+            scale: float = 1.0, plain: bool = False) -> float:
     """L1 distance between `ink` (image-sized, summing to `total`) and `candidate` at (ex, ey)."""
-    t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape)
+    t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape, scale, plain)
     window = ink[y0:y1, x0:x1]
     # |ink - template| inside the template's window, plus what either has outside it.
-    template_ink = _centroid_offset(candidate)[2]
+    template_ink = _centroid_offset(candidate, scale, plain)[2]
     return float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
 
 
@@ -182,18 +211,33 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | Non
     gy = float((weights * (ys + 0.5)).sum() / total)
     fits = []
     for candidate in CANDIDATES:
-        ox, oy, _ = _centroid_offset(candidate)
-        ex, ey = gx - ox, gy - oy
-        fits.append(_Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey), total))
+        # Outlines drawn with aliased edges are a different band of pixels: try both drawings.
+        for plain in (False, True) if candidate[2] == "empty" else (False,):
+            for scale in _scales_for(candidate, total):
+                ox, oy, _ = _centroid_offset(candidate, scale, plain)
+                ex, ey = gx - ox, gy - oy
+                m = _misfit(ink, total, candidate, ex, ey, scale, plain)
+                fits.append(_Fit(candidate, ex, ey, m, total, scale, plain))
     fits.sort(key=lambda f: f.misfit)
+    # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
+    # drawn aliased): the closest few candidates try every scale of the grid.
+    contenders = list(dict.fromkeys(f.candidate for f in fits))[:finalists + 1]
+    for candidate in contenders:
+        for plain in (False, True) if candidate[2] == "empty" else (False,):
+            for scale in SCALES:
+                ox, oy, _ = _centroid_offset(candidate, scale, plain)
+                ex, ey = gx - ox, gy - oy
+                m = _misfit(ink, total, candidate, ex, ey, scale, plain)
+                if m < fits[0].misfit:
+                    fits.insert(0, _Fit(candidate, ex, ey, m, total, scale, plain))
     best = fits[0]
     if search > 0:
         steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)
         for f in fits[:finalists]:
             for dx, dy in itertools.product(steps, steps):
-                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy)
+                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy, f.scale, f.plain)
                 if m < best.misfit:
-                    best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total)
+                    best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total, f.scale, f.plain)
     return best
 
 
@@ -312,7 +356,7 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
                 if area < min_area:
                     continue
                 region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
-                fit = _fit(np.where(region, coverage, 0.0))
+                fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0))
                 if fit is not None:
                     component_fits.append((fit, area, region))
             if len(component_fits) > 1:  # touching elements, split apart
@@ -322,7 +366,7 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             if fit.relative_misfit > max_misfit:
                 continue
             shape, size, texture = fit.candidate
-            x, y = element_bbox_centre(world.Element(shape, colour, size, texture, fit.x, fit.y))
+            x, y = element_bbox_centre(world.Element(shape, colour, size, texture, fit.x, fit.y, scale=fit.scale))
             found.append(Detection(shape, colour, size, texture, float(x), float(y), area))
     found.sort(key=lambda d: (d.y, d.x))
     return found

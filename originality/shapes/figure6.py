@@ -36,6 +36,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ from typing import Any
 
 from ..config import LR_SCHEDULES, PRESETS, AnalysisConfig
 from . import dataset
-from .world import render
+from .world import Variation, render
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,16 @@ OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "n
 COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
-def query_image(group: str, seed: int, index: int):
-    """(caption, rendered image) of the figure-6 query `index` of `group`."""
+def query_image(group: str, seed: int, index: int, varied: bool = False):
+    """(caption, image) of the figure-6 query `index` of `group`: the exact render, or a varied drawing.
+
+    A varied drawing (`world.Variation`: another shade, radius, edges, blur or compression) is
+    what another program would draw of the same layout; its draws depend on the image only.
+    """
     sample = dataset.query(group, seed, index)
-    return sample.caption, render(sample.elements)
+    if not varied:
+        return sample.caption, render(sample.elements)
+    return sample.caption, Variation().render(sample.elements, random.Random(f"query-{group}-{seed}-{index}"))
 
 
 def image_record(group: str, index: int, caption: str, report, seconds: float) -> dict[str, Any]:
@@ -158,9 +165,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def settings_problems(old: dict, seed: int, marker: dict, configs: dict) -> list[str]:
+def settings_problems(old: dict, seed: int, marker: dict, configs: dict, varied: bool = False) -> list[str]:
     """Why an existing figure6.json cannot be continued (or merged) under these settings."""
     problems = []
+    if bool(old.get("varied", False)) != varied:
+        problems.append("exact renders vs varied drawings")
     if old.get("format_version") != FORMAT_VERSION:
         problems.append(f"an older version of the analysis (format {old.get('format_version')}, now {FORMAT_VERSION})")
     if old.get("seed") != seed:
@@ -173,12 +182,12 @@ def settings_problems(old: dict, seed: int, marker: dict, configs: dict) -> list
     return problems
 
 
-def merge_shards(data: dict, out: Path, seed: int, marker: dict, configs: dict) -> list[str]:
+def merge_shards(data: dict, out: Path, seed: int, marker: dict, configs: dict, varied: bool = False) -> list[str]:
     """Fold the images of out/shards/*/figure6.json into data; returns one line per shard read or refused."""
     lines = []
     for path in sorted(out.glob(f"shards/*/{JSON_NAME}")):
         shard = json.loads(path.read_text())
-        problems = settings_problems(shard, seed, marker, configs)
+        problems = settings_problems(shard, seed, marker, configs, varied)
         if problems:
             lines.append(f"skipped {path} ({', '.join(problems)})")
             continue
@@ -257,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads for torch (default: torch's choice; use 1 per process for parallel shards)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing figure6.json in --out")
+    ap.add_argument("--varied", action="store_true",
+                    help="draw each query as another program would (world.Variation: shade, radius, edges, blur, "
+                         "JPEG) instead of the renderer's exact pixels")
     ap.add_argument("--save-reports", action="store_true",
                     help="also save every report folder under --out/reports/<preset>/<group>_<i>")
     o = ap.add_argument_group("overrides of both presets (smoke runs)")
@@ -311,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     marker = _model_marker(args.model)
     data: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": str(args.model), "model_marker": marker,
                             "seed": args.seed, "groups": list(args.groups), "per_group": args.per_group,
-                            "runs": {}, "agreement": None}
+                            "varied": args.varied, "runs": {}, "agreement": None}
     if json_path.is_file() and not args.fresh:
         old = json.loads(json_path.read_text())
-        problems = settings_problems(old, args.seed, marker, configs)
+        problems = settings_problems(old, args.seed, marker, configs, args.varied)
         if problems:
             print(f"error: {json_path} was written with {', '.join(problems)}; use another --out or --fresh",
                   file=sys.stderr)
@@ -326,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, c in configs.items():
         data["runs"].setdefault(p, {"config": c.to_dict(), "images": []})
     if not shard:
-        for line in merge_shards(data, out, args.seed, marker, configs):
+        for line in merge_shards(data, out, args.seed, marker, configs, args.varied):
             print(line, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -341,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         for i, g in todo:
-            caption, image = query_image(g, args.seed, i)
+            caption, image = query_image(g, args.seed, i, args.varied)
             qpath = out / "queries" / f"{g}_{i:02d}.png"
             if not qpath.exists():
                 qpath.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import json
 import logging
 import math
 import random
@@ -29,15 +30,16 @@ import torch.nn.functional as F
 
 from ..device import pick_device
 from . import model as shapes_model
-from .dataset import sample, to_tensor
-from .world import COLOURS, SHAPES, render
+from .dataset import drawing, sample, to_tensor
+from .world import COLOURS, SHAPES, Variation
 
 logger = logging.getLogger(__name__)
 
 
-def batch_of(seed: int, start: int, size: int) -> tuple[torch.Tensor, list[str]]:
+def batch_of(seed: int, start: int, size: int, variation: Variation | None = None) -> tuple[torch.Tensor, list[str]]:
     items = [sample(seed, i) for i in range(start, start + size)]
-    return to_tensor([render(s.elements) for s in items]), [s.caption for s in items]
+    images = [drawing(seed, i, s.elements, variation) for i, s in zip(range(start, start + size), items)]
+    return to_tensor(images), [s.caption for s in items]
 
 
 def prepare_captions(captions: list[str], rng: random.Random, drop: float = 0.1) -> list[str]:
@@ -99,6 +101,24 @@ def binding_loss(head: BindingHead, hidden: torch.Tensor, input_ids: torch.Tenso
     return F.cross_entropy(logits.float(), colours.to(hidden.device))
 
 
+def _variation(args) -> Variation | None:
+    """The drawing variation of this run's training images (None: the exact renders)."""
+    return Variation() if args.vary else None
+
+
+def load_initial_weights(components: dict, path: str) -> float:
+    """Start from a saved pipeline's weights (fine-tuning); returns its latent scaling factor."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import BertModel
+
+    for name, cls in (("unet", UNet2DConditionModel), ("text_encoder", BertModel), ("vae", AutoencoderKL)):
+        loaded = cls.from_pretrained(Path(path) / name)
+        components[name].load_state_dict(loaded.state_dict())
+        if name == "vae":
+            factor = loaded.config.scaling_factor
+    return factor
+
+
 def _save_ckpt(path: Path, state: dict) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -121,7 +141,7 @@ def train_vae(vae, args, device, ckpt_dir: Path) -> None:
     vae.train()
     last_save = time.time()
     for step in range(start, args.vae_steps):
-        images, _ = batch_of(args.seed + 1, step * args.vae_batch, args.vae_batch)
+        images, _ = batch_of(args.seed + 1, step * args.vae_batch, args.vae_batch, _variation(args))
         images = images.to(device)
         g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
         posterior = vae.encode(images).latent_dist
@@ -185,7 +205,7 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
             break
         for group in opt.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
-        images, captions = batch_of(args.seed, step * args.batch, args.batch)
+        images, captions = batch_of(args.seed, step * args.batch, args.batch, _variation(args))
         rng = random.Random(args.seed * 100_003 + step)
         g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
         captions = prepare_captions(captions, rng)
@@ -234,6 +254,14 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
     return step
 
 
+def _init_record(path: str | None) -> dict | None:
+    """What a fine-tune started from: the starting model's own training record."""
+    if not path:
+        return None
+    marker = Path(path) / shapes_model.MARKER_FILE
+    return json.loads(marker.read_text()) if marker.is_file() else {"path": str(path)}
+
+
 def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt, args) -> dict:
     return {
         "unet": unet.state_dict(),
@@ -271,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--export-only", action="store_true",
                     help="save the pipeline from the latest checkpoints (EMA weights) without training")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    ap.add_argument("--vary", action=argparse.BooleanOptionalAction, default=True,
+                    help="train on varied drawings (shades, radii, edges, blur, JPEG: world.Variation) "
+                         "instead of the exact renders only")
+    ap.add_argument("--init-from", default=None,
+                    help="fine-tune: start the UNet, text encoder and VAE from this saved pipeline; the VAE "
+                         "and its latent scaling factor are kept unless --vae-steps trains it on")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -287,18 +321,26 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.export_only:
         # the step counts come from the checkpoints, so the exported marker says what was trained
-        for name in ("vae.pt", "denoiser.pt"):
+        for name in ("denoiser.pt",) if args.init_from else ("vae.pt", "denoiser.pt"):
             if not (ckpt_dir / name).is_file():
                 ap.error(f"--export-only: no {ckpt_dir / name}; train first")
-        args.vae_steps = torch.load(ckpt_dir / "vae.pt", map_location="cpu")["step"]
+        if (ckpt_dir / "vae.pt").is_file():
+            args.vae_steps = torch.load(ckpt_dir / "vae.pt", map_location="cpu")["step"]
         state = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu")
         args.steps = state["step"]
         binding = state.get("binding", {"weight": 0.0, "from": 0})  # older checkpoints trained without it
         args.binding_weight, args.binding_from = binding["weight"], binding["from"]
-    # 1. VAE
-    train_vae(components["vae"], args, device, ckpt_dir)
+    # 1. VAE (fine-tuning keeps the starting VAE and its scaling factor: the UNet was trained on them)
+    factor = None
+    if args.init_from:
+        factor = load_initial_weights(components, args.init_from)
+        for k in ("unet", "text_encoder", "vae"):
+            components[k].to(device)
+    if not args.init_from or (ckpt_dir / "vae.pt").exists():
+        train_vae(components["vae"], args, device, ckpt_dir)
     components["vae"].eval()
-    factor = latent_scaling_factor(components["vae"], args.seed, device)
+    if factor is None:
+        factor = latent_scaling_factor(components["vae"], args.seed, device)
     components["vae"].register_to_config(scaling_factor=factor)
     logger.info("latent scaling factor %.4f", factor)
     # 2. UNet + text encoder
@@ -311,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         pipe,
         args.out,
         meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch,
-              "binding_weight": args.binding_weight, "binding_from": args.binding_from},
+              "binding_weight": args.binding_weight, "binding_from": args.binding_from,
+              "varied_drawings": args.vary, "init_from": _init_record(args.init_from)},
     )
     logger.info("saved pipeline to %s after %d denoiser steps", args.out, steps)
 

@@ -7,9 +7,10 @@ elements in the paper's format: "big red full circle and big blue full square".
 
 from __future__ import annotations
 
+import io
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,6 +46,10 @@ class Element:
     texture: str = "full"
     x: float = IMAGE_SIZE / 2
     y: float = IMAGE_SIZE / 2
+    # How this element is drawn, within what its caption says: its exact RGB (None: the
+    # nominal `RGB[colour]`) and its radius as a multiple of the size word's `RADIUS`.
+    rgb: tuple[int, int, int] | None = None
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -58,7 +63,11 @@ class Element:
 
     @property
     def radius(self) -> float:
-        return RADIUS[self.size]
+        return RADIUS[self.size] * self.scale
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        return self.rgb if self.rgb is not None else RGB[self.colour]
 
     @property
     def words(self) -> str:
@@ -124,19 +133,76 @@ def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_si
     return mask
 
 
-def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE) -> Image.Image:
-    """Render elements on a white canvas of `size` x `size` pixels (RGB)."""
-    s = SUPERSAMPLE * size / IMAGE_SIZE
-    canvas = Image.new("RGB", (SUPERSAMPLE * size, SUPERSAMPLE * size), BACKGROUND)
+def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE, supersample: bool = True) -> Image.Image:
+    """Render elements on a white canvas of `size` x `size` pixels (RGB).
+
+    `supersample=False` draws plain rasterised (aliased) edges, as most drawing programs do.
+    """
+    k = SUPERSAMPLE if supersample else 1
+    s = k * size / IMAGE_SIZE
+    canvas = Image.new("RGB", (k * size, k * size), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for e in elements:
-        colour = RGB[e.colour]
+        colour = e.fill
         cx, cy, r = e.x * s, e.y * s, e.radius * s
         if e.texture == "full":
             _draw(draw, e.shape, cx, cy, r, colour)
         else:
-            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, STROKE_FRACTION * r, canvas.size))
-    return canvas.resize((size, size), Image.BOX)
+            # an aliased outline thinner than a pixel would vanish, so it is at least one pixel wide
+            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(STROKE_FRACTION * r, 1.0), canvas.size))
+    return canvas.resize((size, size), Image.BOX) if k > 1 else canvas
+
+
+@dataclass(frozen=True)
+class Variation:
+    """How far a drawing may stray from the exact render and still show what its caption says.
+
+    A person calls every shade within `shade` levels per channel of the nominal colour by the
+    colour's name, and every radius within `radius` (relative) of the size word's the same
+    size; edges may be anti-aliased or plain; a few images are slightly blurred or JPEG
+    compressed. Training on this spread makes the model's words categories, not pixel values.
+    """
+
+    shade: int = 32  # max shift per channel, in grey levels
+    radius: float = 0.10  # max relative radius change
+    plain_edges: float = 0.5  # probability of aliased edges
+    blur: float = 0.15  # probability of a Gaussian blur of radius up to `max_blur` px
+    max_blur: float = 0.6
+    jpeg: float = 0.15  # probability of JPEG compression at quality 70..95
+
+    def vary(self, elements: list[Element] | tuple[Element, ...], rng: random.Random) -> list[Element]:
+        """The same elements with a shade and radius drawn per element (captions unchanged)."""
+        out = []
+        for e in elements:
+            rgb = tuple(min(255, max(0, c + rng.randint(-self.shade, self.shade))) for c in RGB[e.colour])
+            out.append(replace(e, rgb=rgb, scale=1.0 + rng.uniform(-self.radius, self.radius)))
+        return _without_overlap(out)
+
+    def render(self, elements: list[Element] | tuple[Element, ...], rng: random.Random, size: int = IMAGE_SIZE) -> Image.Image:
+        """A varied drawing of `elements`: `vary`, then edges, blur and compression drawn from `rng`."""
+        varied = self.vary(elements, rng)
+        image = render(varied, size, supersample=rng.random() >= self.plain_edges)
+        if rng.random() < self.blur:
+            from PIL import ImageFilter
+
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, self.max_blur) * size / IMAGE_SIZE))
+        if rng.random() < self.jpeg:
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=rng.randint(70, 95))
+            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        return image
+
+
+def _without_overlap(elements: list[Element]) -> list[Element]:
+    """Grown elements that would overlap beyond `OVERLAP_TOLERANCE` go back to their nominal radius."""
+    out = list(elements)
+    for i, a in enumerate(out):
+        for j in range(i):
+            b = out[j]
+            if math.hypot(a.x - b.x, a.y - b.y) < a.radius + b.radius - OVERLAP_TOLERANCE:
+                out[i] = a = replace(a, scale=min(a.scale, 1.0))
+                out[j] = replace(b, scale=min(b.scale, 1.0))
+    return out
 
 
 def shape_mask(shape: str, width: int, height: int) -> np.ndarray:

@@ -1,0 +1,169 @@
+"""Does the score survive a redraw? The same layouts drawn several ways a person calls the same image.
+
+    python -m originality.shapes.robustness --per-group 4 [--preset fast] [--seeds 3]
+                                            [--model assets/shapes-model] [--out outputs/robustness]
+
+For each group (COMMON, RARE, UNSEEN) --per-group held-out layouts (`dataset.query`, seed
+--layout-seed, never training items) are drawn in every way of `DRAWINGS`, and each drawing
+is analysed under the preset. The exact drawing is also analysed with --seeds analysis seeds.
+Printed per group: the share of layouts that got one label in every drawing (redraw
+agreement) and in every seed (seed agreement), and the labels themselves.
+
+Writes --out/robustness.json after every analysis; a rerun with the same settings skips what
+is there (resumable), other settings are refused (use another --out or --fresh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from . import dataset, world
+
+GROUPS = ("common", "rare", "unseen")
+FORMAT_VERSION = 1
+
+
+def _shade(elements, rng: random.Random):
+    """Each element's colour shifted by up to 20 levels per channel (inside the world's range)."""
+    return world.render([replace(e, rgb=tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in world.RGB[e.colour]))
+                         for e in elements])
+
+
+def _jpeg(elements, rng: random.Random, quality: int = 85):
+    buffer = io.BytesIO()
+    world.render(elements).save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+# name -> how to draw a layout (elements, rng) -> image. What another drawing program does with
+# the world's own sizes: another shade, a slightly larger radius, aliased edges, another
+# resolution, lossy compression.
+DRAWINGS: dict[str, Callable] = {
+    "exact": lambda els, rng: world.render(els),
+    "shade": _shade,
+    "radius+8%": lambda els, rng: world.render([replace(e, scale=1.08) for e in els]),
+    "plain-edges": lambda els, rng: world.render(els, supersample=False),
+    "256px": lambda els, rng: world.render(els, size=256),
+    "jpeg85": _jpeg,
+}
+
+
+def layout_agreement(labels: dict[str, str]) -> bool:
+    """One label over every drawing (or seed) of a layout."""
+    return len(set(labels.values())) == 1
+
+
+def summary_lines(data: dict) -> list[str]:
+    lines = []
+    for g in data["groups"]:
+        layouts = [lay for lay in data["layouts"] if lay["group"] == g]
+        full = [lay for lay in layouts if len(lay["drawings"]) == len(DRAWINGS)]
+        seeded = [lay for lay in layouts if len(lay["seeds"]) == data["seeds"]]
+        redraw = sum(layout_agreement(lay["drawings"]) for lay in full)
+        seeds = sum(layout_agreement(lay["seeds"]) for lay in seeded)
+        lines.append(f"{g.upper():<7s} redraw agreement {redraw}/{len(full)}   seed agreement {seeds}/{len(seeded)}")
+        for lay in layouts:
+            drawn = " ".join(f"{k}={v}" for k, v in lay["drawings"].items())
+            seeded_labels = " ".join(lay["seeds"].values())
+            lines.append(f"   #{lay['index']:<3d} {lay['caption']:<44s} {drawn}   seeds: {seeded_labels}")
+    full = [lay for lay in data["layouts"] if len(lay["drawings"]) == len(DRAWINGS)]
+    seeded = [lay for lay in data["layouts"] if len(lay["seeds"]) == data["seeds"]]
+    if full:
+        lines.append(f"all groups: redraw agreement {sum(layout_agreement(x['drawings']) for x in full)}/{len(full)}, "
+                     f"seed agreement {sum(layout_agreement(x['seeds']) for x in seeded)}/{len(seeded)}")
+    return lines
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..config import PRESETS  # noqa: PLC0415
+    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m originality.shapes.robustness", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-group", type=int, default=4, help="layouts per group (default: %(default)s)")
+    ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    ap.add_argument("--seeds", type=int, default=3, help="analysis seeds of the exact drawing (default: 3)")
+    ap.add_argument("--layout-seed", type=int, default=101, help="seed of the held-out layouts (default: 101)")
+    ap.add_argument("--model", default=str(SHAPES_MODEL_DIR))
+    ap.add_argument("--out", default="outputs/robustness")
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    ap.add_argument("--drawings", nargs="+", default=list(DRAWINGS), choices=list(DRAWINGS))
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--steps", type=int, default=None, help="override the preset's inversion steps (smoke runs)")
+    ap.add_argument("--reconstructions", type=int, default=None, help="override the preset's reconstructions")
+    ap.add_argument("--max-tokens", type=int, default=None, help="override the preset's max tokens")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415
+    from ..config import AnalysisConfig  # noqa: PLC0415
+    from .evaluate import load_shapes_world  # noqa: PLC0415
+
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    overrides = {k: v for k, v in (("steps", args.steps), ("num_reconstructions", args.reconstructions),
+                                   ("max_tokens", args.max_tokens)) if v is not None}
+    model = load_shapes_world(args.model, args.device)
+    base = resolve_config(AnalysisConfig.preset(args.preset, **overrides), model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "robustness.json"
+    settings = {"format_version": FORMAT_VERSION, "preset": args.preset, "config": base.to_dict(),
+                "layout_seed": args.layout_seed, "seeds": args.seeds, "model": str(args.model)}
+    data = {**settings, "groups": list(args.groups), "layouts": []}
+    if path.is_file() and not args.fresh:
+        old = json.loads(path.read_text())
+        if any(old.get(k) != v for k, v in settings.items()):
+            print(f"error: {path} holds other settings; use another --out or --fresh", file=sys.stderr)
+            return 2
+        data = old
+        data["groups"] = list(dict.fromkeys(old["groups"] + list(args.groups)))
+    for i in range(args.per_group):
+        for g in args.groups:
+            sample = dataset.query(g, args.layout_seed, i)
+            lay = next((x for x in data["layouts"] if x["group"] == g and x["index"] == i), None)
+            if lay is None:
+                lay = {"group": g, "index": i, "caption": sample.caption, "drawings": {}, "seeds": {}}
+                data["layouts"].append(lay)
+            jobs = [("drawings", name, 0) for name in args.drawings] + [("seeds", str(s), s) for s in range(args.seeds)]
+            for kind, name, seed in jobs:
+                if name in lay[kind]:
+                    continue
+                how = name if kind == "drawings" else "exact"
+                image = DRAWINGS[how](sample.elements, random.Random(f"{g}-{i}-{how}"))
+                t0 = time.perf_counter()
+                report = analyze(image, replace(base, seed=seed), model)
+                lay[kind][name] = report.label
+                _write_json(path, data)
+                print(f"  {g.upper():<7s} #{i:<3d} {kind[:-1]:<7s} {name:<12s} -> {report.label:>3s} "
+                      f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    print()
+    print("\n".join(summary_lines(data)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Is a query an image of the shapes world at all? Checked before any inversion.
+
+The shapes world is the default wherever there is no GPU, so visitors upload photos and
+paintings to it. Its model knows nothing but a few coloured shapes on white: the score of a
+photo would be a confident "5+" that means nothing. `check_in_world` refuses such a query with
+a reason a person can act on; a researcher can switch the check off (`AnalysisConfig.world_check`).
+
+What the world's images are (`world`, `dataset`): a white canvas; 1..`MAX_ELEMENTS` elements,
+each one of three saturated hues (red, green or blue, in any shade a person still calls that
+colour); nothing else. The check reads the query at the model's resolution, as the analysis does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from . import world
+from .dataset import MAX_ELEMENTS
+from .detector import detect
+
+# A pixel is background when every channel is at least this bright.
+WHITE_LEVEL = 215
+# Share of the canvas that must be background (four big elements cover ~30% of it).
+MIN_BACKGROUND = 0.55
+# Share of the 2 px frame around the canvas that must be background (elements never touch it).
+MIN_BORDER_BACKGROUND = 0.85
+# A coloured pixel is of a world hue when its middle channel is this close to its darkest one,
+# relative to its saturation (yellow, cyan, magenta, orange and skin tones are not).
+MAX_SECOND_CHANNEL = 0.55
+# Pixels that are neither background, nor of a world hue, nor in a detected element's
+# neighbourhood (anti-aliased rims, JPEG ringing): at most this share of the canvas.
+MAX_STRAY = 0.04
+
+OUTSIDE_ADVICE = ("This model only knows a few coloured shapes (red, green or blue) on a white background; "
+                  "for photos and artwork use Stable Diffusion on a GPU.")
+
+
+@dataclass(frozen=True)
+class WorldFit:
+    """The outcome of `check_in_world`: `ok`, and if not, `reason` (a sentence for the user)."""
+
+    ok: bool
+    reason: str = ""
+    elements: int = 0  # elements the detector read
+    background: float = 0.0  # share of background pixels, 0..1
+
+    def message(self) -> str:
+        return "" if self.ok else f"{self.reason} {OUTSIDE_ADVICE}"
+
+
+def check_in_world(image: Image.Image) -> WorldFit:
+    """Whether `image` (any size, RGB) looks like a shapes-world image; reads it at 64 px."""
+    small = image.convert("RGB")
+    if small.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
+        small = small.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.BILINEAR)
+    rgb = np.asarray(small, dtype=np.float32)
+    white = rgb.min(axis=2) >= WHITE_LEVEL
+    background = float(white.mean())
+    frame = np.ones(white.shape, dtype=bool)
+    frame[2:-2, 2:-2] = False
+    # 1. A white canvas.
+    if background < MIN_BACKGROUND or float(white[frame].mean()) < MIN_BORDER_BACKGROUND:
+        return WorldFit(False, f"The image is not on a white background (only {background:.0%} of it is white).",
+                        background=background)
+    # 2. Elements the detector can read, as many as the world draws.
+    found = detect(small)
+    if not found:
+        return WorldFit(False, "No coloured shape was found in the image (it is blank or its marks are too faint).",
+                        background=background)
+    if len(found) > MAX_ELEMENTS:
+        return WorldFit(False, f"The image holds {len(found)} shapes; this world's images hold at most {MAX_ELEMENTS}.",
+                        elements=len(found), background=background)
+    # 3. Nothing else: no other hues, no marks the detector could not read as elements.
+    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
+    mid = rgb.sum(axis=2) - hi - lo
+    sat = hi - lo
+    coloured = ~white & (sat >= 40)
+    off_hue = coloured & ((mid - lo) > MAX_SECOND_CHANNEL * np.maximum(sat, 1.0))
+    near_elements = _near(found, white.shape)
+    stray = ~white & ~near_elements
+    if float(off_hue.mean()) > MAX_STRAY:
+        return WorldFit(False, f"{float(off_hue.mean()):.0%} of the image is in colours other than red, green and blue.",
+                        elements=len(found), background=background)
+    if float(stray.mean()) > MAX_STRAY:
+        return WorldFit(False, f"{float(stray.mean()):.0%} of the image is marks that are not shapes of this world.",
+                        elements=len(found), background=background)
+    return WorldFit(True, elements=len(found), background=background)
+
+
+def _near(found, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels within each detected element's circle (radius + 2 px), where its ink and rim lie."""
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
+    mask = np.zeros(shape, dtype=bool)
+    for d in found:
+        r = world.RADIUS[d.size] * 1.15 + 2.0
+        mask |= (xs + 0.5 - d.x) ** 2 + (ys + 0.5 - d.y) ** 2 <= r * r
+    return mask

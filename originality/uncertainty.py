@@ -1,0 +1,81 @@
+"""How sure a score is: an interval for each length's mean distance, and labels over seeds.
+
+A label is one draw: N reconstructions per length, one inversion seed. A careful reader needs
+to know how close the deciding mean was to the threshold and whether another seed would have
+told another story. Both are cheap: the interval comes from the reconstructions already made,
+the seed distribution reruns only the lengths that decided the label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """A two-sided `level` confidence interval of a mean distance (same units and direction: lower = closer)."""
+
+    mean: float
+    low: float
+    high: float
+    level: float = CONFIDENCE
+    n: int = 0
+
+    def describe(self, threshold: float | None = None) -> str:
+        """'0.18, 95% CI 0.11-0.26, threshold 0.30'."""
+        text = f"{self.mean:.2f}, {self.level:.0%} CI {self.low:.2f}-{self.high:.2f}"
+        return text + (f", threshold {threshold:.2f}" if threshold is not None else "")
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "level": self.level, "n": self.n}
+
+
+def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tuple[float, float] = (0.0, 1.0)
+                  ) -> MeanInterval | None:
+    """Student-t interval of the mean of `distances` (None for fewer than two), clipped to `bounds`.
+
+    The reconstructions of one length are independent draws given the learned tokens, so
+    their mean's standard error is s / sqrt(n). With a handful of reconstructions and a
+    bounded distance the t interval is approximate; it says how far the mean could move
+    with other reconstruction seeds, not with other inversion seeds (that is `label_distribution`).
+    """
+    n = len(distances)
+    if n < 2:
+        return None
+    from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
+
+    mean = sum(distances) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in distances) / (n - 1))
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
+
+
+@dataclass(frozen=True)
+class LabelDistribution:
+    """Labels of one image over several inversion seeds."""
+
+    labels: tuple[str, ...]  # one per seed, in seed order
+    seeds: tuple[int, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(self.labels).most_common())
+
+    @property
+    def majority(self) -> str:
+        return Counter(self.labels).most_common(1)[0][0]
+
+    def describe(self) -> str:
+        """'2 in 3 of 3 seeds' (the majority label), then the others."""
+        counts = self.counts
+        top = self.majority
+        rest = ", ".join(f"{label} in {n}" for label, n in counts.items() if label != top)
+        return f"{top} in {counts[top]} of {len(self.labels)} seeds" + (f" ({rest})" if rest else "")
+
+    def to_dict(self) -> dict:
+        return {"labels": list(self.labels), "seeds": list(self.seeds), "counts": self.counts,
+                "majority": self.majority}
