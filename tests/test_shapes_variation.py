@@ -61,8 +61,6 @@ def test_dataset_items_are_the_same_with_and_without_variation():
 
 def _extreme_drawings(element: Element, v: Variation):
     """Drawings of one element at the corners of the variation range (shade, radius, edges, blur, JPEG)."""
-    from io import BytesIO
-
     from PIL import ImageFilter
 
     nominal = world.RGB[element.colour]
@@ -74,9 +72,7 @@ def _extreme_drawings(element: Element, v: Variation):
         if post == "blur":
             image = image.filter(ImageFilter.GaussianBlur(v.max_blur))
         elif post == "jpeg":
-            buffer = BytesIO()
-            image.save(buffer, format="JPEG", quality=70)
-            image = Image.open(BytesIO(buffer.getvalue())).convert("RGB")
+            image = world.jpeg(image, 70)
         yield (sign, scale, plain, post), image
 
 

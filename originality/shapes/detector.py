@@ -140,6 +140,11 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0, plain:
     return gx - _HALF, gy - _HALF, ink
 
 
+def _drawings(candidate: tuple[str, str, str]) -> tuple[bool, ...]:
+    """Template drawings to try (`plain` values): outlines drawn aliased are a different band of pixels."""
+    return (False, True) if candidate[2] == "empty" else (False,)
+
+
 def _scales_for(candidate: tuple[str, str, str], total: float) -> tuple[float, ...]:
     """The two grid scales around the one at which `candidate`'s ink equals `total` (ink ~ radius^2)."""
     estimate = float(np.sqrt(total / _centroid_offset(candidate)[2]))
@@ -209,27 +214,22 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | Non
     weights = ink[ys, xs]
     gx = float((weights * (xs + 0.5)).sum() / total)
     gy = float((weights * (ys + 0.5)).sum() / total)
-    fits = []
-    for candidate in CANDIDATES:
-        # Outlines drawn with aliased edges are a different band of pixels: try both drawings.
-        for plain in (False, True) if candidate[2] == "empty" else (False,):
-            for scale in _scales_for(candidate, total):
-                ox, oy, _ = _centroid_offset(candidate, scale, plain)
-                ex, ey = gx - ox, gy - oy
-                m = _misfit(ink, total, candidate, ex, ey, scale, plain)
-                fits.append(_Fit(candidate, ex, ey, m, total, scale, plain))
-    fits.sort(key=lambda f: f.misfit)
+    def placed_at_centroid(candidate, scale: float, plain: bool) -> _Fit:
+        ox, oy, _ = _centroid_offset(candidate, scale, plain)
+        ex, ey = gx - ox, gy - oy
+        return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, plain), total, scale, plain)
+
+    fits = sorted((placed_at_centroid(c, scale, plain) for c in CANDIDATES for plain in _drawings(c)
+                   for scale in _scales_for(c, total)), key=lambda f: f.misfit)
     # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
     # drawn aliased): the closest few candidates try every scale of the grid.
     contenders = list(dict.fromkeys(f.candidate for f in fits))[:finalists + 1]
     for candidate in contenders:
-        for plain in (False, True) if candidate[2] == "empty" else (False,):
+        for plain in _drawings(candidate):
             for scale in SCALES:
-                ox, oy, _ = _centroid_offset(candidate, scale, plain)
-                ex, ey = gx - ox, gy - oy
-                m = _misfit(ink, total, candidate, ex, ey, scale, plain)
-                if m < fits[0].misfit:
-                    fits.insert(0, _Fit(candidate, ex, ey, m, total, scale, plain))
+                f = placed_at_centroid(candidate, scale, plain)
+                if f.misfit < fits[0].misfit:
+                    fits.insert(0, f)
     best = fits[0]
     if search > 0:
         steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)

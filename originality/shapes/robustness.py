@@ -16,7 +16,6 @@ is there (resumable), other settings are refused (use another --out or --fresh).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -25,8 +24,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
-
-from PIL import Image
 
 from . import dataset, world
 
@@ -40,12 +37,6 @@ def _shade(elements, rng: random.Random):
                          for e in elements])
 
 
-def _jpeg(elements, rng: random.Random, quality: int = 85):
-    buffer = io.BytesIO()
-    world.render(elements).save(buffer, format="JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
-
-
 # name -> how to draw a layout (elements, rng) -> image. What another drawing program does with
 # the world's own sizes: another shade, a slightly larger radius, aliased edges, another
 # resolution, lossy compression.
@@ -55,7 +46,7 @@ DRAWINGS: dict[str, Callable] = {
     "radius+8%": lambda els, rng: world.render([replace(e, scale=1.08) for e in els]),
     "plain-edges": lambda els, rng: world.render(els, supersample=False),
     "256px": lambda els, rng: world.render(els, size=256),
-    "jpeg85": _jpeg,
+    "jpeg85": lambda els, rng: world.jpeg(world.render(els), 85),
 }
 
 

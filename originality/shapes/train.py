@@ -333,9 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     # 1. VAE (fine-tuning keeps the starting VAE and its scaling factor: the UNet was trained on them)
     factor = None
     if args.init_from:
-        factor = load_initial_weights(components, args.init_from)
-        for k in ("unet", "text_encoder", "vae"):
-            components[k].to(device)
+        factor = load_initial_weights(components, args.init_from)  # copies into the params on `device`
     if not args.init_from or (ckpt_dir / "vae.pt").exists():
         train_vae(components["vae"], args, device, ckpt_dir)
     components["vae"].eval()

@@ -187,10 +187,15 @@ class Variation:
 
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, self.max_blur) * size / IMAGE_SIZE))
         if rng.random() < self.jpeg:
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=rng.randint(70, 95))
-            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+            image = jpeg(image, rng.randint(70, 95))
         return image
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """`image` after a round trip through JPEG at `quality` (1..95), as RGB."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
 def _without_overlap(elements: list[Element]) -> list[Element]:
