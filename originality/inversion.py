@@ -32,6 +32,11 @@ from torch import nn
 
 from .config import LR_SCHEDULES
 from .device import LEARNED_DTYPE
+from .stopping import STOP_CONVERGED, STOP_STEP_CAP, EarlyStopping
+
+# XORed into an inversion's seed to seed its fixed evaluation batch: a batch of its own, not the
+# first training batch (which the rows have been fitted to first).
+EVAL_SEED_MASK = 0x5EED_E7A1
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,8 @@ class InversionStep:
     """Progress event: optimisation step `step` of `total` for length `num_tokens`.
 
     `loss` is that step's denoising loss and `learning_rate` the rate the step used.
+    `eval_loss` is the fixed-batch loss after the step where early stopping evaluated it;
+    `stop_reason` is set on a length's last step (`stopping.STOP_*`).
     """
 
     num_tokens: int
@@ -66,6 +73,8 @@ class InversionStep:
     total: int
     loss: float
     learning_rate: float | None = None
+    eval_loss: float | None = None
+    stop_reason: str | None = None
 
 
 def initializer_id(tokenizer, word: str) -> int:
@@ -190,8 +199,13 @@ def invert(
     learning_rate: float,
     seed: int,
     lr_schedule: str = "constant",
+    early_stopping: EarlyStopping | None = None,
 ) -> Iterator[InversionStep]:
     """Learn the placeholder rows on the query; yields one event per step.
+
+    At most `steps` steps; with `early_stopping`, fewer once the loss on a fixed evaluation
+    batch (drawn from `seed`, the same batch at every evaluation) has converged (DVAR, see
+    `stopping`). The last event's `stop_reason` says which.
 
     Returns (as the generator's return value, so `emb = yield from invert(...)`)
     the learned embeddings, float32 tensor (m, dim) on the CPU. The pipeline's
@@ -220,15 +234,31 @@ def invert(
     text_encoder.requires_grad_(False)
     unet.requires_grad_(False)
     text_encoder.set_input_embeddings(PlaceholderEmbedding(base, placeholder.ids, learned))
+    convergence = early_stopping.tracker() if early_stopping else None
+
+    def fixed_batch_loss() -> float:
+        with torch.no_grad():
+            fixed = torch.Generator(device="cpu").manual_seed(seed ^ EVAL_SEED_MASK)
+            return float(denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, fixed, batch_size))
+
     try:
-        for step in range(steps):
+        if convergence is not None:
+            convergence.update(0, fixed_batch_loss())  # the start, so a fall from it counts
+        for step in range(1, steps + 1):
             loss = denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, generator, batch_size)
             loss.backward()
             used_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            yield InversionStep(placeholder.num_tokens, step + 1, steps, float(loss.detach()), used_lr)
+            eval_loss, reason = None, (STOP_STEP_CAP if step == steps else None)
+            if convergence is not None and convergence.due(step):
+                eval_loss = fixed_batch_loss()
+                if convergence.update(step, eval_loss):
+                    reason = STOP_CONVERGED
+            yield InversionStep(placeholder.num_tokens, step, steps, float(loss.detach()), used_lr, eval_loss, reason)
+            if reason is not None:
+                break
     finally:
         text_encoder.set_input_embeddings(base)
         text_encoder.train(was_training[0])

@@ -1,0 +1,85 @@
+"""Early stopping of one length's inversion: the DVAR variance test and its hook in `invert`."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from originality.inversion import TokenSession, encode_query, initializer_id, invert
+from originality.stopping import STOP_CONVERGED, STOP_STEP_CAP, EarlyStopping
+from originality.templates import OBJECT_TEMPLATES
+from originality.testing import drain, tiny_sd_pipeline
+
+
+def _stop_step(losses, rule: EarlyStopping):
+    tracker = rule.tracker()
+    for i, loss in enumerate(losses):
+        if tracker.update(i * rule.every, loss):
+            return i * rule.every
+    return None
+
+
+def test_a_falling_then_flat_loss_stops_once_flat():
+    rule = EarlyStopping(every=10, window=5, ratio=0.15)
+    falling_then_flat = [1.0 / (1 + i) if i < 10 else 0.1 + 1e-4 * (i % 2) for i in range(40)]
+    stop = _stop_step(falling_then_flat, rule)
+    assert stop is not None and stop <= 150  # at the latest a window into the plateau
+    fallen = (falling_then_flat[0] - falling_then_flat[stop // 10]) / (falling_then_flat[0] - 0.1)
+    assert fallen > 0.9  # but not before most of the fall is done
+
+
+def test_a_steady_fall_stops_only_once_the_window_is_a_small_part_of_the_history():
+    # DVAR's known limit: for a straight line var(last w) / var(all n) = (w^2 - 1) / (n^2 - 1), below
+    # 0.15 from n = 13 evaluations at w = 5. The step cap bounds such a run anyway.
+    tracker = EarlyStopping(every=10, window=5, ratio=0.15).tracker()
+    decisions = [tracker.update(10 * i, 1.0 - 0.02 * i) for i in range(14)]
+    assert decisions.index(True) == 12
+    assert tracker.normalised_variance() == pytest.approx(24 / (14 ** 2 - 1))
+
+
+def test_the_ratio_is_scale_free_and_min_steps_holds():
+    rule = EarlyStopping(every=10, window=5, ratio=0.15)
+    curve = [np.exp(-i / 3) + 1e-3 * np.sin(i) for i in range(40)]
+    assert _stop_step(curve, rule) == _stop_step([1000 * c + 7 for c in curve], rule)
+    late = EarlyStopping(every=10, window=5, ratio=0.15, min_steps=300)
+    assert _stop_step(curve, late) == 300
+
+
+def test_no_decision_before_the_window_is_full():
+    tracker = EarlyStopping(every=1, window=4, ratio=0.99).tracker()
+    assert [tracker.update(i, 1.0 / (i + 1)) for i in range(4)] == [False] * 4
+    assert tracker.normalised_variance() == 1.0
+
+
+@pytest.fixture(scope="module")
+def session_inputs():
+    pipe = tiny_sd_pipeline(seed=0)
+    arr = np.full((64, 64, 3), 255, np.uint8)
+    arr[16:48, 8:40] = (200, 30, 30)
+    mean, std = encode_query(pipe, Image.fromarray(arr))
+    return pipe, mean, std
+
+
+def _run(session_inputs, steps, early_stopping=None):
+    pipe, mean, std = session_inputs
+    with TokenSession(pipe) as session:
+        ph = session.add("<s2>", 2, initializer_id(session.tokenizer, "house"))
+        return drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=steps, batch_size=2,
+                            learning_rate=5e-2, seed=3, early_stopping=early_stopping))
+
+
+def test_invert_stops_when_converged_and_says_why(session_inputs):
+    # a ratio no variance can reach from above: converged at the first evaluation after the window
+    events, learned = _run(session_inputs, 50, EarlyStopping(every=2, window=2, ratio=1e9))
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert events[-1].stop_reason == STOP_CONVERGED and all(e.stop_reason is None for e in events[:-1])
+    assert [e.eval_loss is not None for e in events] == [False, True, False, True]
+    # evaluating does not disturb the training noise: the same rows as a plain 4-step run
+    plain_events, plain = _run(session_inputs, 4)
+    assert torch.equal(learned, plain)
+    assert plain_events[-1].stop_reason == STOP_STEP_CAP and plain_events[-1].eval_loss is None
+
+
+def test_invert_runs_to_the_cap_when_the_loss_keeps_moving(session_inputs):
+    events, _ = _run(session_inputs, 6, EarlyStopping(every=2, window=2, ratio=0.0))
+    assert len(events) == 6 and events[-1].stop_reason == STOP_STEP_CAP
