@@ -9,7 +9,7 @@ from originality import (
     AnalysisConfig,
     Decision,
     DistancesReady,
-    EditCheckReady,
+    CheckReady,
     InversionStep,
     LengthDone,
     OriginalityModel,
@@ -86,7 +86,7 @@ def test_stops_at_first_length_passing_both(pipe, query):
     report = events[-1].report
     assert report.score == 3 and report.label == "3"
     assert [r.passed for r in report.results] == [False, False, True]
-    assert [r.reconstruction_passed for r in report.results] == [False, True, True]
+    assert [r.distance_passed for r in report.results] == [False, True, True]
     assert model.distance.calls == 3
 
 
@@ -113,7 +113,7 @@ def test_event_stream_covers_every_stage_in_order(pipe, query):
     events = list(iter_analyze(query, TINY, model))
     kinds = [type(e) for e in events]
     assert kinds[0] is Started and kinds[-1] is Decision
-    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, EditCheckReady, LengthDone]
+    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, CheckReady, LengthDone]
     assert kinds[1:-1] == per_length * 2
     assert events[0].query.size == (64, 64)  # normalised to the model's resolution
     assert events[0].config.domain == "house" and events[0].config.threshold == 0.5
@@ -197,7 +197,7 @@ def test_lengths_run_separately_give_the_same_report(pipe, query):
     assert len(report.results) == len(expected.results) == 3
     for a, b in zip(report.results, expected.results):
         assert (a.num_tokens, a.token, a.distances, a.losses) == (b.num_tokens, b.token, b.distances, b.losses)
-        assert (a.passed, a.edit_scores) == (b.passed, b.edit_scores)
+        assert (a.passed, a.check_scores) == (b.passed, b.check_scores)
         assert torch.equal(a.embeddings, b.embeddings)
         assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.reconstructions, b.reconstructions))
     assert np.array_equal(np.asarray(report.query), np.asarray(expected.query))

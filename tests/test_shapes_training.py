@@ -17,7 +17,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import BertModel
 
-from originality.models import WORLD_SHAPES, load_model
+from originality.models import load_model
+from originality.shapes import WORLD_SHAPES
 from originality.shapes import model as shapes_model
 from originality.shapes import train
 
