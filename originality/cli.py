@@ -67,9 +67,10 @@ def add_setting_options(parser, names: Sequence[str] | None = None) -> None:
                             metavar=None if s.choices else s.metavar, help=f"{s.help} ({default})")
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings options the user gave (see `add_setting_options`)."""
-    return {s.name: getattr(args, s.name) for s in settings() if getattr(args, s.name, None) is not None}
+def overrides_from_args(args: argparse.Namespace, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The settings options the user gave (those of `add_setting_options(parser, names)`)."""
+    return {s.name: getattr(args, s.name) for s in settings()
+            if (names is None or s.name in names) and getattr(args, s.name, None) is not None}
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,7 @@
 """The progressive loop: events, the stop rule, reproducibility, cancellation, the report folder."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -7,9 +9,10 @@ from PIL import Image
 
 from originality import (
     AnalysisConfig,
+    CheckReady,
+    DeadlineExceeded,
     Decision,
     DistancesReady,
-    CheckReady,
     InversionStep,
     LengthDone,
     OriginalityModel,
@@ -17,6 +20,7 @@ from originality import (
     Report,
     Started,
     analyze,
+    check_inputs,
     decide,
     iter_analyze,
     iter_length,
@@ -253,3 +257,57 @@ def test_config_presets_and_validation():
                        (dict(lr_schedule="step"), "lr_schedule")]:
         with pytest.raises(ValueError, match=match):
             fast.replace(**bad).validate()
+
+
+def test_a_pluggable_length_runner_gets_the_same_stop_rule(pipe, query):
+    """iter_analyze(run_length=...) (the app's ZeroGPU path: one call per length, each preparing the query
+    itself) gives the same events and report as the in-process loop, and stops at the first pass."""
+    whole = list(iter_analyze(query, TINY, make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])))
+    model = make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])
+    calls = []
+
+    def run_length(m):
+        calls.append(m)
+        prepared = prepare(query, TINY, model)  # a fresh worker prepares again
+        yield prepared
+        yield from iter_length(prepared, model, m)
+
+    remote = list(iter_analyze(query, TINY, run_length=run_length))
+    assert calls == [1, 2]  # length 2 passes: no third call
+    assert [type(e) for e in remote] == [type(e) for e in whole]
+    assert remote[-1].report.score == whole[-1].report.score == 2
+    assert remote[-1].report.config == whole[-1].report.config
+
+
+def test_deadline_stops_the_run_and_frees_the_model(pipe, query):
+    model = make_model(pipe, [0.9, 0.9, 0.9], [True, True, True])
+    events = iter_analyze(query, TINY, model, deadline=time.monotonic() - 1)
+    assert isinstance(next(events), Started)
+    with pytest.raises(DeadlineExceeded):
+        list(events)
+    assert not model.lock.locked() and model.distance.calls == 0
+
+
+def test_check_inputs_needs_no_model(monkeypatch, query, tmp_path):
+    """The one input check: image and settings without loading anything; prepare calls it first."""
+    import originality.analysis as analysis
+
+    monkeypatch.setattr(analysis, "load_model", lambda *a, **k: pytest.fail("check_inputs must not load a model"))
+    image, config = check_inputs(query, TINY)
+    assert image.size == query.size and config == TINY
+    assert check_inputs(None, None)[1] == AnalysisConfig.preset("fast")
+    with pytest.raises(ValueError, match="steps"):
+        check_inputs(query, TINY.replace(steps=0))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageInputError):
+        check_inputs(tmp_path / "notes.png", TINY)
+    with pytest.raises(ImageInputError):  # prepare checks before it would load a model
+        prepare(tmp_path / "notes.png", TINY)
+
+
+def test_check_inputs_with_a_model_fills_the_world_defaults(pipe, query):
+    model = make_model(pipe, [0.1], [True], threshold=0.25)
+    _, config = check_inputs(None, TINY, model)
+    assert (config.domain, config.threshold, config.guidance_scale) == ("house", 0.25, 2.0)
+    with pytest.raises(ValueError, match="single token"):
+        check_inputs(None, TINY.replace(domain="skyscraperish"), model)

@@ -371,3 +371,29 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
     assert zerogpu.gpu_seconds(AnalysisConfig.preset("paper").to_dict()) == 300
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
     assert zerogpu.gpu_seconds(fast) == 60
+
+
+def test_a_share_link_made_before_the_format_change_still_opens(app, env):
+    """A run stored by the code of report format 1 (edit_* names) opens from its share link."""
+    import shutil
+
+    run_id = "format1run" + "A" * 12
+    shutil.copytree(ROOT / "tests" / "data" / "report-format1", env.runs_dir / run_id)
+    assert env.rebuild_index() == 1
+    page = app.on_page_load(request(query_params={"run": run_id}))
+    assert page[app.ui.verdict].startswith("## Original") and "not recomputed" in page[app.ui.status]
+    assert page[app.ui.rows[1]].visible is True
+    captions = [c for _, c in page[app.ui.recon[0]]]
+    assert len(captions) == 2 and all(c.endswith(("moved", "copy")) for c in captions)
+    assert "layout check" in page[app.ui.row_md[0]] and page[app.ui.world] == "shapes"
+
+
+def test_server_address_follows_gradio_variables(app, monkeypatch):
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.server_address() == ("0.0.0.0", 7860)
+    monkeypatch.setenv("PORT", "8000")
+    assert app.server_address() == ("0.0.0.0", 8000)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "22300")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
+    assert app.server_address() == ("127.0.0.1", 22300)

@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Check inputs and settings
     presets = [args.preset] + ([args.compare_preset] if args.compare_preset and args.compare_preset != args.preset
                                else [])
-    overrides = {**overrides_from_args(args), "seed": args.seed}
+    overrides = {**overrides_from_args(args, OVERRIDES), "seed": args.seed}
     out = Path(args.out)
     try:
         shard = parse_shard(args.shard)
