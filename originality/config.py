@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # Domain preset -> initial word of the learned tokens (Haviv et al. 2024, Sec. 5).

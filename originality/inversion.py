@@ -19,7 +19,6 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline

@@ -10,14 +10,15 @@ from originality.metrics import ClipEditCheck, DreamSimDistance
 from originality.models import WORLD_SD, default_model_id, resolve_model_id
 from originality.shapes import SHAPES_MODEL_DIR
 from originality.testing import tiny_sd_pipeline
-from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_dreamsim_cache, make_tiny_clip
+from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip
 
 
 @pytest.fixture(scope="module")
-def sd_world(tmp_path_factory):
+def sd_world(tmp_path_factory, dreamsim_cache):
     root = tmp_path_factory.mktemp("sd-world")
     tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
-    make_dreamsim_cache(root / "cache" / "dreamsim", OFFLINE_DREAMSIM_TYPE)
+    (root / "cache").mkdir()
+    (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
     make_tiny_clip(root / "tiny-clip")
     return root
 

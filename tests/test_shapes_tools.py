@@ -19,7 +19,6 @@ from PIL import Image
 
 from originality.config import AnalysisConfig
 from originality.shapes import calibrate, evaluate, figure6, world
-from originality.shapes import model as shapes_model
 from originality.shapes.metrics import ElementDistance
 
 
@@ -148,11 +147,8 @@ def test_queries() -> None:
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("random") / "shapes-model"
-    torch.manual_seed(0)
-    shapes_model.save(shapes_model.assemble(shapes_model.build_components()), path)
-    return path
+def random_model(tiny_shapes_model) -> Path:
+    return tiny_shapes_model
 
 
 def test_evaluate_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:

@@ -36,6 +36,9 @@ def _losses(ckpt: Path) -> list[tuple[int, float]]:
         return [(int(step), float(loss)) for step, loss, *_ in csv.reader(fh)]
 
 
+pytestmark = pytest.mark.slow  # trains small models for a few steps
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path, dict]:
     """2 VAE steps and 2 denoiser steps, then resumed to 3 denoiser steps."""

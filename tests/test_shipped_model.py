@@ -31,11 +31,11 @@ from originality.shapes.world import render
 
 MODEL_DIR = Path(os.environ.get("ORIGINALITY_SHAPES_MODEL", SHAPES_MODEL_DIR))
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not is_shapes_model(MODEL_DIR),
     reason=f"no trained shapes-world model at {MODEL_DIR} (train it with `python -m originality.shapes.train`, "
            "or set ORIGINALITY_SHAPES_MODEL)",
-)
+)]
 
 PROMPTS = {
     "big red full circle": [("circle", "red", "big", "full")],
