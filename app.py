@@ -24,10 +24,10 @@ import gradio as gr
 
 from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded, DistancesReady, ReconstructionsReady,
                          Report, Started, iter_analyze)
-from originality.config import DOMAINS, PRESETS, advanced_settings
+from originality.config import PRESETS, advanced_settings
 from originality.store import InvalidRunId, RunNotFound, default_store
-from originality.views import (CSS, DOMAIN_CUSTOM, DOMAIN_DEFAULT, INTRO, RunView, best_pair, curve_figure, edit_items,
-                               examples_table, form_config, form_values, recon_items, row_header, setting_placeholder,
+from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, edit_items,
+                               domain_choices, domain_fields, examples_table, form_config, form_values, recon_items, row_header, setting_placeholder,
                                setting_text, share_url, slider_pair, status_line, verdict_markdown, world_choices)
 from originality.worlds import default_world, get_world
 from originality import zerogpu
@@ -37,26 +37,18 @@ logger = logging.getLogger("originality.app")
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-MAX_ROWS = 16  # AnalysisConfig allows at most 16 token lengths
-DOMAIN_CHOICES = [("default of the model world", DOMAIN_DEFAULT)] + [(d, d) for d in DOMAINS] + [
-    ("custom word…", DOMAIN_CUSTOM)]
 ADVANCED = advanced_settings()  # the settings under "Advanced", from the schema
 ADVANCED_NAMES = [s.name for s in ADVANCED]
+MAX_ROWS = int(next(s.high for s in ADVANCED if s.name == "max_tokens"))  # one row per token length allowed
 # Download files are assembled here (Gradio serves only files from the temp dir, cwd or allowed paths);
 # they are copies rebuilt on demand from the run store, so only the newest few are kept.
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "originality-downloads"
 DOWNLOAD_KEEP = 32
 
 
-# --------------------------------------------------------------------------- settings
-
-
-def parse_defaults(raw: str | None) -> dict[str, Any]:
-    """ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields (checked against the fast preset)."""
-    return AnalysisConfig.from_json(raw, where="ORIGINALITY_DEFAULTS")
-
-
-DEFAULTS: dict[str, Any] = parse_defaults(os.environ.get("ORIGINALITY_DEFAULTS"))
+# ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset
+DEFAULTS: dict[str, Any] = AnalysisConfig.from_json(os.environ.get("ORIGINALITY_DEFAULTS"),
+                                                    where="ORIGINALITY_DEFAULTS")
 
 
 def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any]) -> AnalysisConfig:
@@ -99,8 +91,6 @@ def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: flo
         raise gr.Error(f"The analysis failed ({type(err).__name__}: {err}).") from err
 
 
-# --------------------------------------------------------------------------- run store and downloads
-
 def download_files(run_id: str) -> list[str]:
     """report.json, the learned embeddings per m, and a zip of the whole run (see `RunStore.export`)."""
     return [str(p) for p in default_store().export(run_id, DOWNLOAD_DIR, keep=DOWNLOAD_KEEP)]
@@ -110,9 +100,7 @@ def download_files(run_id: str) -> list[str]:
 
 
 class UI(SimpleNamespace):
-    """The page's components (filled in by `build_demo`): image, world, domain, custom_word, preset,
-    advanced (one per setting), status, verdict, curve, slider, share, files, images, and per
-    token length rows, row_md, recon, edit_col, edits."""
+    """The page's components, filled in by `build_demo` (per token length: rows, row_md, recon, edit_col, edits)."""
 
     @property
     def settings(self) -> list:
@@ -206,10 +194,6 @@ def _on_run(data: dict, request: gr.Request):
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
     yield from run_analysis(data[ui.image], data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
                             settings, request)
-
-
-def on_cancel() -> str:
-    return "Cancelled. Press **Run** to start again."
 
 
 def _settings_updates(report: Report, preset: str | None) -> dict:
@@ -323,8 +307,7 @@ def _length_row(m: int) -> None:
 
 def build_demo() -> gr.Blocks:
     world, why = default_world()
-    prefill = DEFAULTS.get("domain")
-    domain_value = prefill if prefill in DOMAINS else (DOMAIN_CUSTOM if prefill else DOMAIN_DEFAULT)
+    domain_value, word = domain_fields(DEFAULTS.get("domain"))
     with gr.Blocks(title="Originality: how original is an image to a text-to-image model?") as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
@@ -342,9 +325,9 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(f"<small>Picked automatically: **{dict((v, k) for k, v in world_choices())[world.name]}**"
                             f", {why}.</small>", elem_id="world-note")
                 with gr.Row():
-                    ui.domain = gr.Dropdown(DOMAIN_CHOICES, value=domain_value, label="Domain",
+                    ui.domain = gr.Dropdown(domain_choices(), value=domain_value, label="Domain",
                                             info="the word the learned tokens start from", elem_id="domain")
-                    ui.custom_word = gr.Textbox(value="" if prefill in DOMAINS else (prefill or ""),
+                    ui.custom_word = gr.Textbox(value=word,
                                                 label="Custom domain word", placeholder="one word, e.g. castle",
                                                 elem_id="custom-word")
                 ui.preset = gr.Radio(list(PRESETS), value="fast", label="Preset",
@@ -384,7 +367,7 @@ def build_demo() -> gr.Blocks:
         run_event = run_btn.click(
             _on_run, inputs=set(ui.settings), outputs=ui.outputs, api_name="run", api_visibility="undocumented",
             concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status])
-        cancel_btn.click(on_cancel, None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
+        cancel_btn.click(lambda: "Cancelled. Press **Run** to start again.", None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
         for i in range(MAX_ROWS):
             for gallery, kind in ((ui.recon[i], "recon"), (ui.edits[i], "edits")):
                 gallery.select(_make_select(i + 1, kind), [ui.images], [ui.slider], queue=False,
@@ -407,15 +390,11 @@ def server_address() -> tuple[str, int]:
     return name, port
 
 
-def mcp_enabled() -> bool:
-    """ORIGINALITY_MCP=1: also serve `analyze_api` as an MCP tool (needs gradio[mcp])."""
-    return os.environ.get("ORIGINALITY_MCP", "").strip().lower() in ("1", "true", "yes")
-
-
 demo = build_demo()
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name, port = server_address()
     demo.launch(server_name=name, server_port=port, max_file_size=os.environ.get("ORIGINALITY_MAX_UPLOAD") or "20mb",
-                allowed_paths=[str(EXAMPLES_DIR)], css=CSS, mcp_server=mcp_enabled())
+                allowed_paths=[str(EXAMPLES_DIR)], css=CSS,
+                mcp_server=os.environ.get("ORIGINALITY_MCP") == "1")  # `analyze_api` as an MCP tool (needs mcp)

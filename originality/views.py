@@ -234,6 +234,12 @@ def best_pair(view: RunView) -> tuple | None:
     return (view.query, best[1]) if best else None
 
 
+def domain_choices() -> list[tuple[str, str]]:
+    """(label, value) for the domain dropdown: the world's own word, the presets, a custom word."""
+    return [("default of the model world", DOMAIN_DEFAULT)] + [(d, d) for d in DOMAINS] + [
+        ("custom word…", DOMAIN_CUSTOM)]
+
+
 def world_choices() -> list[tuple[str, str]]:
     """(label, world name) per registered world, for a dropdown."""
     return [(w.title if w.title == w.name else f"{w.title} ({w.default_model})", w.name) for w in all_worlds()]
@@ -279,18 +285,22 @@ def form_config(preset: str, domain: str | None, custom_word: str | None, values
     return AnalysisConfig.from_dict(overrides, base=PRESETS[preset])
 
 
-def form_values(report: Report, preset: str | None, names: list[str]) -> dict[str, Any]:
-    """The form that reproduces a stored run: image, world, domain (a preset, DOMAIN_DEFAULT or DOMAIN_CUSTOM),
-    custom_word, preset, and the text of each setting in `names`."""
-    config, world = report.config, report.model.get("world")
-    domain = config.get("domain")
-    known = {w.name: w for w in all_worlds()}
+def domain_fields(domain: str | None, world: str | None = None) -> tuple[str, str]:
+    """(domain dropdown value, custom word) that give `domain`: a preset, the world's own word
+    (DOMAIN_DEFAULT; no world: None is the default) or a custom word."""
+    known = {w.name: w.domain for w in all_worlds()}
     if domain in DOMAINS:
-        domain_value, word = domain, ""
-    elif world in known and domain == known[world].domain:
-        domain_value, word = DOMAIN_DEFAULT, ""
-    else:
-        domain_value, word = DOMAIN_CUSTOM, domain or ""
+        return domain, ""
+    if domain is None or (world in known and domain == known[world]):
+        return DOMAIN_DEFAULT, ""
+    return DOMAIN_CUSTOM, domain
+
+
+def form_values(report: Report, preset: str | None, names: list[str]) -> dict[str, Any]:
+    """The form that reproduces a stored run: image, world, domain, custom_word, preset, and the text of each
+    setting in `names`."""
+    config, world = report.config, report.model.get("world")
+    domain_value, word = domain_fields(config.get("domain"), world)
     values = {"image": report.query, "world": world, "domain": domain_value, "custom_word": word,
               "preset": preset if preset in PRESETS else "fast"}
     values.update({name: setting_text(config.get(name)) for name in names})

@@ -270,15 +270,19 @@ def test_build_config_layers(app, monkeypatch):
         app.build_config("slow", "default", "", {})
 
 
+def parse_defaults(raw):
+    return AnalysisConfig.from_json(raw, where="ORIGINALITY_DEFAULTS")  # what app.py reads its DEFAULTS with
+
+
 def test_parse_defaults(app):
-    assert app.parse_defaults("") == {}
-    assert app.parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
+    assert parse_defaults("") == {}
+    assert parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
     with pytest.raises(ValueError, match="not valid JSON"):
-        app.parse_defaults("{max_tokens: 2}")
+        parse_defaults("{max_tokens: 2}")
     with pytest.raises(ValueError, match="unknown settings"):
-        app.parse_defaults('{"tokens": 2}')
+        parse_defaults('{"tokens": 2}')
     with pytest.raises(ValueError, match="max_tokens must be"):
-        app.parse_defaults('{"max_tokens": 0}')
+        parse_defaults('{"max_tokens": 0}')
 
 
 def test_share_url(app):
