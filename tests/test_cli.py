@@ -124,6 +124,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_batch_records_bad_images_and_resumes(capsys, model_dir, images, tmp_path):
     out_dir = tmp_path / "batch"
     code, out, err = run(capsys, "batch", images, "--out", out_dir, "--model", model_dir, *TINY, "--quiet")

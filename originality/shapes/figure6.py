@@ -81,6 +81,7 @@ def image_record(group: str, index: int, caption: str, report, seconds: float) -
         "score": report.score,
         "label": report.label,
         "mean_distance": {str(r.num_tokens): r.mean_distance for r in report.results},
+        # figure6.json's own field names (format 2 of that file), kept so that earlier results still merge
         "reconstruction_passed": {str(r.num_tokens): r.distance_passed for r in report.results},
         "edit_passed": {str(r.num_tokens): r.check_passed for r in report.results},
         "seconds": seconds,
