@@ -8,32 +8,39 @@ image, the more familiar the image is to it.
     report = analyze("photo.jpg", AnalysisConfig.preset("fast"), load_model("shapes"))
     print(report.label, [r.mean_distance for r in report.results])
 
-`iter_analyze` streams the same run as events; `prepare`, `iter_length` and `decide` are its
-pieces, for callers that run each token length separately (one ZeroGPU call per length).
+`iter_analyze` streams the same run as events; `check_inputs`, `prepare`, `iter_length` and
+`decide` are its pieces. Names are exported lazily (PEP 562): importing the package loads no
+torch or diffusers, so `python -m originality --help` is quick.
 """
 
-from .analysis import (
-    Decision,
-    DistancesReady,
-    EditCheckReady,
-    LengthDone,
-    Prepared,
-    ReconstructionsReady,
-    Started,
-    analyze,
-    decide,
-    iter_analyze,
-    iter_length,
-    prepare,
-)
-from .config import DOMAINS, PRESETS, AnalysisConfig
-from .inversion import InversionStep
-from .models import OriginalityModel, default_model_id, load_model
-from .report import Report, TokenResult
+from __future__ import annotations
 
-__all__ = [
-    "AnalysisConfig", "DOMAINS", "PRESETS", "analyze", "iter_analyze", "load_model", "default_model_id",
-    "OriginalityModel", "Report", "TokenResult", "Started", "InversionStep", "ReconstructionsReady",
-    "DistancesReady", "EditCheckReady", "LengthDone", "Decision", "Prepared", "prepare", "iter_length", "decide",
-]
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(["Decision", "DistancesReady", "CheckReady", "DeadlineExceeded", "LengthDone", "Prepared",
+                     "ReconstructionsReady", "Started", "analyze", "check_inputs", "decide", "iter_analyze",
+                     "iter_length", "prepare"], "analysis"),
+    **dict.fromkeys(["AnalysisConfig", "DOMAINS", "PRESETS"], "config"),
+    "InversionStep": "inversion",
+    **dict.fromkeys(["OriginalityModel", "load_model"], "models"),
+    **dict.fromkeys(["Report", "TokenResult"], "report"),
+    **dict.fromkeys(["World", "default_model_id", "all_worlds", "get_world"], "worlds"),
+}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'originality' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

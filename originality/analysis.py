@@ -7,9 +7,12 @@ reconstruct it from "a photo of S*_m", measure the distance to the query, check
 that the tokens can be edited ("cat in S*_m"), and stop at the first length that
 passes both. `iter_analyze` yields an event at every stage so a UI can stream it.
 
-Its pieces are public for callers that run each token length on its own (one ZeroGPU call
-per length, see app.py): `prepare` (step 1), `iter_length` (steps 2-7 for one m, with its own
-model lock and token session) and `decide` (step 8, the stop rule).
+The stop rule lives here once. A caller that must run each token length elsewhere (one
+ZeroGPU call per length, see `originality.zerogpu`) passes `iter_analyze` a `run_length`
+(m -> that length's events, the first call starting with a `Prepared`) and a deadline; the
+pieces it runs are public: `check_inputs` (needs no model), `prepare` (step 1),
+`iter_length` (steps 2-7 for one m, with its own model lock and token session) and `decide`
+(step 8).
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import torch
 from PIL import Image
 
 from .config import AnalysisConfig
-from .images import prepare_image
+from .images import load_image, prepare_image
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
-from .report import Report, TokenResult, mean_and_std
+from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +55,20 @@ class DistancesReady:
     distances: list[float]
     mean: float
     std: float
-    passed: bool
+    distance_passed: bool  # mean <= threshold
 
 
 @dataclass(frozen=True)
-class EditCheckReady:
+class CheckReady:
+    """The in-distribution check of one length: `check_scores` score the edits (`images`, Stable
+    Diffusion) or the reconstructions (no edits; the shapes world), as `check_scored` says."""
+
     num_tokens: int
-    images: list[Image.Image]
-    scores: list[float]
-    passed: bool
-    detail: str
+    images: list[Image.Image]  # the edits ("cat in S*"); empty where the reconstructions are scored
+    check_scores: list[float]
+    check_passed: bool
+    check_detail: str
+    check_scored: str  # report.SCORED_EDITS or report.SCORED_RECONSTRUCTIONS
 
 
 @dataclass(frozen=True)
@@ -74,7 +81,14 @@ class Decision:
     report: Report
 
 
-Event = Union[Started, InversionStep, ReconstructionsReady, DistancesReady, EditCheckReady, LengthDone, Decision]
+Event = Union[Started, InversionStep, ReconstructionsReady, DistancesReady, CheckReady, LengthDone, Decision]
+# One token length run by the caller (e.g. in a ZeroGPU worker): m -> its events, ending with
+# `LengthDone`; the first call's events start with the `Prepared` query when `iter_analyze` has none.
+LengthRunner = Callable[[int], Iterator[Union[Event, "Prepared"]]]
+
+
+class DeadlineExceeded(TimeoutError):
+    """The run passed the deadline given to `iter_analyze` (it stops after the event in progress)."""
 
 
 def resolve_config(config: AnalysisConfig | None, model: OriginalityModel) -> AnalysisConfig:
@@ -140,15 +154,33 @@ class Prepared:
         return Started(self.query, self.config, self.model)
 
 
+def check_inputs(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None):
+    """The one input check: the image (when given) and the settings; with a model, also the
+    world's defaults and the domain word. Needs no model otherwise, so callers fail before loading one.
+
+    Returns `(image, config)`: the decoded image (None when `image` is None) and the settings,
+    with the world's defaults filled in when `model` is given. Raises `ValueError`
+    (`images.ImageInputError` for the image) with a message for people.
+    """
+    config = config or AnalysisConfig.preset("fast")
+    config.validate()
+    loaded = None if image is None else load_image(image)
+    if model is not None:
+        config = resolve_config(config, model)
+        initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
+    return loaded, config
+
+
 def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Prepared:
     """Step 1 of an analysis: check the inputs and prepare the query; no heavy work.
 
     Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
     """
-    # 1. Check inputs
+    # 1. Check inputs (the image and settings first: they need no model)
+    loaded, config = check_inputs(image, config)
     model = model or load_model()
-    config = resolve_config(config, model)
-    query = prepare_image(image, model.resolution)
+    _, config = check_inputs(None, config, model)
+    query = prepare_image(loaded, model.resolution)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
     return Prepared(query, config, model.describe(), init_id, templates)
@@ -156,7 +188,7 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
     """Steps 2-7 for one token length m: `InversionStep`s, `ReconstructionsReady`,
-    `DistancesReady`, `EditCheckReady`, then `LengthDone`.
+    `DistancesReady`, `CheckReady`, then `LengthDone`.
 
     Self-contained (its own `model.lock` and `TokenSession`), so each length can run in
     its own process or GPU call. Returns the `TokenResult` (`result = yield from ...`).
@@ -197,8 +229,8 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         distances = [float(d) for d in model.distance(query, recon)]
         timings["distance"] = time.perf_counter() - t0
         mean, std = mean_and_std(distances)
-        recon_passed = mean <= config.threshold
-        yield DistancesReady(m, distances, mean, std, recon_passed)
+        distance_passed = mean <= config.threshold
+        yield DistancesReady(m, distances, mean, std, distance_passed)
 
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
         t0 = time.perf_counter()
@@ -209,16 +241,17 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
                                       pass_fraction=config.edit_pass_fraction)
         timings["edit_check"] = time.perf_counter() - t0
-        yield EditCheckReady(m, edits, list(check.scores), check.passed, check.detail)
+        scored = SCORED_EDITS if model.in_distribution.uses_edits else SCORED_RECONSTRUCTIONS
+        yield CheckReady(m, edits, list(check.scores), check.passed, check.detail, scored)
 
         # 7. Decide this length: it passes when both the distance and the check pass
         result = TokenResult(
             num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
-            reconstructions=recon, distances=distances, edits=edits, edit_scores=list(check.scores),
-            reconstruction_passed=recon_passed, edit_passed=check.passed, edit_detail=check.detail,
-            timings=timings, inversion_seed=seed,
+            reconstructions=recon, distances=distances, edits=edits, check_scores=list(check.scores),
+            distance_passed=distance_passed, check_passed=check.passed, check_detail=check.detail,
+            check_scored=scored, timings=timings, inversion_seed=seed,
         )
-    logger.info("m=%d distance %.3f (%s) edit %s", m, mean, "pass" if recon_passed else "fail", check.detail)
+    logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
     yield LengthDone(result)
     return result
 
@@ -241,7 +274,8 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
 
 
 def iter_analyze(
-    image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None
+    image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
+    run_length: LengthRunner | None = None, deadline: float | None = None,
 ) -> Iterator[Event]:
     """Run the analysis, yielding progress events; the last event is a `Decision`.
 
@@ -250,21 +284,52 @@ def iter_analyze(
     on bad input, before any heavy work. Closing the iterator early cancels the run and
     leaves the model as it was.
 
-    The same as `prepare`, then `iter_length` for m = 1, 2, ... until a length passes,
-    then `decide`: callers that must run each length separately (ZeroGPU) use those.
+    `run_length`: run each token length elsewhere (m -> its events, see `LengthRunner`; the
+    model is then loaded there, not here). `deadline`: a `time.monotonic()` value after which
+    the run stops with `DeadlineExceeded`.
     """
-    model = model or load_model()
-    prepared = prepare(image, config, model)  # 1.
-    yield prepared.started()
+    # 1. Check inputs; prepare here unless the lengths run elsewhere
+    loaded, checked = check_inputs(image, config)
+    prepared: Prepared | None = None
+    if run_length is None:
+        model = model or load_model()
+        prepared = prepare(loaded, checked, model)  # the decoded image: a file object reads only once
+        run_length = _local_runner(prepared, model)
+        yield prepared.started()
 
     started = time.perf_counter()
     results: list[TokenResult] = []
-    for m in range(1, prepared.config.max_tokens + 1):
-        result = yield from iter_length(prepared, model, m)  # 2.-7.
+    for m in range(1, checked.max_tokens + 1):
+        # 2.-7. One token length
+        result = None
+        events = run_length(m)
+        try:
+            for event in events:
+                if isinstance(event, Prepared):  # a remote runner prepares the query on every call
+                    if prepared is None:
+                        prepared, started = event, time.perf_counter()
+                        yield event.started()
+                    continue
+                if isinstance(event, LengthDone):
+                    result = event.result
+                yield event
+                if deadline is not None and time.monotonic() > deadline:
+                    raise DeadlineExceeded(f"the run passed its deadline at token length {m}")
+        finally:
+            events.close()  # a cancelled or stopped run unwinds the length (and frees the model)
+        if prepared is None or result is None:
+            raise RuntimeError(f"token length {m} ended without a result")
         results.append(result)
+        # 8. The stop rule: the first length that passes ends the run
         if result.passed:
             break
-    yield Decision(decide(prepared, results, time.perf_counter() - started))  # 8.
+    yield Decision(decide(prepared, results, time.perf_counter() - started))
+
+
+def _local_runner(prepared: Prepared, model: OriginalityModel) -> LengthRunner:
+    def run_length(m: int) -> Iterator[Event]:
+        return iter_length(prepared, model, m)
+    return run_length
 
 
 def _tracking(inversion, losses: list[float]):

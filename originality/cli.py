@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import DOMAINS, LR_SCHEDULES, PRESETS, AnalysisConfig
+from .config import PRESETS, AnalysisConfig, preset_values, settings
+from .worlds import all_worlds
 
 logger = logging.getLogger(__name__)
 
@@ -29,25 +30,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", 
 SUMMARY_NAME = "summary.csv"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-# CLI option -> AnalysisConfig field, for the options that override a preset.
-CONFIG_OPTIONS: dict[str, str] = {
-    "domain": "domain",
-    "max_tokens": "max_tokens",
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
-    "lr_schedule": "lr_schedule",
-    "reconstructions": "num_reconstructions",
-    "inference_steps": "num_inference_steps",
-    "guidance_scale": "guidance_scale",
-    "threshold": "threshold",
-    "edit_prompt": "edit_prompt",
-    "edit_subject": "edit_subject",
-    "edits": "num_edits",
-    "seed": "seed",
-}
-
 
 class UsageError(ValueError):
     """A mistake in the command line; reported as `error: ...` with exit status 2."""
@@ -57,32 +39,48 @@ class UsageError(ValueError):
 
 
 def _preset_default(field: str) -> str:
-    """'150 with --preset fast, 2000 with --preset paper' (or just the value when presets agree)."""
-    values = {name: getattr(preset, field) for name, preset in PRESETS.items()}
-    if len(set(map(repr, values.values()))) == 1:
-        return f"default: {next(iter(values.values()))!r}".replace("'", '"')
-    order = ["fast"] + [n for n in values if n != "fast"]
-    return "default: " + ", ".join(f"{values[n]} with --preset {n}" for n in order if n in values)
+    """'default: 150 with --preset fast, 2000 with --preset paper' (or just the value when presets agree)."""
+    value = preset_values(field, "{value} with --preset {preset}")
+    return f'default: "{value}"' if isinstance(getattr(PRESETS["fast"], field), str) else f"default: {value}"
 
 
 def _world_default(field: str) -> str:
-    from .models import SD_THRESHOLD, SHAPES_GUIDANCE, SHAPES_THRESHOLD  # noqa: PLC0415
+    """'None = the model world's default (0.45 DreamSim for stable-diffusion, ...)', from the registry."""
+    def value(w) -> str:
+        return {"threshold": f"{w.threshold} {w.distance_name}", "guidance_scale": f"{w.guidance_scale}",
+                "domain": w.domain}[field]
+    return "default: None = the model world's default (" + ", ".join(
+        f"{value(w)} for {w.name}" for w in all_worlds()) + ")"
 
-    known = {
-        "threshold": f"{SD_THRESHOLD} DreamSim for Stable Diffusion, {SHAPES_THRESHOLD} element distance for shapes",
-        "guidance_scale": f"7.5 for Stable Diffusion, {SHAPES_GUIDANCE} for shapes",
-        "domain": "house for Stable Diffusion, shapes for the shapes world",
-    }
-    return f"default: None = the model world's default ({known[field]})"
+
+def add_setting_options(parser, names: Sequence[str] | None = None) -> None:
+    """One option per `AnalysisConfig` field (or those in `names`), from the settings schema.
+
+    Every option defaults to None (= not given), so only what the user typed overrides the
+    preset; `overrides_from_args` collects them.
+    """
+    for s in settings():
+        if names is not None and s.name not in names:
+            continue
+        default = _world_default(s.name) if s.world_default else _preset_default(s.name)
+        parser.add_argument(s.flag, dest=s.name, default=None, type=s.kind, choices=s.choices,
+                            metavar=None if s.choices else s.metavar, help=f"{s.help} ({default})")
+
+
+def overrides_from_args(args: argparse.Namespace, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The settings options the user gave (those of `add_setting_options(parser, names)`)."""
+    return {s.name: getattr(args, s.name) for s in settings()
+            if (names is None or s.name in names) and getattr(args, s.name, None) is not None}
 
 
 def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
+    names = ", ".join(f'"{n}"' for w in all_worlds() for n in (w.name, *w.aliases))
     model.add_argument(
         "--model", metavar="ID_OR_DIR", default=None,
-        help='"shapes" (the bundled shapes world), "sd" (CompVis/stable-diffusion-v1-4), a Hugging Face Hub '
-             "id or a local diffusers folder (default: $ORIGINALITY_MODEL, else Stable Diffusion v1.4 where a GPU "
-             "and its weights are available, else the bundled shapes world)")
+        help=f"a model world ({names}: its standard model), a Hugging Face Hub id or a local diffusers folder "
+             "(default: $ORIGINALITY_MODEL, else Stable Diffusion v1.4 where a GPU and its weights are "
+             "available, else the bundled shapes world)")
     model.add_argument(
         "--device", default=None,
         help="cpu or cuda (or cuda:N) (default: None = cuda when available, else cpu; "
@@ -96,40 +94,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
                         '20 reconstructions) or "fast" (about a minute per image on a GPU) (default: fast)')
-    a.add_argument("--domain", default=None, metavar="WORD",
-                   help=f"domain preset ({', '.join(DOMAINS)}) or any single-token word; the learned tokens "
-                        f"start from it ({_world_default('domain')})")
-    a.add_argument("--max-tokens", type=int, default=None, metavar="M",
-                   help="try m = 1 .. M learned tokens; none passing gives the label M+ "
-                        f"({_preset_default('max_tokens')})")
-    a.add_argument("--steps", type=int, default=None, metavar="N",
-                   help=f"inversion optimisation steps per token length ({_preset_default('steps')})")
-    a.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help=f"noisy copies of the image per inversion step ({_preset_default('batch_size')})")
-    a.add_argument("--learning-rate", type=float, default=None, metavar="F",
-                   help=f"inversion learning rate ({_preset_default('learning_rate')})")
-    a.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES,
-                   help="inversion learning-rate schedule; linear and cosine decay to 0 over the steps "
-                        f"({_preset_default('lr_schedule')})")
-    a.add_argument("--reconstructions", type=int, default=None, metavar="N",
-                   help="images generated from 'a photo of S*' and scored against the query "
-                        f"({_preset_default('num_reconstructions')})")
-    a.add_argument("--inference-steps", type=int, default=None, metavar="N",
-                   help=f"denoising steps per generated image ({_preset_default('num_inference_steps')})")
-    a.add_argument("--guidance-scale", type=float, default=None, metavar="F",
-                   help=f"classifier-free guidance when generating ({_world_default('guidance_scale')})")
-    a.add_argument("--threshold", type=float, default=None, metavar="F",
-                   help="mean distance at or below which the reconstructions count as the image "
-                        f"({_world_default('threshold')})")
-    a.add_argument("--edit-prompt", default=None, metavar="TEXT",
-                   help="prompt of the editability check; {} stands for the learned tokens "
-                        f"({_preset_default('edit_prompt')})")
-    a.add_argument("--edit-subject", default=None, metavar="WORD",
-                   help=f"what the editability check looks for in the edits ({_preset_default('edit_subject')})")
-    a.add_argument("--edits", type=int, default=None, metavar="N",
-                   help=f"images generated for the editability check ({_preset_default('num_edits')})")
-    a.add_argument("--seed", type=int, default=None, metavar="N",
-                   help=f"random seed of inversion and generation ({_preset_default('seed')})")
+    add_setting_options(a)
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar or log messages, only results and errors (default: off)")
 
@@ -179,10 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
     """The preset with the options the user gave; validated (ValueError on a bad value)."""
-    overrides = {field: getattr(args, opt) for opt, field in CONFIG_OPTIONS.items() if getattr(args, opt) is not None}
-    config = AnalysisConfig.preset(args.preset, **overrides)
-    config.validate()
-    return config
+    return AnalysisConfig.from_dict(overrides_from_args(args), base=PRESETS[args.preset], where="the options")
 
 
 def _check_device(device: str | None) -> None:
@@ -205,7 +167,7 @@ def _check_device(device: str | None) -> None:
 
 def _check_model_arg(model: str | None) -> None:
     """A local path that does not exist is a user mistake (not a Hub id to try downloading)."""
-    if model in (None, "", "auto", "shapes", "sd", "stable-diffusion"):
+    if model in (None, "", "auto") or any(model == w.name or model in w.aliases for w in all_worlds()):
         return
     path = Path(model).expanduser()
     if path.exists():
@@ -229,16 +191,6 @@ def _load(args: argparse.Namespace, device: Any = None):
     model_arg = str(Path(args.model).expanduser()) if args.model and Path(args.model).expanduser().exists() \
         else args.model
     return load_model(model_arg, device=device if device is not None else args.device, dtype=args.dtype)
-
-
-def _precheck(config: AnalysisConfig, model) -> AnalysisConfig:
-    """Settings that depend on the model (the domain word): fail before any image is analysed."""
-    from .analysis import resolve_config  # noqa: PLC0415
-    from .inversion import initializer_id  # noqa: PLC0415
-
-    resolved = resolve_config(config, model)
-    initializer_id(model.pipeline.tokenizer, model.initial_word(resolved.domain))
-    return resolved
 
 
 class _Progress:
@@ -276,12 +228,12 @@ def length_line(result, threshold: float) -> str:
         verdict = "pass"
     else:
         why = []
-        if not result.reconstruction_passed:
+        if not result.distance_passed:
             why.append(f"distance > {threshold:g}")
-        if not result.edit_passed:
+        if not result.check_passed:
             why.append("edit check")
         verdict = f"fail ({', '.join(why)})"
-    detail = result.edit_detail or ("pass" if result.edit_passed else "fail")
+    detail = result.check_detail or ("pass" if result.check_passed else "fail")
     return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} ± {result.std_distance:.3f}  "
             f"edit: {detail}  -> {verdict}")
 
@@ -315,14 +267,14 @@ def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .images import load_image  # noqa: PLC0415
+    from .analysis import check_inputs  # noqa: PLC0415
 
     config = config_from_args(args)
     _check_device(args.device)
     _check_model_arg(args.model)
-    load_image(args.image)  # a missing or unreadable image fails now, before the model loads
+    check_inputs(args.image, config)  # a missing or unreadable image fails now, before the model loads
     model = _load(args)
-    config = _precheck(config, model)
+    _, config = check_inputs(None, config, model)  # the domain word, in this model's vocabulary
 
     def on_length(result) -> None:
         if not args.json:
@@ -431,7 +383,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.device is not None and (world == 1 or not args.device.startswith("cuda")):
         device = args.device
     model = _load(args, device=device)
-    config = _precheck(config, model)
+    from .analysis import check_inputs  # noqa: PLC0415
+
+    _, config = check_inputs(None, config, model)  # fail before the first image on a bad domain word
 
     rows: list[dict[str, Any]] = []
     part = out / f"summary.part{rank}.csv"

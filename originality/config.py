@@ -1,8 +1,18 @@
-"""Typed settings of an analysis, the `paper` and `fast` presets, and domain presets."""
+"""The settings schema of an analysis: typed fields with their help, CLI flag, app label and bounds.
+
+`AnalysisConfig` is the one table of settings. Each field's metadata (`setting(...)`) says
+what it means (`help`), how the command line names it (`flag`), how the app's Advanced panel
+labels it (`label`; None: not shown there) and its bounds; `cli` builds its options and `app`
+its Advanced panel from `settings()`, and `from_dict` is the one strict parser of overrides.
+Importing this module is cheap (no torch): the CLI's --help reads it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+import json
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 # Domain preset -> initial word of the learned tokens (Haviv et al. 2024, Sec. 5).
@@ -22,39 +32,125 @@ ART_DOMAINS = frozenset({"painting"})
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
+def setting(default: Any, help: str, *, flag: str | None = None, label: str | None = None,
+            metavar: str | None = None, choices: tuple | None = None, low: float | None = None,
+            high: float | None = None, low_open: bool = False, world_default: bool = False) -> Any:
+    """A dataclass field with its schema: help, CLI flag (default --field-name), app label
+    (None: not in the Advanced panel), metavar, choices, bounds [low, high] ((low, high] with
+    low_open), and whether None means "the model world's default"."""
+    meta = dict(help=help, flag=flag, label=label, metavar=metavar, choices=choices, low=low, high=high,
+                low_open=low_open, world_default=world_default)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One field of `AnalysisConfig` as the CLI and the app see it."""
+
+    name: str
+    kind: type  # int, float or str (None allowed when `optional`)
+    optional: bool
+    default: Any
+    help: str
+    flag: str
+    label: str | None
+    metavar: str | None
+    choices: tuple | None
+    low: float | None
+    high: float | None
+    low_open: bool
+    world_default: bool
+
+    def parse(self, value: Any) -> Any:
+        """`value` (text from a form or the command line, or a JSON value) as this setting's type."""
+        where = self.label or self.name
+        if self.kind is int:
+            number = value.strip() if isinstance(value, str) else value
+            try:
+                number = float(number)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where} must be a whole number, got {value!r}") from err
+            if isinstance(value, bool) or not number.is_integer():
+                raise ValueError(f"{where} must be a whole number, got {value!r}")
+            return int(number)
+        if self.kind is float:
+            try:
+                return float(value)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where} must be a number, got {value!r}") from err
+        return str(value).strip()
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError naming the field when `value` is outside its type or bounds."""
+        if value is None and self.optional:
+            return
+        if self.kind is int:
+            if not isinstance(value, int) or isinstance(value, bool) or (self.low is not None and value < self.low):
+                what = "a positive integer" if self.low == 1 else "a non-negative integer"
+                raise ValueError(f"{self.name} must be {what}, got {value!r}")
+            if self.high is not None and value > self.high:
+                raise ValueError(f"{self.name} must be at most {self.high}, got {value}")
+        elif self.kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+            if ok and self.low is not None:
+                ok = value > self.low if self.low_open else value >= self.low
+            if ok and self.high is not None:
+                ok = value <= self.high
+            if not ok:
+                span = f"in ({self.low:g}, {self.high:g}]" if self.low_open else \
+                    f"between {self.low:g} and {self.high:g}"
+                raise ValueError(f"{self.name} must be {span}, got {value!r}")
+        elif self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """Every setting of one progressive analysis. `None` means "the model world's default".
 
     Build one with `AnalysisConfig.preset("fast", threshold=0.3)`; every field can be
-    overridden.
+    overridden. Each field's metadata is its schema (see `setting` and `settings()`).
     """
 
-    # Domain preset (house, painting, dog, cat, bird, sport, person) or any single-token
-    # word of the model's tokenizer; it initialises the learned tokens. None: the world's default.
-    domain: str | None = None
-    max_tokens: int = 5  # try m = 1 .. max_tokens learned tokens; none passing -> "max_tokens+"
+    domain: str | None = setting(
+        None, "domain preset (house, painting, dog, cat, bird, sport, person) or any single-token word of the "
+              "model's tokenizer; the learned tokens start from it", metavar="WORD", world_default=True)
+    max_tokens: int = setting(5, "try m = 1 .. M learned tokens; none passing gives the label M+",
+                              metavar="M", label="max tokens (m = 1 … M)", low=1, high=16)
     # Inversion (multi-token textual inversion on the query image)
-    steps: int = 2000  # optimisation steps per token length
-    batch_size: int = 20  # noisy copies of the query per step
-    learning_rate: float = 5e-4
-    lr_schedule: str = "constant"  # constant, linear or cosine (decay to 0 over `steps`)
+    steps: int = setting(2000, "inversion optimisation steps per token length", metavar="N",
+                         label="inversion steps per m", low=1)
+    batch_size: int = setting(20, "noisy copies of the image per inversion step", metavar="N", label="batch size",
+                              low=1)
+    learning_rate: float = setting(5e-4, "inversion learning rate", metavar="F", label="learning rate",
+                                   low=0, high=1, low_open=True)
+    lr_schedule: str = setting(
+        "constant", "inversion learning-rate schedule; linear and cosine decay to 0 over the steps",
+        label="learning-rate schedule (constant / linear / cosine)", choices=LR_SCHEDULES)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
-    num_reconstructions: int = 20
-    num_inference_steps: int = 35
-    guidance_scale: float | None = None  # None: the world's default (7.5 for SD)
-    reconstruction_prompt: str = "a photo of {}"
-    # Mean distance at or below which a reconstruction counts as good. None: the world's
-    # default (DreamSim 0.45 for SD, element distance 0.3 for shapes; see README).
-    threshold: float | None = None
-    # Editability (in-distribution) check
-    edit_prompt: str = "cat in {}"
-    edit_subject: str = "cat"  # what the check looks for in the edits
-    num_edits: int = 8
-    edit_pass_fraction: float = 0.5  # the check passes when at least this share of edits passes
+    num_reconstructions: int = setting(20, "images generated from 'a photo of S*' and scored against the query",
+                                       flag="--reconstructions", metavar="N", label="reconstructions", low=1)
+    num_inference_steps: int = setting(35, "denoising steps per generated image", flag="--inference-steps",
+                                       metavar="N", label="inference steps", low=1)
+    guidance_scale: float | None = setting(None, "classifier-free guidance when generating", metavar="F",
+                                           label="guidance scale", low=0, high=50, world_default=True)
+    reconstruction_prompt: str = setting("a photo of {}", "prompt of the reconstructions; {} stands for the "
+                                         "learned tokens", metavar="TEXT")
+    # Mean distance at or below which a reconstruction counts as good (see README, "Threshold").
+    threshold: float | None = setting(None, "mean distance at or below which the reconstructions count as the "
+                                      "image", metavar="F", label="distance threshold", low=0, high=2,
+                                      world_default=True)
+    # The in-distribution check (Stable Diffusion: are the edits "cat in S*" really of a cat?)
+    edit_prompt: str = setting("cat in {}", "prompt of the editability check; {} stands for the learned tokens",
+                               metavar="TEXT", label="edit prompt ({} = the learned tokens)")
+    edit_subject: str = setting("cat", "what the editability check looks for in the edits", metavar="WORD",
+                                label="edit subject")
+    num_edits: int = setting(8, "images generated for the editability check", flag="--edits", metavar="N", low=1)
+    edit_pass_fraction: float = setting(0.5, "the check passes when at least this share of the edits passes",
+                                        metavar="F", low=0, high=1)
     # Reproducibility and batching
-    seed: int = 0
-    generation_batch_size: int = 8  # images per denoising batch when generating
+    seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0)
+    generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AnalysisConfig":
@@ -69,30 +165,41 @@ class AnalysisConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AnalysisConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: dict[str, Any], *, base: "AnalysisConfig | None" = None,
+                  where: str = "settings") -> "AnalysisConfig":
+        """The one strict parser of overrides: `base` (default: the field defaults) with `data` on top.
+
+        Unknown keys are refused with a message naming them and the known ones; values are
+        parsed to their field's type (text from a form is fine) and the result is validated.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be a JSON object of AnalysisConfig fields, got {data!r}")
+        schema = {s.name: s for s in settings()}
+        unknown = sorted(set(data) - set(schema))
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(map(repr, unknown))} "
+                             f"in {where}; known: {', '.join(schema)}")
+        parsed = {k: (None if v is None else schema[k].parse(v)) for k, v in data.items()}
+        config = replace(base, **parsed) if base is not None else cls(**parsed)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_json(cls, text: str | None, *, where: str = "settings") -> dict[str, Any]:
+        """Overrides given as a JSON object (blank: none), checked with `from_dict`; returns the dict."""
+        if not text or not text.strip():
+            return {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where} is not valid JSON ({err}): {text!r}") from err
+        cls.from_dict(data, base=PRESETS["fast"], where=where)
+        return data
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and its value."""
-        positive_ints = ("max_tokens", "steps", "batch_size", "num_reconstructions", "num_inference_steps",
-                         "num_edits", "generation_batch_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_tokens > 16:
-            raise ValueError(f"max_tokens must be at most 16, got {self.max_tokens}")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate <= 1):
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.threshold is not None and not 0 <= self.threshold <= 2:
-            raise ValueError(f"threshold must be between 0 and 2, got {self.threshold!r}")
-        if self.guidance_scale is not None and not 0 <= self.guidance_scale <= 50:
-            raise ValueError(f"guidance_scale must be between 0 and 50, got {self.guidance_scale!r}")
-        if not 0 <= self.edit_pass_fraction <= 1:
-            raise ValueError(f"edit_pass_fraction must be between 0 and 1, got {self.edit_pass_fraction!r}")
+        for s in settings():
+            s.check(getattr(self, s.name))
         for name in ("reconstruction_prompt", "edit_prompt"):
             value = getattr(self, name)
             if not isinstance(value, str) or value.count("{}") != 1:
@@ -100,8 +207,40 @@ class AnalysisConfig:
         if self.domain is not None and (not isinstance(self.domain, str) or not self.domain.strip()
                                         or len(self.domain.split()) != 1):
             raise ValueError(f"domain must be a preset ({', '.join(DOMAINS)}) or one word, got {self.domain!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+
+_SETTINGS: tuple[Setting, ...] = ()
+
+
+def settings() -> tuple[Setting, ...]:
+    """The schema of every `AnalysisConfig` field, in field order."""
+    global _SETTINGS
+    if not _SETTINGS:
+        hints = typing.get_type_hints(AnalysisConfig)
+        out = []
+        for f in fields(AnalysisConfig):
+            args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+            kind = args[0] if args else hints[f.name]
+            meta = dict(f.metadata)
+            meta["flag"] = meta["flag"] or "--" + f.name.replace("_", "-")
+            out.append(Setting(name=f.name, kind=kind, optional=bool(args), default=f.default, **meta))
+        _SETTINGS = tuple(out)
+    return _SETTINGS
+
+
+def preset_values(name: str, each: str = "{value} with {preset}", sep: str = ", ") -> str:
+    """A field's value in each preset, for help texts: '150 with fast, 2000 with paper' (`each` joined by
+    `sep`, fast first), or just the value when the presets agree."""
+    values = {p: getattr(c, name) for p, c in PRESETS.items()}
+    if len(set(map(repr, values.values()))) == 1:
+        return str(next(iter(values.values())))
+    order = ["fast"] + [p for p in values if p != "fast"]
+    return sep.join(each.format(value=values[p], preset=p) for p in order)
+
+
+def advanced_settings() -> tuple[Setting, ...]:
+    """The settings the app shows under Advanced: those with a label."""
+    return tuple(s for s in settings() if s.label)
 
 
 PRESETS: dict[str, AnalysisConfig] = {

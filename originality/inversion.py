@@ -19,7 +19,6 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -27,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from PIL import Image
-from safetensors.torch import save_file
 from torch import nn
 
 from .config import LR_SCHEDULES
@@ -329,8 +327,3 @@ def evaluation_loss(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return float(denoising_loss(pipeline, noise_scheduler, latent_mean.to(pipeline.unet.device),
                                 latent_std.to(pipeline.unet.device), ids, generator, batch_size))
-
-
-def save_embeddings(path: str | Path, token: str, embeddings: torch.Tensor) -> None:
-    """Write `{token: (m, dim)}` in the diffusers textual-inversion format."""
-    save_file({token: embeddings.detach().float().cpu().contiguous()}, str(path))

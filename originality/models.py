@@ -7,26 +7,30 @@ shared by every analysis in the process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
 
-from .config import ART_DOMAINS, DOMAINS
+from .config import DOMAINS
 from .device import frozen_dtype, pick_device
-from .metrics import ClipEditCheck, DistanceMetric, DreamSimDistance, InDistributionCheck, default_cache_dir
-from .templates import ART_TEMPLATES, OBJECT_TEMPLATES
+from .metrics import DistanceMetric, InDistributionCheck
+from .worlds import (  # noqa: F401 - re-exported: where callers looked for them before the registry
+    SD_MODEL_ID,
+    WORLD_SD,
+    World,
+    default_model_id,
+    get_world,
+    resolve_model_id,
+    sd_available,
+    world_of_model,
+)
 
 logger = logging.getLogger(__name__)
-
-SD_MODEL_ID = "CompVis/stable-diffusion-v1-4"
-SHAPES_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes-model"
-WORLD_SD = "stable-diffusion"
-WORLD_SHAPES = "shapes"
 
 
 @dataclass
@@ -35,13 +39,12 @@ class OriginalityModel:
 
     pipeline: StableDiffusionPipeline
     name: str
-    world: str  # WORLD_SD or WORLD_SHAPES
+    world: str  # the world's name in the registry (`originality.worlds`)
     distance: DistanceMetric
     in_distribution: InDistributionCheck
     default_domain: str
     default_threshold: float
     default_guidance_scale: float
-    world_templates: tuple[str, ...] | None = None  # when set, used for every domain
     # One analysis at a time per model: placeholder tokens live in the shared text encoder.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -57,9 +60,7 @@ class OriginalityModel:
         return DOMAINS.get(domain, domain)
 
     def templates(self, domain: str) -> tuple[str, ...]:
-        if self.world_templates is not None:
-            return self.world_templates
-        return ART_TEMPLATES if domain in ART_DOMAINS else OBJECT_TEMPLATES
+        return get_world(self.world).templates(domain)
 
     def describe(self) -> dict:
         return {
@@ -75,35 +76,6 @@ class OriginalityModel:
 
 _CACHE: dict[tuple, OriginalityModel] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def sd_available(model_id: str = SD_MODEL_ID) -> bool:
-    """True where a Stable Diffusion run makes sense: a GPU, and weights cached or downloadable."""
-    if not torch.cuda.is_available():
-        return False
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
-
-
-def default_model_id() -> str:
-    """$ORIGINALITY_MODEL, else Stable Diffusion v1.4 where it can run, else the bundled shapes world."""
-    env = os.environ.get("ORIGINALITY_MODEL")
-    if env:
-        return env
-    return SD_MODEL_ID if sd_available() else str(SHAPES_MODEL_DIR)
-
-
-def resolve_model_id(model: str | None) -> str:
-    if model in (None, "", "auto"):
-        return default_model_id()
-    if model in ("shapes", WORLD_SHAPES):
-        return str(SHAPES_MODEL_DIR)
-    if model in ("sd", WORLD_SD):
-        return SD_MODEL_ID
-    return model
 
 
 def load_model(
@@ -130,11 +102,36 @@ def load_model(
         return _CACHE[key]
 
 
-def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionPipeline:
+class _Quiet:
+    """A logging filter that drops the messages a world expects (see `World.quiet_messages`)."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+@contextlib.contextmanager
+def _quiet(prefixes: tuple[str, ...]):
+    if not prefixes:
+        yield
+        return
+    target = logging.getLogger("diffusers.pipelines.pipeline_utils")
+    quiet = _Quiet(prefixes)
+    target.addFilter(quiet)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            model_id, dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
+        yield
+    finally:
+        target.removeFilter(quiet)
+
+
+def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype, world: World) -> StableDiffusionPipeline:
+    try:
+        with _quiet(world.quiet_messages):
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_id, dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
     except (OSError, ValueError, EnvironmentError) as err:
         raise ValueError(
             f"could not load a Stable Diffusion pipeline from {model_id!r}: {err}. "
@@ -145,52 +142,17 @@ def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype) -> S
 
 
 def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> OriginalityModel:
-    from .shapes.model import is_shapes_model
-
-    logger.info("loading %s on %s (%s)", model_id, device, dtype)
-    pipe = _load_pipeline(model_id, device, dtype)
-    if Path(model_id).is_dir() and is_shapes_model(model_id):
-        from .shapes.metrics import ElementDistance, LayoutVariationCheck
-        from .shapes.model import INITIAL_WORD, SHAPES_TEMPLATES
-
-        return OriginalityModel(
-            pipeline=pipe,
-            name=Path(model_id).name,
-            world=WORLD_SHAPES,
-            distance=ElementDistance(),
-            in_distribution=LayoutVariationCheck(),
-            default_domain=INITIAL_WORD,
-            default_threshold=SHAPES_THRESHOLD,
-            default_guidance_scale=SHAPES_GUIDANCE,
-            world_templates=SHAPES_TEMPLATES,
-        )
-    cache = Path(cache_dir) if cache_dir else None
+    world = world_of_model(model_id)
+    logger.info("loading %s (%s world) on %s (%s)", model_id, world.name, device, dtype)
+    pipe = _load_pipeline(model_id, device, dtype, world)
+    distance, check = world.judges(device, dreamsim_type=dreamsim_type, clip_model=clip_model, cache_dir=cache_dir)
     return OriginalityModel(
         pipeline=pipe,
-        name=model_id,
-        world=WORLD_SD,
-        distance=DreamSimDistance(dreamsim_type=dreamsim_type, device=device,
-                                  cache_dir=(cache / "dreamsim") if cache else default_cache_dir("dreamsim")),
-        in_distribution=ClipEditCheck(model_id=clip_model, device=device),
-        default_domain="house",
-        default_threshold=SD_THRESHOLD,
-        default_guidance_scale=7.5,
+        name=world.model_label(model_id),
+        world=world.name,
+        distance=distance,
+        in_distribution=check,
+        default_domain=world.domain,
+        default_threshold=world.threshold,
+        default_guidance_scale=world.guidance_scale,
     )
-
-
-# DreamSim threshold for Stable Diffusion. The paper gives none; its one anchor is that
-# single-token reconstructions of generic street-cat photos never seen in training
-# average 0.42 (supplementary, Sec. 5), and that familiar images score markedly lower.
-# 0.45 lets such a generic-but-unseen image pass at m = 1 and leaves no more slack than
-# that. Not yet validated on real weights.
-SD_THRESHOLD = 0.45
-# Element distance (1 - F1 of detected (shape, colour)) for the shapes world, set to what the
-# model's own best words achieve for familiar content: images generated from "a photo of <true
-# caption>" of 24 COMMON queries (`python -m originality.shapes.calibrate --groups common
-# --per-group 24`, 8 images each) have per-query mean distances whose 80% quantile is 0.29 on the
-# shipped model (mean 0.17). Learned tokens that reconstruct the query that well count as a
-# description of it. UNSEEN true captions stay above (0.45: the model cannot draw that pair
-# from words). The 80% quantile rather than the mean, because a threshold at the mean rejects
-# caption-quality reconstructions for half of the familiar images.
-SHAPES_THRESHOLD = 0.3
-SHAPES_GUIDANCE = 3.0

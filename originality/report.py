@@ -21,11 +21,20 @@ from typing import Any
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from .inversion import save_embeddings
+# 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
+# distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
+FORMAT_VERSION = 2
+# What the in-distribution check scored: the edits ("cat in S*", Stable Diffusion) or the
+# reconstructions themselves (the shapes world's layout check).
+SCORED_EDITS = "edits"
+SCORED_RECONSTRUCTIONS = "reconstructions"
 
-FORMAT_VERSION = 1
+
+def save_embeddings(path: str | os.PathLike, token: str, embeddings: torch.Tensor) -> None:
+    """Write `{token: (m, dim)}` in the diffusers textual-inversion format."""
+    save_file({token: embeddings.detach().float().cpu().contiguous()}, str(path))
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float]:
@@ -49,17 +58,18 @@ class TokenResult:
     losses: list[float]  # inversion loss per step
     reconstructions: list[Image.Image]
     distances: list[float]  # one per reconstruction; lower = closer to the query
-    edits: list[Image.Image]
-    edit_scores: list[float]  # per checked image in [0, 1] (CLIP: P(subject present))
-    reconstruction_passed: bool
-    edit_passed: bool
-    edit_detail: str = ""
+    edits: list[Image.Image]  # "cat in S*" images; empty where the check scores the reconstructions
+    check_scores: list[float]  # per checked image in [0, 1] (CLIP: P(subject present)); see check_scored
+    distance_passed: bool  # mean distance <= threshold
+    check_passed: bool  # the in-distribution check
+    check_detail: str = ""
+    check_scored: str = SCORED_EDITS  # which images check_scores belong to: SCORED_EDITS or SCORED_RECONSTRUCTIONS
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     inversion_seed: int | None = None  # analysis.inversion_seed(config seed, m, query)
 
     @property
     def passed(self) -> bool:
-        return self.reconstruction_passed and self.edit_passed
+        return self.distance_passed and self.check_passed
 
     @property
     def mean_distance(self) -> float:
@@ -80,10 +90,11 @@ class TokenResult:
             "mean_distance": self.mean_distance,
             "std_distance": self.std_distance,
             "distances": self.distances,
-            "edit_scores": self.edit_scores,
-            "reconstruction_passed": self.reconstruction_passed,
-            "edit_passed": self.edit_passed,
-            "edit_detail": self.edit_detail,
+            "check_scores": self.check_scores,
+            "check_scored": self.check_scored,
+            "distance_passed": self.distance_passed,
+            "check_passed": self.check_passed,
+            "check_detail": self.check_detail,
             "passed": self.passed,
             "final_loss": self.losses[-1] if self.losses else None,
             "losses": self.losses,
@@ -171,27 +182,11 @@ class Report:
         if not meta_path.is_file():
             raise FileNotFoundError(f"no report.json in {folder}")
         meta = json.loads(meta_path.read_text())
-        results = []
-        for r in meta["results"]:
-            sub = folder / f"m{r['num_tokens']}"
-            embeds = load_file(str(sub / "learned_embeds.safetensors"))[r["token"]]
-            results.append(
-                TokenResult(
-                    num_tokens=r["num_tokens"],
-                    token=r["token"],
-                    embeddings=embeds,
-                    losses=r["losses"],
-                    reconstructions=_load_images(sub, "reconstruction", len(r["distances"])),
-                    distances=r["distances"],
-                    edits=_load_images(sub, "edit", len(list(sub.glob("edit_*.png")))),
-                    edit_scores=r["edit_scores"],
-                    reconstruction_passed=r["reconstruction_passed"],
-                    edit_passed=r["edit_passed"],
-                    edit_detail=r.get("edit_detail", ""),
-                    timings=r.get("timings", {}),
-                    inversion_seed=r.get("inversion_seed"),
-                )
-            )
+        version = meta.get("format_version", 1)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{folder} holds a report of format {version}; this version of originality reads "
+                             f"formats up to {FORMAT_VERSION} (update it)")
+        results = [_load_result(folder / f"m{r['num_tokens']}", _upgrade(r, version)) for r in meta["results"]]
         return cls(
             query=_open(folder / "query.png"),
             results=results,
@@ -203,6 +198,41 @@ class Report:
             created=meta.get("created", ""),
             total_seconds=meta.get("total_seconds", 0.0),
         )
+
+
+def _upgrade(r: dict[str, Any], version: int) -> dict[str, Any]:
+    """A result's summary in today's format (format 1 named the check's fields edit_*)."""
+    if version >= 2:
+        return r
+    r = dict(r)
+    r["check_scores"] = r.pop("edit_scores")
+    r["distance_passed"] = r.pop("reconstruction_passed")
+    r["check_passed"] = r.pop("edit_passed")
+    r["check_detail"] = r.pop("edit_detail", "")
+    # Format 1 did not say: its checks scored the edits when there were any, else the reconstructions.
+    r["check_scored"] = None
+    return r
+
+
+def _load_result(sub: Path, r: dict[str, Any]) -> TokenResult:
+    edits = _load_images(sub, "edit", len(list(sub.glob("edit_*.png"))))
+    scored = r["check_scored"] or (SCORED_EDITS if edits else SCORED_RECONSTRUCTIONS)
+    return TokenResult(
+        num_tokens=r["num_tokens"],
+        token=r["token"],
+        embeddings=load_file(str(sub / "learned_embeds.safetensors"))[r["token"]],
+        losses=r["losses"],
+        reconstructions=_load_images(sub, "reconstruction", len(r["distances"])),
+        distances=r["distances"],
+        edits=edits,
+        check_scores=r["check_scores"],
+        distance_passed=r["distance_passed"],
+        check_passed=r["check_passed"],
+        check_detail=r.get("check_detail", ""),
+        check_scored=scored,
+        timings=r.get("timings", {}),
+        inversion_seed=r.get("inversion_seed"),
+    )
 
 
 def _open(path: Path) -> Image.Image:

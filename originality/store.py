@@ -31,6 +31,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
+import zipfile
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,35 @@ class RunStore:
                     logger.warning("skipping unreadable run folder %s: %s", folder, err)
         return added
 
+    def export(self, run_id: str, dest: str | os.PathLike, *, keep: int = 32) -> list[Path]:
+        """Downloads of a run in `dest/<run_id>/`: report.json, the learned embeddings per m
+        (learned_embeds_m{m}.safetensors) and a zip of the whole run folder.
+
+        The folders under `dest` are copies rebuilt on demand, so only the `keep` newest are kept.
+        """
+        folder = self._run_dir(run_id)
+        if not self.exists(run_id) and not (self.hf_sync and self._download(run_id, folder)):
+            raise RunNotFound(f"no stored run has the id {run_id!r}")
+        dest = Path(dest)
+        out = dest / run_id
+        zip_name = f"originality-run-{run_id}.zip"
+        if not out.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=dest))
+            shutil.copy2(folder / "report.json", tmp / "report.json")
+            for sub in sorted(folder.glob("m*/learned_embeds.safetensors")):
+                shutil.copy2(sub, tmp / f"learned_embeds_{sub.parent.name}.safetensors")
+            with zipfile.ZipFile(tmp / zip_name, "w", zipfile.ZIP_DEFLATED) as zf:
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file():
+                        zf.write(path, f"originality-run-{run_id}/{path.relative_to(folder)}")
+            try:
+                os.replace(tmp, out)
+            except OSError:  # another request made it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+            _prune(dest, keep=keep, current=out)
+        return [out / "report.json", *sorted(out.glob("learned_embeds_*.safetensors")), out / zip_name]
+
     def wait_for_uploads(self, timeout: float | None = None) -> bool:
         """Wait for background uploads to finish; True when none is still running."""
         with self._uploads_lock:
@@ -285,3 +315,32 @@ class RunStore:
             return False
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _prune(dest: Path, keep: int, current: Path | None = None) -> None:
+    """Delete all but the `keep` most recently built export folders in `dest` (never `current`)."""
+    folders = [p for p in dest.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in folders[keep:]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+_DEFAULT: RunStore | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_store() -> RunStore:
+    """The process's store (made from the environment on first use), e.g. the web app's."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = RunStore()
+        return _DEFAULT
+
+
+def set_default_store(store: RunStore | None) -> None:
+    """Use `store` from now on (None: a new RunStore from the environment on next use)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        _DEFAULT = store

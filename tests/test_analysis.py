@@ -1,5 +1,7 @@
 """The progressive loop: events, the stop rule, reproducibility, cancellation, the report folder."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -7,9 +9,10 @@ from PIL import Image
 
 from originality import (
     AnalysisConfig,
+    CheckReady,
+    DeadlineExceeded,
     Decision,
     DistancesReady,
-    EditCheckReady,
     InversionStep,
     LengthDone,
     OriginalityModel,
@@ -17,6 +20,7 @@ from originality import (
     Report,
     Started,
     analyze,
+    check_inputs,
     decide,
     iter_analyze,
     iter_length,
@@ -86,7 +90,7 @@ def test_stops_at_first_length_passing_both(pipe, query):
     report = events[-1].report
     assert report.score == 3 and report.label == "3"
     assert [r.passed for r in report.results] == [False, False, True]
-    assert [r.reconstruction_passed for r in report.results] == [False, True, True]
+    assert [r.distance_passed for r in report.results] == [False, True, True]
     assert model.distance.calls == 3
 
 
@@ -113,7 +117,7 @@ def test_event_stream_covers_every_stage_in_order(pipe, query):
     events = list(iter_analyze(query, TINY, model))
     kinds = [type(e) for e in events]
     assert kinds[0] is Started and kinds[-1] is Decision
-    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, EditCheckReady, LengthDone]
+    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, CheckReady, LengthDone]
     assert kinds[1:-1] == per_length * 2
     assert events[0].query.size == (64, 64)  # normalised to the model's resolution
     assert events[0].config.domain == "house" and events[0].config.threshold == 0.5
@@ -197,7 +201,7 @@ def test_lengths_run_separately_give_the_same_report(pipe, query):
     assert len(report.results) == len(expected.results) == 3
     for a, b in zip(report.results, expected.results):
         assert (a.num_tokens, a.token, a.distances, a.losses) == (b.num_tokens, b.token, b.distances, b.losses)
-        assert (a.passed, a.edit_scores) == (b.passed, b.edit_scores)
+        assert (a.passed, a.check_scores) == (b.passed, b.check_scores)
         assert torch.equal(a.embeddings, b.embeddings)
         assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.reconstructions, b.reconstructions))
     assert np.array_equal(np.asarray(report.query), np.asarray(expected.query))
@@ -253,3 +257,57 @@ def test_config_presets_and_validation():
                        (dict(lr_schedule="step"), "lr_schedule")]:
         with pytest.raises(ValueError, match=match):
             fast.replace(**bad).validate()
+
+
+def test_a_pluggable_length_runner_gets_the_same_stop_rule(pipe, query):
+    """iter_analyze(run_length=...) (the app's ZeroGPU path: one call per length, each preparing the query
+    itself) gives the same events and report as the in-process loop, and stops at the first pass."""
+    whole = list(iter_analyze(query, TINY, make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])))
+    model = make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])
+    calls = []
+
+    def run_length(m):
+        calls.append(m)
+        prepared = prepare(query, TINY, model)  # a fresh worker prepares again
+        yield prepared
+        yield from iter_length(prepared, model, m)
+
+    remote = list(iter_analyze(query, TINY, run_length=run_length))
+    assert calls == [1, 2]  # length 2 passes: no third call
+    assert [type(e) for e in remote] == [type(e) for e in whole]
+    assert remote[-1].report.score == whole[-1].report.score == 2
+    assert remote[-1].report.config == whole[-1].report.config
+
+
+def test_deadline_stops_the_run_and_frees_the_model(pipe, query):
+    model = make_model(pipe, [0.9, 0.9, 0.9], [True, True, True])
+    events = iter_analyze(query, TINY, model, deadline=time.monotonic() - 1)
+    assert isinstance(next(events), Started)
+    with pytest.raises(DeadlineExceeded):
+        list(events)
+    assert not model.lock.locked() and model.distance.calls == 0
+
+
+def test_check_inputs_needs_no_model(monkeypatch, query, tmp_path):
+    """The one input check: image and settings without loading anything; prepare calls it first."""
+    import originality.analysis as analysis
+
+    monkeypatch.setattr(analysis, "load_model", lambda *a, **k: pytest.fail("check_inputs must not load a model"))
+    image, config = check_inputs(query, TINY)
+    assert image.size == query.size and config == TINY
+    assert check_inputs(None, None)[1] == AnalysisConfig.preset("fast")
+    with pytest.raises(ValueError, match="steps"):
+        check_inputs(query, TINY.replace(steps=0))
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageInputError):
+        check_inputs(tmp_path / "notes.png", TINY)
+    with pytest.raises(ImageInputError):  # prepare checks before it would load a model
+        prepare(tmp_path / "notes.png", TINY)
+
+
+def test_check_inputs_with_a_model_fills_the_world_defaults(pipe, query):
+    model = make_model(pipe, [0.1], [True], threshold=0.25)
+    _, config = check_inputs(None, TINY, model)
+    assert (config.domain, config.threshold, config.guidance_scale) == ("house", 0.25, 2.0)
+    with pytest.raises(ValueError, match="single token"):
+        check_inputs(None, TINY.replace(domain="skyscraperish"), model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pickle
 import zipfile
@@ -12,13 +13,12 @@ import pytest
 from matplotlib.figure import Figure
 
 import originality.models as models
-from originality import AnalysisConfig
-from originality.store import RunStore
+from originality import AnalysisConfig, views, worlds, zerogpu
+from originality.store import RunStore, set_default_store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
-# max_tokens, steps, batch_size, learning_rate, reconstructions, inference steps, guidance, threshold,
-# edit prompt, edit subject, seed, learning-rate schedule
+# the Advanced fields as the form sends them (blank: the preset's or the world's value)
 TINY = dict(max_tokens=2, steps=2, batch_size=2, learning_rate=None, num_reconstructions=2, num_inference_steps=2,
             guidance_scale=None, threshold=None, edit_prompt="", edit_subject="", seed=0, lr_schedule="")
 PAGE = "http://example.test/space/"
@@ -40,9 +40,9 @@ def env(app, tiny_shapes_model, tmp_path, monkeypatch):
     monkeypatch.setattr(app, "DEFAULTS", {})
     monkeypatch.setattr(app, "DOWNLOAD_DIR", tmp_path / "downloads")
     store = RunStore(tmp_path / "data")
-    app.set_store(store)
+    set_default_store(store)
     yield store
-    app.set_store(None)
+    set_default_store(None)
 
 
 def request(**kwargs):
@@ -53,7 +53,7 @@ def request(**kwargs):
 
 def run(app, image=EXAMPLE, world="shapes", domain="default", word="", preset="fast", **overrides):
     settings = {**TINY, **overrides}
-    return list(app.run_analysis(str(image), world, domain, word, preset, **settings, request=request()))
+    return list(app.run_analysis(str(image), world, domain, word, preset, settings, request=request()))
 
 
 def merged(updates: list[dict]) -> dict:
@@ -111,7 +111,7 @@ def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkey
     def no_engine(*args, **kwargs):
         raise AssertionError("a shared run must not be recomputed")
 
-    monkeypatch.setattr(app, "engine_length", no_engine)
+    monkeypatch.setattr(zerogpu, "engine_length", no_engine)
     ui = app.ui
     page = app.on_page_load(request(query_params={"run": run_id}))
     assert page[ui.verdict] == final[ui.verdict]
@@ -174,7 +174,7 @@ def test_bad_image_is_a_gradio_error(app, env, tmp_path):
 
 def test_missing_image_is_a_gradio_error(app, env):
     with pytest.raises(gr.Error, match="Upload an image"):
-        list(app.run_analysis(None, "shapes", "default", "", "fast", **TINY))
+        list(app.run_analysis(None, "shapes", "default", "", "fast", TINY))
 
 
 @pytest.mark.parametrize("word, message", [
@@ -204,11 +204,12 @@ def test_bad_advanced_value_is_a_gradio_error(app, env):
 
 
 def test_unavailable_world_is_a_gradio_error(app, env, monkeypatch):
-    monkeypatch.setattr(app, "sd_available", lambda: False)
+    monkeypatch.setattr(worlds, "sd_available", lambda: False)
     monkeypatch.delenv("ORIGINALITY_MODEL")
     with pytest.raises(gr.Error, match="needs a CUDA GPU"):
         run(app, world="sd")
-    monkeypatch.setattr(app, "SHAPES_MODEL_DIR", env.root / "no-model-here")
+    shapes = worlds.get_world("shapes")
+    monkeypatch.setitem(worlds._WORLDS, "shapes", dataclasses.replace(shapes, default_model=str(env.root / "none")))
     with pytest.raises(gr.Error, match="shapes-world model is not installed"):
         run(app, world="shapes")
 
@@ -224,7 +225,7 @@ def test_time_limit_stops_the_run_with_a_message(app, env, monkeypatch):
 
 
 def test_closing_the_stream_cancels_and_frees_the_model(app, env, tiny_shapes_model):
-    stream = app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", **{**TINY, "steps": 50})
+    stream = app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", {**TINY, "steps": 50})
     for update in stream:
         if "step 1/50" in str(update.get(app.ui.status, "")):
             break
@@ -269,15 +270,19 @@ def test_build_config_layers(app, monkeypatch):
         app.build_config("slow", "default", "", {})
 
 
+def parse_defaults(raw):
+    return AnalysisConfig.from_json(raw, where="ORIGINALITY_DEFAULTS")  # what app.py reads its DEFAULTS with
+
+
 def test_parse_defaults(app):
-    assert app.parse_defaults("") == {}
-    assert app.parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
+    assert parse_defaults("") == {}
+    assert parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
     with pytest.raises(ValueError, match="not valid JSON"):
-        app.parse_defaults("{max_tokens: 2}")
+        parse_defaults("{max_tokens: 2}")
     with pytest.raises(ValueError, match="unknown settings"):
-        app.parse_defaults('{"tokens": 2}')
+        parse_defaults('{"tokens": 2}')
     with pytest.raises(ValueError, match="max_tokens must be"):
-        app.parse_defaults('{"max_tokens": 0}')
+        parse_defaults('{"max_tokens": 0}')
 
 
 def test_share_url(app):
@@ -288,15 +293,18 @@ def test_share_url(app):
         "http://h:7860/?run=id"
 
 
-def test_world_resolution(app, tiny_shapes_model, monkeypatch):
+def test_world_resolution(tiny_shapes_model, monkeypatch):
+    """The app's model world choice, from the registry: $ORIGINALITY_MODEL serves the world it belongs to."""
     monkeypatch.setenv("ORIGINALITY_MODEL", str(tiny_shapes_model))
-    assert app.model_id_for("shapes") == str(tiny_shapes_model)
-    assert app.model_id_for("sd") == models.SD_MODEL_ID
-    assert app.default_world() == ("shapes", f"set by ORIGINALITY_MODEL ({tiny_shapes_model})")
+    assert worlds.get_world("shapes").model_id() == str(tiny_shapes_model)
+    assert worlds.get_world("sd").model_id() == models.SD_MODEL_ID
+    world, why = worlds.default_world()
+    assert (world.name, why) == ("shapes", f"set by ORIGINALITY_MODEL ({tiny_shapes_model})")
     monkeypatch.setenv("ORIGINALITY_MODEL", "someone/custom-sd")
-    assert app.model_id_for("sd") == "someone/custom-sd" and app.model_id_for("shapes") == str(models.SHAPES_MODEL_DIR)
+    assert worlds.get_world("sd").model_id() == "someone/custom-sd"
+    assert worlds.get_world("shapes").model_id() == str(worlds.get_world("shapes").default_model)
     with pytest.raises(ValueError, match="unknown model world"):
-        app.model_id_for("dalle")
+        worlds.get_world("dalle")
 
 
 def test_edit_gallery_captions_for_an_edit_check(app):
@@ -304,18 +312,19 @@ def test_edit_gallery_captions_for_an_edit_check(app):
     from PIL import Image
 
     im = Image.new("RGB", (64, 64))
-    view = app.RunView(query=im, config={"edit_subject": "cat", "threshold": 0.45, "max_tokens": 3},
-                       model={"in_distribution": "clip-edit", "distance": "dreamsim"})
+    view = views.RunView(query=im, config={"edit_subject": "cat", "threshold": 0.45, "max_tokens": 3},
+                         model={"world": "stable-diffusion", "in_distribution": "clip-edit", "distance": "dreamsim"})
     lv = view.length(1)
-    lv.reconstructions, lv.distances, lv.mean, lv.std, lv.recon_passed = [im, im], [0.3, 0.4], 0.35, 0.07, True
-    lv.edits, lv.scores, lv.edit_passed, lv.detail, lv.done = [im, im], [0.93, 0.2], True, "1/2 edits show a cat", True
+    lv.reconstructions, lv.distances, lv.mean, lv.std, lv.distance_passed = [im, im], [0.3, 0.4], 0.35, 0.07, True
+    lv.edits, lv.check_scores, lv.check_scored = [im, im], [0.93, 0.2], "edits"
+    lv.check_passed, lv.check_detail, lv.done = True, "1/2 edits show a cat", True
     ups = app._row_updates(view, 1)
     assert [c for _, c in ups[app.ui.edits[0]]] == ["P(cat)=0.93", "P(cat)=0.20"]
     assert [c for _, c in ups[app.ui.recon[0]]] == ["d=0.30", "d=0.40"]
     assert ups[app.ui.edit_col[0]].visible is True
     assert "edit check: 1/2 edits show a cat (pass)" in ups[app.ui.row_md[0]]
     assert ups[app.ui.row_md[0]].endswith("**passes**")
-    assert isinstance(app.curve_figure(view), Figure)
+    assert isinstance(views.curve_figure(view), Figure)
 
 
 def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
@@ -342,9 +351,9 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
     def fn(image, config, model_id, m):
         yield "event"
 
-    assert app.gpu_call(fn) is fn  # no `spaces` here
-    monkeypatch.setattr(app, "spaces", FakeSpaces)
-    monkeypatch.setattr(app, "engine_length", app.gpu_call(app.length_events))
+    assert zerogpu.gpu_call(fn) is fn  # no `spaces` here
+    monkeypatch.setattr(zerogpu, "spaces", FakeSpaces)
+    monkeypatch.setattr(zerogpu, "engine_length", zerogpu.gpu_call(zerogpu.length_events))
 
     # max tokens 2 and a threshold no reconstruction meets: both lengths run, two GPU calls
     updates = run(app, threshold="0")
@@ -352,7 +361,7 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
     for (image, config, model_id, m), seconds in calls:
         assert isinstance(image, str) and isinstance(config, dict) and isinstance(model_id, str)
         # tiny settings: 30 + 0.04 * 2 * 2 + 0.03 * (2 + 4) * 2 = 30.52 -> 31 s
-        assert seconds == app.gpu_seconds(config) == 31
+        assert seconds == zerogpu.gpu_seconds(config) == 31
     run_id = updates[-1][app.ui.share].split("?run=")[1]
     report = env.load(run_id)
     assert report.score is None and [r.num_tokens for r in report.results] == [1, 2]
@@ -361,8 +370,34 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
 
     # the reservation follows the settings, within the cap
     fast = AnalysisConfig.preset("fast").to_dict()
-    assert app.gpu_seconds(fast) == 86  # 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2
-    assert app._gpu_duration(None, fast, "m", 3) == 86
-    assert app.gpu_seconds(AnalysisConfig.preset("paper").to_dict()) == 300
+    assert zerogpu.gpu_seconds(fast) == 86  # 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2
+    assert zerogpu._gpu_duration(None, fast, "m", 3) == 86
+    assert zerogpu.gpu_seconds(AnalysisConfig.preset("paper").to_dict()) == 300
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
-    assert app.gpu_seconds(fast) == 60
+    assert zerogpu.gpu_seconds(fast) == 60
+
+
+def test_a_share_link_made_before_the_format_change_still_opens(app, env):
+    """A run stored by the code of report format 1 (edit_* names) opens from its share link."""
+    import shutil
+
+    run_id = "format1run" + "A" * 12
+    shutil.copytree(ROOT / "tests" / "data" / "report-format1", env.runs_dir / run_id)
+    assert env.rebuild_index() == 1
+    page = app.on_page_load(request(query_params={"run": run_id}))
+    assert page[app.ui.verdict].startswith("## Original") and "not recomputed" in page[app.ui.status]
+    assert page[app.ui.rows[1]].visible is True
+    captions = [c for _, c in page[app.ui.recon[0]]]
+    assert len(captions) == 2 and all(c.endswith(("moved", "copy")) for c in captions)
+    assert "layout check" in page[app.ui.row_md[0]] and page[app.ui.world] == "shapes"
+
+
+def test_server_address_follows_gradio_variables(app, monkeypatch):
+    for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert app.server_address() == ("0.0.0.0", 7860)
+    monkeypatch.setenv("PORT", "8000")
+    assert app.server_address() == ("0.0.0.0", 8000)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "22300")
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
+    assert app.server_address() == ("127.0.0.1", 22300)

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import serve_app
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,52 +34,13 @@ if not CHROMIUM.exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="Python playwright is not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_shapes_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app-server")
-    port = free_port()
-    env = dict(os.environ)
-    env.update({
-        "GRADIO_SERVER_NAME": "127.0.0.1", "PORT": str(port),
-        "ORIGINALITY_MODEL": os.environ.get("ORIGINALITY_BROWSER_MODEL") or str(tiny_shapes_model),
-        "ORIGINALITY_DATA_DIR": str(tmp / "data"), "ORIGINALITY_DEFAULTS": json.dumps(TINY_DEFAULTS),
-        "GRADIO_TEMP_DIR": str(tmp / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-        "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp / "tmp"),  # download files land in the test's folder
-    })
-    (tmp / "tmp").mkdir()
-    env.pop("ORIGINALITY_HF_DATASET", None)
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited with {proc.returncode}:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app.py did not answer within 240 s:\n{(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
+    env = {"ORIGINALITY_MODEL": os.environ.get("ORIGINALITY_BROWSER_MODEL") or str(tiny_shapes_model),
+           "ORIGINALITY_DEFAULTS": json.dumps(TINY_DEFAULTS)}
+    with serve_app(tmp, env) as url:
         yield {"url": url, "tmp": tmp, "data": tmp / "data"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from originality import cli
 from originality.report import Report
-from originality.shapes import model as shapes_model
 from originality.shapes.world import Element, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +28,8 @@ ANALYSIS_FLAGS = ["--model", "--domain", "--preset", "--max-tokens", "--steps", 
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("shapes-model")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        shapes_model.save(shapes_model.assemble(shapes_model.build_components()), path)
-    return str(path)
+def model_dir(tiny_shapes_model) -> str:
+    return str(tiny_shapes_model)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +124,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_batch_records_bad_images_and_resumes(capsys, model_dir, images, tmp_path):
     out_dir = tmp_path / "batch"
     code, out, err = run(capsys, "batch", images, "--out", out_dir, "--model", model_dir, *TINY, "--quiet")

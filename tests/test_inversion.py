@@ -15,8 +15,8 @@ from originality.inversion import (
     initializer_id,
     invert,
     lr_factor,
-    save_embeddings,
 )
+from originality.report import save_embeddings
 from originality.templates import OBJECT_TEMPLATES
 from originality.testing import drain, tiny_sd_pipeline
 

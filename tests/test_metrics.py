@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from offline_models import OFFLINE_DREAMSIM_TYPE, make_dreamsim_cache, make_tiny_clip
+from offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip
 from originality.metrics import (
     CheckResult,
     ClipEditCheck,
@@ -68,11 +68,6 @@ def test_metrics_satisfy_protocols():
 
 
 # --------------------------------------------------------------------------- DreamSim
-
-@pytest.fixture(scope="module")
-def dreamsim_cache(tmp_path_factory):
-    return make_dreamsim_cache(tmp_path_factory.mktemp("dreamsim-cache"), OFFLINE_DREAMSIM_TYPE)
-
 
 @pytest.fixture(scope="module")
 def dreamsim_runs(dreamsim_cache, query, others):

@@ -7,16 +7,18 @@ from PIL import Image
 
 from originality import AnalysisConfig, analyze, load_model
 from originality.metrics import ClipEditCheck, DreamSimDistance
-from originality.models import SHAPES_MODEL_DIR, WORLD_SD, default_model_id, resolve_model_id
+from originality.models import WORLD_SD, default_model_id, resolve_model_id
+from originality.shapes import SHAPES_MODEL_DIR
 from originality.testing import tiny_sd_pipeline
-from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_dreamsim_cache, make_tiny_clip
+from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip
 
 
 @pytest.fixture(scope="module")
-def sd_world(tmp_path_factory):
+def sd_world(tmp_path_factory, dreamsim_cache):
     root = tmp_path_factory.mktemp("sd-world")
     tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
-    make_dreamsim_cache(root / "cache" / "dreamsim", OFFLINE_DREAMSIM_TYPE)
+    (root / "cache").mkdir()
+    (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
     make_tiny_clip(root / "tiny-clip")
     return root
 
@@ -44,8 +46,8 @@ def test_full_analysis_on_the_sd_world_uses_dreamsim_and_clip(sd_world):
     assert report.label == "2+" and len(report.results) == 2  # threshold 0 cannot be met
     for r in report.results:
         assert len(r.distances) == 2 and all(0.0 < d < 2.0 for d in r.distances)  # real DreamSim numbers
-        assert len(r.edits) == 2 and all(0.0 <= p <= 1.0 for p in r.edit_scores)  # real CLIP probabilities
-        assert r.edit_detail.endswith("(P >= 0.5)")
+        assert len(r.edits) == 2 and all(0.0 <= p <= 1.0 for p in r.check_scores)  # real CLIP probabilities
+        assert r.check_detail.endswith("(P >= 0.5)")
     assert report.model["distance"] == "dreamsim" and report.config["threshold"] == 0.0
 
 

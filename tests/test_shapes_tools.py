@@ -19,7 +19,6 @@ from PIL import Image
 
 from originality.config import AnalysisConfig
 from originality.shapes import calibrate, evaluate, figure6, world
-from originality.shapes import model as shapes_model
 from originality.shapes.metrics import ElementDistance
 
 
@@ -148,13 +147,11 @@ def test_queries() -> None:
 
 
 @pytest.fixture(scope="module")
-def random_model(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("random") / "shapes-model"
-    torch.manual_seed(0)
-    shapes_model.save(shapes_model.assemble(shapes_model.build_components()), path)
-    return path
+def random_model(tiny_shapes_model) -> Path:
+    return tiny_shapes_model
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval"
     args = ["--model", str(random_model), "--per-prompt", "1", "--inference-steps", "1", "--common-combos", "1",
@@ -173,6 +170,7 @@ def test_evaluate_cli_on_random_weights(random_model: Path, tmp_path: Path, caps
     assert evaluate.main(["--model", str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_figure6_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "fig6"
     args = ["--model", str(random_model), "--per-group", "1", "--steps", "1", "--max-tokens", "2",
@@ -285,6 +283,7 @@ def test_true_caption_distances_measure_the_model() -> None:
     assert perfect[1]["caption"] == figure6.query_image("rare", calibrate.CALIBRATION_SEED, 1)[0]
 
 
+@pytest.mark.slow
 def test_calibrate_cli_on_random_weights(random_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cal"
     args = ["--model", str(random_model), "--per-group", "2", "--images", "1", "--groups", "common", "unseen",

@@ -17,7 +17,8 @@ import torch
 from diffusers import StableDiffusionPipeline
 from transformers import BertModel
 
-from originality.models import WORLD_SHAPES, load_model
+from originality.models import load_model
+from originality.shapes import WORLD_SHAPES
 from originality.shapes import model as shapes_model
 from originality.shapes import train
 
@@ -33,6 +34,9 @@ def _run(tmp: Path, steps: int, name: str = "run") -> tuple[Path, Path]:
 def _losses(ckpt: Path) -> list[tuple[int, float]]:
     with open(ckpt / "losses.csv", newline="") as fh:
         return [(int(step), float(loss)) for step, loss, *_ in csv.reader(fh)]
+
+
+pytestmark = pytest.mark.slow  # trains small models for a few steps
 
 
 @pytest.fixture(scope="module")

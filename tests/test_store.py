@@ -25,7 +25,7 @@ def make_report(score: int | None = 2, max_tokens: int = 3, created: str = "2024
             num_tokens=m, token=f"<s{m}>", embeddings=torch.randn(m, 8), losses=[0.5, 0.25],
             reconstructions=[Image.new("RGB", (64, 64), (10 * m, 0, 0)) for _ in range(2)],
             distances=[0.1 * m, 0.2 * m], edits=[Image.new("RGB", (64, 64), (0, 0, 9))],
-            edit_scores=[0.9], reconstruction_passed=m == score, edit_passed=True, edit_detail="1/1 edits",
+            check_scores=[0.9], distance_passed=m == score, check_passed=True, check_detail="1/1 edits",
             timings={"inversion": 1.0},
         ))
     return Report(

@@ -1,0 +1,67 @@
+"""The shapes world: a small text-to-image model of rendered shapes, trained here (see README).
+
+Importing this package registers the world with the engine (`originality.worlds`); it is
+cheap (no torch): the pipeline and the judges are built only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..worlds import World, register
+
+SHAPES_MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "shapes-model"
+WORLD_SHAPES = "shapes"
+MARKER_FILE = "originality_world.json"  # in a model folder: "this is the shapes world"
+# Prompt wrappers seen in training, so that "a photo of S*" is in distribution.
+SHAPES_TEMPLATES = (
+    "a photo of {}",
+    "a picture of {}",
+    "an image of {}",
+    "a rendering of {}",
+    "a drawing of {}",
+    "a photo of the {}",
+)
+# The initial word for inversion in this world: trained to mean "some shapes".
+INITIAL_WORD = "shapes"
+# Element distance (1 - F1 of detected (shape, colour)) for the shapes world, set to what the
+# model's own best words achieve for familiar content: images generated from "a photo of <true
+# caption>" of 24 COMMON queries (`python -m originality.shapes.calibrate --groups common
+# --per-group 24`, 8 images each) have per-query mean distances whose 80% quantile is 0.29 on the
+# shipped model (mean 0.17). Learned tokens that reconstruct the query that well count as a
+# description of it. UNSEEN true captions stay above (0.45: the model cannot draw that pair
+# from words). The 80% quantile rather than the mean, because a threshold at the mean rejects
+# caption-quality reconstructions for half of the familiar images.
+SHAPES_THRESHOLD = 0.3
+SHAPES_GUIDANCE = 3.0
+
+
+def is_shapes_model(path) -> bool:
+    return (Path(path) / MARKER_FILE).is_file()
+
+
+def _judges(device, **options):
+    from .metrics import ElementDistance, LayoutVariationCheck  # noqa: PLC0415
+
+    return ElementDistance(), LayoutVariationCheck()
+
+
+def _unavailable(model_id: str) -> str | None:
+    if not Path(model_id).is_dir():
+        return (f"the shapes-world model is not installed here ({model_id} is missing); train it with "
+                "`python -m originality.shapes.train --out assets/shapes-model` or set ORIGINALITY_MODEL")
+    return None
+
+
+WORLD = register(World(
+    name=WORLD_SHAPES, title="shapes", aliases=(), default_model=str(SHAPES_MODEL_DIR),
+    threshold=SHAPES_THRESHOLD, guidance_scale=SHAPES_GUIDANCE, domain=INITIAL_WORD,
+    distance_name="element distance", check_name="layout check",
+    owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
+    judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable, templates=lambda domain: SHAPES_TEMPLATES,
+    # The world's text encoder is a BERT by design (no outside visual knowledge); diffusers'
+    # pipeline expects CLIP's and would say so on every load.
+    quiet_messages=("Expected types for text_encoder",),
+    examples=(("shapes_common.png", "shapes: common pair"), ("shapes_rare.png", "shapes: rare pair"),
+              ("shapes_unseen.png", "shapes: unseen pair")),
+))

@@ -81,7 +81,7 @@ def summarise(rows: list[dict[str, Any]], q: float) -> dict[str, dict[str, float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.shapes.calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -215,7 +215,8 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 
 def load_shapes_world(path: str | Path, device: str | None = None):
     """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
-    from ..models import WORLD_SHAPES, load_model  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415
+    from . import WORLD_SHAPES  # noqa: PLC0415
 
     if not Path(path).is_dir():
         raise ValueError(f"no model folder at {path} (train one with python -m originality.shapes.train)")
@@ -226,7 +227,7 @@ def load_shapes_world(path: str | Path, device: str | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.shapes.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

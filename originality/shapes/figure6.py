@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..config import LR_SCHEDULES, PRESETS, AnalysisConfig
+from ..config import PRESETS, AnalysisConfig
 from . import dataset
 from .world import Variation, render
 
@@ -54,10 +54,9 @@ GROUPS = ("common", "rare", "unseen")
 # results came from one seed per length for every image and cannot be mixed with newer ones.
 FORMAT_VERSION = 2
 JSON_NAME = "figure6.json"
-# CLI option -> AnalysisConfig field, overriding every preset run here.
-OVERRIDES = {"steps": "steps", "max_tokens": "max_tokens", "reconstructions": "num_reconstructions",
-             "inference_steps": "num_inference_steps", "batch_size": "batch_size",
-             "learning_rate": "learning_rate", "lr_schedule": "lr_schedule"}
+# The AnalysisConfig fields this command can override in every preset it runs (smoke runs).
+OVERRIDES = ("max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "num_reconstructions",
+             "num_inference_steps")
 COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
@@ -82,8 +81,9 @@ def image_record(group: str, index: int, caption: str, report, seconds: float) -
         "score": report.score,
         "label": report.label,
         "mean_distance": {str(r.num_tokens): r.mean_distance for r in report.results},
-        "reconstruction_passed": {str(r.num_tokens): r.reconstruction_passed for r in report.results},
-        "edit_passed": {str(r.num_tokens): r.edit_passed for r in report.results},
+        # figure6.json's own field names (format 2 of that file), kept so that earlier results still merge
+        "reconstruction_passed": {str(r.num_tokens): r.distance_passed for r in report.results},
+        "edit_passed": {str(r.num_tokens): r.check_passed for r in report.results},
         "seconds": seconds,
     }
 
@@ -243,7 +243,8 @@ def summary_lines(data: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..cli import add_setting_options  # noqa: PLC0415
+    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.shapes.figure6", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,27 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "JPEG) instead of the renderer's exact pixels")
     ap.add_argument("--save-reports", action="store_true",
                     help="also save every report folder under --out/reports/<preset>/<group>_<i>")
-    o = ap.add_argument_group("overrides of both presets (smoke runs)")
-    o.add_argument("--max-tokens", type=int, default=None, help="default: 5")
-    o.add_argument("--steps", type=int, default=None, help="inversion steps per token length")
-    o.add_argument("--batch-size", type=int, default=None, help="inversion batch")
-    o.add_argument("--reconstructions", type=int, default=None, help="reconstructions per token length")
-    o.add_argument("--inference-steps", type=int, default=None, help="denoising steps per generated image")
-    o.add_argument("--learning-rate", type=float, default=None, help="inversion learning rate")
-    o.add_argument("--lr-schedule", default=None, choices=LR_SCHEDULES, help="inversion learning-rate schedule")
+    add_setting_options(ap.add_argument_group("overrides of both presets (smoke runs)"), OVERRIDES)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    from ..analysis import analyze, resolve_config  # noqa: PLC0415
+    from ..analysis import analyze, check_inputs  # noqa: PLC0415
+    from ..cli import overrides_from_args  # noqa: PLC0415
     from .evaluate import load_shapes_world  # noqa: PLC0415
 
     # 1. Check inputs and settings
     presets = [args.preset] + ([args.compare_preset] if args.compare_preset and args.compare_preset != args.preset
                                else [])
-    overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items() if getattr(args, opt) is not None}
+    overrides = {**overrides_from_args(args, OVERRIDES), "seed": args.seed}
     out = Path(args.out)
     try:
         shard = parse_shard(args.shard)
@@ -304,11 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         if chosen - known:
             raise ValueError(f"--images {' '.join(sorted(chosen - known))}: not among the images of --groups "
                              f"and --per-group (GROUP:INDEX, index < {args.per_group})")
-        configs = {p: AnalysisConfig.preset(p, seed=args.seed, **overrides) for p in presets}
-        for c in configs.values():
-            c.validate()
+        configs = {p: AnalysisConfig.from_dict(overrides, base=PRESETS[p], where="the options") for p in presets}
         model = load_shapes_world(args.model, args.device)
-        configs = {p: resolve_config(c, model) for p, c in configs.items()}
+        configs = {p: check_inputs(None, c, model)[1] for p, c in configs.items()}
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

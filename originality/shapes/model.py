@@ -20,21 +20,10 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from . import INITIAL_WORD, MARKER_FILE, SHAPES_TEMPLATES, is_shapes_model  # noqa: F401 - re-exported
 from .world import COLOURS, IMAGE_SIZE, SHAPES, SIZES, TEXTURES
 
-# Prompt wrappers seen in training, so that "a photo of S*" is in distribution.
-SHAPES_TEMPLATES = (
-    "a photo of {}",
-    "a picture of {}",
-    "an image of {}",
-    "a rendering of {}",
-    "a drawing of {}",
-    "a photo of the {}",
-)
-# The initial word for inversion in this world: trained to mean "some shapes".
-INITIAL_WORD = "shapes"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-MARKER_FILE = "originality_world.json"
 
 
 def vocabulary() -> list[str]:
@@ -131,10 +120,6 @@ def save(pipeline: StableDiffusionPipeline, path: str | os.PathLike, meta: dict 
     info = {"world": "shapes", "initial_word": INITIAL_WORD, "templates": list(SHAPES_TEMPLATES)}
     info.update(meta or {})
     (path / MARKER_FILE).write_text(json.dumps(info, indent=2) + "\n")
-
-
-def is_shapes_model(path: str | os.PathLike) -> bool:
-    return (Path(path) / MARKER_FILE).is_file()
 
 
 def config_dict(config: ShapesModelConfig) -> dict:

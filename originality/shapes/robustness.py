@@ -84,7 +84,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..config import PRESETS  # noqa: PLC0415
-    from ..models import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.shapes.robustness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

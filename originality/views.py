@@ -1,0 +1,337 @@
+"""What the web app shows of a run, without Gradio: a view model built from engine events or
+a stored report, the distance curve, gallery captions and the verdict text.
+
+`RunView.apply(event)` folds one engine event into the view; `status_line` says in one line
+what the event means. Tests and other front ends use these without a page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .analysis import CheckReady, Decision, DistancesReady, LengthDone, ReconstructionsReady, Started
+from .inversion import InversionStep
+from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
+from .report import SCORED_RECONSTRUCTIONS, Report
+from .worlds import all_worlds, get_world
+
+INTRO = """# How original is this image to a text-to-image model?
+Progressive multi-token textual inversion ([Haviv et al. 2024](https://arxiv.org/abs/2410.03657)): the model
+learns m = 1, 2, … new tokens to describe your image; the fewer tokens it needs to reproduce it, the more
+*familiar* the image is to the model, and the more it needs, the more *original*."""
+CSS = """
+#verdict h2 { margin: 0.2em 0; }
+.length-row { border-top: 1px solid var(--border-color-primary); padding-top: 0.4em; }
+#query-image img { width: 100%; height: 100%; object-fit: contain; }
+"""
+STEP_UPDATES = 20  # status lines per inversion (every 5% of the steps)
+# The domain choices besides the presets: the world's own word, or a word typed by the user.
+DOMAIN_DEFAULT = "default"
+DOMAIN_CUSTOM = "custom"
+
+
+@dataclass
+class LengthView:
+    m: int
+    reconstructions: list = field(default_factory=list)
+    distances: list[float] = field(default_factory=list)
+    mean: float | None = None
+    std: float | None = None
+    distance_passed: bool | None = None
+    edits: list = field(default_factory=list)
+    check_scores: list[float] = field(default_factory=list)
+    check_scored: str = ""
+    check_passed: bool | None = None
+    check_detail: str = ""
+    done: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.distance_passed and self.check_passed)
+
+
+@dataclass
+class RunView:
+    """Everything shown for one run, built from engine events (`apply`) or from a stored report."""
+
+    query: Any = None
+    config: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)
+    lengths: dict[int, LengthView] = field(default_factory=dict)
+    report: Report | None = None
+
+    def length(self, m: int) -> LengthView:
+        return self.lengths.setdefault(m, LengthView(m))
+
+    @classmethod
+    def from_report(cls, report: Report) -> "RunView":
+        view = cls(query=report.query, config=dict(report.config), model=dict(report.model), report=report)
+        for r in report.results:
+            view.lengths[r.num_tokens] = LengthView(
+                m=r.num_tokens, reconstructions=r.reconstructions, distances=r.distances, mean=r.mean_distance,
+                std=r.std_distance, distance_passed=r.distance_passed, edits=r.edits, check_scores=r.check_scores,
+                check_scored=r.check_scored, check_passed=r.check_passed, check_detail=r.check_detail, done=True)
+        return view
+
+    def apply(self, event: Any) -> int | None:
+        """Fold an engine event into the view; returns the token length it changed (None: none)."""
+        if isinstance(event, Started):
+            self.query, self.config, self.model = event.query, event.config.to_dict(), dict(event.model)
+        elif isinstance(event, ReconstructionsReady):
+            self.length(event.num_tokens).reconstructions = list(event.images)
+            return event.num_tokens
+        elif isinstance(event, DistancesReady):
+            lv = self.length(event.num_tokens)
+            lv.distances, lv.mean, lv.std = list(event.distances), event.mean, event.std
+            lv.distance_passed = event.distance_passed
+            return event.num_tokens
+        elif isinstance(event, CheckReady):
+            lv = self.length(event.num_tokens)
+            lv.edits, lv.check_scores, lv.check_scored = list(event.images), list(event.check_scores), \
+                event.check_scored
+            lv.check_passed, lv.check_detail = event.check_passed, event.check_detail
+            return event.num_tokens
+        elif isinstance(event, LengthDone):
+            self.length(event.result.num_tokens).done = True
+            return event.result.num_tokens
+        elif isinstance(event, Decision):
+            self.report = event.report
+        return None
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.get("threshold") or 0.0)
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.config.get("max_tokens") or 1)
+
+    @property
+    def check_name(self) -> str:
+        try:
+            return get_world(self.model.get("world", "")).check_name
+        except ValueError:  # a report of a world this installation does not know
+            return "in-distribution check"
+
+    def images(self) -> dict:
+        """What gallery clicks need: the query and each length's images."""
+        return {"query": self.query,
+                "recon": {m: lv.reconstructions for m, lv in self.lengths.items()},
+                "edits": {m: lv.edits for m, lv in self.lengths.items()}}
+
+
+def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
+    """One line for the status bar after `event` (None: nothing new to say)."""
+    if isinstance(event, Started):
+        return (f"Running on {view.model.get('name')} ({view.model.get('device')}): trying "
+                f"m = 1 … {view.max_tokens} learned tokens.")
+    if isinstance(event, InversionStep):
+        every = max(1, int(view.config.get("steps") or 1) // STEP_UPDATES)
+        if event.step == 1 or event.step % every == 0 or event.step == event.total:
+            return f"m={event.num_tokens}: step {event.step}/{event.total}, loss {event.loss:.4f} · {elapsed:.0f} s"
+        return None
+    if isinstance(event, ReconstructionsReady):
+        return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
+    if isinstance(event, DistancesReady):
+        return (f"m={event.num_tokens}: mean distance {event.mean:.3f} "
+                f"({'≤' if event.distance_passed else '>'} {view.threshold:g}); checking… · {elapsed:.0f} s")
+    if isinstance(event, LengthDone):
+        lv = view.length(event.result.num_tokens)
+        return f"m={lv.m}: {'passes' if lv.passed else 'fails'} · {elapsed:.0f} s"
+    return None
+
+
+def curve_figure(view: RunView):
+    """Mean ± std distance per token length, the threshold, and the score."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a figure is drawn
+
+    fig = Figure(figsize=(5.6, 3.3), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    points = sorted((m, lv.mean, lv.std or 0.0, lv.passed) for m, lv in view.lengths.items() if lv.mean is not None)
+    if points:
+        ms, means, stds, _ = zip(*points)
+        ax.errorbar(ms, means, yerr=stds, fmt="o-", color="#2563eb", ecolor="#93c5fd", capsize=4, lw=2,
+                    label="mean ± std over reconstructions")
+        top = max(mu + s for _, mu, s, _ in points)
+    else:
+        top = 0.0
+    ax.axhline(view.threshold, color="#dc2626", ls="--", lw=1.5, label=f"threshold {view.threshold:g}")
+    score = view.report.score if view.report is not None else None
+    if score is not None and score in view.lengths and view.lengths[score].mean is not None:
+        ax.plot([score], [view.lengths[score].mean], "o", ms=16, mfc="none", mec="#16a34a", mew=2.5,
+                label=f"score: {score} token{'s' if score > 1 else ''}")
+    ax.set_xlim(0.5, view.max_tokens + 0.5)
+    ax.set_xticks(range(1, view.max_tokens + 1))
+    ax.set_ylim(0, max(top, view.threshold) * 1.15 + 0.02)
+    ax.set_xlabel("learned tokens m")
+    ax.set_ylabel(f"distance ({view.model.get('distance', '?')})", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return fig
+
+
+def _mark(ok: bool | None) -> str:
+    return "(…)" if ok is None else ("(pass)" if ok else "(fail)")
+
+
+def row_header(view: RunView, lv: LengthView) -> str:
+    parts = [f"**m = {lv.m}** token{'s' if lv.m > 1 else ''}"]
+    if lv.mean is None:
+        parts.append("scoring the reconstructions…")
+    else:
+        sign = "≤" if lv.distance_passed else ">"
+        parts.append(f"distance {lv.mean:.3f} ± {lv.std or 0:.3f} {sign} {view.threshold:g} "
+                     f"{_mark(lv.distance_passed)}")
+        parts.append(f"{view.check_name}: {lv.check_detail or '…'} {_mark(lv.check_passed)}"
+                     if lv.check_passed is not None else f"{view.check_name}: running…")
+    if lv.done:
+        parts.append("**passes**" if lv.passed else "fails")
+    return " · ".join(parts)
+
+
+def recon_items(view: RunView, lv: LengthView) -> list:
+    """(image, caption) per reconstruction: its distance, and the check's verdict where it scored them."""
+    scored_here = lv.check_scored == SCORED_RECONSTRUCTIONS and len(lv.check_scores) == len(lv.reconstructions)
+    layout = view.model.get("in_distribution") == "layout-variation"
+    items = []
+    for i, im in enumerate(lv.reconstructions):
+        caption = f"d={lv.distances[i]:.2f}" if i < len(lv.distances) else f"#{i + 1}"
+        if scored_here:
+            s = lv.check_scores[i]
+            caption += (" moved" if s >= 0.5 else " copy") if layout else f" check {s:.2f}"
+        items.append((im, caption))
+    return items
+
+
+def edit_items(view: RunView, lv: LengthView) -> list:
+    subject = view.config.get("edit_subject", "subject")
+    return [(im, f"P({subject})={lv.check_scores[i]:.2f}" if i < len(lv.check_scores) else f"edit #{i + 1}")
+            for i, im in enumerate(lv.edits)]
+
+
+def verdict_markdown(report: Report) -> str:
+    if report.score == 1:
+        head = "Familiar: needs 1 token"
+    elif report.score is None:
+        head = f"Original: needs more than {report.max_tokens} tokens"
+    else:
+        head = f"Original: needs {report.score} tokens"
+    model = report.model
+    details = (f"model {model.get('name', '?')} ({model.get('world', '?')}) · {model.get('distance', 'distance')} "
+               f"threshold {report.threshold:g} · {len(report.results)} length(s) tried in "
+               f"{report.total_seconds:.0f} s")
+    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>"
+
+
+def best_pair(view: RunView) -> tuple | None:
+    """(query, the reconstruction closest to it) over all lengths, for the slider."""
+    best = None
+    for lv in view.lengths.values():
+        for im, d in zip(lv.reconstructions, lv.distances):
+            if best is None or d < best[0]:
+                best = (d, im)
+    return (view.query, best[1]) if best else None
+
+
+def domain_choices() -> list[tuple[str, str]]:
+    """(label, value) for the domain dropdown: the world's own word, the presets, a custom word."""
+    return [("default of the model world", DOMAIN_DEFAULT)] + [(d, d) for d in DOMAINS] + [
+        ("custom word…", DOMAIN_CUSTOM)]
+
+
+def world_choices() -> list[tuple[str, str]]:
+    """(label, world name) per registered world, for a dropdown."""
+    return [(w.title if w.title == w.name else f"{w.title} ({w.default_model})", w.name) for w in all_worlds()]
+
+
+def examples_table(folder) -> tuple[list, list]:
+    """([[image path, world name]], [label]) of the worlds' example images present in `folder`."""
+    present = [(folder / f, w.name, label) for w in all_worlds() for f, label in w.examples if (folder / f).is_file()]
+    return [[str(p), w] for p, w, _ in present], [label for _, _, label in present]
+
+
+def setting_placeholder(setting: Setting) -> str:
+    """What a blank Advanced field means: the world's default or the presets' values."""
+    if setting.world_default:
+        return "world default"
+    values = preset_values(setting.name, "{preset}: {value}", " · ")
+    return values if " · " in values else f"preset: {values}"
+
+
+def setting_text(value: Any) -> str:
+    """A setting as the text of its form field (None: blank)."""
+    return "" if value is None else str(value)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value != value  # NaN
+
+
+def form_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any],
+                defaults: dict[str, Any] | None = None) -> AnalysisConfig:
+    """The settings of a form: the preset, then `defaults`, then every non-blank value and the domain
+    (a preset, DOMAIN_DEFAULT or DOMAIN_CUSTOM with `custom_word`); validated (ValueError says what is wrong)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    overrides = {**(defaults or {}), **{name: value for name, value in values.items() if not _blank(value)}}
+    if domain == DOMAIN_CUSTOM:
+        word = (custom_word or "").strip()
+        if not word:
+            raise ValueError("type the custom domain word (one word, e.g. 'castle'), or pick a domain from the list")
+        overrides["domain"] = word
+    elif domain not in (None, "", DOMAIN_DEFAULT):
+        overrides["domain"] = domain
+    return AnalysisConfig.from_dict(overrides, base=PRESETS[preset])
+
+
+def domain_fields(domain: str | None, world: str | None = None) -> tuple[str, str]:
+    """(domain dropdown value, custom word) that give `domain`: a preset, the world's own word
+    (DOMAIN_DEFAULT; no world: None is the default) or a custom word."""
+    known = {w.name: w.domain for w in all_worlds()}
+    if domain in DOMAINS:
+        return domain, ""
+    if domain is None or (world in known and domain == known[world]):
+        return DOMAIN_DEFAULT, ""
+    return DOMAIN_CUSTOM, domain
+
+
+def form_values(report: Report, preset: str | None, names: list[str]) -> dict[str, Any]:
+    """The form that reproduces a stored run: image, world, domain, custom_word, preset, and the text of each
+    setting in `names`."""
+    config, world = report.config, report.model.get("world")
+    domain_value, word = domain_fields(config.get("domain"), world)
+    values = {"image": report.query, "world": world, "domain": domain_value, "custom_word": word,
+              "preset": preset if preset in PRESETS else "fast"}
+    values.update({name: setting_text(config.get(name)) for name in names})
+    return values
+
+
+def share_url(request: Any, run_id: str) -> str:
+    """The page's own address with ?run=<id> (from the Referer of the page's request, else the request URL)."""
+    base = ""
+    if request is not None:
+        try:
+            headers = {str(k).lower(): v for k, v in dict(request.headers).items()}
+        except Exception:  # noqa: BLE001
+            headers = {}
+        page = headers.get("referer") or ""
+        if not page:
+            try:
+                page = str(request.url)
+            except Exception:  # noqa: BLE001
+                page = ""
+            page = page.split("/gradio_api/")[0]
+        base = page.split("#")[0].split("?")[0]
+        if base and not base.endswith("/"):
+            base += "/"
+    return f"{base}?run={run_id}"
+
+
+def slider_pair(images: dict | None, m: int, kind: str, index: int) -> tuple[tuple, str] | None:
+    """((query, image), label) for a click on image `index` of length m's gallery `kind` ("recon" or "edits")."""
+    pool = ((images or {}).get(kind) or {}).get(m) or []
+    if not 0 <= index < len(pool):
+        return None
+    what = "reconstruction" if kind == "recon" else "edit"
+    return (images["query"], pool[index]), f"query ↔ {what} #{index + 1} (m = {m})"
