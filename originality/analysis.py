@@ -18,7 +18,7 @@ import datetime as _dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Union
 
 import torch
@@ -28,6 +28,7 @@ from .config import AnalysisConfig
 from .images import prepare_image
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
+from .record import finish_record, start_record
 from .report import Report, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Prepared:
     model: dict
     init_id: int  # the token id the learned tokens start from
     templates: tuple[str, ...]  # inversion prompt templates
+    record: dict = field(default_factory=dict)  # reproducibility record so far (record.start_record)
 
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
@@ -147,11 +149,12 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     """
     # 1. Check inputs
     model = model or load_model()
-    config = resolve_config(config, model)
+    given, config = config, resolve_config(config, model)
     query = prepare_image(image, model.resolution)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
-    return Prepared(query, config, model.describe(), init_id, templates)
+    record = start_record(image, query, model, given=given, resolved=config)
+    return Prepared(query, config, model.describe(), init_id, templates, record)
 
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
@@ -236,7 +239,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        total_seconds=total_seconds,
+        total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
     )
 
 
