@@ -65,6 +65,7 @@ from originality import (
     load_model,
     prepare,
 )
+from originality import citation, html_report
 from originality.config import DOMAINS, PRESETS
 from originality.models import SD_MODEL_ID, SHAPES_MODEL_DIR, sd_available
 from originality.shapes.model import is_shapes_model
@@ -388,7 +389,8 @@ def set_store(store: RunStore | None) -> None:
 
 
 def download_files(run_id: str) -> list[str]:
-    """report.json, the learned embeddings per m, and a zip of the whole run folder, in a temp folder."""
+    """report.json, the printable report.html, the learned embeddings per m, and a zip of the whole run
+    folder, in a temp folder."""
     store = get_store()
     folder = store.runs_dir / run_id
     out = DOWNLOAD_DIR / run_id
@@ -396,6 +398,7 @@ def download_files(run_id: str) -> list[str]:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=out.parent))
         shutil.copy2(folder / "report.json", tmp / "report.json")
+        html_report.write(store.load(run_id), tmp / "report.html")
         for sub in sorted(folder.glob("m*/learned_embeds.safetensors")):
             shutil.copy2(sub, tmp / f"learned_embeds_{sub.parent.name}.safetensors")
         with zipfile.ZipFile(tmp / f"originality-run-{run_id}.zip", "w", zipfile.ZIP_DEFLATED) as zf:
@@ -407,7 +410,7 @@ def download_files(run_id: str) -> list[str]:
         except OSError:  # another request made it meanwhile
             shutil.rmtree(tmp, ignore_errors=True)
         prune_downloads(keep=DOWNLOAD_KEEP, current=out)
-    names = ["report.json"] + sorted(p.name for p in out.glob("learned_embeds_*.safetensors")) + [
+    names = ["report.json", "report.html"] + sorted(p.name for p in out.glob("learned_embeds_*.safetensors")) + [
         f"originality-run-{run_id}.zip"]
     return [str(out / n) for n in names]
 
@@ -613,6 +616,7 @@ class UI:
     slider: gr.ImageSlider
     share: gr.Textbox
     files: gr.File
+    record: gr.JSON
     images: gr.State
     rows: list
     row_md: list
@@ -629,7 +633,7 @@ class UI:
 
     @property
     def outputs(self) -> list:
-        return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.images,
+        return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.record, self.images,
                 *self.rows, *self.row_md, *self.recon, *self.edit_col, *self.edits]
 
     @property
@@ -651,7 +655,7 @@ def _row_updates(view: RunView, m: int) -> dict:
 
 def _reset_updates(status: str) -> dict:
     updates = {ui.status: status, ui.verdict: "", ui.curve: None, ui.slider: None, ui.share: "", ui.files: None,
-               ui.images: None}
+               ui.record: None, ui.images: None}
     for i in range(MAX_ROWS):
         updates.update({ui.rows[i]: gr.Column(visible=False), ui.row_md[i]: "", ui.recon[i]: [],
                         ui.edit_col[i]: gr.Column(visible=False), ui.edits[i]: []})
@@ -662,7 +666,7 @@ def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None
     report = view.report
     updates = {ui.status: status, ui.verdict: verdict_markdown(report), ui.curve: curve_figure(view),
                ui.slider: best_pair(view), ui.images: view.images(), ui.share: share_url(request, run_id) if run_id
-               else "", ui.files: download_files(run_id) if run_id else None}
+               else "", ui.files: download_files(run_id) if run_id else None, ui.record: report.record or None}
     for m in view.lengths:
         updates.update(_row_updates(view, m))
     return updates
@@ -850,10 +854,12 @@ def load_run_api(run_id: str) -> dict:
 
 # --------------------------------------------------------------------------- layout
 
-INTRO = """# How original is this image to a text-to-image model?
-Progressive multi-token textual inversion ([Haviv et al. 2024](https://arxiv.org/abs/2410.03657)): the model
+INTRO = f"""# How original is this image to a text-to-image model?
+Progressive multi-token textual inversion ([{citation.SHORT}]({citation.URL})): the model
 learns m = 1, 2, … new tokens to describe your image; the fewer tokens it needs to reproduce it, the more
-*familiar* the image is to the model, and the more it needs, the more *original*."""
+*familiar* the image is to the model, and the more it needs, the more *original*.
+
+<small>Method: {citation.markdown()}</small>"""
 
 
 def _examples() -> tuple[list, list]:
@@ -950,8 +956,11 @@ def build_demo() -> gr.Blocks:
                     ui.edits.append(edits)
                 ui.share = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id="share",
                                       placeholder="appears when a run finishes")
-                ui.files = gr.File(label="Downloads: report.json, learned embeddings per m, zip of the whole run",
-                                   file_count="multiple", interactive=False, elem_id="downloads")
+                ui.files = gr.File(label="Downloads: report.json, printable report.html, learned embeddings per m, "
+                                         "zip of the whole run", file_count="multiple", interactive=False,
+                                   elem_id="downloads")
+                with gr.Accordion("Reproducibility record", open=False, elem_id="record-box"):
+                    ui.record = gr.JSON(label="rerun with: python -m originality reproduce RUN_DIR", elem_id="record")
         ui.images = gr.State(None)
         with gr.Column(visible=False):  # inputs/outputs of the API endpoints only
             ui.api_settings = gr.Textbox(value="{}", label="settings (JSON of AnalysisConfig fields)")

@@ -91,7 +91,9 @@ footer { margin-top: 2em; color: var(--muted); font-size: 0.85em; }
   body { margin: 0; max-width: none; font-size: 11pt; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   h2 { break-after: avoid; }
-  .summary, .length, figure, tr, .curve { break-inside: avoid; }
+  .summary, .length, .keep, figure, tr, .curve { break-inside: avoid; }
+  .grid img { width: 96px; }
+  .query img { width: 200px; }
   a { color: inherit; text-decoration: none; }
   a[href^="http"]::after { content: " (" attr(href) ")"; font-size: 0.85em; color: var(--muted); }
 }
@@ -107,12 +109,19 @@ def esc(value: Any) -> str:
 
 
 def data_uri(image: Image.Image, max_side: int) -> str:
-    """The image as a data: URI, reduced to at most `max_side` px; PNG when small (lossless), else JPEG."""
+    """The image as a data: URI, reduced to at most `max_side` px; PNG when small (lossless), else JPEG.
+
+    An image of at most half `max_side` (the shapes world's 64 px) is enlarged by a whole factor with
+    nearest-neighbour sampling, so that its pixels stay sharp in a PDF (PDF viewers smooth small images)."""
     im = image.convert("RGB")
-    if max(im.size) > max_side:
+    side = max(im.size)
+    if side > max_side:
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    elif 2 * side <= max_side:
+        factor = max_side // side
+        im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    if max(im.size) <= 128:
+    if side <= 128:
         im.save(buf, format="PNG", optimize=True)
         kind = "png"
     else:
@@ -184,7 +193,7 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
         out.append(f'<polyline points="{path}" fill="none" stroke="#2563eb" stroke-width="2"/>')
     for m, mu, s, passed in points:
         cx = x(m)
-        out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(mu - s):.1f}" y2="{y(mu + s):.1f}" '
+        out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(max(mu - s, 0.0)):.1f}" y2="{y(mu + s):.1f}" '
                    f'stroke="#93c5fd" stroke-width="2"/>'
                    f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="4.5" fill="{"#15803d" if passed else "#2563eb"}"/>'
                    f'<text x="{cx + 8:.1f}" y="{y(mu) - 6:.1f}" font-size="11" fill="#1f2937">{mu:.3f}</text>')
@@ -388,7 +397,7 @@ from the run folder and compare, token length by token length:</p>
 def render(report: Report, *, run_dir: str | os.PathLike | None = None) -> str:
     """The whole report as one HTML document (str). `run_dir`: shown in the rerun command."""
     check_title, _ = _check_text(report)
-    lengths = "".join(_length_section(report, r, check_title) for r in report.results)
+    lengths = [_length_section(report, r, check_title) for r in report.results]
     title = f"Originality report: score {report.label}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -408,9 +417,12 @@ def render(report: Report, *, run_dir: str | os.PathLike | None = None) -> str:
 {_summary_section(report)}
 {_meaning_section(report)}
 {_curve_section(report)}
+<div class="keep">
 <h2>The image redrawn from learned tokens</h2>
 <p class="muted">Images are shown reduced; the full-size files are in the run folder.</p>
-{lengths}
+{lengths[0] if lengths else ""}
+</div>
+{"".join(lengths[1:])}
 {_method_section(report)}
 {_settings_section(report, str(run_dir) if run_dir else None)}
 </main>
