@@ -81,7 +81,7 @@ table { border-collapse: collapse; width: 100%; font-size: 0.9em; }
 td, th { border-bottom: 1px solid var(--line); padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { width: 32%; font-weight: 600; }
 code, pre, td.v { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 0.92em; }
-td.v { word-break: break-all; }
+td.v { overflow-wrap: anywhere; }
 pre { background: #f9fafb; border: 1px solid var(--line); padding: 0.6em; white-space: pre-wrap; }
 ul.not li { margin-bottom: 0.3em; }
 .curve svg { width: 100%; max-width: 620px; height: auto; }
