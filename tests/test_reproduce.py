@@ -85,18 +85,23 @@ def test_reproduce_from_the_original_file_and_refuses_another(analysed, capsys, 
     assert code == cli.EXIT_USAGE and "is not the file this run analysed" in err
 
 
+def edited_copy(run_dir, dest, edit):
+    """A copy of the run folder whose report.json went through `edit(meta)`."""
+    shutil.copytree(run_dir, dest)
+    meta = json.loads((dest / "report.json").read_text())
+    edit(meta)
+    (dest / "report.json").write_text(json.dumps(meta))
+    return dest
+
+
 def test_reproduce_reports_a_different_result(analysed, capsys, tmp_path):
-    run_dir, summary, _, _ = analysed
-    tampered = tmp_path / "tampered"
-    shutil.copytree(run_dir, tampered)
-    meta = json.loads((tampered / "report.json").read_text())
-    # pretend the recorded run passed at m = 1 with a tiny distance
-    first = meta["results"][0]
-    first.update(distances=[0.01] * len(first["distances"]), reconstruction_passed=True, edit_passed=True,
-                 passed=True)
-    meta["results"] = [first]
-    meta.update(score=1, label="1")
-    (tampered / "report.json").write_text(json.dumps(meta))
+    def passed_at_one(meta):  # pretend the recorded run passed at m = 1 with a tiny distance
+        first = meta["results"][0]
+        first.update(distances=[0.01] * len(first["distances"]), reconstruction_passed=True, edit_passed=True,
+                     passed=True)
+        meta.update(results=[first], score=1, label="1")
+
+    tampered = edited_copy(analysed[0], tmp_path / "tampered", passed_at_one)
     code, out, err = run(capsys, "reproduce", tampered, "--quiet")
     assert code == cli.EXIT_MISMATCH
     assert "<- differs" in out and "-> DIFFERENT" in out
@@ -107,12 +112,8 @@ def test_reproduce_reports_a_different_result(analysed, capsys, tmp_path):
 
 
 def test_reproduce_needs_a_model_it_can_find(analysed, capsys, tmp_path):
-    run_dir, _, _, _ = analysed
-    moved = tmp_path / "moved"
-    shutil.copytree(run_dir, moved)
-    meta = json.loads((moved / "report.json").read_text())
-    meta["record"]["model"].update(id=str(tmp_path / "gone"), bundled=False)
-    (moved / "report.json").write_text(json.dumps(meta))
+    moved = edited_copy(analysed[0], tmp_path / "moved",
+                        lambda meta: meta["record"]["model"].update(id=str(tmp_path / "gone"), bundled=False))
     code, out, err = run(capsys, "reproduce", moved, "--quiet")
     assert code == cli.EXIT_USAGE and "give its copy with --model" in err
     code, out, err = run(capsys, "reproduce", tmp_path / "nothing-here", "--quiet")
