@@ -91,8 +91,7 @@ def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: flo
         raise gr.Error(f"The analysis failed ({type(err).__name__}: {err}).") from err
 
 
-def download_files(run_id: str) -> list[str]:
-    """report.json, the learned embeddings per m, and a zip of the whole run (see `RunStore.export`)."""
+def download_files(run_id: str) -> list[str]:  # report.json, report.html, embeddings, zip: RunStore.export
     return [str(p) for p in default_store().export(run_id, DOWNLOAD_DIR, keep=DOWNLOAD_KEEP)]
 
 
@@ -108,7 +107,7 @@ class UI(SimpleNamespace):
 
     @property
     def outputs(self) -> list:
-        return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.images,
+        return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.record, self.images,
                 *self.rows, *self.row_md, *self.recon, *self.edit_col, *self.edits]
 
 
@@ -126,7 +125,7 @@ def _row_updates(view: RunView, m: int | None) -> dict:
 
 def _reset_updates(status: str) -> dict:
     updates = {ui.status: status, ui.verdict: "", ui.curve: None, ui.slider: None, ui.share: "", ui.files: None,
-               ui.images: None}
+               ui.record: None, ui.images: None}
     for i in range(MAX_ROWS):
         updates.update({ui.rows[i]: gr.Column(visible=False), ui.row_md[i]: "", ui.recon[i]: [],
                         ui.edit_col[i]: gr.Column(visible=False), ui.edits[i]: []})
@@ -136,7 +135,7 @@ def _reset_updates(status: str) -> dict:
 def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None, status: str) -> dict:
     updates = {ui.status: status, ui.verdict: verdict_markdown(view.report), ui.curve: curve_figure(view),
                ui.slider: best_pair(view), ui.images: view.images(), ui.share: share_url(request, run_id) if run_id
-               else "", ui.files: download_files(run_id) if run_id else None}
+               else "", ui.files: download_files(run_id) if run_id else None, ui.record: view.report.record or None}
     for m in view.lengths:
         updates.update(_row_updates(view, m))
     return updates
@@ -354,8 +353,10 @@ def build_demo() -> gr.Blocks:
                     _length_row(m)
                 ui.share = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id="share",
                                       placeholder="appears when a run finishes")
-                ui.files = gr.File(label="Downloads: report.json, learned embeddings per m, zip of the whole run",
-                                   file_count="multiple", interactive=False, elem_id="downloads")
+                ui.files = gr.File(label="Downloads: report.json, printable report.html, learned embeddings per m, "
+                                   "zip of the whole run", file_count="multiple", interactive=False, elem_id="downloads")
+                with gr.Accordion("Reproducibility record", open=False, elem_id="record-box"):
+                    ui.record = gr.JSON(label="rerun with: python -m originality reproduce RUN_DIR", elem_id="record")
         ui.images = gr.State(None)
         with gr.Column(visible=False):  # inputs/outputs of the API endpoints only
             api_settings = gr.Textbox(value="{}", label="settings (JSON of AnalysisConfig fields)")
@@ -378,9 +379,8 @@ def build_demo() -> gr.Blocks:
                        concurrency_limit=None)
         demo.load(on_page_load, None, ui.outputs + ui.settings, api_visibility="private")
 
-    demo.queue(default_concurrency_limit=env_int("ORIGINALITY_CONCURRENCY", 1),
-               max_size=env_int("ORIGINALITY_QUEUE_SIZE", 16))
-    return demo
+    return demo.queue(default_concurrency_limit=env_int("ORIGINALITY_CONCURRENCY", 1),
+                      max_size=env_int("ORIGINALITY_QUEUE_SIZE", 16))
 
 
 def server_address() -> tuple[str, int]:

@@ -21,7 +21,7 @@ import datetime as _dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Union
 
 import torch
@@ -31,6 +31,7 @@ from .config import AnalysisConfig
 from .images import load_image, prepare_image
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
+from .record import finish_record, input_sha256, start_record
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Prepared:
     model: dict
     init_id: int  # the token id the learned tokens start from
     templates: tuple[str, ...]  # inversion prompt templates
+    record: dict = field(default_factory=dict)  # reproducibility record so far (record.start_record)
 
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
@@ -171,19 +173,24 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
     return loaded, config
 
 
-def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Prepared:
+def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
+            source: dict | None = None) -> Prepared:
     """Step 1 of an analysis: check the inputs and prepare the query; no heavy work.
+
+    `source`: `record.input_sha256` of the image as the user gave it, when `image` is already decoded.
 
     Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
     """
     # 1. Check inputs (the image and settings first: they need no model)
     loaded, config = check_inputs(image, config)
     model = model or load_model()
+    given = config  # as the caller gave it: the record says which settings were the world's defaults
     _, config = check_inputs(None, config, model)
     query = prepare_image(loaded, model.resolution)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
-    return Prepared(query, config, model.describe(), init_id, templates)
+    record = start_record(source or input_sha256(image), query, model, given=given, resolved=config)
+    return Prepared(query, config, model.describe(), init_id, templates, record)
 
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
@@ -269,7 +276,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        total_seconds=total_seconds,
+        total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
     )
 
 
@@ -289,11 +296,12 @@ def iter_analyze(
     the run stops with `DeadlineExceeded`.
     """
     # 1. Check inputs; prepare here unless the lengths run elsewhere
+    source = input_sha256(image)  # the file as given, for the record
     loaded, checked = check_inputs(image, config)
     prepared: Prepared | None = None
     if run_length is None:
         model = model or load_model()
-        prepared = prepare(loaded, checked, model)  # the decoded image: a file object reads only once
+        prepared = prepare(loaded, checked, model, source=source)  # decoded: a file object reads only once
         run_length = _local_runner(prepared, model)
         yield prepared.started()
 

@@ -1,6 +1,7 @@
-"""Command line: `python -m originality analyze IMAGE` and `python -m originality batch FOLDER --out DIR`.
+"""Command line: `python -m originality analyze IMAGE`, `batch FOLDER --out DIR` and `reproduce RUN_DIR`.
 
-    originality analyze photo.jpg --preset fast --out reports/photo
+    originality analyze photo.jpg --preset fast --out reports/photo --html reports/photo.html
+    originality reproduce reports/photo     # rerun from the record; exit 0 when the labels match
     originality batch photos/ --out reports/ --preset fast
     accelerate launch -m originality batch photos/ --out reports/   # one process per GPU
 
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import citation
 from .config import PRESETS, AnalysisConfig, preset_values, settings
 from .worlds import all_worlds
 
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SUMMARY_NAME = "summary.csv"
 EXIT_USAGE = 2
+EXIT_MISMATCH = 1  # reproduce: the rerun's label differs from the recorded one
 EXIT_INTERRUPTED = 130
 
 class UsageError(ValueError):
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="How original is an image to a text-to-image model? Progressive multi-token textual "
                     "inversion (Haviv et al. 2024): the score is the fewest learned tokens that reproduce "
                     "the image; lower means more familiar to the model.",
+        epilog=f"Method: {citation.TEXT} {citation.URL}",
     )
     from . import __version__  # noqa: PLC0415
 
@@ -118,9 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the report folder (report.json, query, reconstructions, edits, learned "
                         "embeddings) there (default: None = not saved)")
     p.add_argument("--json", action="store_true",
-                   help="print the report summary as JSON instead of the text lines (default: off)")
+                   help="print the report summary, with its reproducibility record, as JSON instead of the "
+                        "text lines (default: off)")
+    p.add_argument("--html", metavar="PATH", default=None,
+                   help="write a printable, self-contained HTML report there (images embedded; a browser's "
+                        "'Save as PDF' prints it) (default: None = not written)")
     _add_analysis_options(p)
     p.set_defaults(handler=cmd_analyze)
+
+    r = sub.add_parser(
+        "reproduce", help="rerun a saved analysis from its record and compare",
+        description="Rerun the analysis saved in RUN_DIR (by analyze --out, batch or the app's run store) "
+                    "with its recorded settings, model, device and seeds on the same pixels (RUN_DIR/query.png, "
+                    "checked against the record), and print per token length the recorded and the new mean "
+                    "distance and pass/fail. Exit status 0 when the labels match, 1 when they differ.")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a report folder (holds report.json and query.png)")
+    r.add_argument("--image", metavar="FILE", default=None,
+                   help="rerun from the original file instead (its sha256 must match the record) "
+                        "(default: None = RUN_DIR/query.png)")
+    r.add_argument("--model", metavar="ID_OR_DIR", default=None,
+                   help="the model, where the recorded folder is not on this machine (default: None = the recorded "
+                        "model; the bundled shapes model is found by name)")
+    r.add_argument("--device", default=None, help="default: None = the recorded device (cpu when it was a GPU "
+                                                  "and there is none)")
+    r.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                   help="default: None = the recorded dtype")
+    r.add_argument("--html", metavar="PATH", default=None,
+                   help="also write the new run's HTML report there (default: None = not written)")
+    r.add_argument("--quiet", action="store_true", help="no log messages (default: off)")
+    r.set_defaults(handler=cmd_reproduce)
 
     b = sub.add_parser(
         "batch", help="analyse every image of a folder",
@@ -284,6 +314,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.out:
         folder = report.save(args.out)
         logger.info("report saved to %s", folder)
+    if args.html:
+        from .html_report import write  # noqa: PLC0415
+
+        write(report, args.html, run_dir=args.out)
+        logger.info("HTML report written to %s", args.html)
     if args.json:
         print(json.dumps(report.summary(), indent=2))
     else:
@@ -291,6 +326,32 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.out:
             print(f"report: {args.out}")
     return 0
+
+
+# --------------------------------------------------------------------------- reproduce
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import format_lines, reproduce  # noqa: PLC0415
+
+    run_dir = Path(args.run_dir).expanduser()
+    if not (run_dir / "report.json").is_file():
+        raise UsageError(f"{args.run_dir} is not a report folder (no report.json)")
+    if args.device is not None:
+        _check_device(args.device)
+    _check_model_arg(args.model)
+    result = reproduce(run_dir, image=args.image, model=args.model, device=args.device, dtype=args.dtype)
+    for warning in result.warnings:
+        print(f"warning: differs from the record: {warning}", file=sys.stderr)
+    print(f"reproducing {run_dir} ({result.recorded.model.get('name', '?')}, recorded "
+          f"{result.recorded.created or '?'})")
+    for line in format_lines(result):
+        print(line)
+    if args.html:
+        from .html_report import write  # noqa: PLC0415
+
+        write(result.new, args.html)
+    return 0 if result.labels_match else EXIT_MISMATCH
 
 
 # --------------------------------------------------------------------------- batch

@@ -121,6 +121,7 @@ class Report:
     model: dict[str, Any]  # name, world, distance and check names
     created: str = ""
     total_seconds: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)  # reproducibility record (originality.record)
 
     @property
     def label(self) -> str:
@@ -149,6 +150,7 @@ class Report:
             "created": self.created,
             "total_seconds": self.total_seconds,
             "results": [r.summary() for r in self.results],
+            "record": self.record,
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -197,6 +199,7 @@ class Report:
             model=meta["model"],
             created=meta.get("created", ""),
             total_seconds=meta.get("total_seconds", 0.0),
+            record=meta.get("record") or {},  # absent in reports written before the record existed
         )
 
 

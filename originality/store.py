@@ -226,8 +226,8 @@ class RunStore:
         return added
 
     def export(self, run_id: str, dest: str | os.PathLike, *, keep: int = 32) -> list[Path]:
-        """Downloads of a run in `dest/<run_id>/`: report.json, the learned embeddings per m
-        (learned_embeds_m{m}.safetensors) and a zip of the whole run folder.
+        """Downloads of a run in `dest/<run_id>/`: report.json, the printable report.html, the learned
+        embeddings per m (learned_embeds_m{m}.safetensors) and a zip of the whole run folder.
 
         The folders under `dest` are copies rebuilt on demand, so only the `keep` newest are kept.
         """
@@ -241,6 +241,9 @@ class RunStore:
             dest.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=dest))
             shutil.copy2(folder / "report.json", tmp / "report.json")
+            from .html_report import write as write_html  # noqa: PLC0415  (only when downloads are made)
+
+            write_html(self.load(run_id), tmp / "report.html")
             for sub in sorted(folder.glob("m*/learned_embeds.safetensors")):
                 shutil.copy2(sub, tmp / f"learned_embeds_{sub.parent.name}.safetensors")
             with zipfile.ZipFile(tmp / zip_name, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -252,7 +255,8 @@ class RunStore:
             except OSError:  # another request made it meanwhile
                 shutil.rmtree(tmp, ignore_errors=True)
             _prune(dest, keep=keep, current=out)
-        return [out / "report.json", *sorted(out.glob("learned_embeds_*.safetensors")), out / zip_name]
+        return [out / "report.json", out / "report.html", *sorted(out.glob("learned_embeds_*.safetensors")),
+                out / zip_name]
 
     def wait_for_uploads(self, timeout: float | None = None) -> bool:
         """Wait for background uploads to finish; True when none is still running."""

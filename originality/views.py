@@ -10,16 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import citation
 from .analysis import CheckReady, Decision, DistancesReady, LengthDone, ReconstructionsReady, Started
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
 from .report import SCORED_RECONSTRUCTIONS, Report
 from .worlds import all_worlds, get_world
 
-INTRO = """# How original is this image to a text-to-image model?
-Progressive multi-token textual inversion ([Haviv et al. 2024](https://arxiv.org/abs/2410.03657)): the model
+INTRO = f"""# How original is this image to a text-to-image model?
+Progressive multi-token textual inversion ([{citation.SHORT}]({citation.URL})): the model
 learns m = 1, 2, … new tokens to describe your image; the fewer tokens it needs to reproduce it, the more
-*familiar* the image is to the model, and the more it needs, the more *original*."""
+*familiar* the image is to the model, and the more it needs, the more *original*.
+
+<small>Method: {citation.markdown()}</small>"""
 CSS = """
 #verdict h2 { margin: 0.2em 0; }
 .length-row { border-top: 1px solid var(--border-color-primary); padding-top: 0.4em; }

@@ -97,7 +97,11 @@ def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
     assert query.size == recon.size == (64, 64)
     # downloads: report.json, learned embeddings per m, a zip of the whole run
     names = [Path(p).name for p in final[ui.files]]
-    assert names[0] == "report.json" and names[-1] == f"originality-run-{run_id}.zip"
+    assert names[:2] == ["report.json", "report.html"] and names[-1] == f"originality-run-{run_id}.zip"
+    html = Path(final[ui.files][1]).read_text(encoding="utf-8")
+    assert report.verdict in html and html.count('src="data:image/') == 1 + 3 * len(report.results)
+    # the reproducibility record is shown, and is the stored one
+    assert final[ui.record] == report.record and final[ui.record]["query"]["sha256"] in html
     assert "learned_embeds_m1.safetensors" in names
     with zipfile.ZipFile(final[ui.files][-1]) as zf:
         assert f"originality-run-{run_id}/m1/learned_embeds.safetensors" in zf.namelist()
@@ -116,6 +120,7 @@ def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkey
     page = app.on_page_load(request(query_params={"run": run_id}))
     assert page[ui.verdict] == final[ui.verdict]
     assert page[ui.share] == final[ui.share]
+    assert page[ui.record] == final[ui.record] and page[ui.record]["seeds"]["inversion"]
     assert isinstance(page[ui.curve], Figure)
     assert page[ui.rows[0]].visible is True and len(page[ui.recon[0]]) == 2
     assert "not recomputed" in page[ui.status]

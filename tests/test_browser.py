@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,7 @@ def test_run_in_the_browser_then_open_the_share_link(server, browser):
     share = page.locator("#share textarea, #share input").first.input_value()
     assert share.startswith(server["url"] + "?run=")
     assert "report.json" in page.inner_text("#downloads")
+    open_downloaded_report(page, server, browser, verdict)
 
     shot = ROOT / "assets" / "screenshot.png" if os.environ.get("ORIGINALITY_SCREENSHOT") == "1" else \
         server["tmp"] / "screenshot.png"
@@ -104,6 +107,25 @@ def test_run_in_the_browser_then_open_the_share_link(server, browser):
     assert wait_images_loaded(other, "#recon-m1 img", 3) >= 3
     other.close()
     page.close()
+
+
+def open_downloaded_report(page, server, browser, verdict: str) -> None:
+    """Download report.html through its link on the page, open it in the browser: every image shows, and
+    it says what the page says."""
+    link = page.locator("#downloads a[href*='report.html']").first
+    href = urllib.parse.urljoin(server["url"], link.get_attribute("href"))
+    path = server["tmp"] / "downloaded-report.html"
+    with urllib.request.urlopen(href, timeout=30) as response:
+        path.write_bytes(response.read())
+    report = browser.new_page(viewport={"width": 1000, "height": 900})
+    report.goto(path.as_uri())
+    assert report.title().startswith("Originality report: score")
+    text = report.inner_text("body")
+    assert "Score:" in text and "not a legal opinion" in text and "Reproducibility record" in text
+    assert verdict.splitlines()[0].split(":")[0].strip("# ") in text  # "Original" or "Familiar", as on the page
+    n = report.locator("img").count()
+    assert n >= 1 + 4 and report.evaluate("[...document.images].every(im => im.complete && im.naturalWidth > 0)")
+    report.close()
 
 
 def status_matches(page, pattern: str, timeout: float = 60_000) -> None:

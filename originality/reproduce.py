@@ -1,0 +1,172 @@
+"""Rerun a saved analysis from its reproducibility record and compare, token length by token length.
+
+    python -m originality reproduce runs/photo            # exit 0 when the labels match
+    result = reproduce("runs/photo"); print(result.labels_match)
+
+The rerun starts from the run folder's query.png: the normalised query, the exact pixels the
+model saw (checked against the record's `query.sha256`). The original file is not needed, and is
+not kept in the run folder (it may be large, or carry metadata such as GPS positions that a
+shared run should not publish); `image=` reruns from it instead, and checks it against the
+record's `input.sha256` first. Settings are the recorded ones (with the world's defaults
+filled in); the model is the recorded one (its folder's content hash or Hub revision checked);
+the device and dtype are the recorded ones unless given. On the same device and software the
+numbers must agree; anything that differs from the record is listed in `warnings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .analysis import analyze
+from .config import AnalysisConfig
+from .images import prepare_image
+from .record import input_sha256, pixels_sha256
+from .report import Report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LengthComparison:
+    """One token length: the recorded and the new mean distance and pass/fail (None: not tried)."""
+
+    num_tokens: int
+    recorded_distance: float | None
+    new_distance: float | None
+    recorded_passed: bool | None
+    new_passed: bool | None
+
+    @property
+    def matches(self) -> bool:
+        return self.recorded_passed == self.new_passed
+
+
+@dataclass
+class Reproduction:
+    recorded: Report
+    new: Report
+    lengths: list[LengthComparison]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def labels_match(self) -> bool:
+        return self.recorded.label == self.new.label
+
+    @property
+    def max_difference(self) -> float:
+        """Largest |recorded - new| mean distance over the lengths both runs tried (0 when none)."""
+        diffs = [abs(c.recorded_distance - c.new_distance) for c in self.lengths
+                 if c.recorded_distance is not None and c.new_distance is not None]
+        return max(diffs, default=0.0)
+
+
+def compare(recorded: Report, new: Report) -> list[LengthComparison]:
+    old = {r.num_tokens: r for r in recorded.results}
+    now = {r.num_tokens: r for r in new.results}
+    out = []
+    for m in sorted(set(old) | set(now)):
+        a, b = old.get(m), now.get(m)
+        out.append(LengthComparison(m, a.mean_distance if a else None, b.mean_distance if b else None,
+                                    a.passed if a else None, b.passed if b else None))
+    return out
+
+
+def recorded_model(report: Report, override: str | None) -> str:
+    """The model to rerun with: `override`, else the recorded id (the bundled shapes model by name)."""
+    if override:
+        return override
+    info = report.record.get("model") or {}
+    model_id = info.get("id")
+    if info.get("bundled"):
+        return "shapes"  # the recorded path is that of the machine it ran on; the bundled model is here too
+    if not model_id:
+        raise ValueError("this run has no reproducibility record (it was saved by an older version); "
+                         "give the model with --model")
+    if info.get("source") == "local folder" and not Path(model_id).is_dir():
+        raise ValueError(f"the recorded model folder {model_id} is not here; give its copy with --model")
+    return model_id
+
+
+def check_against_record(record: dict, new: dict) -> list[str]:
+    """What differs between two records' model, runtime and software (empty: nothing)."""
+    warnings = []
+    for section, keys in (("model", ("revision", "content_sha256")), ("runtime", ("device", "dtype", "gpu")),
+                          ("software", ("torch", "diffusers", "transformers", "dreamsim", "originality",
+                                        "git_commit"))):
+        old, now = record.get(section) or {}, new.get(section) or {}
+        for key in keys:
+            if old.get(key) != now.get(key):
+                warnings.append(f"{section}.{key}: recorded {old.get(key)!r}, now {now.get(key)!r}")
+    return warnings
+
+
+def reproduce(
+    run_dir: str | os.PathLike,
+    *,
+    image: str | os.PathLike | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Reproduction:
+    """Rerun the analysis saved in `run_dir` and compare it with the recorded one (see the module doc).
+
+    Raises ValueError when the image is not the recorded one (a different file or different
+    pixels) or when the model cannot be found.
+    """
+    from .models import load_model  # noqa: PLC0415
+
+    # 1. Read the run and its record
+    recorded = Report.load(run_dir)
+    record = recorded.record
+    source = Path(image) if image is not None else Path(run_dir) / "query.png"
+    if image is not None and (record.get("input") or {}).get("sha256"):
+        got = input_sha256(source)["sha256"]
+        if got != record["input"]["sha256"]:
+            raise ValueError(f"{image} is not the file this run analysed (sha256 {got[:12]}…, recorded "
+                             f"{record['input']['sha256'][:12]}…)")
+    # 2. The model, on the recorded device and dtype unless told otherwise
+    runtime = record.get("runtime") or {}
+    device = device or runtime.get("device")
+    if device and device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+
+        if not torch.cuda.is_available():
+            logger.warning("the run was on %s; no GPU here, rerunning on cpu", device)
+            device = "cpu"
+    loaded = load_model(recorded_model(recorded, model), device=device, dtype=dtype or runtime.get("dtype"))
+    # 3. The same pixels: the normalised query must hash to the recorded one
+    query = prepare_image(source, loaded.resolution)
+    want = (record.get("query") or {}).get("sha256")
+    if want and pixels_sha256(query) != want:
+        raise ValueError(f"the normalised image from {source} differs from the one this run analysed "
+                         f"(query sha256 {pixels_sha256(query)[:12]}…, recorded {want[:12]}…)")
+    # 4. Rerun with the recorded settings
+    config = AnalysisConfig.from_dict(recorded.config)
+    new = analyze(str(source), config, loaded)
+    # 5. Compare
+    warnings = check_against_record(record, new.record) if record else [
+        "this run has no reproducibility record: only its settings were reused"]
+    return Reproduction(recorded, new, compare(recorded, new), warnings)
+
+
+def format_lines(result: Reproduction) -> list[str]:
+    """The table `python -m originality reproduce` prints."""
+    def cell(distance: float | None, passed: bool | None) -> str:
+        if distance is None:
+            return f"{'not tried':>14}"
+        shown = "nan" if math.isnan(distance) else f"{distance:.4f}"
+        return f"{shown:>8} {'pass' if passed else 'fail':>5}"
+
+    lines = [f"{'m':>3}  {'recorded':>14}  {'new':>14}"]
+    for c in result.lengths:
+        mark = "" if c.matches else "  <- differs"
+        lines.append(f"{c.num_tokens:>3}  {cell(c.recorded_distance, c.recorded_passed)}  "
+                     f"{cell(c.new_distance, c.new_passed)}{mark}")
+    lines.append(f"label: recorded {result.recorded.label}, new {result.new.label} -> "
+                 f"{'match' if result.labels_match else 'DIFFERENT'} (largest distance difference "
+                 f"{result.max_difference:.2g})")
+    return lines

@@ -1,0 +1,117 @@
+"""The reproducibility record: complete in every report, true to the files it hashes, saved and
+loaded with report.json; the citation is the same everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from originality import AnalysisConfig, analyze, citation, load_model
+from originality.record import folder_sha256, model_source, pixels_sha256
+from originality.report import Report
+from originality.shapes.world import Element, render
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(max_tokens=2, steps=2, batch_size=2, num_reconstructions=2, num_inference_steps=2, num_edits=1)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_shapes_model, tmp_path_factory):
+    """(image path, report) of a tiny analysis on a random-weight shapes model, threshold left to the world."""
+    folder = tmp_path_factory.mktemp("record")
+    image = folder / "upload.png"
+    render([Element("circle", "red", x=20, y=20), Element("square", "blue", x=44, y=44)]).resize((96, 80)).save(image)
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    return image, analyze(str(image), AnalysisConfig.preset("fast", **TINY), model)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_record_is_complete(run, tiny_shapes_model):
+    image, report = run
+    record = report.record
+    assert record["record_version"] == 1
+    assert record["input"] == {"kind": "file", "name": "upload.png", "sha256": sha256(image),
+                               "bytes": image.stat().st_size}
+    assert record["query"]["sha256"] == pixels_sha256(report.query)
+    assert (record["query"]["width"], record["query"]["height"]) == report.query.size == (64, 64)
+    model = record["model"]
+    assert model["id"] == str(tiny_shapes_model) and model["source"] == "local folder"
+    assert model["content_sha256"] == folder_sha256(tiny_shapes_model) and model["bundled"] is False
+    assert record["runtime"] == {"device": "cpu", "dtype": "float32", "gpu": None, "cuda": None}
+    software = record["software"]
+    for package in ("python", "torch", "diffusers", "transformers", "dreamsim", "originality"):
+        assert software[package], f"no version of {package}"
+    assert software["git_commit"] is None or len(software["git_commit"]) == 40
+    seeds = record["seeds"]
+    assert seeds["config"] == 0
+    assert seeds["inversion"] == {str(r.num_tokens): r.inversion_seed for r in report.results}
+    assert all(isinstance(s, int) for s in seeds["inversion"].values()) and len(seeds["inversion"]) >= 1
+    assert record["threshold"]["value"] == report.threshold == 0.3
+    assert record["threshold"]["source"].startswith("default of the shapes world")
+
+
+def test_record_is_saved_and_loaded_and_matches_the_saved_query(run, tmp_path):
+    _, report = run
+    folder = report.save(tmp_path / "run")
+    meta = json.loads((folder / "report.json").read_text())
+    assert meta["record"] == json.loads(json.dumps(report.record))
+    # query.png read back has exactly the pixels the record hashed
+    with Image.open(folder / "query.png") as im:
+        assert hashlib.sha256(np.asarray(im.convert("RGB")).tobytes()).hexdigest() == report.record["query"]["sha256"]
+    assert Report.load(folder).record == meta["record"]
+    # a report written before the record existed still loads, with an empty record
+    del meta["record"]
+    (folder / "report.json").write_text(json.dumps(meta))
+    assert Report.load(folder).record == {}
+
+
+def test_threshold_set_by_the_user_is_recorded_as_such(tiny_shapes_model):
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    image = render([Element("triangle", "green", x=30, y=30)])
+    report = analyze(image, AnalysisConfig.preset("fast", **{**TINY, "max_tokens": 1}, threshold=0.9), model)
+    assert report.record["threshold"] == {"value": 0.9, "source": "set for this run (threshold setting)"}
+    assert report.record["input"]["sha256"] is None  # an in-memory image has no file to hash
+
+
+def test_folder_hash_changes_with_any_file(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "weights.bin").write_bytes(b"\x00" * 100)
+    (tmp_path / "model_index.json").write_text("{}")
+    first = folder_sha256(tmp_path)
+    assert folder_sha256(tmp_path) == first
+    (tmp_path / "unet" / "weights.bin").write_bytes(b"\x00" * 99 + b"\x01")
+    assert folder_sha256(tmp_path) != first
+
+
+def test_hub_revision_comes_from_the_snapshot_path():
+    commit = "133a221b8aa7292a167afc5127cb63fb5005638b"
+    unet = SimpleNamespace(config={"_name_or_path": f"/cache/models--CompVis--stable-diffusion-v1-4/snapshots/"
+                                                    f"{commit}/unet"})
+    pipe = SimpleNamespace(name_or_path="CompVis/stable-diffusion-v1-4", config={}, unet=unet)
+    info = model_source(SimpleNamespace(pipeline=pipe, name="CompVis/stable-diffusion-v1-4",
+                                        world="stable-diffusion"))
+    assert info["source"] == "hub" and info["revision"] == commit and info["content_sha256"] is None
+
+
+def test_one_citation_everywhere():
+    assert citation.ARXIV_ID == "2408.08184" and citation.URL.endswith("2408.08184")
+    readme = (ROOT / "README.md").read_text()
+    app = (ROOT / "app.py").read_text() + (ROOT / "originality" / "views.py").read_text()
+    assert citation.URL in readme and citation.TEXT in readme
+    for text in (readme, app):
+        assert "2410.03657" not in text
+    assert "citation.URL" in app  # the page's intro (views.INTRO) reads the one constant
+    help_text = subprocess.run([sys.executable, "-m", "originality", "--help"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=120).stdout
+    assert citation.URL in help_text and "Sarfaty" in help_text
