@@ -193,9 +193,13 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     return Prepared(query, config, model.describe(), init_id, templates, record)
 
 
-def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
+def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
+                previous: torch.Tensor | None = None) -> Iterator[Event]:
     """Steps 2-7 for one token length m: `InversionStep`s, `ReconstructionsReady`,
     `DistancesReady`, `CheckReady`, then `LengthDone`.
+
+    `previous`: length m-1's learned rows ((m-1, dim)); with `token_init` "previous" the first
+    m-1 tokens start from them and the last from the domain word (a warm start).
 
     Self-contained (its own `model.lock` and `TokenSession`), so each length can run in
     its own process or GPU call. Returns the `TokenResult` (`result = yield from ...`).
@@ -213,14 +217,18 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         # 3. Invert: learn m tokens
         t0 = time.perf_counter()
         placeholder = session.add(f"<s{m}>", m, prepared.init_id)
+        warm = config.token_init == "previous" and previous is not None and len(previous) == m - 1 > 0
+        if warm:
+            session.set_rows(placeholder, previous)
         losses: list[float] = []
         seed = inversion_seed(config.seed, m, query)
         inversion = invert(
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=seed, lr_schedule=config.lr_schedule,
+            seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
         )
-        embeddings = yield from _tracking(inversion, losses)
+        stop: dict = {}
+        embeddings = yield from _tracking(inversion, losses, stop)
         timings["inversion"] = time.perf_counter() - t0
 
         # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
@@ -257,6 +265,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
             reconstructions=recon, distances=distances, edits=edits, check_scores=list(check.scores),
             distance_passed=distance_passed, check_passed=check.passed, check_detail=check.detail,
             check_scored=scored, timings=timings, inversion_seed=seed,
+            steps_used=len(losses), stop_reason=stop.get("reason", ""), warm_start=warm,
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
     yield LengthDone(result)
@@ -335,20 +344,26 @@ def iter_analyze(
 
 
 def _local_runner(prepared: Prepared, model: OriginalityModel) -> LengthRunner:
+    learned: dict[int, torch.Tensor] = {}  # m -> rows, for the next length's warm start
+
     def run_length(m: int) -> Iterator[Event]:
-        return iter_length(prepared, model, m)
+        result = yield from iter_length(prepared, model, m, learned.get(m - 1))
+        learned[m] = result.embeddings
     return run_length
 
 
-def _tracking(inversion, losses: list[float]):
-    """Re-yield inversion steps, recording their losses; returns the learned embeddings."""
+def _tracking(inversion, losses: list[float], stop: dict):
+    """Re-yield inversion steps, recording their losses and (in `stop["reason"]`) why the inversion
+    stopped; returns the learned embeddings."""
     try:
         while True:
             try:
                 event = next(inversion)
-            except StopIteration as stop:
-                return stop.value
+            except StopIteration as done:
+                return done.value
             losses.append(event.loss)
+            if event.stop_reason:
+                stop["reason"] = event.stop_reason
             yield event
     finally:
         inversion.close()  # a cancelled run unwraps the text encoder before the session shrinks it

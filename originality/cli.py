@@ -253,7 +253,7 @@ class _Progress:
 
 
 def length_line(result, threshold: float) -> str:
-    """`m=1  distance 0.412 ± 0.051  edit: 3/4 edits show a cat  -> pass`."""
+    """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit: 3/4 edits show a cat  steps 80 (converged)  -> pass`."""
     if result.passed:
         verdict = "pass"
     else:
@@ -264,8 +264,12 @@ def length_line(result, threshold: float) -> str:
             why.append("edit check")
         verdict = f"fail ({', '.join(why)})"
     detail = result.check_detail or ("pass" if result.check_passed else "fail")
-    return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} ± {result.std_distance:.3f}  "
-            f"edit: {detail}  -> {verdict}")
+    ci = result.distance_interval()
+    spread = f"({ci.level:.0%} CI {ci.low:.3f}-{ci.high:.3f})" if ci else f"± {result.std_distance:.3f}"
+    steps = f"  steps {result.steps_used}" + (f" ({result.stop_reason})" if result.stop_reason else "") \
+        if result.steps_used else ""
+    return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} {spread}  "
+            f"edit: {detail}{steps}  -> {verdict}")
 
 
 def score_line(report) -> str:

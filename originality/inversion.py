@@ -128,6 +128,12 @@ class TokenSession:
             weight[list(ids)] = weight[init_id].clone()
         return Placeholder(token, tokens, ids)
 
+    def set_rows(self, placeholder: Placeholder, rows: torch.Tensor) -> None:
+        """Start the first len(rows) tokens of `placeholder` from `rows` ((k, dim), k <= m); the rest keep theirs."""
+        weight = self.text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            weight[list(placeholder.ids[:len(rows)])] = rows.to(weight.device, weight.dtype)
+
     def set_embeddings(self, placeholder: Placeholder, embeddings: torch.Tensor) -> None:
         weight = self.text_encoder.get_input_embeddings().weight
         with torch.no_grad():

@@ -66,6 +66,9 @@ class TokenResult:
     check_scored: str = SCORED_EDITS  # which images check_scores belong to: SCORED_EDITS or SCORED_RECONSTRUCTIONS
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     inversion_seed: int | None = None  # analysis.inversion_seed(config seed, m, query)
+    steps_used: int | None = None  # inversion steps run (<= config steps; fewer when early stopping stopped it)
+    stop_reason: str = ""  # why the inversion stopped: stopping.STOP_STEP_CAP or STOP_CONVERGED ("": not recorded)
+    warm_start: bool = False  # the first m-1 tokens started from length m-1's (token_init "previous")
 
     @property
     def passed(self) -> bool:
@@ -79,6 +82,12 @@ class TokenResult:
     def std_distance(self) -> float:
         return mean_and_std(self.distances)[1]
 
+    def distance_interval(self):
+        """`uncertainty.MeanInterval` of the mean distance over the reconstructions (None for fewer than two)."""
+        from .uncertainty import mean_interval  # noqa: PLC0415
+
+        return mean_interval(self.distances)
+
     @property
     def prompt_tokens(self) -> str:
         return " ".join([self.token] + [f"{self.token}_{i}" for i in range(1, self.num_tokens)])
@@ -89,6 +98,7 @@ class TokenResult:
             "token": self.token,
             "mean_distance": self.mean_distance,
             "std_distance": self.std_distance,
+            "distance_ci": (ci.to_dict() if (ci := self.distance_interval()) else None),
             "distances": self.distances,
             "check_scores": self.check_scores,
             "check_scored": self.check_scored,
@@ -100,6 +110,9 @@ class TokenResult:
             "losses": self.losses,
             "timings": self.timings,
             "inversion_seed": self.inversion_seed,
+            "steps_used": self.steps_used,
+            "stop_reason": self.stop_reason,
+            "warm_start": self.warm_start,
         }
 
 
@@ -235,6 +248,9 @@ def _load_result(sub: Path, r: dict[str, Any]) -> TokenResult:
         check_scored=scored,
         timings=r.get("timings", {}),
         inversion_seed=r.get("inversion_seed"),
+        steps_used=r.get("steps_used", len(r["losses"]) or None),  # older reports: one loss per step
+        stop_reason=r.get("stop_reason", ""),
+        warm_start=r.get("warm_start", False),
     )
 
 

@@ -34,9 +34,10 @@ class MeanInterval:
         return {"mean": self.mean, "low": self.low, "high": self.high, "level": self.level, "n": self.n}
 
 
-def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tuple[float, float] = (0.0, 1.0)
+def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tuple[float, float] | None = None
                   ) -> MeanInterval | None:
-    """Student-t interval of the mean of `distances` (None for fewer than two), clipped to `bounds`.
+    """Student-t interval of the mean of `distances` (None for fewer than two), clipped to `bounds`
+    (default: 0 to the larger of 1 and the largest distance; both worlds' distances are >= 0, about <= 1).
 
     The reconstructions of one length are independent draws given the learned tokens, so
     their mean's standard error is s / sqrt(n). With a handful of reconstructions and a
@@ -48,6 +49,7 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
         return None
     from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
 
+    bounds = bounds or (0.0, max(1.0, max(distances)))
     mean = sum(distances) / n
     sd = math.sqrt(sum((d - mean) ** 2 for d in distances) / (n - 1))
     half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)

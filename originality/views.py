@@ -15,6 +15,7 @@ from .analysis import CheckReady, Decision, DistancesReady, LengthDone, Reconstr
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
 from .report import SCORED_RECONSTRUCTIONS, Report
+from .uncertainty import mean_interval
 from .worlds import all_worlds, get_world
 
 INTRO = f"""# How original is this image to a text-to-image model?
@@ -47,11 +48,18 @@ class LengthView:
     check_scored: str = ""
     check_passed: bool | None = None
     check_detail: str = ""
+    steps_used: int | None = None  # inversion steps run so far / in all
+    stop_reason: str = ""
     done: bool = False
 
     @property
     def passed(self) -> bool:
         return bool(self.distance_passed and self.check_passed)
+
+    def interval(self) -> str:
+        """'95% CI 0.11-0.26' of the mean distance over the reconstructions ('' for fewer than two)."""
+        ci = mean_interval(self.distances)
+        return "" if ci is None else f"{ci.level:.0%} CI {ci.low:.3f}–{ci.high:.3f}"
 
 
 @dataclass
@@ -74,13 +82,18 @@ class RunView:
             view.lengths[r.num_tokens] = LengthView(
                 m=r.num_tokens, reconstructions=r.reconstructions, distances=r.distances, mean=r.mean_distance,
                 std=r.std_distance, distance_passed=r.distance_passed, edits=r.edits, check_scores=r.check_scores,
-                check_scored=r.check_scored, check_passed=r.check_passed, check_detail=r.check_detail, done=True)
+                check_scored=r.check_scored, check_passed=r.check_passed, check_detail=r.check_detail,
+                steps_used=r.steps_used, stop_reason=r.stop_reason, done=True)
         return view
 
     def apply(self, event: Any) -> int | None:
         """Fold an engine event into the view; returns the token length it changed (None: none)."""
         if isinstance(event, Started):
             self.query, self.config, self.model = event.query, event.config.to_dict(), dict(event.model)
+        elif isinstance(event, InversionStep) and event.stop_reason:
+            lv = self.length(event.num_tokens)
+            lv.steps_used, lv.stop_reason = event.step, event.stop_reason
+            return event.num_tokens
         elif isinstance(event, ReconstructionsReady):
             self.length(event.num_tokens).reconstructions = list(event.images)
             return event.num_tokens
@@ -184,10 +197,13 @@ def row_header(view: RunView, lv: LengthView) -> str:
         parts.append("scoring the reconstructions…")
     else:
         sign = "≤" if lv.distance_passed else ">"
-        parts.append(f"distance {lv.mean:.3f} ± {lv.std or 0:.3f} {sign} {view.threshold:g} "
+        ci = lv.interval()
+        parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} {sign} {view.threshold:g} "
                      f"{_mark(lv.distance_passed)}")
         parts.append(f"{view.check_name}: {lv.check_detail or '…'} {_mark(lv.check_passed)}"
                      if lv.check_passed is not None else f"{view.check_name}: running…")
+    if lv.steps_used:
+        parts.append(f"{lv.steps_used} steps ({lv.stop_reason})" if lv.stop_reason else f"{lv.steps_used} steps")
     if lv.done:
         parts.append("**passes**" if lv.passed else "fails")
     return " · ".join(parts)

@@ -83,3 +83,67 @@ def test_invert_stops_when_converged_and_says_why(session_inputs):
 def test_invert_runs_to_the_cap_when_the_loss_keeps_moving(session_inputs):
     events, _ = _run(session_inputs, 6, EarlyStopping(every=2, window=2, ratio=0.0))
     assert len(events) == 6 and events[-1].stop_reason == STOP_STEP_CAP
+
+
+# --------------------------------------------------------------------------- in the analysis
+
+
+def _scripted_model(pipe, distances):
+    from test_analysis import make_model  # noqa: PLC0415
+
+    return make_model(pipe, distances, [True] * len(distances))
+
+
+def test_adaptive_preset_records_steps_and_stop_reason_per_length(session_inputs, tmp_path):
+    from originality import AnalysisConfig, Report, analyze
+    from originality.cli import length_line
+
+    pipe = session_inputs[0]
+    query = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+    config = AnalysisConfig.preset("adaptive", batch_size=2, num_reconstructions=3, num_inference_steps=2,
+                                   max_tokens=2, steps=40, early_stop_every=2, early_stop_window=2,
+                                   early_stop_ratio=1.0 - 1e-9)
+    report = analyze(query, config, _scripted_model(pipe, [0.9, 0.9]))
+    for r in report.results:
+        assert r.stop_reason in (STOP_CONVERGED, STOP_STEP_CAP) and r.steps_used == len(r.losses) <= 40
+        assert (r.steps_used < 40) == (r.stop_reason == STOP_CONVERGED)
+        assert f"steps {r.steps_used} ({r.stop_reason})" in length_line(r, report.threshold)
+        assert "95% CI" in length_line(r, report.threshold)
+    report.save(tmp_path / "run")
+    again = Report.load(tmp_path / "run")
+    assert [(r.steps_used, r.stop_reason) for r in again.results] == \
+        [(r.steps_used, r.stop_reason) for r in report.results]
+    ci = again.summary()["results"][0]["distance_ci"]
+    assert ci["low"] <= ci["mean"] <= ci["high"] and ci["n"] == 3
+
+
+def test_warm_start_starts_length_m_from_length_m_minus_1(session_inputs):
+    from originality import AnalysisConfig, analyze
+
+    pipe = session_inputs[0]
+    query = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+    base = dict(steps=1, batch_size=2, num_reconstructions=2, num_inference_steps=2, max_tokens=2,
+                learning_rate=0.5)
+    cold = analyze(query, AnalysisConfig.preset("fast", **base), _scripted_model(pipe, [0.9, 0.9]))
+    warm = analyze(query, AnalysisConfig.preset("fast", token_init="previous", **base),
+                   _scripted_model(pipe, [0.9, 0.9]))
+    assert [r.warm_start for r in warm.results] == [False, True]
+    assert not any(r.warm_start for r in cold.results)
+    assert torch.equal(cold.results[0].embeddings, warm.results[0].embeddings)  # length 1 starts the same
+    # one step at a large rate moves each row far from the domain word: the warm length-2 rows differ from
+    # the cold ones, and its first row stays nearer length 1's learned row than to the domain word's
+    house = pipe.text_encoder.get_input_embeddings().weight[
+        pipe.tokenizer.convert_tokens_to_ids("house</w>")].detach().float()
+    first = warm.results[1].embeddings[0]
+    assert not torch.equal(warm.results[1].embeddings, cold.results[1].embeddings)
+    assert (first - warm.results[0].embeddings[0]).norm() < (first - house).norm()
+
+
+def test_mean_interval_is_the_student_t_interval():
+    from originality.uncertainty import mean_interval
+
+    ci = mean_interval([0.1, 0.2, 0.3])
+    # mean 0.2, s = 0.1, t(0.975, 2) = 4.3027: half-width 0.2484, clipped at 0
+    assert ci.mean == pytest.approx(0.2) and ci.low == 0.0 and ci.high == pytest.approx(0.2 + 0.24841, abs=1e-4)
+    assert mean_interval([0.3]) is None
+    assert ci.describe(0.3) == "0.20, 95% CI 0.00-0.45, threshold 0.30"
