@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 
 from .config import AnalysisConfig
-from .images import load_image, prepare_image
+from .images import ImageInputError, load_image, prepare_image
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
+from .worlds import World, get_world
 from .record import finish_record, input_sha256, start_record
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, TokenResult, mean_and_std
 
@@ -156,9 +157,12 @@ class Prepared:
         return Started(self.query, self.config, self.model)
 
 
-def check_inputs(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None):
+def check_inputs(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
+                 world: World | None = None):
     """The one input check: the image (when given) and the settings; with a model, also the
-    world's defaults and the domain word. Needs no model otherwise, so callers fail before loading one.
+    world's defaults and the domain word; with a world (the model's, or `world` before any model
+    is loaded), whether the image is one the world can judge at all (`World.check_query`, unless
+    `world_check` is "off"). Needs no model otherwise, so callers fail before loading one.
 
     Returns `(image, config)`: the decoded image (None when `image` is None) and the settings,
     with the world's defaults filled in when `model` is given. Raises `ValueError`
@@ -170,6 +174,11 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
     if model is not None:
         config = resolve_config(config, model)
         initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
+        world = world or get_world(model.world)
+    if loaded is not None and world is not None and config.world_check == "on":
+        problem = world.check_query(loaded)
+        if problem:
+            raise ImageInputError(problem)
     return loaded, config
 
 
@@ -185,7 +194,7 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     loaded, config = check_inputs(image, config)
     model = model or load_model()
     given = config  # as the caller gave it: the record says which settings were the world's defaults
-    _, config = check_inputs(None, config, model)
+    _, config = check_inputs(loaded, config, model)
     query = prepare_image(loaded, model.resolution)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from . import citation
 from .config import PRESETS, AnalysisConfig, preset_values, settings
-from .worlds import all_worlds
+from .worlds import all_worlds, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _check_device(args.device)
     _check_model_arg(args.model)
-    check_inputs(args.image, config)  # a missing or unreadable image fails now, before the model loads
+    # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
+    check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
     model = _load(args)
     _, config = check_inputs(None, config, model)  # the domain word, in this model's vocabulary
 

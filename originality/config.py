@@ -162,6 +162,10 @@ class AnalysisConfig:
     num_edits: int = setting(8, "images generated for the editability check", flag="--edits", metavar="N", low=1)
     edit_pass_fraction: float = setting(0.5, "the check passes when at least this share of the edits passes",
                                         metavar="F", low=0, high=1)
+    world_check: str = setting(
+        "on", "refuse images the model world cannot judge (the shapes world: anything but a few red, green or "
+              "blue shapes on white) before any work; 'off' lets a researcher score them anyway",
+        choices=("on", "off"))
     # Reproducibility and batching
     seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0)
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1)

@@ -55,6 +55,9 @@ class World:
     examples: tuple[tuple[str, str], ...] = ()
     # (model_id) -> the model's name in reports
     model_label: Callable[[str], str] = lambda model_id: model_id
+    # (query image, RGB) -> None when the world can judge it, else why not (a sentence for people); run
+    # before any inversion unless AnalysisConfig.world_check is "off"
+    check_query: Callable[[Any], str | None] = lambda image: None
     # diffusers log messages (prefixes) that are expected for this world's pipelines and not shown
     quiet_messages: tuple[str, ...] = field(default=())
 

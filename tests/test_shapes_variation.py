@@ -122,3 +122,33 @@ def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     photo = Image.fromarray(noise).resize((256, 256), Image.BICUBIC)
     assert not check_in_world(photo).ok
+
+
+def test_the_world_check_runs_before_any_model_work_and_can_be_switched_off():
+    from originality import AnalysisConfig, check_inputs
+    from originality.images import ImageInputError
+    from originality.worlds import get_world
+
+    shapes = get_world("shapes")
+    painting = Image.open(ASSETS / "examples" / "sd_painting.png").convert("RGB")
+    config = AnalysisConfig.preset("fast")
+    with pytest.raises(ImageInputError, match="only knows a few coloured shapes"):
+        check_inputs(painting, config, world=shapes)
+    with pytest.raises(ImageInputError, match="No coloured shape"):
+        check_inputs(Image.new("RGB", (64, 64), "white"), config, world=shapes)
+    valid = world.render(dataset.query("common", 0, 1).elements)
+    assert check_inputs(valid, config, world=shapes)[0].size == (64, 64)
+    assert check_inputs(painting, config.replace(world_check="off"), world=shapes)[0] is not None
+    # Stable Diffusion judges any picture
+    assert check_inputs(painting, config, world=get_world("stable-diffusion"))[0] is not None
+
+
+def test_cli_refuses_a_photo_for_the_shapes_world_before_loading_it(tmp_path, capsys, tiny_shapes_model):
+    from originality import cli
+
+    photo = tmp_path / "photo.png"
+    Image.open(ASSETS / "examples" / "sd_house.png").save(photo)
+    code = cli.main(["analyze", str(photo), "--model", str(tiny_shapes_model), "--steps", "1", "--max-tokens", "1",
+                     "--reconstructions", "2", "--inference-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Stable Diffusion on a GPU" in err and "Traceback" not in err

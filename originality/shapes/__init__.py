@@ -46,6 +46,12 @@ def _judges(device, **options):
     return ElementDistance(), LayoutVariationCheck()
 
 
+def _check_query(image) -> str | None:
+    from .scope import check_in_world  # noqa: PLC0415  (numpy and the detector: only when a query is checked)
+
+    return check_in_world(image).message() or None
+
+
 def _unavailable(model_id: str) -> str | None:
     if not Path(model_id).is_dir():
         return (f"the shapes-world model is not installed here ({model_id} is missing); train it with "
@@ -58,7 +64,8 @@ WORLD = register(World(
     threshold=SHAPES_THRESHOLD, guidance_scale=SHAPES_GUIDANCE, domain=INITIAL_WORD,
     distance_name="element distance", check_name="layout check",
     owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
-    judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable, templates=lambda domain: SHAPES_TEMPLATES,
+    judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,
+    templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query,
     # The world's text encoder is a BERT by design (no outside visual knowledge); diffusers'
     # pipeline expects CLIP's and would say so on every load.
     quiet_messages=("Expected types for text_encoder",),
