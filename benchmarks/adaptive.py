@@ -1,0 +1,148 @@
+"""Adaptive inversion against fixed-step presets on the shapes world: work, time and label agreement.
+
+    python benchmarks/adaptive.py --per-group 10 --presets fast adaptive --reference long [--varied]
+                                  [--out benchmarks/adaptive.json] [--threads 1] [--shard K/N]
+
+For --per-group figure-6 queries of each group (COMMON, RARE, UNSEEN; `--varied`: drawn as another
+program would, `world.Variation`), each preset analyses each image once. Per analysis it records
+the label, the inversion steps each length used and why it stopped, the wall time and the UNet
+sample-passes:
+
+    passes = sum over lengths of  steps_used * batch_size                  (inversion: forward + backward)
+                                + evaluations * batch_size                   (early stopping's fixed batch)
+                                + (reconstructions + edits) * inference_steps * (2 with guidance, else 1)
+
+The reference (`--reference`, default "long": fast's settings with 4x its steps and no early
+stopping) stands in for the paper preset, which costs 8-60 min per image on a 2-core CPU; its
+labels are what the others are compared with. Results go to --out after every analysis
+(resumable: a rerun skips what is there; other settings in the same file are refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from originality.config import PRESETS, AnalysisConfig  # noqa: E402
+
+GROUPS = ("common", "rare", "unseen")
+REFERENCES = {"long": lambda: AnalysisConfig.preset("fast", steps=600)}
+
+
+def preset_config(name: str) -> AnalysisConfig:
+    return REFERENCES[name]() if name in REFERENCES else AnalysisConfig.preset(name)
+
+
+def unet_passes(report) -> int:
+    """UNet sample-passes of one analysis (see the module docstring)."""
+    c = report.config
+    per_image = c["num_inference_steps"] * (2 if (c.get("guidance_scale") or 0) > 1 else 1)
+    total = 0
+    for r in report.results:
+        steps = r.steps_used or len(r.losses)
+        evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
+        total += (steps + evaluations) * c["batch_size"]
+        total += (len(r.reconstructions) + len(r.edits)) * per_image
+    return total
+
+
+def record(report, seconds: float) -> dict:
+    return {"label": report.label, "seconds": round(seconds, 2), "passes": unet_passes(report),
+            "steps": [r.steps_used for r in report.results], "stops": [r.stop_reason for r in report.results],
+            "distances": [round(r.mean_distance, 4) for r in report.results]}
+
+
+def summary(data: dict, presets: list[str], reference: str) -> list[str]:
+    lines = []
+    runs = data["runs"]
+    keys = sorted({k.split("|", 1)[1] for k in runs})
+    ref = {k: runs.get(f"{reference}|{k}") for k in keys}
+    for p in presets + [reference]:
+        done = [k for k in keys if f"{p}|{k}" in runs]
+        if not done:
+            continue
+        rows = [runs[f"{p}|{k}"] for k in done]
+        passes = sum(r["passes"] for r in rows) / len(rows)
+        line = (f"{p:>9}: {len(rows)} images, mean {passes:,.0f} UNet sample-passes, median {median(r['seconds'] for r in rows):.1f} s, "
+                f"max {max(r['seconds'] for r in rows):.1f} s")
+        both = [k for k in done if ref.get(k)]
+        if p != reference and both:
+            agree = sum(runs[f"{p}|{k}"]["label"] == ref[k]["label"] for k in both)
+            ratio = sum(ref[k]["passes"] for k in both) / max(1, sum(runs[f"{p}|{k}"]["passes"] for k in both))
+            line += f"; same label as {reference}: {agree}/{len(both)}; {ratio:.2f}x fewer passes than {reference}"
+        m1 = [r["seconds"] for r in rows if r["label"] == "1"]
+        if m1:
+            line += f"; images stopping at m = 1: median {median(m1):.1f} s"
+        lines.append(line)
+        for g in GROUPS:
+            labels = [runs[f"{p}|{k}"]["label"] for k in done if k.startswith(g)]
+            if labels:
+                lines.append(f"{'':>11}{g}: {' '.join(labels)}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-group", type=int, default=10)
+    ap.add_argument("--presets", nargs="+", default=["fast", "adaptive"], choices=sorted(PRESETS))
+    ap.add_argument("--reference", default="long", choices=sorted(set(PRESETS) | set(REFERENCES)))
+    ap.add_argument("--varied", action="store_true", help="varied drawings instead of the renderer's exact pixels")
+    ap.add_argument("--model", default="shapes")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "adaptive.json"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shard", default=None, help="K/N: every N-th image from the K-th (parallel processes)")
+    ap.add_argument("--summary", action="store_true", help="print the summary of --out and exit")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    settings = {"per_group": args.per_group, "varied": args.varied, "model": args.model, "seed": args.seed}
+    data = json.loads(out.read_text()) if out.is_file() else {"settings": settings, "runs": {}}
+    if data["settings"] != settings:
+        ap.error(f"{out} holds other settings ({data['settings']}); use another --out")
+    if args.summary:
+        print("\n".join(summary(data, args.presets, args.reference)))
+        return 0
+
+    import torch
+
+    from originality import analyze, load_model
+    from originality.shapes.figure6 import query_image
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model, device="cpu")
+    jobs = [(g, i) for i in range(args.per_group) for g in GROUPS]
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        jobs = jobs[k - 1::n]
+    for group, index in jobs:
+        _, image = query_image(group, args.seed, index, varied=args.varied)
+        for preset in [args.reference] + args.presets:
+            key = f"{preset}|{group}-{index:02d}"
+            if key in data["runs"]:
+                continue
+            t0 = time.perf_counter()
+            report = analyze(image, preset_config(preset).replace(seed=args.seed), model)
+            data["runs"][key] = record(report, time.perf_counter() - t0)
+            print(key, data["runs"][key], flush=True)
+            # re-read before writing: shards share the file
+            current = json.loads(out.read_text()) if out.is_file() else {"settings": settings, "runs": {}}
+            current["runs"].update(data["runs"])
+            data = current
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            tmp.replace(out)
+    print("\n".join(summary(data, args.presets, args.reference)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
