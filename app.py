@@ -222,6 +222,11 @@ def default_world() -> tuple[str, str]:
         return ("shapes" if _is_shapes_folder(env) else "sd"), f"set by ORIGINALITY_MODEL ({env})"
     if sd_available():
         return "sd", "a CUDA GPU is available to run it"
+    from originality.device import gpu_problem  # noqa: PLC0415
+
+    problem = gpu_problem()
+    if problem:
+        return "shapes", f"{problem} The small shapes world runs on a CPU"
     return "shapes", "there is no CUDA GPU here, and the small shapes world runs on a CPU"
 
 

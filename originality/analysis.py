@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Iterator, Union
@@ -26,6 +27,7 @@ from PIL import Image
 
 from .config import AnalysisConfig
 from .images import prepare_image
+from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
 from .report import Report, TokenResult, mean_and_std
@@ -96,8 +98,14 @@ def generate(
     for start in range(0, n, config.generation_batch_size):
         count = min(config.generation_batch_size, n - start)
         generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(count)]
+        # Encoded here and cast to the UNet's dtype: the text encoder may run in float32 (models.py)
+        # while the UNet runs in half precision, and diffusers would start the latents in float32.
+        unet_dtype = pipeline.unet.dtype
+        embeds, negative = pipeline.encode_prompt([prompt] * count, pipeline.unet.device, 1,
+                                                  config.guidance_scale > 1.0)
         out = pipeline(
-            prompt=[prompt] * count,
+            prompt_embeds=embeds.to(unet_dtype),
+            negative_prompt_embeds=None if negative is None else negative.to(unet_dtype),
             num_inference_steps=config.num_inference_steps,
             guidance_scale=config.guidance_scale,
             generator=generators,
@@ -135,6 +143,9 @@ class Prepared:
     model: dict
     init_id: int  # the token id the learned tokens start from
     templates: tuple[str, ...]  # inversion prompt templates
+    notes: tuple[str, ...] = ()  # what the engine decided for the user (domain pick, edit subject switch)
+    domain_pick: dict | None = None  # the automatic domain pick: {"domain", "probabilities"}; None: chosen
+    threshold_source: str = ""  # where config.threshold came from (user, world default, calibration file)
 
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
@@ -147,11 +158,66 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     """
     # 1. Check inputs
     model = model or load_model()
-    config = resolve_config(config, model)
+    user_config = config or AnalysisConfig.preset("fast")
     query = prepare_image(image, model.resolution)
+    notes: list[str] = []
+    pick = None
+    if user_config.domain is None:
+        pick = auto_domain(model, query)
+        if pick is not None:
+            user_config = user_config.replace(domain=pick.domain)
+            notes.append(pick.sentence())
+    config = resolve_config(user_config, model)
+    if model.in_distribution.uses_edits:
+        config, note = switch_edit_subject(config, model.initial_word(config.domain))
+        if note:
+            notes.append(note)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
-    return Prepared(query, config, model.describe(), init_id, templates)
+    source = threshold_source(user_config, model)
+    return Prepared(query, config, model.describe(), init_id, templates, tuple(notes),
+                    pick.to_dict() if pick else None, source)
+
+
+def auto_domain(model: OriginalityModel, query: Image.Image):
+    """The domain picked for `query` when the user chose none: CLIP zero-shot over the presets
+    in a world that has a CLIP judge (`sd.pick_domain`), else None (the world's default)."""
+    from .sd import pick_domain  # noqa: PLC0415
+
+    return pick_domain(model, query)
+
+
+def threshold_source(config: AnalysisConfig, model: OriginalityModel) -> str:
+    """Where the analysis' threshold comes from, for the report."""
+    if config.threshold is not None:
+        return "setting"
+    return getattr(model, "threshold_source", "") or f"default of the {model.world} world (uncalibrated)"
+
+
+# Edit subjects tried, in order, when the configured one is the domain word itself (the check
+# "is there a cat in 'cat in S*'?" cannot fail when S* started from "cat").
+EDIT_SUBJECT_FALLBACKS = ("cat", "dog", "bird")
+
+
+def switch_edit_subject(config: AnalysisConfig, domain_word: str) -> tuple[AnalysisConfig, str]:
+    """`config` with an edit subject other than `domain_word`, and a sentence saying so ("" if unchanged).
+
+    The subject is replaced in the edit prompt too ("cat in {}" -> "dog in {}"); an edit prompt
+    that does not name its subject cannot be switched and is refused.
+    """
+    subject = config.edit_subject
+    if subject.lower() != domain_word.lower():
+        return config, ""
+    new = next(w for w in EDIT_SUBJECT_FALLBACKS if w != subject.lower())
+    pattern = re.compile(rf"\b{re.escape(subject)}\b", re.IGNORECASE)
+    if not pattern.search(config.edit_prompt):
+        raise ValueError(f"the edit subject {subject!r} is the domain word, so the edit check could not fail, "
+                         f"and the edit prompt {config.edit_prompt!r} does not name it to switch it; choose "
+                         "another edit_subject and edit_prompt")
+    prompt = pattern.sub(new, config.edit_prompt)
+    note = (f"the edit subject {subject!r} is the domain word, so the edit check could not fail: it looks for "
+            f"a {new} instead ({prompt.format('S*')!r})")
+    return config.replace(edit_subject=new, edit_prompt=prompt), note
 
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator[Event]:
@@ -179,7 +245,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         inversion = invert(
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=seed, lr_schedule=config.lr_schedule,
+            seed=seed, lr_schedule=config.lr_schedule, micro_batch_size=config.micro_batch_size,
         )
         embeddings = yield from _tracking(inversion, losses)
         timings["inversion"] = time.perf_counter() - t0
@@ -203,11 +269,16 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
         t0 = time.perf_counter()
         edits: list[Image.Image] = []
-        if model.in_distribution.uses_edits:
-            edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
-                             seed=config.seed + 10_000, config=config, resolution=model.resolution)
-        check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
-                                      pass_fraction=config.edit_pass_fraction)
+        if model.in_distribution.uses_edits and not recon_passed and not config.always_check_edits:
+            # this length fails whatever the edits show: skip num_edits generations
+            check = CheckResult(passed=False, scores=[], detail=SKIPPED_EDITS)
+        else:
+            if model.in_distribution.uses_edits:
+                edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
+                                 seed=config.seed + 10_000, config=config, resolution=model.resolution)
+            check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
+                                          pass_fraction=config.edit_pass_fraction,
+                                          domain=model.initial_word(config.domain))
         timings["edit_check"] = time.perf_counter() - t0
         yield EditCheckReady(m, edits, list(check.scores), check.passed, check.detail)
 
@@ -223,6 +294,10 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int) -> Iterator
     return result
 
 
+SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length cannot pass "
+                 "(set always_check_edits to generate and check the edits anyway)")
+
+
 def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0) -> Report:
     """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
 
@@ -236,7 +311,8 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        total_seconds=total_seconds,
+        total_seconds=total_seconds, notes=list(prepared.notes), domain_pick=prepared.domain_pick,
+        threshold_source=prepared.threshold_source,
     )
 
 

@@ -71,7 +71,7 @@ def _world_default(field: str) -> str:
     known = {
         "threshold": f"{SD_THRESHOLD} DreamSim for Stable Diffusion, {SHAPES_THRESHOLD} element distance for shapes",
         "guidance_scale": f"7.5 for Stable Diffusion, {SHAPES_GUIDANCE} for shapes",
-        "domain": "house for Stable Diffusion, shapes for the shapes world",
+        "domain": "picked by CLIP zero-shot over the presets for Stable Diffusion, shapes for the shapes world",
     }
     return f"default: None = the model world's default ({known[field]})"
 
@@ -89,8 +89,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
              "under `accelerate launch` each process's own device)")
     model.add_argument(
         "--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-        help="precision of the frozen model; learned tokens always stay float32 "
-             "(default: None = float16 on GPU, float32 on CPU)")
+        help="precision of the frozen UNet and VAE; the text encoder and learned tokens stay float32 "
+             "(default: None = bfloat16 on GPUs that have it, else float16 with loss scaling; float32 on CPU)")
 
     a = parser.add_argument_group("analysis (each overrides the preset)")
     a.add_argument("--preset", default="fast", choices=sorted(PRESETS),
@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse again images whose report folder already holds report.json (default: skip them)")
     _add_analysis_options(b)
     b.set_defaults(handler=cmd_batch)
+    from .calibrate import add_parser as add_calibrate_parser  # noqa: PLC0415
+
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -519,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         _quiet_libraries()
+    from .device import gpu_problem  # noqa: PLC0415
+
+    if gpu_problem():
+        print(f"warning: {gpu_problem()}", file=sys.stderr)
     try:
         return args.handler(args)
     except ValueError as err:  # includes ImageInputError, config validation, model loading

@@ -52,9 +52,15 @@ class AnalysisConfig:
     edit_subject: str = "cat"  # what the check looks for in the edits
     num_edits: int = 8
     edit_pass_fraction: float = 0.5  # the check passes when at least this share of edits passes
+    # Generate and check the edits even for a length whose reconstruction already failed (its
+    # decision cannot change); False skips them, which saves num_edits generations per failed length.
+    always_check_edits: bool = False
     # Reproducibility and batching
     seed: int = 0
     generation_batch_size: int = 8  # images per denoising batch when generating
+    # Inversion micro-batch: each step's batch runs in chunks of this size with gradient
+    # accumulation (same update, less memory). None: automatic (whole batch, halved on out-of-memory).
+    micro_batch_size: int | None = None
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AnalysisConfig":
@@ -81,6 +87,10 @@ class AnalysisConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.micro_batch_size is not None and (not isinstance(self.micro_batch_size, int)
+                                                   or isinstance(self.micro_batch_size, bool)
+                                                   or self.micro_batch_size < 1):
+            raise ValueError(f"micro_batch_size must be a positive integer or None, got {self.micro_batch_size!r}")
         if self.max_tokens > 16:
             raise ValueError(f"max_tokens must be at most 16, got {self.max_tokens}")
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate <= 1):

@@ -42,6 +42,7 @@ class OriginalityModel:
     default_threshold: float
     default_guidance_scale: float
     world_templates: tuple[str, ...] | None = None  # when set, used for every domain
+    threshold_source: str = ""  # where default_threshold comes from (recorded in every report)
     # One analysis at a time per model: placeholder tokens live in the shared text encoder.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -69,6 +70,8 @@ class OriginalityModel:
             "in_distribution": self.in_distribution.name,
             "device": str(self.device),
             "dtype": str(self.pipeline.unet.dtype).replace("torch.", ""),
+            "text_encoder_dtype": str(self.pipeline.text_encoder.dtype).replace("torch.", ""),
+            "loss_scale": "dynamic" if self.pipeline.unet.dtype == torch.float16 else "none",
             "resolution": self.resolution,
         }
 
@@ -80,6 +83,10 @@ _CACHE_LOCK = threading.Lock()
 def sd_available(model_id: str = SD_MODEL_ID) -> bool:
     """True where a Stable Diffusion run makes sense: a GPU, and weights cached or downloadable."""
     if not torch.cuda.is_available():
+        from .device import gpu_problem  # noqa: PLC0415
+
+        if gpu_problem():
+            logger.warning(gpu_problem())
         return False
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
         return True
@@ -131,6 +138,9 @@ def load_model(
 
 
 def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype) -> StableDiffusionPipeline:
+    from .sd import check_pipeline_support  # noqa: PLC0415
+
+    check_pipeline_support(model_id)  # one small file; refuses SDXL, SD3, ... before any weights
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             model_id, dtype=dtype, safety_checker=None, requires_safety_checker=False
@@ -141,7 +151,14 @@ def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype) -> S
             "Give a diffusers folder or a Hub id whose weights are cached or downloadable."
         ) from err
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    # The text encoder (~1% of a step's FLOPs) stays float32: the learned rows' gradient goes
+    # through it, and in half precision their update drifts from float32's (benchmarks/RESULTS.md).
+    pipe.text_encoder.to(TEXT_ENCODER_DTYPE)
+    return pipe
+
+
+TEXT_ENCODER_DTYPE = torch.float32
 
 
 def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> OriginalityModel:
@@ -162,6 +179,7 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
             default_domain=INITIAL_WORD,
             default_threshold=SHAPES_THRESHOLD,
             default_guidance_scale=SHAPES_GUIDANCE,
+            threshold_source=SHAPES_THRESHOLD_SOURCE,
             world_templates=SHAPES_TEMPLATES,
         )
     cache = Path(cache_dir) if cache_dir else None
@@ -175,6 +193,7 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
         default_domain="house",
         default_threshold=SD_THRESHOLD,
         default_guidance_scale=7.5,
+        threshold_source=SD_THRESHOLD_SOURCE,
     )
 
 
@@ -184,6 +203,8 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
 # 0.45 lets such a generic-but-unseen image pass at m = 1 and leaves no more slack than
 # that. Not yet validated on real weights.
 SD_THRESHOLD = 0.45
+SD_THRESHOLD_SOURCE = ("uncalibrated default of the Stable Diffusion world (0.45, from the paper's street-cat anchor; "
+                       "calibrate it with `python -m originality calibrate`)")
 # Element distance (1 - F1 of detected (shape, colour)) for the shapes world, set to what the
 # model's own best words achieve for familiar content: images generated from "a photo of <true
 # caption>" of 24 COMMON queries (`python -m originality.shapes.calibrate --groups common
@@ -193,4 +214,6 @@ SD_THRESHOLD = 0.45
 # from words). The 80% quantile rather than the mean, because a threshold at the mean rejects
 # caption-quality reconstructions for half of the familiar images.
 SHAPES_THRESHOLD = 0.3
+SHAPES_THRESHOLD_SOURCE = ("calibrated default of the shapes world (0.3: 80% quantile of true-caption distances of "
+                           "24 COMMON queries, `python -m originality.shapes.calibrate`)")
 SHAPES_GUIDANCE = 3.0

@@ -110,6 +110,9 @@ class Report:
     model: dict[str, Any]  # name, world, distance and check names
     created: str = ""
     total_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the engine decided for the user, in sentences
+    domain_pick: dict[str, Any] | None = None  # automatic domain pick: {"domain", "probabilities"}
+    threshold_source: str = ""  # where `threshold` came from: setting, world default, calibration
 
     @property
     def label(self) -> str:
@@ -137,6 +140,9 @@ class Report:
             "model": self.model,
             "created": self.created,
             "total_seconds": self.total_seconds,
+            "notes": self.notes,
+            "domain_pick": self.domain_pick,
+            "threshold_source": self.threshold_source,
             "results": [r.summary() for r in self.results],
         }
 
@@ -202,6 +208,9 @@ class Report:
             model=meta["model"],
             created=meta.get("created", ""),
             total_seconds=meta.get("total_seconds", 0.0),
+            notes=meta.get("notes", []),
+            domain_pick=meta.get("domain_pick"),
+            threshold_source=meta.get("threshold_source", ""),
         )
 
 
