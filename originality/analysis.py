@@ -98,14 +98,8 @@ def generate(
     for start in range(0, n, config.generation_batch_size):
         count = min(config.generation_batch_size, n - start)
         generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(count)]
-        # Encoded here and cast to the UNet's dtype: the text encoder may run in float32 (models.py)
-        # while the UNet runs in half precision, and diffusers would start the latents in float32.
-        unet_dtype = pipeline.unet.dtype
-        embeds, negative = pipeline.encode_prompt([prompt] * count, pipeline.unet.device, 1,
-                                                  config.guidance_scale > 1.0)
         out = pipeline(
-            prompt_embeds=embeds.to(unet_dtype),
-            negative_prompt_embeds=None if negative is None else negative.to(unet_dtype),
+            **prompt_inputs(pipeline, [prompt] * count, config.guidance_scale),
             num_inference_steps=config.num_inference_steps,
             guidance_scale=config.guidance_scale,
             generator=generators,
@@ -115,6 +109,18 @@ def generate(
         )
         images.extend(out.images)
     return images
+
+
+def prompt_inputs(pipeline, prompts: list[str], guidance_scale: float) -> dict:
+    """The pipeline's prompt arguments: the prompts themselves, or, when the text encoder runs in
+    float32 and the UNet in half precision (models.py), their embeddings cast to the UNet's dtype
+    (diffusers would otherwise start the latents in the text encoder's float32)."""
+    unet, text_encoder = getattr(pipeline, "unet", None), getattr(pipeline, "text_encoder", None)
+    if unet is None or text_encoder is None or text_encoder.dtype == unet.dtype:
+        return {"prompt": prompts}
+    embeds, negative = pipeline.encode_prompt(prompts, unet.device, 1, guidance_scale > 1.0)
+    return {"prompt_embeds": embeds.to(unet.dtype),
+            "negative_prompt_embeds": None if negative is None else negative.to(unet.dtype)}
 
 
 def inversion_seed(seed: int, num_tokens: int, query: Image.Image) -> int:

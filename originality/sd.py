@@ -60,8 +60,9 @@ def read_model_index(model_id: str) -> dict:
     try:
         local = hf_hub_download(model_id, "model_index.json")
     except Exception as err:  # noqa: BLE001 - offline, missing repo, gated repo: all say "cannot read it"
-        raise ValueError(f"could not read model_index.json of {model_id!r} (neither a local folder nor a "
-                         f"reachable Hub repository: {type(err).__name__}: {err}); supported: {SUPPORTED}") from err
+        raise ValueError(f"could not load a Stable Diffusion pipeline from {model_id!r}: its model_index.json "
+                         f"cannot be read (neither a local folder nor a reachable Hub repository: "
+                         f"{type(err).__name__}: {err}). Supported: {SUPPORTED}.") from err
     return json.loads(Path(local).read_text())
 
 
