@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Iterator, Union
 
 import torch
+from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from .config import AnalysisConfig
@@ -98,8 +99,9 @@ def generate(
     for start in range(0, n, config.generation_batch_size):
         count = min(config.generation_batch_size, n - start)
         generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(count)]
-        out = pipeline(
-            **prompt_inputs(pipeline, [prompt] * count, config.guidance_scale),
+        call, prompt_args = prompt_inputs(pipeline, [prompt] * count, config.guidance_scale)
+        out = call(
+            **prompt_args,
             num_inference_steps=config.num_inference_steps,
             guidance_scale=config.guidance_scale,
             generator=generators,
@@ -111,16 +113,24 @@ def generate(
     return images
 
 
-def prompt_inputs(pipeline, prompts: list[str], guidance_scale: float) -> dict:
-    """The pipeline's prompt arguments: the prompts themselves, or, when the text encoder runs in
-    float32 and the UNet in half precision (models.py), their embeddings cast to the UNet's dtype
-    (diffusers would otherwise start the latents in the text encoder's float32)."""
+def prompt_inputs(pipeline, prompts: list[str], guidance_scale: float) -> tuple[object, dict]:
+    """The pipeline to call and its prompt arguments.
+
+    Where the text encoder runs in float32 and the UNet in half precision (models.py), the
+    prompts are encoded here and their embeddings cast to the UNet's dtype, and the call goes
+    to a view of the pipeline without its text encoder: diffusers casts given embeddings to the
+    text encoder's dtype when it has one, and would then start the latents in float32.
+    """
     unet, text_encoder = getattr(pipeline, "unet", None), getattr(pipeline, "text_encoder", None)
     if unet is None or text_encoder is None or text_encoder.dtype == unet.dtype:
-        return {"prompt": prompts}
+        return pipeline, {"prompt": prompts}
     embeds, negative = pipeline.encode_prompt(prompts, unet.device, 1, guidance_scale > 1.0)
-    return {"prompt_embeds": embeds.to(unet.dtype),
-            "negative_prompt_embeds": None if negative is None else negative.to(unet.dtype)}
+    view = StableDiffusionPipeline(vae=pipeline.vae, text_encoder=None, tokenizer=pipeline.tokenizer, unet=unet,
+                                   scheduler=pipeline.scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    view.set_progress_bar_config(disable=True)
+    return view, {"prompt_embeds": embeds.to(unet.dtype),
+                  "negative_prompt_embeds": None if negative is None else negative.to(unet.dtype)}
 
 
 def inversion_seed(seed: int, num_tokens: int, query: Image.Image) -> int:

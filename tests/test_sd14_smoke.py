@@ -19,8 +19,12 @@ from originality.metrics import ClipEditCheck, DreamSimDistance
 from originality.testing import sd14_pipeline_from_configs
 from tests.offline_models import make_clip_l14, make_dreamsim_cache
 
-CONFIGS = Path(os.environ.get("ORIGINALITY_SD14_CONFIGS",
-                              Path(__file__).resolve().parents[2] / "shared" / "sd-v1-4-configs"))
+ROOT = Path(__file__).resolve().parents[1]
+# $ORIGINALITY_SD14_CONFIGS, else the shared folder beside the checkout (or beside a worktree's parent)
+CONFIGS = next((p for p in [Path(os.environ.get("ORIGINALITY_SD14_CONFIGS", "/nonexistent")),
+                            ROOT.parent / "shared" / "sd-v1-4-configs",
+                            ROOT.parent.parent / "shared" / "sd-v1-4-configs"]
+                if (p / "unet" / "config.json").is_file()), ROOT.parent / "shared" / "sd-v1-4-configs")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not (CONFIGS / "unet" / "config.json").is_file(),

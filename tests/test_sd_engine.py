@@ -325,3 +325,18 @@ def test_frozen_dtype_prefers_bfloat16_on_gpus_that_have_it(monkeypatch):
     assert device_mod.frozen_dtype(cuda, "fp32") == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         device_mod.frozen_dtype(cuda, "int8")
+
+
+def test_generation_with_a_float32_text_encoder_and_a_bfloat16_unet():
+    """As loaded on a GPU: diffusers would start the latents in the text encoder's float32."""
+    import copy
+
+    from originality.analysis import generate
+
+    mixed = copy.deepcopy(tiny_sd_pipeline(seed=0))
+    mixed.unet.to(torch.bfloat16)
+    mixed.vae.to(torch.bfloat16)
+    config = AnalysisConfig.preset("fast", num_inference_steps=2, guidance_scale=7.5)
+    images = generate(mixed, "a photo of a house", 2, seed=0, config=config, resolution=64)
+    assert [im.size for im in images] == [(64, 64)] * 2
+    assert mixed.text_encoder.dtype == torch.float32 and mixed.unet.dtype == torch.bfloat16
