@@ -66,6 +66,7 @@ from originality import (
     prepare,
 )
 from originality.config import DOMAINS, PRESETS
+from originality import gpu_costs
 from originality.models import SD_MODEL_ID, SHAPES_MODEL_DIR, sd_available
 from originality.shapes.model import is_shapes_model
 from originality.store import InvalidRunId, RunNotFound, RunStore
@@ -172,7 +173,7 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     return str(value).strip()
 
 
-_FIELD_KINDS = {f.name: (int if f.type in ("int", int) else float if "float" in str(f.type) else str)
+_FIELD_KINDS = {f.name: (int if f.type in ("int", int, "int | None") else float if "float" in str(f.type) else str)
                 for f in fields(AnalysisConfig)}
 
 
@@ -254,9 +255,9 @@ def check_world(world: str, model_id: str) -> None:
 # depends on m (prompts are padded to 77 tokens either way), so every length gets the same reservation.
 # fast preset: 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2 -> 86 s per length; the paper preset
 # (2000 steps x batch 20) is far over the cap and cannot run on ZeroGPU.
-GPU_OVERHEAD_S = 30.0
-GPU_S_PER_SAMPLE = 0.04
-GPU_S_PER_IMAGE_STEP = 0.03
+# The three rates live in originality/gpu_costs.json with their source (an estimate until
+# `benchmarks/gpu_bench.py --update-costs` writes measured ones).
+GPU_OVERHEAD_S, GPU_S_PER_SAMPLE, GPU_S_PER_IMAGE_STEP = gpu_costs.rates()
 
 
 def gpu_seconds(config: dict) -> int:
@@ -586,8 +587,9 @@ def verdict_markdown(report: Report) -> str:
     model = report.model
     details = (f"model {model.get('name', '?')} ({model.get('world', '?')}) · {model.get('distance', 'distance')} "
                f"threshold {report.threshold:g} · {len(report.results)} length(s) tried in "
-               f"{report.total_seconds:.0f} s")
-    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>"
+               f"{report.total_seconds:.0f} s · {model.get('dtype', '?')}")
+    notes = "".join(f"\n\n<small>{note}</small>" for note in [*report.notes, report.threshold_source] if note)
+    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>{notes}"
 
 
 def best_pair(view: RunView) -> tuple | None:

@@ -2,6 +2,7 @@
 the edit-subject switch, skipped edits, the automatic domain, refused pipelines, a GPU torch cannot use."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,3 +341,29 @@ def test_generation_with_a_float32_text_encoder_and_a_bfloat16_unet():
     images = generate(mixed, "a photo of a house", 2, seed=0, config=config, resolution=64)
     assert [im.size for im in images] == [(64, 64)] * 2
     assert mixed.text_encoder.dtype == torch.float32 and mixed.unet.dtype == torch.bfloat16
+
+
+def test_gpu_costs_feed_the_estimate_and_the_benchmark_updates_them(tmp_path, monkeypatch, capsys):
+    """benchmarks/gpu_bench.py runs as a CPU smoke test and writes measured rates into the cost file."""
+    import importlib.util
+    import shutil
+
+    from originality import gpu_costs
+
+    overhead, per_sample, per_image_step = gpu_costs.rates()
+    assert gpu_costs.seconds(150, 8, 12, 20) == pytest.approx(overhead + per_sample * 1200 + per_image_step * 240)
+    costs = tmp_path / "gpu_costs.json"
+    shutil.copy(gpu_costs.COSTS_FILE, costs)
+    monkeypatch.setattr(gpu_costs, "COSTS_FILE", costs)
+    spec = importlib.util.spec_from_file_location("gpu_bench", Path(__file__).parents[1] / "benchmarks" / "gpu_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--device", "cpu", "--tiny", "--batches", "2", "--steps", "1", "--warmup", "0",
+                       "--images", "1", "--inference-steps", "1", "--update-costs"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    run = out["runs"]["float32"]
+    assert run["inversion"][0]["s_per_step"] > 0 and run["generation"]["s_per_image_step"] > 0
+    assert set(run["projected"]) == {"fast", "paper"}
+    written = gpu_costs.load_costs(costs)
+    assert written["s_per_sample"] == pytest.approx(run["inversion"][0]["s_per_sample"], rel=1e-3, abs=1e-5)
+    assert written["source"].startswith("measured") and written["overhead_s"] == overhead
