@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=8, help="images per timed generation (default: %(default)s)")
     ap.add_argument("--inference-steps", type=int, default=20, help="denoising steps (default: %(default)s)")
     ap.add_argument("--update-costs", action="store_true",
-                    help=f"write the default dtype's rates into {gpu_costs.COSTS_FILE.relative_to(ROOT)}")
+                    help="write the default dtype's rates into originality/gpu_costs.json")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         from originality.device import gpu_problem

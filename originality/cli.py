@@ -241,7 +241,8 @@ def _precheck(config: AnalysisConfig, model) -> AnalysisConfig:
 
     resolved = resolve_config(config, model)
     initializer_id(model.pipeline.tokenizer, model.initial_word(resolved.domain))
-    return resolved
+    # unresolved: a domain left None is picked per image, and the report says where the threshold came from
+    return config
 
 
 class _Progress:
@@ -329,7 +330,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     def on_length(result) -> None:
         if not args.json:
-            print(length_line(result, config.threshold), flush=True)
+            print(length_line(result, model.default_threshold if config.threshold is None else config.threshold),
+                  flush=True)
 
     report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length)
     if args.out:
@@ -339,6 +341,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(report.summary(), indent=2))
     else:
         print(score_line(report))
+        for note in [*report.notes, f"threshold: {report.threshold:g}, {report.threshold_source}"]:
+            print(f"note: {note}")
         if args.out:
             print(f"report: {args.out}")
     return 0

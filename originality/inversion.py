@@ -218,8 +218,7 @@ def invert(
     # All templates tokenised once: (T, L)
     template_ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    mean = latent_mean.to(device)
-    std = latent_std.to(device)
+    target = LossTarget(pipeline, noise_scheduler, latent_mean.to(device), latent_std.to(device), template_ids)
 
     was_training = (text_encoder.training, unet.training)
     text_encoder.eval()
@@ -230,8 +229,7 @@ def invert(
     micro, automatic = micro_batch_size, micro_batch_size is None
     try:
         for step in range(steps):
-            batch = sample_batch(noise_scheduler, template_ids.shape[0], generator, batch_size, mean.shape[1:])
-            loss, micro = accumulate_gradients(pipeline, noise_scheduler, mean, std, template_ids, batch, learned,
+            loss, micro = accumulate_gradients(target, target.sample(generator, batch_size), learned,
                                                micro_batch_size=micro, scale=scale, automatic=automatic)
             used_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
@@ -313,12 +311,25 @@ def sample_batch(noise_scheduler: DDPMScheduler, num_templates: int, generator: 
     return NoiseBatch(eps_latent, noise, t, pick)
 
 
+@dataclass(frozen=True)
+class LossTarget:
+    """What the denoising loss compares against: the frozen pipeline, its training noise
+    scheduler, the query's scaled latent distribution (mean, std: (1, C, h, w)) and the
+    tokenised prompt templates (T, L)."""
+
+    pipeline: StableDiffusionPipeline
+    noise_scheduler: DDPMScheduler
+    mean: torch.Tensor
+    std: torch.Tensor
+    template_ids: torch.Tensor
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> NoiseBatch:
+        return sample_batch(self.noise_scheduler, self.template_ids.shape[0], generator, batch_size,
+                            self.mean.shape[1:])
+
+
 def accumulate_gradients(
-    pipeline: StableDiffusionPipeline,
-    noise_scheduler: DDPMScheduler,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    template_ids: torch.Tensor,
+    target: LossTarget,
     batch: NoiseBatch,
     learned: torch.Tensor,
     *,
@@ -345,7 +356,7 @@ def accumulate_gradients(
         try:
             for start in range(0, n, size):
                 part = batch.chunk(start, min(n, start + size))
-                loss = batch_loss(pipeline, noise_scheduler, mean, std, template_ids, part) * (len(part) / n)
+                loss = batch_loss(target, part) * (len(part) / n)
                 (loss * scale.value).backward()
                 total += float(loss.detach())
         except torch.OutOfMemoryError:
@@ -370,28 +381,21 @@ def accumulate_gradients(
         logger.info("float16 gradient overflowed; loss scale lowered to %g", scale.value)
 
 
-def batch_loss(
-    pipeline: StableDiffusionPipeline,
-    noise_scheduler: DDPMScheduler,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    template_ids: torch.Tensor,
-    batch: NoiseBatch,
-) -> torch.Tensor:
+def batch_loss(target: LossTarget, batch: NoiseBatch) -> torch.Tensor:
     """The frozen model's denoising loss (float32 scalar) on the noisy copies of the query drawn in `batch`.
 
-    mean, std: (1, C, h, w) scaled latent distribution of the query; template_ids: (T, L)
-    tokenised prompts, `batch.picks` selects one per copy. The text encoder runs in its own
+    `batch.picks` selects one of the target's prompt templates per copy. The text encoder runs in its own
     dtype (float32 where the loader keeps it so), the UNet in its own; the loss is computed
     in float32.
     """
+    pipeline, noise_scheduler, mean, std = target.pipeline, target.noise_scheduler, target.mean, target.std
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
     t = batch.timesteps.to(device)
     latents = (mean + std * batch.eps_latent.to(device)).to(unet.dtype)  # (B, C, h, w)
     noise = batch.noise.to(device, unet.dtype)
     noisy = noise_scheduler.add_noise(latents, noise, t)
-    hidden = text_encoder(template_ids[batch.picks.to(device)])[0]  # (B, L, D)
+    hidden = text_encoder(target.template_ids[batch.picks.to(device)])[0]  # (B, L, D)
     pred = unet(noisy, t, hidden.to(unet.dtype)).sample
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, t)
@@ -400,18 +404,9 @@ def batch_loss(
     return F.mse_loss(pred.float(), target.float())
 
 
-def denoising_loss(
-    pipeline: StableDiffusionPipeline,
-    noise_scheduler: DDPMScheduler,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    template_ids: torch.Tensor,
-    generator: torch.Generator,
-    batch_size: int,
-) -> torch.Tensor:
+def denoising_loss(target: LossTarget, generator: torch.Generator, batch_size: int) -> torch.Tensor:
     """The denoising loss on `batch_size` noisy copies drawn from `generator` (see `batch_loss`)."""
-    batch = sample_batch(noise_scheduler, template_ids.shape[0], generator, batch_size, mean.shape[1:])
-    return batch_loss(pipeline, noise_scheduler, mean, std, template_ids, batch)
+    return batch_loss(target, target.sample(generator, batch_size))
 
 
 @torch.no_grad()
@@ -429,8 +424,9 @@ def evaluation_loss(
     noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
     ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], pipeline.unet.device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    return float(denoising_loss(pipeline, noise_scheduler, latent_mean.to(pipeline.unet.device),
-                                latent_std.to(pipeline.unet.device), ids, generator, batch_size))
+    device = pipeline.unet.device
+    target = LossTarget(pipeline, noise_scheduler, latent_mean.to(device), latent_std.to(device), ids)
+    return float(denoising_loss(target, generator, batch_size))
 
 
 def save_embeddings(path: str | Path, token: str, embeddings: torch.Tensor) -> None:

@@ -15,12 +15,12 @@ from originality.analysis import SKIPPED_EDITS, switch_edit_subject
 from originality.config import DOMAINS
 from originality.inversion import (
     LossScale,
+    LossTarget,
     TokenSession,
     accumulate_gradients,
     encode_query,
     initializer_id,
     invert,
-    sample_batch,
     tokenize,
 )
 from originality.metrics import CheckResult, ClipEditCheck
@@ -63,15 +63,15 @@ def _gradient(pipe, query, micro_batch_size, scale=None, batch_size=6):
         sched = DDPMScheduler.from_config(p.scheduler.config)
         ids = tokenize(p.tokenizer, [t.format(ph.text) for t in OBJECT_TEMPLATES], p.unet.device)
         gen = torch.Generator().manual_seed(3)
-        batch = sample_batch(sched, ids.shape[0], gen, batch_size, mean.shape[1:])
+        target = LossTarget(p, sched, mean, std, ids)
+        batch = target.sample(gen, batch_size)
         base = p.text_encoder.get_input_embeddings()
         learned = torch.nn.Parameter(base.weight[list(ph.ids)].detach().clone())
         from originality.inversion import PlaceholderEmbedding
 
         p.text_encoder.set_input_embeddings(PlaceholderEmbedding(base, ph.ids, learned))
         try:
-            loss, _ = accumulate_gradients(p, sched, mean, std, ids, batch, learned,
-                                           micro_batch_size=micro_batch_size, scale=scale)
+            loss, _ = accumulate_gradients(target, batch, learned, micro_batch_size=micro_batch_size, scale=scale)
         finally:
             p.text_encoder.set_input_embeddings(base)
         return loss, learned.grad.clone()
@@ -107,11 +107,11 @@ def test_automatic_micro_batch_halves_on_out_of_memory(pipe, query, monkeypatch)
     real = inversion.batch_loss
     sizes = []
 
-    def small_memory(pipeline, sched, mean, std, ids, batch):
+    def small_memory(target, batch):
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(pipeline, sched, mean, std, ids, batch)
+        return real(target, batch)
 
     loss, grad = _gradient(pipe, query, None)
     monkeypatch.setattr(inversion, "batch_loss", small_memory)
@@ -367,3 +367,17 @@ def test_gpu_costs_feed_the_estimate_and_the_benchmark_updates_them(tmp_path, mo
     written = gpu_costs.load_costs(costs)
     assert written["s_per_sample"] == pytest.approx(run["inversion"][0]["s_per_sample"], rel=1e-3, abs=1e-5)
     assert written["source"].startswith("measured") and written["overhead_s"] == overhead
+
+
+def test_app_and_cli_say_when_torch_cannot_use_the_gpu(monkeypatch, capsys):
+    import app
+    from originality import cli
+
+    message = "an NVIDIA GPU driver is present (test) but torch cannot use the GPU"
+    monkeypatch.delenv("ORIGINALITY_MODEL", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "gpu_problem", lambda: message)
+    world, why = app.default_world()
+    assert world == "shapes" and message in why
+    cli.main(["calibrate", "/nonexistent-folder"])
+    assert f"warning: {message}" in capsys.readouterr().err
