@@ -20,15 +20,18 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Union
 
 import torch
+from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from .config import AnalysisConfig
 from .images import ImageInputError, load_image, prepare_image
+from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
 from .worlds import World, get_world
@@ -112,8 +115,9 @@ def generate(
     for start in range(0, n, config.generation_batch_size):
         count = min(config.generation_batch_size, n - start)
         generators = [torch.Generator(device="cpu").manual_seed(seed + start + i) for i in range(count)]
-        out = pipeline(
-            prompt=[prompt] * count,
+        call, prompt_args = prompt_inputs(pipeline, [prompt] * count, config.guidance_scale)
+        out = call(
+            **prompt_args,
             num_inference_steps=config.num_inference_steps,
             guidance_scale=config.guidance_scale,
             generator=generators,
@@ -123,6 +127,26 @@ def generate(
         )
         images.extend(out.images)
     return images
+
+
+def prompt_inputs(pipeline, prompts: list[str], guidance_scale: float) -> tuple[object, dict]:
+    """The pipeline to call and its prompt arguments.
+
+    Where the text encoder runs in float32 and the UNet in half precision (models.py), the
+    prompts are encoded here and their embeddings cast to the UNet's dtype, and the call goes
+    to a view of the pipeline without its text encoder: diffusers casts given embeddings to the
+    text encoder's dtype when it has one, and would then start the latents in float32.
+    """
+    unet, text_encoder = getattr(pipeline, "unet", None), getattr(pipeline, "text_encoder", None)
+    if unet is None or text_encoder is None or text_encoder.dtype == unet.dtype:
+        return pipeline, {"prompt": prompts}
+    embeds, negative = pipeline.encode_prompt(prompts, unet.device, 1, guidance_scale > 1.0)
+    view = StableDiffusionPipeline(vae=pipeline.vae, text_encoder=None, tokenizer=pipeline.tokenizer, unet=unet,
+                                   scheduler=pipeline.scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    view.set_progress_bar_config(disable=True)
+    return view, {"prompt_embeds": embeds.to(unet.dtype),
+                  "negative_prompt_embeds": None if negative is None else negative.to(unet.dtype)}
 
 
 def inversion_seed(seed: int, num_tokens: int, query: Image.Image) -> int:
@@ -152,6 +176,9 @@ class Prepared:
     init_id: int  # the token id the learned tokens start from
     templates: tuple[str, ...]  # inversion prompt templates
     record: dict = field(default_factory=dict)  # reproducibility record so far (record.start_record)
+    notes: tuple[str, ...] = ()  # what the engine decided for the user (domain pick, edit subject switch)
+    domain_pick: dict | None = None  # the automatic domain pick: {"domain", "probabilities"}; None: chosen
+    threshold_source: str = ""  # where config.threshold came from (user, world default, calibration file)
 
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
@@ -194,12 +221,62 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     loaded, config = check_inputs(image, config)
     model = model or load_model()
     given = config  # as the caller gave it: the record says which settings were the world's defaults
-    _, config = check_inputs(loaded, config, model)
+    check_inputs(loaded, config, model)  # the world's check of the image, the default domain word
     query = prepare_image(loaded, model.resolution)
+    notes: list[str] = []
+    pick = None
+    if config.domain is None:
+        pick = auto_domain(model, query)
+        if pick is not None:
+            config = config.replace(domain=pick.domain)
+            notes.append(pick.sentence())
+    config = resolve_config(config, model)
+    if model.in_distribution.uses_edits:
+        config, note = switch_edit_subject(config, model.initial_word(config.domain))
+        if note:
+            notes.append(note)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
     record = start_record(source or input_sha256(image), query, model, given=given, resolved=config)
-    return Prepared(query, config, model.describe(), init_id, templates, record)
+    return Prepared(query, config, model.describe(), init_id, templates, record, tuple(notes),
+                    pick.to_dict() if pick else None, record["threshold"]["source"])
+
+
+def auto_domain(model: OriginalityModel, query: Image.Image):
+    """The domain picked for `query` when the user chose none, in a world that picks one
+    (`World.picks_domain`: CLIP zero-shot over the presets, `sd.pick_domain`); else None (the
+    world's default word)."""
+    if not get_world(model.world).picks_domain:
+        return None
+    from .sd import pick_domain  # noqa: PLC0415
+
+    return pick_domain(model, query)
+
+
+# Edit subjects tried, in order, when the configured one is the domain word itself (the check
+# "is there a cat in 'cat in S*'?" cannot fail when S* started from "cat").
+EDIT_SUBJECT_FALLBACKS = ("cat", "dog", "bird")
+
+
+def switch_edit_subject(config: AnalysisConfig, domain_word: str) -> tuple[AnalysisConfig, str]:
+    """`config` with an edit subject other than `domain_word`, and a sentence saying so ("" if unchanged).
+
+    The subject is replaced in the edit prompt too ("cat in {}" -> "dog in {}"); an edit prompt
+    that does not name its subject cannot be switched and is refused.
+    """
+    subject = config.edit_subject
+    if subject.lower() != domain_word.lower():
+        return config, ""
+    new = next(w for w in EDIT_SUBJECT_FALLBACKS if w != subject.lower())
+    pattern = re.compile(rf"\b{re.escape(subject)}\b", re.IGNORECASE)
+    if not pattern.search(config.edit_prompt):
+        raise ValueError(f"the edit subject {subject!r} is the domain word, so the edit check could not fail, "
+                         f"and the edit prompt {config.edit_prompt!r} does not name it to switch it; choose "
+                         "another edit_subject and edit_prompt")
+    prompt = pattern.sub(new, config.edit_prompt)
+    note = (f"the edit subject {subject!r} is the domain word, so the edit check could not fail: it looks for "
+            f"a {new} instead ({prompt.format('S*')!r})")
+    return config.replace(edit_subject=new, edit_prompt=prompt), note
 
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
@@ -235,6 +312,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
             seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
+            micro_batch_size=config.micro_batch_size,
         )
         stop: dict = {}
         embeddings = yield from _tracking(inversion, losses, stop)
@@ -259,11 +337,16 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
         t0 = time.perf_counter()
         edits: list[Image.Image] = []
-        if model.in_distribution.uses_edits:
-            edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
-                             seed=config.seed + 10_000, config=config, resolution=model.resolution)
-        check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
-                                      pass_fraction=config.edit_pass_fraction)
+        if model.in_distribution.uses_edits and not distance_passed and not config.always_check_edits:
+            # this length fails whatever the edits show: skip num_edits generations
+            check = CheckResult(passed=False, scores=[], detail=SKIPPED_EDITS)
+        else:
+            if model.in_distribution.uses_edits:
+                edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
+                                 seed=config.seed + 10_000, config=config, resolution=model.resolution)
+            check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
+                                          pass_fraction=config.edit_pass_fraction,
+                                          domain=model.initial_word(config.domain))
         timings["edit_check"] = time.perf_counter() - t0
         scored = SCORED_EDITS if model.in_distribution.uses_edits else SCORED_RECONSTRUCTIONS
         yield CheckReady(m, edits, list(check.scores), check.passed, check.detail, scored)
@@ -281,6 +364,10 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
     return result
 
 
+SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length cannot pass "
+                 "(set always_check_edits to generate and check the edits anyway)")
+
+
 def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0) -> Report:
     """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
 
@@ -295,6 +382,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
+        notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
     )
 
 

@@ -50,8 +50,9 @@ def _preset_default(field: str) -> str:
 def _world_default(field: str) -> str:
     """'None = the model world's default (0.45 DreamSim for stable-diffusion, ...)', from the registry."""
     def value(w) -> str:
+        domain = "picked per image by CLIP zero-shot over the presets" if w.picks_domain else w.domain
         return {"threshold": f"{w.threshold} {w.distance_name}", "guidance_scale": f"{w.guidance_scale}",
-                "domain": w.domain}[field]
+                "domain": domain}[field]
     return "default: None = the model world's default (" + ", ".join(
         f"{value(w)} for {w.name}" for w in all_worlds()) + ")"
 
@@ -66,7 +67,7 @@ def add_setting_options(parser, names: Sequence[str] | None = None) -> None:
         if names is not None and s.name not in names:
             continue
         default = _world_default(s.name) if s.world_default else _preset_default(s.name)
-        parser.add_argument(s.flag, dest=s.name, default=None, type=s.kind, choices=s.choices,
+        parser.add_argument(s.flag, dest=s.name, default=None, type=s.parse if s.kind is bool else s.kind, choices=s.choices,
                             metavar=None if s.choices else s.metavar, help=f"{s.help} ({default})")
 
 
@@ -90,8 +91,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
              "under `accelerate launch` each process's own device)")
     model.add_argument(
         "--dtype", default=None, choices=("float32", "float16", "bfloat16"),
-        help="precision of the frozen model; learned tokens always stay float32 "
-             "(default: None = float16 on GPU, float32 on CPU)")
+        help="precision of the frozen UNet and VAE; the text encoder and learned tokens stay float32 "
+             "(default: None = bfloat16 on GPUs that have it, else float16 with loss scaling; float32 on CPU)")
 
     a = parser.add_argument_group("analysis (each overrides the preset)")
     a.add_argument("--preset", default="fast", choices=sorted(PRESETS),
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse again images whose report folder already holds report.json (default: skip them)")
     _add_analysis_options(b)
     b.set_defaults(handler=cmd_batch)
+    from .calibrate import add_parser as add_calibrate_parser  # noqa: PLC0415
+
+    add_calibrate_parser(sub)
     return parser
 
 
@@ -309,11 +313,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
     check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
     model = _load(args)
-    _, config = check_inputs(None, config, model)  # the domain word, in this model's vocabulary
+    # the domain word, in this model's vocabulary; `config` stays as given, so that a domain left
+    # blank is picked per image and the report says where the threshold came from
+    threshold = check_inputs(None, config, model)[1].threshold
 
     def on_length(result) -> None:
         if not args.json:
-            print(length_line(result, config.threshold), flush=True)
+            print(length_line(result, threshold), flush=True)
 
     report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length)
     if args.out:
@@ -328,6 +334,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(report.summary(), indent=2))
     else:
         print(score_line(report))
+        for note in [*report.notes, f"threshold: {report.threshold:g}, {report.threshold_source}"]:
+            print(f"note: {note}")
         if args.out:
             print(f"report: {args.out}")
     return 0
@@ -451,7 +459,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     model = _load(args, device=device)
     from .analysis import check_inputs  # noqa: PLC0415
 
-    _, config = check_inputs(None, config, model)  # fail before the first image on a bad domain word
+    check_inputs(None, config, model)  # fail before the first image on a bad domain word (config stays as given)
 
     rows: list[dict[str, Any]] = []
     part = out / f"summary.part{rank}.csv"
@@ -539,6 +547,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         _quiet_libraries()
+    from .device import gpu_problem  # noqa: PLC0415
+
+    if gpu_problem():
+        print(f"warning: {gpu_problem()}", file=sys.stderr)
     try:
         return args.handler(args)
     except ValueError as err:  # includes ImageInputError, config validation, model loading

@@ -50,7 +50,7 @@ class Setting:
     """One field of `AnalysisConfig` as the CLI and the app see it."""
 
     name: str
-    kind: type  # int, float or str (None allowed when `optional`)
+    kind: type  # bool, int, float or str (None allowed when `optional`)
     optional: bool
     default: Any
     help: str
@@ -66,6 +66,15 @@ class Setting:
     def parse(self, value: Any) -> Any:
         """`value` (text from a form or the command line, or a JSON value) as this setting's type."""
         where = self.label or self.name
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0"):
+                return False
+            raise ValueError(f"{where} must be true or false, got {value!r}")
         if self.kind is int:
             number = value.strip() if isinstance(value, str) else value
             try:
@@ -86,7 +95,10 @@ class Setting:
         """Raise ValueError naming the field when `value` is outside its type or bounds."""
         if value is None and self.optional:
             return
-        if self.kind is int:
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be true or false, got {value!r}")
+        elif self.kind is int:
             if not isinstance(value, int) or isinstance(value, bool) or (self.low is not None and value < self.low):
                 what = "a positive integer" if self.low == 1 else "a non-negative integer"
                 raise ValueError(f"{self.name} must be {what}, got {value!r}")
@@ -162,6 +174,10 @@ class AnalysisConfig:
     num_edits: int = setting(8, "images generated for the editability check", flag="--edits", metavar="N", low=1)
     edit_pass_fraction: float = setting(0.5, "the check passes when at least this share of the edits passes",
                                         metavar="F", low=0, high=1)
+    # Generate and check the edits even for a length whose reconstruction already failed (its
+    # decision cannot change); False skips them, which saves num_edits generations per failed length.
+    always_check_edits: bool = setting(False, "generate and check the edits even for a length whose reconstruction "
+                                              "already failed (its decision cannot change)")
     world_check: str = setting(
         "on", "refuse images the model world cannot judge (the shapes world: anything but a few red, green or "
               "blue shapes on white) before any work; 'off' lets a researcher score them anyway",
@@ -169,6 +185,10 @@ class AnalysisConfig:
     # Reproducibility and batching
     seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0)
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1)
+    micro_batch_size: int | None = setting(
+        None, "inversion micro-batch: each step's batch runs in chunks of this size with gradient accumulation "
+              "(same update, less memory); blank/None: automatic (the whole batch, halved on out-of-memory)",
+        metavar="N", low=1)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AnalysisConfig":

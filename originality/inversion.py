@@ -204,6 +204,7 @@ def invert(
     seed: int,
     lr_schedule: str = "constant",
     early_stopping: EarlyStopping | None = None,
+    micro_batch_size: int | None = None,
 ) -> Iterator[InversionStep]:
     """Learn the placeholder rows on the query; yields one event per step.
 
@@ -217,6 +218,11 @@ def invert(
     hold the result afterwards. `lr_schedule` "linear" / "cosine" decays the rate to 0
     over the steps, as diffusers' textual_inversion.py can (on the shapes world the
     `fast` preset reconstructed worse with "linear": benchmarks/RESULTS.md, session 3).
+
+    `micro_batch_size` splits each step's batch into chunks whose gradients are
+    accumulated (same update as the whole batch, less memory); None: the whole batch
+    at once. A float16 UNet gets a dynamic loss scale (`LossScale`); the learned rows
+    and the optimiser stay float32 whatever the frozen modules use.
     """
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
@@ -226,11 +232,11 @@ def invert(
     learned = nn.Parameter(base.weight[list(placeholder.ids)].detach().to(device, LEARNED_DTYPE).clone())
     optimizer = torch.optim.AdamW([learned], lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(lr_schedule, steps))
+    scale = LossScale.for_dtype(unet.dtype)
     # All templates tokenised once: (T, L)
     template_ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    mean = latent_mean.to(device)
-    std = latent_std.to(device)
+    target = LossTarget(pipeline, noise_scheduler, latent_mean.to(device), latent_std.to(device), template_ids)
 
     was_training = (text_encoder.training, unet.training)
     text_encoder.eval()
@@ -241,16 +247,17 @@ def invert(
     convergence = early_stopping.tracker() if early_stopping else None
 
     def fixed_batch_loss() -> float:
+        fixed = torch.Generator(device="cpu").manual_seed(seed ^ EVAL_SEED_MASK)
         with torch.no_grad():
-            fixed = torch.Generator(device="cpu").manual_seed(seed ^ EVAL_SEED_MASK)
-            return float(denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, fixed, batch_size))
+            return float(denoising_loss(target, fixed, batch_size))
 
+    micro, automatic = micro_batch_size, micro_batch_size is None
     try:
         if convergence is not None:
             convergence.update(0, fixed_batch_loss())  # the start, so a fall from it counts
         for step in range(1, steps + 1):
-            loss = denoising_loss(pipeline, noise_scheduler, mean, std, template_ids, generator, batch_size)
-            loss.backward()
+            loss, micro = accumulate_gradients(target, target.sample(generator, batch_size), learned,
+                                               micro_batch_size=micro, scale=scale, automatic=automatic)
             used_lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
@@ -260,7 +267,7 @@ def invert(
                 eval_loss = fixed_batch_loss()
                 if convergence.update(step, eval_loss):
                     reason = STOP_CONVERGED
-            yield InversionStep(placeholder.num_tokens, step, steps, float(loss.detach()), used_lr, eval_loss, reason)
+            yield InversionStep(placeholder.num_tokens, step, steps, loss, used_lr, eval_loss, reason)
             if reason is not None:
                 break
     finally:
@@ -283,37 +290,157 @@ def lr_factor(schedule: str, steps: int):
     raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
-def denoising_loss(
-    pipeline: StableDiffusionPipeline,
-    noise_scheduler: DDPMScheduler,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    template_ids: torch.Tensor,
-    generator: torch.Generator,
-    batch_size: int,
-) -> torch.Tensor:
-    """The frozen model's denoising loss on `batch_size` noisy copies of the query.
+@dataclass
+class LossScale:
+    """Dynamic loss scale for float16 backward passes (as torch.amp.GradScaler, for one parameter).
 
-    mean, std: (1, C, h, w) scaled latent distribution of the query; template_ids:
-    (T, L) tokenised prompts, one drawn per copy. All randomness comes from the CPU
-    `generator`, so a seed gives the same batch on every device.
+    The denoising loss is a mean over batch x C x h x w elements, so its gradient per
+    element is ~1e-6 at batch 20 and 64x64 latents: below float16's normal range
+    (6e-5), where the UNet's backward pass loses most of its bits. The loss is multiplied
+    by `value` before the backward pass and the gradient divided by it after; a gradient
+    that overflowed (inf/nan) halves the scale and the step is recomputed on the same batch.
+    bfloat16 and float32 have float32's range and need no scale (`value` 1).
     """
+
+    value: float = 1.0
+    min_value: float = 1.0
+
+    @classmethod
+    def for_dtype(cls, dtype: torch.dtype) -> "LossScale":
+        return cls(FP16_LOSS_SCALE) if dtype == torch.float16 else cls(1.0)
+
+
+# Initial float16 loss scale: 2**16 brings the per-element gradient of the loss (~1e-6, see
+# LossScale) to ~0.1, well inside float16's range; overflows halve it.
+FP16_LOSS_SCALE = 2.0**16
+
+
+@dataclass(frozen=True)
+class NoiseBatch:
+    """The random draws of one inversion step (all from the CPU generator): latent noise,
+    diffusion noise, timesteps and template picks, each with the batch as first dimension."""
+
+    eps_latent: torch.Tensor
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    picks: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.timesteps.shape[0]
+
+    def chunk(self, start: int, stop: int) -> "NoiseBatch":
+        return NoiseBatch(self.eps_latent[start:stop], self.noise[start:stop], self.timesteps[start:stop],
+                          self.picks[start:stop])
+
+
+def sample_batch(noise_scheduler: DDPMScheduler, num_templates: int, generator: torch.Generator, batch_size: int,
+                 latent_shape) -> NoiseBatch:
+    """Draw one step's randomness on the CPU, so a seed gives the same batch on every device
+    and whatever the micro-batching."""
+    shape = (batch_size, *latent_shape)
+    eps_latent = torch.randn(shape, generator=generator)
+    noise = torch.randn(shape, generator=generator)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+    pick = torch.randint(0, num_templates, (batch_size,), generator=generator)
+    return NoiseBatch(eps_latent, noise, t, pick)
+
+
+@dataclass(frozen=True)
+class LossTarget:
+    """What the denoising loss compares against: the frozen pipeline, its training noise
+    scheduler, the query's scaled latent distribution (mean, std: (1, C, h, w)) and the
+    tokenised prompt templates (T, L)."""
+
+    pipeline: StableDiffusionPipeline
+    noise_scheduler: DDPMScheduler
+    mean: torch.Tensor
+    std: torch.Tensor
+    template_ids: torch.Tensor
+
+    def sample(self, generator: torch.Generator, batch_size: int) -> NoiseBatch:
+        return sample_batch(self.noise_scheduler, self.template_ids.shape[0], generator, batch_size,
+                            self.mean.shape[1:])
+
+
+def accumulate_gradients(
+    target: LossTarget,
+    batch: NoiseBatch,
+    learned: torch.Tensor,
+    *,
+    micro_batch_size: int | None = None,
+    scale: LossScale | None = None,
+    automatic: bool | None = None,
+) -> tuple[float, int]:
+    """Backward pass of the batch's mean denoising loss into `learned.grad`; returns the loss
+    and the micro-batch size used.
+
+    The batch runs in chunks of `micro_batch_size` (None: all at once), each chunk's loss
+    weighted by its share of the batch, so the accumulated gradient is the whole batch's.
+    `automatic` (default: when `micro_batch_size` is None) halves the chunks on an
+    out-of-memory error and recomputes. With a loss `scale` > 1 the gradient is unscaled
+    before returning; on overflow the scale halves and the batch is recomputed.
+    """
+    scale = scale or LossScale()
+    automatic = micro_batch_size is None if automatic is None else automatic
+    n = len(batch)
+    size = n if micro_batch_size is None else max(1, min(int(micro_batch_size), n))
+    while True:
+        learned.grad = None
+        total = 0.0
+        try:
+            for start in range(0, n, size):
+                part = batch.chunk(start, min(n, start + size))
+                loss = batch_loss(target, part) * (len(part) / n)
+                (loss * scale.value).backward()
+                total += float(loss.detach())
+        except torch.OutOfMemoryError:
+            if not automatic or size == 1:
+                raise
+            size = math.ceil(size / 2)
+            learned.grad = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            logger.info("out of memory at micro-batch %d; trying %d", size * 2, size)
+            continue
+        grad = learned.grad
+        if grad is None:
+            raise RuntimeError("the learned rows got no gradient: the prompts do not contain the placeholder tokens")
+        if torch.isfinite(grad).all():
+            if scale.value != 1.0:
+                grad.div_(scale.value)
+            return total, size
+        if scale.value <= scale.min_value:
+            raise FloatingPointError("the inversion's gradient is not finite even without loss scaling")
+        scale.value = max(scale.min_value, scale.value / 2)
+        logger.info("float16 gradient overflowed; loss scale lowered to %g", scale.value)
+
+
+def batch_loss(target: LossTarget, batch: NoiseBatch) -> torch.Tensor:
+    """The frozen model's denoising loss (float32 scalar) on the noisy copies of the query drawn in `batch`.
+
+    `batch.picks` selects one of the target's prompt templates per copy. The text encoder runs in its own
+    dtype (float32 where the loader keeps it so), the UNet in its own; the loss is computed
+    in float32.
+    """
+    pipeline, noise_scheduler, mean, std = target.pipeline, target.noise_scheduler, target.mean, target.std
     text_encoder, unet = pipeline.text_encoder, pipeline.unet
     device = unet.device
-    shape = (batch_size, *mean.shape[1:])
-    eps_latent = torch.randn(shape, generator=generator).to(device)
-    noise = torch.randn(shape, generator=generator).to(device, unet.dtype)
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator).to(device)
-    pick = torch.randint(0, template_ids.shape[0], (batch_size,), generator=generator).to(device)
-    latents = (mean + std * eps_latent).to(unet.dtype)  # (B, C, h, w)
+    t = batch.timesteps.to(device)
+    latents = (mean + std * batch.eps_latent.to(device)).to(unet.dtype)  # (B, C, h, w)
+    noise = batch.noise.to(device, unet.dtype)
     noisy = noise_scheduler.add_noise(latents, noise, t)
-    hidden = text_encoder(template_ids[pick])[0]  # (B, L, D)
+    hidden = text_encoder(target.template_ids[batch.picks.to(device)])[0]  # (B, L, D)
     pred = unet(noisy, t, hidden.to(unet.dtype)).sample
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
     return F.mse_loss(pred.float(), target.float())
+
+
+def denoising_loss(target: LossTarget, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+    """The denoising loss on `batch_size` noisy copies drawn from `generator` (see `batch_loss`)."""
+    return batch_loss(target, target.sample(generator, batch_size))
 
 
 @torch.no_grad()
@@ -331,5 +458,7 @@ def evaluation_loss(
     noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
     ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], pipeline.unet.device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    return float(denoising_loss(pipeline, noise_scheduler, latent_mean.to(pipeline.unet.device),
-                                latent_std.to(pipeline.unet.device), ids, generator, batch_size))
+    device = pipeline.unet.device
+    target = LossTarget(pipeline, noise_scheduler, latent_mean.to(device), latent_std.to(device), ids)
+    return float(denoising_loss(target, generator, batch_size))
+

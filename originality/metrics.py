@@ -62,7 +62,11 @@ class InDistributionCheck(Protocol):
         *,
         subject: str,
         pass_fraction: float,
-    ) -> CheckResult: ...
+        domain: str | None = None,
+    ) -> CheckResult:
+        """`domain`: the word the learned tokens started from (the CLIP check lists it among
+        the alternatives, so an edit that shows only the domain's subject fails)."""
+        ...
 
 
 def default_cache_dir(kind: str) -> Path:
@@ -137,9 +141,11 @@ class DreamSimDistance:
 class ClipEditCheck:
     """Zero-shot CLIP check that the edit prompt's subject is in each edit image.
 
-    Each image gets P(subject) from a softmax over the prompts "a photo of a
-    {subject}" and a few subject-free alternatives; the check passes when at least
-    `pass_fraction` of the images have P(subject) >= 0.5.
+    Each image gets P(subject) from a softmax over the prompts "a photo of a {subject}",
+    a few subject-free alternatives, and "a photo of a {word}" for the domain word and
+    every other preset domain word (`alternatives`): an edit "cat in S*" that shows only
+    the house S* started from must lose to "a photo of a house". The check passes when at
+    least `pass_fraction` of the images have P(subject) >= 0.5.
 
     The model is loaded lazily from `model_id`, unless an already built `model` and
     `processor` are given.
@@ -173,12 +179,20 @@ class ClipEditCheck:
         self.model = self.model.to(device=torch.device(self.device), dtype=self.dtype).eval()
         self._ready = True
 
-    def subject_probabilities(self, images: list[Image.Image], subject: str) -> list[float]:
-        """P(subject) for each image: softmax over the subject prompt and the negatives."""
+    @staticmethod
+    def alternatives(subject: str, domain: str | None = None) -> list[str]:
+        """The prompts P(subject) competes with: generic ones, the domain word's and every preset word's."""
+        from .config import DOMAINS  # noqa: PLC0415
+
+        words = ([domain] if domain else []) + list(DOMAINS.values())
+        words = [w for w in dict.fromkeys(words) if w.lower() != subject.lower()]
+        return [*ClipEditCheck.NEGATIVE_PROMPTS, *(subject_prompt(w) for w in words)]
+
+    def probabilities(self, images: list[Image.Image], prompts: list[str]) -> list[list[float]]:
+        """Softmax over `prompts` for each image: (n_images, n_prompts) as lists."""
         if not images:
             return []
         self._load()
-        prompts = [f"a photo of a {subject}", *self.NEGATIVE_PROMPTS]
         inputs = self.processor(text=prompts, images=[im.convert("RGB") for im in images],
                                 return_tensors="pt", padding=True)
         device = torch.device(self.device)
@@ -186,8 +200,12 @@ class ClipEditCheck:
                   for k, v in inputs.items()}
         with torch.no_grad():
             logits = self.model(**inputs).logits_per_image  # (n_images, n_prompts)
-        probs = logits.float().softmax(dim=-1)[:, 0]
-        return [float(p) for p in probs.cpu()]
+        return logits.float().softmax(dim=-1).cpu().tolist()
+
+    def subject_probabilities(self, images: list[Image.Image], subject: str, domain: str | None = None) -> list[float]:
+        """P(subject) for each image: softmax over the subject prompt and its `alternatives`."""
+        prompts = [subject_prompt(subject), *self.alternatives(subject, domain)]
+        return [row[0] for row in self.probabilities(images, prompts)]
 
     def __call__(
         self,
@@ -197,12 +215,22 @@ class ClipEditCheck:
         *,
         subject: str,
         pass_fraction: float,
+        domain: str | None = None,
     ) -> CheckResult:
         if not edits:
             return CheckResult(passed=False, scores=[],
                                detail=f"no edit images to check for a {subject}; the check cannot pass")
-        scores = self.subject_probabilities(edits, subject)
+        if domain is not None and domain.lower() == subject.lower():
+            raise ValueError(f"the edit subject {subject!r} is the domain word: the check could not fail; "
+                             "choose another edit subject (analysis.edit_subject_for switches it)")
+        scores = self.subject_probabilities(edits, subject, domain)
         hits = sum(p >= self.THRESHOLD for p in scores)
         passed = hits / len(scores) >= pass_fraction
-        detail = f"{hits}/{len(scores)} edits show a {subject} (P >= {self.THRESHOLD:g})"
+        against = f"vs {domain} and the other domains" if domain else "vs the preset domains"
+        detail = f"{hits}/{len(scores)} edits show a {subject} (P >= {self.THRESHOLD:g}, {against})"
         return CheckResult(passed=passed, scores=scores, detail=detail)
+
+
+def subject_prompt(word: str) -> str:
+    """CLIP prompt for a subject or domain word ("painting" is a kind of image, not a thing in a photo)."""
+    return "a painting" if word == "painting" else f"a photo of a {word}"

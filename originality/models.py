@@ -45,6 +45,7 @@ class OriginalityModel:
     default_domain: str
     default_threshold: float
     default_guidance_scale: float
+    threshold_source: str = ""  # where default_threshold comes from (recorded in every report)
     # One analysis at a time per model: placeholder tokens live in the shared text encoder.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,6 +71,8 @@ class OriginalityModel:
             "in_distribution": self.in_distribution.name,
             "device": str(self.device),
             "dtype": str(self.pipeline.unet.dtype).replace("torch.", ""),
+            "text_encoder_dtype": str(self.pipeline.text_encoder.dtype).replace("torch.", ""),
+            "loss_scale": "dynamic" if self.pipeline.unet.dtype == torch.float16 else "none",
             "resolution": self.resolution,
         }
 
@@ -127,6 +130,9 @@ def _quiet(prefixes: tuple[str, ...]):
 
 
 def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype, world: World) -> StableDiffusionPipeline:
+    from .sd import check_pipeline_support  # noqa: PLC0415
+
+    check_pipeline_support(model_id)  # one small file; refuses SDXL, SD3, ... before any weights
     try:
         with _quiet(world.quiet_messages):
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -138,7 +144,14 @@ def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype, worl
             "Give a diffusers folder or a Hub id whose weights are cached or downloadable."
         ) from err
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    # The text encoder (~1% of a step's FLOPs) stays float32: the learned rows' gradient goes
+    # through it (README, "Precision and memory"; tests/test_precision.py).
+    pipe.text_encoder.to(TEXT_ENCODER_DTYPE)
+    return pipe
+
+
+TEXT_ENCODER_DTYPE = torch.float32
 
 
 def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> OriginalityModel:
@@ -155,4 +168,5 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
         default_domain=world.domain,
         default_threshold=world.threshold,
         default_guidance_scale=world.guidance_scale,
+        threshold_source=world.threshold_source,
     )

@@ -135,6 +135,9 @@ class Report:
     created: str = ""
     total_seconds: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)  # reproducibility record (originality.record)
+    notes: list[str] = field(default_factory=list)  # what the engine decided for the user, in sentences
+    domain_pick: dict[str, Any] | None = None  # automatic domain pick: {"domain", "probabilities"}
+    threshold_source: str = ""  # where `threshold` came from: setting, world default, calibration
 
     @property
     def label(self) -> str:
@@ -162,6 +165,9 @@ class Report:
             "model": self.model,
             "created": self.created,
             "total_seconds": self.total_seconds,
+            "notes": self.notes,
+            "domain_pick": self.domain_pick,
+            "threshold_source": self.threshold_source,
             "results": [r.summary() for r in self.results],
             "record": self.record,
         }
@@ -213,6 +219,9 @@ class Report:
             created=meta.get("created", ""),
             total_seconds=meta.get("total_seconds", 0.0),
             record=meta.get("record") or {},  # absent in reports written before the record existed
+            notes=meta.get("notes", []),
+            domain_pick=meta.get("domain_pick"),
+            threshold_source=meta.get("threshold_source", ""),
         )
 
 

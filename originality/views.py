@@ -239,8 +239,9 @@ def verdict_markdown(report: Report) -> str:
     model = report.model
     details = (f"model {model.get('name', '?')} ({model.get('world', '?')}) · {model.get('distance', 'distance')} "
                f"threshold {report.threshold:g} · {len(report.results)} length(s) tried in "
-               f"{report.total_seconds:.0f} s")
-    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>"
+               f"{report.total_seconds:.0f} s · {model.get('dtype', '?')}")
+    notes = "".join(f"\n\n<small>{note}</small>" for note in [*report.notes, report.threshold_source] if note)
+    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>{notes}"
 
 
 def best_pair(view: RunView) -> tuple | None:

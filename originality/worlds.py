@@ -11,12 +11,15 @@ Importing this module is cheap: judges and pipelines are built only when a model
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import ART_DOMAINS
 from .templates import ART_TEMPLATES, OBJECT_TEMPLATES
+
+logger = logging.getLogger(__name__)
 
 SD_MODEL_ID = "CompVis/stable-diffusion-v1-4"
 WORLD_SD = "stable-diffusion"
@@ -26,6 +29,8 @@ WORLD_SD = "stable-diffusion"
 # 0.45 lets such a generic-but-unseen image pass at m = 1 and leaves no more slack than
 # that. Not yet validated on real weights.
 SD_THRESHOLD = 0.45
+SD_THRESHOLD_SOURCE = ("uncalibrated default of the Stable Diffusion world (0.45, from the paper's street-cat anchor; "
+                       "calibrate it with `python -m originality calibrate`)")
 SD_GUIDANCE = 7.5
 
 
@@ -42,6 +47,8 @@ class World:
     domain: str  # default initial word of the learned tokens
     distance_name: str  # the distance's name for people, e.g. "DreamSim"
     check_name: str  # the in-distribution check's name for people, e.g. "edit check"
+    # where `threshold` comes from, for people (recorded in every report that uses it)
+    threshold_source: str
     # (model_id) -> True when that model belongs to this world (folder markers etc.)
     owns: Callable[[str], bool]
     # (device, options) -> (distance, in-distribution check); options: dreamsim_type, clip_model, cache_dir
@@ -55,6 +62,9 @@ class World:
     examples: tuple[tuple[str, str], ...] = ()
     # (model_id) -> the model's name in reports
     model_label: Callable[[str], str] = lambda model_id: model_id
+    # True: a query with no domain gets one picked by CLIP zero-shot over the presets (`sd.pick_domain`);
+    # `domain` is then only the fallback
+    picks_domain: bool = False
     # (query image, RGB) -> None when the world can judge it, else why not (a sentence for people); run
     # before any inversion unless AnalysisConfig.world_check is "off"
     check_query: Callable[[Any], str | None] = lambda image: None
@@ -120,6 +130,11 @@ def default_world() -> tuple[World, str]:
     if sd.unavailable(sd.default_model) is None:
         return sd, "a CUDA GPU is available to run it"
     shapes = next(w for w in all_worlds() if w is not sd)
+    from .device import gpu_problem  # noqa: PLC0415
+
+    problem = gpu_problem()
+    if problem:  # a GPU torch cannot use is not "no GPU": say so
+        return shapes, f"{problem} The small shapes world runs on a CPU"
     return shapes, "there is no CUDA GPU here, and the small shapes world runs on a CPU"
 
 
@@ -150,6 +165,10 @@ def sd_available(model_id: str = SD_MODEL_ID) -> bool:
     import torch  # noqa: PLC0415
 
     if not torch.cuda.is_available():
+        from .device import gpu_problem  # noqa: PLC0415
+
+        if gpu_problem():
+            logger.warning(gpu_problem())
         return False
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
         return True
@@ -178,7 +197,8 @@ def _sd_judges(device, *, dreamsim_type: str = "ensemble", clip_model: str = "op
 
 register(World(
     name=WORLD_SD, title="Stable Diffusion", aliases=("sd",), default_model=SD_MODEL_ID,
-    threshold=SD_THRESHOLD, guidance_scale=SD_GUIDANCE, domain="house", distance_name="DreamSim",
+    threshold=SD_THRESHOLD, threshold_source=SD_THRESHOLD_SOURCE, guidance_scale=SD_GUIDANCE, domain="house",
+    picks_domain=True, distance_name="DreamSim",
     check_name="edit check", owns=lambda model_id: True, judges=_sd_judges, unavailable=_sd_unavailable,
     examples=(("sd_house.png", "SD: house"), ("sd_painting.png", "SD: painting")),
 ))

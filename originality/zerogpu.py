@@ -23,6 +23,7 @@ import math
 import os
 from typing import Any, Iterator
 
+from . import gpu_costs
 from .config import AnalysisConfig
 
 try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
@@ -30,9 +31,9 @@ try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
 except ImportError:
     spaces = None
 
-GPU_OVERHEAD_S = 30.0
-GPU_S_PER_SAMPLE = 0.04
-GPU_S_PER_IMAGE_STEP = 0.03
+# The three rates live in originality/gpu_costs.json with their source (an estimate until
+# `benchmarks/gpu_bench.py --update-costs` writes measured ones).
+GPU_OVERHEAD_S, GPU_S_PER_SAMPLE, GPU_S_PER_IMAGE_STEP = gpu_costs.rates()
 
 
 def env_int(name: str, default: int) -> int:

@@ -48,6 +48,8 @@ def make_dreamsim_cache(path: str | Path, dreamsim_type: str = OFFLINE_DREAMSIM_
         <path>/<type>_single_lora/adapter_config.json
         <path>/<type>_single_lora/adapter_model.safetensors
     """
+    if dreamsim_type == "ensemble":
+        return make_ensemble_cache(path, seed)
     supported = {"clip_vitb32": 32, "open_clip_vitb32": 32}
     if dreamsim_type not in supported:
         raise ValueError(f"offline DreamSim cache supports {sorted(supported)}, not {dreamsim_type!r} "
@@ -60,13 +62,56 @@ def make_dreamsim_cache(path: str | Path, dreamsim_type: str = OFFLINE_DREAMSIM_
     return path
 
 
+# DINO's torch.hub entry point, as dreamsim calls it (`torch.hub.load("facebookresearch/dino:main",
+# "dino_vitb16")` with the hub dir set to the cache): the same ViT-B/16 (dreamsim ships DINO's
+# vision_transformer.py) with random weights instead of a download.
+_DINO_HUBCONF = """\
+from dreamsim.feature_extraction.vision_transformer import vit_base
+
+
+def dino_vitb16(pretrained=True, **kwargs):
+    return vit_base(patch_size=16, num_classes=0, **kwargs)
+"""
+
+
+def make_ensemble_cache(path: str | Path, seed: int = 0) -> Path:
+    """A DreamSim cache for the default "ensemble" (DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP ViT-B/16,
+    LoRA on all three) with random weights, loadable offline: the three backbones in dreamsim's
+    file layout, DINO's projection head, the ensemble LoRA adapter, and a stand-in for DINO's
+    torch.hub repository."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    repo = path / "facebookresearch_dino_main"
+    repo.mkdir(exist_ok=True)
+    (repo / "hubconf.py").write_text(_DINO_HUBCONF)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name in ("clip_vitb16", "open_clip_vitb16"):
+            torch.save({"state_dict": _clip_backbone_state(16)}, path / f"{name}_pretrain.pth.tar")
+        head = {"module.head.mlp.0.weight": torch.randn(2048, 768) * 0.02, "module.head.mlp.0.bias": torch.zeros(2048),
+                "module.head.mlp.2.weight": torch.randn(2048, 2048) * 0.02, "module.head.mlp.2.bias": torch.zeros(2048),
+                "module.head.mlp.4.weight": torch.randn(256, 2048) * 0.02, "module.head.mlp.4.bias": torch.zeros(256),
+                "module.head.last_layer.weight": torch.randn(65536, 256) * 0.02}
+        torch.save({"student": head}, path / "dino_vitb16_pretrain.pth")
+        hub_dir = torch.hub.get_dir()
+        torch.hub.set_dir(str(path))
+        try:
+            _write_adapter(path, "ensemble", path / "ensemble_lora")
+        finally:
+            torch.hub.set_dir(hub_dir)
+    return path
+
+
 def _write_dreamsim_files(path: Path, dreamsim_type: str, patch_size: int) -> None:
+    backbone = _clip_backbone_state(patch_size)
+    torch.save({"state_dict": backbone}, path / f"{dreamsim_type}_pretrain.pth.tar")
+    _write_adapter(path, dreamsim_type, path / f"{dreamsim_type}_single_lora")
+
+
+def _write_adapter(path: Path, dreamsim_type: str, adapter_dir: Path) -> None:
     from dreamsim.config import dreamsim_args
     from dreamsim.model import PerceptualModel
     from peft import LoraConfig, get_peft_model
-
-    backbone = _clip_backbone_state(patch_size)
-    torch.save({"state_dict": backbone}, path / f"{dreamsim_type}_pretrain.pth.tar")
 
     # The adapter: build the same PEFT-wrapped PerceptualModel dreamsim builds, give the
     # LoRA matrices random values (the default B = 0 would make the adapter a no-op) and
@@ -78,7 +123,7 @@ def _write_dreamsim_files(path: Path, dreamsim_type: str, patch_size: int) -> No
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn(param.shape) * 0.02)
-    peft_model.save_pretrained(str(path / f"{dreamsim_type}_single_lora"))
+    peft_model.save_pretrained(str(adapter_dir))
 
 
 # --------------------------------------------------------------------------- CLIP
@@ -114,4 +159,25 @@ def make_tiny_clip(path: str | Path | None = None, *, image_size: int = 32, seed
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(path))
         processor.save_pretrained(str(path))
+    return model, processor
+
+
+def make_clip_l14(seed: int = 0):
+    """A `CLIPModel` of OpenAI's ViT-L/14 shape (224 px, 24 vision layers of 1024, 12 text layers of
+    768, projection 768) with random weights, and its processor with CLIP's real tokenizer."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    vocab, merges = clip_bpe_vocab()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer(vocab=vocab, merges=merges))
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=vocab["<|endoftext|>"], pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=224, patch_size=14),
+        projection_dim=768,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config).eval()
     return model, processor

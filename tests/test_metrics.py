@@ -183,7 +183,7 @@ def test_clip_check_scores(clip_check, query, edits):
     assert all(type(s) is float and 0.0 <= s <= 1.0 for s in result.scores)
     hits = sum(s >= 0.5 for s in result.scores)
     assert result.passed == (hits / len(edits) >= 0.5)
-    assert result.detail == f"{hits}/{len(edits)} edits show a cat (P >= 0.5)"
+    assert result.detail == f"{hits}/{len(edits)} edits show a cat (P >= 0.5, vs the preset domains)"
 
 
 def test_clip_check_pass_fraction_bounds(clip_check, query, edits):

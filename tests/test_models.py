@@ -41,14 +41,17 @@ def test_full_analysis_on_the_sd_world_uses_dreamsim_and_clip(sd_world):
                        clip_model=str(sd_world / "tiny-clip"), cache_dir=sd_world / "cache")
     query = Image.fromarray(np.random.RandomState(3).randint(0, 255, (90, 90, 3), dtype=np.uint8))
     config = AnalysisConfig.preset("fast", steps=2, batch_size=2, num_reconstructions=2, num_edits=2,
-                                   num_inference_steps=2, max_tokens=2, threshold=0.0)
+                                   num_inference_steps=2, max_tokens=2, threshold=0.0,
+                                   always_check_edits=True)  # threshold 0 fails every length: check anyway
     report = analyze(query, config, model)
     assert report.label == "2+" and len(report.results) == 2  # threshold 0 cannot be met
     for r in report.results:
         assert len(r.distances) == 2 and all(0.0 < d < 2.0 for d in r.distances)  # real DreamSim numbers
         assert len(r.edits) == 2 and all(0.0 <= p <= 1.0 for p in r.check_scores)  # real CLIP probabilities
-        assert r.check_detail.endswith("(P >= 0.5)")
+        assert r.check_detail.endswith(f"(P >= 0.5, vs {report.config['domain']} and the other domains)")
     assert report.model["distance"] == "dreamsim" and report.config["threshold"] == 0.0
+    assert report.threshold_source.startswith("set for this run") and report.model["text_encoder_dtype"] == "float32"
+    assert report.domain_pick["domain"] == report.config["domain"]  # no domain given: CLIP picked one
 
 
 def test_model_resolution_and_defaults(monkeypatch):

@@ -33,6 +33,8 @@ INITIAL_WORD = "shapes"
 # from words). The 80% quantile rather than the mean, because a threshold at the mean rejects
 # caption-quality reconstructions for half of the familiar images.
 SHAPES_THRESHOLD = 0.3
+SHAPES_THRESHOLD_SOURCE = ("calibrated default of the shapes world (0.3: 80% quantile of true-caption distances of "
+                           "24 COMMON queries, `python -m originality.shapes.calibrate`)")
 SHAPES_GUIDANCE = 3.0
 
 
@@ -61,7 +63,8 @@ def _unavailable(model_id: str) -> str | None:
 
 WORLD = register(World(
     name=WORLD_SHAPES, title="shapes", aliases=(), default_model=str(SHAPES_MODEL_DIR),
-    threshold=SHAPES_THRESHOLD, guidance_scale=SHAPES_GUIDANCE, domain=INITIAL_WORD,
+    threshold=SHAPES_THRESHOLD, threshold_source=SHAPES_THRESHOLD_SOURCE, guidance_scale=SHAPES_GUIDANCE,
+    domain=INITIAL_WORD,
     distance_name="element distance", check_name="layout check",
     owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
     judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,

@@ -34,25 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from ..calibrate import quantile, quantile_key  # noqa: F401 - the rule shared with every world
 from ..config import PRESETS, AnalysisConfig
 from .figure6 import GROUPS, query_image
 
 # Query images of the calibration never coincide with figure-6 queries (which use --seed 0).
 CALIBRATION_SEED = 104_729
-
-
-def quantile(values: list[float], q: float) -> float:
-    """numpy's (linear-interpolation) quantile, with errors that name the problem."""
-    if not values:
-        raise ValueError("quantile of no values")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"quantile must be in [0, 1], got {q}")
-    return float(np.quantile(values, q))
-
-
-def quantile_key(q: float) -> str:
-    """Name of the quantile's entry in a group summary: 0.8 -> "q80"."""
-    return f"q{round(q * 100)}"
 
 
 def true_caption_distances(model, config: AnalysisConfig, group: str, per_group: int, images: int,

@@ -113,6 +113,7 @@ class LayoutVariationCheck:
         *,
         subject: str,
         pass_fraction: float,
+        domain: str | None = None,
     ) -> CheckResult:
         n = len(reconstructions)
         if n == 0:

@@ -1,0 +1,36 @@
+"""Per-unit GPU costs of an analysis, in one file the GPU benchmark can update.
+
+`gpu_costs.json` holds the seconds of GPU time per inversion sample (one UNet forward + backward
+of one noisy copy), per generated image and denoising step (with classifier-free guidance), and a
+fixed overhead per token length, plus where they come from (`source`: an estimate, or the GPU,
+dtype and date of a `benchmarks/gpu_bench.py --update-costs` run). The ZeroGPU reservation of the
+app (app.gpu_seconds) is built from them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+COSTS_FILE = Path(__file__).with_name("gpu_costs.json")
+
+
+def load_costs(path: str | Path = COSTS_FILE) -> dict:
+    """The cost table: overhead_s, s_per_sample, s_per_image_step, source."""
+    data = json.loads(Path(path).read_text())
+    for key in ("overhead_s", "s_per_sample", "s_per_image_step"):
+        if not isinstance(data.get(key), (int, float)) or data[key] < 0:
+            raise ValueError(f"{path}: {key} must be a non-negative number, got {data.get(key)!r}")
+    return data
+
+
+def rates(path: str | Path = COSTS_FILE) -> tuple[float, float, float]:
+    """(overhead_s, s_per_sample, s_per_image_step)."""
+    c = load_costs(path)
+    return float(c["overhead_s"]), float(c["s_per_sample"]), float(c["s_per_image_step"])
+
+
+def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path: str | Path = COSTS_FILE) -> float:
+    """Projected GPU seconds of one token length: inversion, then `images` generations."""
+    overhead, per_sample, per_image_step = rates(path)
+    return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
