@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import citation
-from .analysis import CheckReady, Decision, DistancesReady, LengthDone, ReconstructionsReady, Started
+from .analysis import CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady, Started
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
 from .report import SCORED_RECONSTRUCTIONS, Report
@@ -134,6 +134,8 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
         if event.step == 1 or event.step % every == 0 or event.step == event.total:
             return f"m={event.num_tokens}: step {event.step}/{event.total}, loss {event.loss:.4f} · {elapsed:.0f} s"
         return None
+    if isinstance(event, Generating):
+        return f"m={event.num_tokens}: generating {event.what} {event.done}/{event.total} · {elapsed:.0f} s"
     if isinstance(event, ReconstructionsReady):
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
