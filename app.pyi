@@ -1,0 +1,405 @@
+"""The web app: upload an image, watch the progressive analysis, share the result.
+
+    python app.py                      # http://0.0.0.0:7860 (also what Hugging Face Spaces runs)
+
+Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call
+per token length; what the page shows comes from `originality.views`, the settings and the
+Advanced panel from the schema (`originality.config`), the model worlds from `originality.worlds`,
+downloads from the run store. No model is loaded at import; handlers are plain functions that
+tests call directly. Environment variables: see the README's table (ORIGINALITY_MCP=1 also
+serves the analysis as an MCP tool; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, PORT as a fallback).
+API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON settings)
+-> {"run_id", "share_url", "summary"}; "/load_run" (run id) -> {"run_id", "summary"}.
+"""
+
+import html
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import gradio as gr
+
+from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded, DistancesReady, ReconstructionsReady,
+                         Report, Started, iter_analyze)
+from originality.config import PRESETS, advanced_settings
+from originality.images import check_file_size
+from originality.store import InvalidRunId, RunNotFound, default_store
+from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, edit_items,
+                               domain_choices, domain_fields, examples_table, form_config, form_values, recon_items, row_header, setting_placeholder,
+                               setting_text, share_url, slider_pair, status_line, verdict_markdown, world_choices,
+                               plain, sentence, toast)
+from originality.worlds import default_world, get_world
+from originality import zerogpu
+from originality.zerogpu import env_bytes, env_int, server_address
+
+logger = logging.getLogger("originality.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+ADVANCED = advanced_settings()  # the settings under "Advanced", from the schema
+ADVANCED_NAMES = [s.name for s in ADVANCED]
+MAX_ROWS = int(next(s.public_max for s in ADVANCED if s.name == "max_tokens"))  # a row per token length allowed
+# Download files are assembled here (Gradio serves only files from the temp dir, cwd or allowed paths);
+# they are copies rebuilt on demand from the run store, so only the newest few are kept.
+DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "originality-downloads"
+DOWNLOAD_KEEP = 32
+UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app with its message; Gradio's own
+UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
+YIELD_EVERY_S = 0.5  # a streamed run yields at least this often: Cancel / a closed tab stop it at a yield
+
+
+# ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset (public limits apply)
+DEFAULTS: dict[str, Any] = AnalysisConfig.from_json(os.environ.get("ORIGINALITY_DEFAULTS"),
+                                                    where="ORIGINALITY_DEFAULTS", public=True)
+
+
+def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any]) -> AnalysisConfig:
+    """The form's settings on top of ORIGINALITY_DEFAULTS, within the public limits (`views.form_config`)."""
+    return form_config(preset, domain, custom_word, values, DEFAULTS)
+
+from gradio.events import Dependency
+
+class FileImage(gr.Image):
+    """gr.Image that hands the handler the uploaded file as it is (its path): no decode, no colour conversion
+    by Gradio; `load_image` applies the one rule, and a bad file gets its message."""
+    def preprocess(self, payload):
+        return None if payload is None else (payload.path or payload.url)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def refused(message: str) -> gr.Error:
+    """A message for people as a gr.Error (its popup renders HTML: escaped)."""
+    return gr.Error(toast(sentence(message)), print_exception=False)
+
+
+def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: float | None = None) -> Iterator[Any]:
+    """`iter_analyze`'s events for a run of `world`, one `zerogpu.engine_length` call per token length,
+    with this server's time limit and upload limit; errors are messages for people (gr.Error)."""
+    timeout = float(env_int("ORIGINALITY_RUN_TIMEOUT", 900)) if timeout is None else timeout
+    try:
+        spec = get_world(world)
+        model_id = spec.model_id()
+        spec.check_available(model_id)
+        check_file_size(image, UPLOAD_LIMIT)
+        events = iter_analyze(image, config, run_length=zerogpu.length_runner(image, config, model_id),
+                              deadline=time.monotonic() + timeout)
+        yield from events
+    except DeadlineExceeded as err:
+        raise refused(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
+                      "Try the fast preset, fewer tokens or fewer steps.") from err
+    except ValueError as err:  # ImageInputError and bad settings: the message is for people
+        raise refused(str(err)) from err
+    except gr.Error:
+        raise
+    except Exception as err:  # noqa: BLE001 - show a message, keep the traceback in the log
+        logger.exception("analysis failed")
+        raise gr.Error(toast(f"The analysis failed ({type(err).__name__}: {err}).")) from err
+
+
+def download_files(run_id: str) -> list[str]:  # report.json, report.html, embeddings, zip: RunStore.export
+    return [str(p) for p in default_store().export(run_id, DOWNLOAD_DIR, keep=DOWNLOAD_KEEP)]
+
+
+# --------------------------------------------------------------------------- the page's updates
+
+
+class UI(SimpleNamespace):
+    """The page's components, filled in by `build_demo` (per token length: rows, row_md, recon, edit_col, edits)."""
+
+    @property
+    def settings(self) -> list:
+        return [self.image, self.world, self.domain, self.custom_word, self.preset, *self.advanced]
+
+    @property
+    def outputs(self) -> list:
+        return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.record, self.images,
+                *self.rows, *self.row_md, *self.recon, *self.edit_col, *self.edits]
+
+
+ui = UI()
+
+
+def _row_updates(view: RunView, m: int | None) -> dict:
+    if m is None or not 1 <= m <= MAX_ROWS:
+        return {}
+    lv, i = view.lengths[m], m - 1
+    return {ui.rows[i]: gr.Column(visible=True), ui.row_md[i]: row_header(view, lv),
+            ui.recon[i]: recon_items(view, lv), ui.edit_col[i]: gr.Column(visible=bool(lv.edits)),
+            ui.edits[i]: edit_items(view, lv)}
+
+
+def _reset_updates(status: str) -> dict:
+    updates = {ui.status: status, ui.verdict: "", ui.curve: None, ui.slider: None, ui.share: "", ui.files: None,
+               ui.record: None, ui.images: None}
+    for i in range(MAX_ROWS):
+        updates.update({ui.rows[i]: gr.Column(visible=False), ui.row_md[i]: "", ui.recon[i]: [],
+                        ui.edit_col[i]: gr.Column(visible=False), ui.edits[i]: []})
+    return updates
+
+
+def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None, status: str) -> dict:
+    updates = {ui.status: status, ui.verdict: verdict_markdown(view.report), ui.curve: curve_figure(view),
+               ui.slider: best_pair(view), ui.images: view.images(), ui.share: share_url(request, run_id) if run_id
+               else "", ui.files: download_files(run_id) if run_id else None, ui.record: view.report.record or None}
+    for m in view.lengths:
+        updates.update(_row_updates(view, m))
+    return updates
+
+
+def _event_updates(view: RunView, event: Any, elapsed: float) -> dict:
+    """What changes on the page after an engine event (already applied to `view`)."""
+    m = view.apply(event)
+    updates = _row_updates(view, m)
+    line = status_line(view, event, elapsed)
+    if line is not None:
+        updates[ui.status] = line
+    if isinstance(event, (Started, DistancesReady)):
+        updates[ui.curve] = curve_figure(view)
+    if isinstance(event, (Started, ReconstructionsReady, CheckReady)):
+        updates[ui.images] = view.images()
+    return updates
+
+
+def run_analysis(image, world, domain, custom_word, preset, settings: dict | None = None,
+                 request: gr.Request = None) -> Iterator[dict]:
+    """The Run button: stream the analysis into the page, store the result, show the share link.
+
+    `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default).
+    Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); any
+    error also goes into the status line.
+    """
+    started = last = time.monotonic()
+    view = RunView()
+    try:
+        if image is None:
+            raise refused("Upload an image first (or click one of the examples).")
+        try:
+            config = build_config(preset, domain, custom_word, settings or {})
+        except ValueError as err:
+            raise refused(str(err)) from err
+        yield _reset_updates("Loading the model…")
+        for event in analysis_events(image, world, config):
+            updates = _event_updates(view, event, time.monotonic() - started)
+            if isinstance(event, Decision):
+                run_id, note = None, ""
+                try:
+                    run_id = default_store().save(event.report, preset=preset)
+                except Exception as err:  # noqa: BLE001 - the result is still shown
+                    logger.exception("could not store the run")
+                    note = f" It could not be stored for sharing ({type(err).__name__})."
+                updates = _final_updates(view, run_id, request, f"Done in {time.monotonic() - started:.0f} s.{note}")
+            if updates or time.monotonic() - last > YIELD_EVERY_S:
+                last = time.monotonic()
+                yield updates or {ui.status: gr.skip()}
+    except gr.Error as err:
+        yield {ui.status: f"⚠️ {plain(html.unescape(err.message))}"}
+        raise
+
+
+def _on_run(data: dict, request: gr.Request):
+    """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
+    settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
+    yield from run_analysis(data[ui.image], data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
+                            settings, request)
+
+
+def _settings_updates(report: Report, preset: str | None) -> dict:
+    """The run's settings back into the form."""
+    values = form_values(report, preset, ADVANCED_NAMES)
+    updates = {getattr(ui, key): values[key] for key in ("image", "world", "domain", "custom_word", "preset")}
+    updates.update(zip(ui.advanced, (values[name] for name in ADVANCED_NAMES)))
+    return updates
+
+
+def show_run(run_id: str, request: gr.Request | None = None) -> dict:
+    """Open a stored run (no recomputation). A bad id gives a message in the page, not an error."""
+    store = default_store()
+    try:
+        report = store.load(run_id)
+    except (InvalidRunId, RunNotFound) as err:
+        message = f"Could not open the shared run: {err}"
+        gr.Warning(toast(message))
+        return {ui.status: f"⚠️ {plain(message)}"}
+    view = RunView.from_report(report)
+    info = store.info(run_id) or {}
+    updates = _reset_updates("")
+    updates.update(_final_updates(view, run_id, request, f"Stored run from {report.created or 'earlier'} "
+                                                         "(not recomputed)."))
+    updates.update(_settings_updates(report, info.get("preset")))
+    return updates
+
+
+def on_page_load(request: gr.Request) -> dict:
+    """`?run=<id>` in the page address re-opens a stored run."""
+    run_id = dict(getattr(request, "query_params", None) or {}).get("run")
+    if not run_id:
+        return {ui.status: gr.skip()}  # Gradio needs at least one output in a dict of updates
+    return show_run(run_id, request)
+
+
+def _make_select(m: int, kind: str):
+    def select(images, evt: gr.SelectData):
+        index = evt.index if evt is None or isinstance(evt.index, int) else (evt.index[0] if evt.index else 0)
+        picked = slider_pair(images, m, kind, index) if evt is not None else None
+        return gr.skip() if picked is None else gr.ImageSlider(value=picked[0], label=picked[1])
+    select.__name__ = f"select_{kind}_m{m}"
+    return select
+
+
+# --------------------------------------------------------------------------- API endpoints
+
+
+def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
+            settings: str = "{}", request: gr.Request = None) -> Iterator[dict]:
+    """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
+
+    Args:
+        image: the image (a file path or URL).
+        world: the model world: "shapes" (small, runs on a CPU) or "stable-diffusion" ("sd").
+        domain: "default" (the world's), a domain preset (house, painting, dog, cat, bird, sport, person) or "custom".
+        custom_word: the one-word domain when domain is "custom".
+        preset: "fast" or "paper".
+        settings: a JSON object of AnalysisConfig overrides, e.g. '{"max_tokens": 2}'.
+
+    Returns:
+        {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
+    """
+    # a generator that yields "no change" while it runs, so that job.cancel() or a lost client stops it there
+    if image is None:
+        raise refused("Give an image.")
+    try:
+        values = AnalysisConfig.from_json(settings, where="settings") if isinstance(settings, str) else settings
+        config = build_config(preset or "fast", domain, custom_word, values or {})
+    except ValueError as err:
+        raise refused(str(err)) from err
+    report, last = None, time.monotonic()
+    for event in analysis_events(image, world or default_world()[0].name, config):
+        if isinstance(event, Decision):
+            report = event.report
+        elif time.monotonic() - last > YIELD_EVERY_S:
+            last = time.monotonic()
+            yield gr.skip()
+    run_id = default_store().save(report, preset=preset)
+    yield {"run_id": run_id, "share_url": share_url(request, run_id), "summary": report.summary()}
+
+
+def load_run_api(run_id: str) -> dict:
+    """A stored run's summary: {"run_id", "summary"}."""
+    try:
+        report = default_store().load((run_id or "").strip())
+    except (InvalidRunId, RunNotFound) as err:
+        raise refused(str(err)) from err
+    return {"run_id": run_id.strip(), "summary": report.summary()}
+
+
+# --------------------------------------------------------------------------- layout
+
+def _length_row(m: int) -> None:
+    with gr.Column(visible=False, elem_id=f"row-m{m}", elem_classes=["length-row"]) as row:
+        ui.row_md.append(gr.Markdown("", elem_id=f"row-md-m{m}"))
+        with gr.Row(equal_height=False):
+            ui.recon.append(gr.Gallery(label=f"m = {m}: reconstructions", columns=5, height=230, format="png",
+                                       fit_columns=False, object_fit="contain", interactive=False,
+                                       elem_id=f"recon-m{m}"))
+            with gr.Column(visible=False) as edit_col:
+                ui.edits.append(gr.Gallery(label=f"m = {m}: edits (editability check)", columns=4, height=230,
+                                           fit_columns=False, object_fit="contain", format="png", interactive=False,
+                                           elem_id=f"edits-m{m}"))
+    ui.rows.append(row)
+    ui.edit_col.append(edit_col)
+
+
+def build_demo() -> gr.Blocks:
+    world, why = default_world()
+    domain_value, word = domain_fields(DEFAULTS.get("domain"))
+    with gr.Blocks(title="Originality: how original is an image to a text-to-image model?") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=4, min_width=320):
+                ui.image = FileImage(label="Image", type="filepath", sources=["upload", "clipboard"], height=300,
+                                    elem_id="query-image")
+                examples, labels = examples_table(EXAMPLES_DIR)
+                ui.world = gr.Dropdown(world_choices(), value=world.name, label="Model world", elem_id="world",
+                                       render=not examples)
+                if examples:
+                    gr.Examples(examples, inputs=[ui.image, ui.world], example_labels=labels, cache_examples=False,
+                                label="Examples (shapes world: pairs of shapes common, rare or never seen in "
+                                      "training)", elem_id="examples")
+                    ui.world.render()
+                gr.Markdown(f"<small>Picked automatically: **{dict((v, k) for k, v in world_choices())[world.name]}**"
+                            f", {why}.</small>", elem_id="world-note")
+                with gr.Row():
+                    ui.domain = gr.Dropdown(domain_choices(), value=domain_value, label="Domain",
+                                            info="the word the learned tokens start from", elem_id="domain")
+                    ui.custom_word = gr.Textbox(value=word, label="Custom domain word",
+                                                placeholder="one word, e.g. castle", elem_id="custom-word")
+                ui.preset = gr.Radio(list(PRESETS), value="fast", label="Preset",
+                                     info="fast: about a minute on a GPU · paper: the paper's settings (slow)",
+                                     elem_id="preset")
+                with gr.Accordion("Advanced (blank = preset / model-world default)", open=False, elem_id="advanced"):
+                    # Textboxes, not gr.Number: a blank field must stay blank (= default), not become 0.
+                    with gr.Row():
+                        ui.advanced = [gr.Textbox(setting_text(DEFAULTS.get(s.name)), label=s.label, info=s.help,
+                                                  placeholder=setting_placeholder(s), elem_id=f"adv-{s.name}",
+                                                  min_width=150) for s in ADVANCED]
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Column(scale=6, min_width=360):
+                ui.status = gr.Markdown("Upload an image (or click an example) and press **Run**.", elem_id="status")
+                ui.verdict = gr.Markdown("", elem_id="verdict")
+                with gr.Row(equal_height=False):
+                    ui.curve = gr.Plot(label="Distance to the query per token length", elem_id="curve", format="png")
+                    ui.slider = gr.ImageSlider(label="query ↔ reconstruction (click a gallery image)", type="pil",
+                                               elem_id="compare", height=280, format="png")
+                ui.rows, ui.row_md, ui.recon, ui.edit_col, ui.edits = [], [], [], [], []
+                for m in range(1, MAX_ROWS + 1):
+                    _length_row(m)
+                ui.share = gr.Textbox(label="Share link", interactive=False, buttons=["copy"], elem_id="share",
+                                      placeholder="appears when a run finishes")
+                ui.files = gr.File(label="Downloads: report.json, printable report.html, learned embeddings per m, "
+                                   "zip of the whole run", file_count="multiple", interactive=False, elem_id="downloads")
+                with gr.Accordion("Reproducibility record", open=False, elem_id="record-box"):
+                    ui.record = gr.JSON(label="rerun with: python -m originality reproduce RUN_DIR", elem_id="record")
+        ui.images = gr.State(None)
+        with gr.Column(visible=False):  # inputs/outputs of the API endpoints only
+            api_settings = gr.Textbox(value="{}", label="settings (JSON of AnalysisConfig fields)")
+            api_run_id = gr.Textbox(label="run_id")
+            api_result = gr.JSON(label="result")
+            api_btn = gr.Button("analyze")
+            load_btn = gr.Button("load run")
+
+        run_event = run_btn.click(
+            _on_run, inputs=set(ui.settings), outputs=ui.outputs, api_name="run", api_visibility="undocumented",
+            concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status])
+        cancel_btn.click(lambda: "Cancelled. Press **Run** to start again.", None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
+        for i in range(MAX_ROWS):
+            for gallery, kind in ((ui.recon[i], "recon"), (ui.edits[i], "edits")):
+                gallery.select(_make_select(i + 1, kind), [ui.images], [ui.slider], queue=False,
+                               api_visibility="private")
+        api_btn.click(analyze_api, inputs=[ui.image, ui.world, ui.domain, ui.custom_word, ui.preset, api_settings],
+                      outputs=[api_result], api_name="analyze", concurrency_id="analysis")
+        load_btn.click(load_run_api, inputs=[api_run_id], outputs=[api_result], api_name="load_run",
+                       concurrency_limit=None)
+        demo.load(on_page_load, None, ui.outputs + ui.settings, api_visibility="private")
+
+    return demo.queue(default_concurrency_limit=env_int("ORIGINALITY_CONCURRENCY", 1),
+                      max_size=env_int("ORIGINALITY_QUEUE_SIZE", 16))
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name, port = server_address()
+    demo.launch(server_name=name, server_port=port, max_file_size=UPLOAD_CEILING,
+                allowed_paths=[str(EXAMPLES_DIR)], css=CSS,
+                mcp_server=os.environ.get("ORIGINALITY_MCP") == "1")  # `analyze_api` as an MCP tool (needs mcp)
