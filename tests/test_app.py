@@ -220,11 +220,11 @@ def test_every_numeric_setting_has_a_public_maximum_that_the_app_applies(app, en
             bound = int(s.public_max) if s.kind is int else s.public_max
             status, error = refusal(app, **{s.name: bound + 1 if s.kind is int else bound * 2 + 1})
             assert s.name in error.lower() and f"{bound}" in error, error  # floats: their [low, high] message
-    with pytest.raises(gr.Error, match="steps must be at most 2000 on this public server, got 1000000000"):
+    with pytest.raises(gr.Error, match="Steps must be at most 2000 on this public server, got 1000000000"):
         list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"steps": 1000000000}'))
-    with pytest.raises(gr.Error, match="num_reconstructions must be at most 20"):
+    with pytest.raises(gr.Error, match="Num_reconstructions must be at most 20"):
         list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"num_reconstructions": 1000000}'))
-    with pytest.raises(gr.Error, match="batch_size must be at most 20"):
+    with pytest.raises(gr.Error, match="Batch_size must be at most 20"):
         list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"batch_size": 4096}'))
     # the command line and the Python API keep researcher-sized limits; both presets fit the public ones
     assert AnalysisConfig.from_dict({"steps": 1_000_000, "batch_size": 4096}).steps == 1_000_000
