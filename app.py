@@ -64,7 +64,9 @@ def build_config(preset: str, domain: str | None, custom_word: str | None, value
 
 class FileImage(gr.Image):
     """gr.Image that hands the handler the uploaded file as it is (its path): no decode, no colour conversion
-    by Gradio; `load_image` applies the one rule, and a bad file gets its message."""
+    by Gradio; `load_image` applies the one rule, and a bad file gets its message. The page shows a gr.Image."""
+    is_template = True  # Gradio's own image component in the page
+
     def preprocess(self, payload):
         return None if payload is None else (payload.path or payload.url)
 

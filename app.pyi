@@ -65,7 +65,9 @@ from gradio.events import Dependency
 
 class FileImage(gr.Image):
     """gr.Image that hands the handler the uploaded file as it is (its path): no decode, no colour conversion
-    by Gradio; `load_image` applies the one rule, and a bad file gets its message."""
+    by Gradio; `load_image` applies the one rule, and a bad file gets its message. The page shows a gr.Image."""
+    is_template = True  # Gradio's own image component in the page
+
     def preprocess(self, payload):
         return None if payload is None else (payload.path or payload.url)
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
