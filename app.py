@@ -49,7 +49,7 @@ DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "originality-downloads"
 DOWNLOAD_KEEP = 32
 UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app with its message; Gradio's own
 UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
-YIELD_EVERY_S = 0.5  # a streamed run yields at least this often: Cancel / a closed tab stop it at a yield
+YIELD_EVERY_S = 0.5  # runs (the API's too) yield at least this often: Cancel, job.cancel(), a lost client stop them
 
 
 # ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset (public limits apply)
@@ -268,7 +268,6 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
     Returns:
         {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
     """
-    # a generator that yields "no change" while it runs, so that job.cancel() or a lost client stops it there
     if image is None:
         raise refused("Give an image.")
     try:
