@@ -62,13 +62,10 @@ def build_config(preset: str, domain: str | None, custom_word: str | None, value
     return form_config(preset, domain, custom_word, values, DEFAULTS)
 
 
-class FileImage(gr.Image):
-    """gr.Image that hands the handler the uploaded file as it is (its path): no decode, no colour conversion
-    by Gradio; `load_image` applies the one rule, and a bad file gets its message. The page shows a gr.Image."""
-    is_template = True  # Gradio's own image component in the page
-
-    def preprocess(self, payload):
-        return None if payload is None else (payload.path or payload.url)
+def uploaded_file(payload) -> str | None:
+    """The image input's preprocess: the uploaded file as it is (its path), no decode or colour conversion by
+    Gradio; `load_image` applies the one rule, and a bad file gets its message."""
+    return None if payload is None else (payload.path or payload.url)
 
 
 def refused(message: str) -> gr.Error:
@@ -319,8 +316,9 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):
-                ui.image = FileImage(label="Image", type="filepath", sources=["upload", "clipboard"], height=300,
+                ui.image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=300,
                                     elem_id="query-image")
+                ui.image.preprocess = uploaded_file
                 examples, labels = examples_table(EXAMPLES_DIR)
                 ui.world = gr.Dropdown(world_choices(), value=world.name, label="Model world", elem_id="world",
                                        render=not examples)

@@ -34,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # originality from this checkout
 EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
 TINY = {"max_tokens": 1, "steps": 2, "batch_size": 1, "num_reconstructions": 1, "num_inference_steps": 2}
 LONG = {"max_tokens": 1, "steps": 2000, "batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
               "lost_runs": load["not_opening"] + mid_run["lost"] + mid_save["lost"],
               "half_written": mid_run["half_written"] + mid_save["half_written"]}
     print(f"totals: {json.dumps(totals)}  (work folder: {work})")
-    return totals
+    return {"load": load, "mid_run": mid_run, "mid_save": mid_save, "totals": totals}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,16 @@ def test_import_loads_no_model(app):
     assert len(app.ui.rows) == app.MAX_ROWS and app.ui.verdict in app.ui.outputs
 
 
+def test_the_image_input_hands_over_the_file_as_uploaded(app, tmp_path):
+    from gradio.data_classes import ImageData
+
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")  # gr.Image's own preprocess would fail to decode it
+    assert app.ui.image.preprocess(ImageData(path=str(text), orig_name="notes.png")) == str(text)
+    assert app.ui.image.preprocess(None) is None
+    assert not (ROOT / "app.pyi").exists()  # no gr.Image subclass: Gradio writes no stub next to app.py
+
+
 def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
     updates = run(app)
     ui = app.ui
