@@ -166,8 +166,8 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
     """The Run button: stream the analysis into the page, store the result, show the share link.
 
     `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default).
-    Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); any
-    error also goes into the status line.
+    Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); a refusal
+    or failure ends the run with its message in the status line and a warning popup.
     """
     started = last = time.monotonic()
     view = RunView()
@@ -192,9 +192,9 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
             if updates or time.monotonic() - last > YIELD_EVERY_S:
                 last = time.monotonic()
                 yield updates or {ui.status: gr.skip()}
-    except gr.Error as err:
+    except gr.Error as err:  # a popup, and the status line says it (an error event would cover it with "Error")
+        gr.Warning(err.message)
         yield {ui.status: f"⚠️ {plain(html.unescape(err.message))}"}
-        raise
 
 
 def _on_run(data: dict, request: gr.Request):
