@@ -62,10 +62,12 @@ def build_config(preset: str, domain: str | None, custom_word: str | None, value
     return form_config(preset, domain, custom_word, values, DEFAULTS)
 
 
-def uploaded_file(payload) -> str | None:
-    """The image input's preprocess: the uploaded file as it is (its path), no decode or colour conversion by
-    Gradio; `load_image` applies the one rule, and a bad file gets its message."""
-    return None if payload is None else (payload.path or payload.url)
+def uploaded_file(value) -> str | None:
+    """The image as the analysis events get it (preprocess=False: Gradio decodes nothing): the uploaded file's
+    path as it is, so that `load_image` applies the one rule and a bad file gets its message."""
+    if isinstance(value, dict):
+        return value.get("path") or value.get("url")
+    return value
 
 
 def refused(message: str) -> gr.Error:
@@ -200,7 +202,7 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
 def _on_run(data: dict, request: gr.Request):
     """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
-    yield from run_analysis(data[ui.image], data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
+    yield from run_analysis(uploaded_file(data[ui.image]), data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
                             settings, request)
 
 
@@ -265,6 +267,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
     Returns:
         {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
     """
+    image = uploaded_file(image)
     if image is None:
         raise refused("Give an image.")
     try:
@@ -318,7 +321,6 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=4, min_width=320):
                 ui.image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=300,
                                     elem_id="query-image")
-                ui.image.preprocess = uploaded_file
                 examples, labels = examples_table(EXAMPLES_DIR)
                 ui.world = gr.Dropdown(world_choices(), value=world.name, label="Model world", elem_id="world",
                                        render=not examples)
@@ -372,14 +374,14 @@ def build_demo() -> gr.Blocks:
 
         run_event = run_btn.click(
             _on_run, inputs=set(ui.settings), outputs=ui.outputs, api_name="run", api_visibility="undocumented",
-            concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status])
+            concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status], preprocess=False)
         cancel_btn.click(lambda: "Cancelled. Press **Run** to start again.", None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
         for i in range(MAX_ROWS):
             for gallery, kind in ((ui.recon[i], "recon"), (ui.edits[i], "edits")):
                 gallery.select(_make_select(i + 1, kind), [ui.images], [ui.slider], queue=False,
                                api_visibility="private")
         api_btn.click(analyze_api, inputs=[ui.image, ui.world, ui.domain, ui.custom_word, ui.preset, api_settings],
-                      outputs=[api_result], api_name="analyze", concurrency_id="analysis")
+                      outputs=[api_result], api_name="analyze", concurrency_id="analysis", preprocess=False)
         load_btn.click(load_run_api, inputs=[api_run_id], outputs=[api_result], api_name="load_run",
                        concurrency_limit=None)
         demo.load(on_page_load, None, ui.outputs + ui.settings, api_visibility="private")

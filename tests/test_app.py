@@ -86,14 +86,12 @@ def test_import_loads_no_model(app):
     assert len(app.ui.rows) == app.MAX_ROWS and app.ui.verdict in app.ui.outputs
 
 
-def test_the_image_input_hands_over_the_file_as_uploaded(app, tmp_path):
-    from gradio.data_classes import ImageData
-
-    text = tmp_path / "notes.png"
-    text.write_text("not an image")  # gr.Image's own preprocess would fail to decode it
-    assert app.ui.image.preprocess(ImageData(path=str(text), orig_name="notes.png")) == str(text)
-    assert app.ui.image.preprocess(None) is None
-    assert not (ROOT / "app.pyi").exists()  # no gr.Image subclass: Gradio writes no stub next to app.py
+def test_the_image_reaches_the_engine_as_uploaded(app, tmp_path):
+    """The analysis events take their inputs unprocessed (Gradio's gr.Image would decode the upload first)."""
+    runs = [fn for fn in app.demo.fns.values() if fn.name in ("_on_run", "analyze_api")]
+    assert len(runs) == 2 and not any(fn.preprocess for fn in runs)
+    assert app.uploaded_file({"path": "/up/x.png", "url": "http://h/x.png", "orig_name": "x.png"}) == "/up/x.png"
+    assert app.uploaded_file(None) is None and app.uploaded_file("x.png") == "x.png"
 
 
 def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
