@@ -90,8 +90,8 @@ def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: flo
     except DeadlineExceeded as err:
         raise refused(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
                       "Try the fast preset, fewer tokens or fewer steps.") from err
-    except ValueError as err:  # ImageInputError and bad settings: the message is for people
-        raise refused(str(err)) from err
+    except ValueError as err:  # ImageInputError and bad settings: the message is for people (the file's name only)
+        raise refused(str(err).replace(str(image), os.path.basename(str(image)))) from err
     except gr.Error:
         raise
     except Exception as err:  # noqa: BLE001 - show a message, keep the traceback in the log

@@ -134,19 +134,22 @@ def status_matches(page, pattern: str, timeout: float = 60_000) -> None:
         arg=pattern, timeout=timeout)
 
 
+def page_with_steps(server, browser, steps: int):
+    """A page with the example uploaded and `steps` inversion steps under Advanced."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server["url"])
+    page.wait_for_selector("#run", timeout=60_000)
+    page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
+    page.wait_for_selector("#query-image img", timeout=30_000)
+    page.click("#advanced")
+    page.locator("#adv-steps textarea, #adv-steps input").first.fill(str(steps))
+    return page
+
+
 def test_queue_position_then_cancel_frees_the_model(server, browser):
     """Two visitors: the second waits in Gradio's queue (its position shown); Cancel stops the first
     at once and the second starts, so the cancelled run released the model."""
-    pages = []
-    for _ in range(2):
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(server["url"])
-        page.wait_for_selector("#run", timeout=60_000)
-        page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
-        page.wait_for_selector("#query-image img", timeout=30_000)
-        page.click("#advanced")
-        page.locator("#adv-steps textarea, #adv-steps input").first.fill("400")  # long enough to cancel
-        pages.append(page)
+    pages = [page_with_steps(server, browser, 400) for _ in range(2)]  # long enough to cancel
     first, second = pages
     first.click("#run")
     status_matches(first, r"m=1: step \d+/400")
@@ -236,7 +239,7 @@ def test_bad_files_get_the_engines_message_through_the_api_and_the_page(server, 
         status_matches(page, "⚠️")
     finally:
         print("status after a text file named .png:", page.inner_text("#status"))
-    assert "an image Pillow can read" in page.inner_text("#status")
+    assert "an image Pillow can read (text.png)" in page.inner_text("#status")  # the file's name, no server path
     page.close()
 
 
@@ -290,13 +293,7 @@ def test_cancel_through_the_api_frees_the_worker_at_once(server, tiny_shapes_mod
 
 
 def test_closing_the_page_stops_its_run(server, browser, tiny_shapes_model):
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(server["url"])
-    page.wait_for_selector("#run", timeout=60_000)
-    page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
-    page.wait_for_selector("#query-image img", timeout=30_000)
-    page.click("#advanced")
-    page.locator("#adv-steps textarea, #adv-steps input").first.fill("2000")
+    page = page_with_steps(server, browser, 2000)
     page.click("#run")
     status_matches(page, r"m=1: step \d+/2000")
     page.close()  # the visitor leaves
