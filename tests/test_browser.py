@@ -134,8 +134,8 @@ def status_matches(page, pattern: str, timeout: float = 60_000) -> None:
         arg=pattern, timeout=timeout)
 
 
-def page_with_steps(server, browser, steps: int):
-    """A page with the example uploaded and `steps` inversion steps under Advanced."""
+def page_with_steps(server, browser, steps: int, batch_size: int | None = None):
+    """A page with the example uploaded and `steps` inversion steps (and `batch_size`) under Advanced."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(server["url"])
     page.wait_for_selector("#run", timeout=60_000)
@@ -143,6 +143,8 @@ def page_with_steps(server, browser, steps: int):
     page.wait_for_selector("#query-image img", timeout=30_000)
     page.click("#advanced")
     page.locator("#adv-steps textarea, #adv-steps input").first.fill(str(steps))
+    if batch_size:
+        page.locator("#adv-batch_size textarea, #adv-batch_size input").first.fill(str(batch_size))
     return page
 
 
@@ -293,7 +295,9 @@ def test_cancel_through_the_api_frees_the_worker_at_once(server, tiny_shapes_mod
 
 
 def test_closing_the_page_stops_its_run(server, browser, tiny_shapes_model):
-    page = page_with_steps(server, browser, 2000)
+    # batch 20: the status line changes only every 100 steps (tens of seconds here), so the run must stop
+    # between status updates, not at the next one
+    page = page_with_steps(server, browser, 2000, batch_size=20)
     page.click("#run")
     status_matches(page, r"m=1: step \d+/2000")
     page.close()  # the visitor leaves
