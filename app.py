@@ -12,6 +12,7 @@ API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON
 -> {"run_id", "share_url", "summary"}; "/load_run" (run id) -> {"run_id", "summary"}.
 """
 
+import html
 import logging
 import os
 import tempfile
@@ -25,13 +26,15 @@ import gradio as gr
 from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded, DistancesReady, ReconstructionsReady,
                          Report, Started, iter_analyze)
 from originality.config import PRESETS, advanced_settings
+from originality.images import check_file_size
 from originality.store import InvalidRunId, RunNotFound, default_store
 from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, edit_items,
                                domain_choices, domain_fields, examples_table, form_config, form_values, recon_items, row_header, setting_placeholder,
-                               setting_text, share_url, slider_pair, status_line, verdict_markdown, world_choices)
+                               setting_text, share_url, slider_pair, status_line, verdict_markdown, world_choices,
+                               plain, sentence, toast)
 from originality.worlds import default_world, get_world
 from originality import zerogpu
-from originality.zerogpu import env_int
+from originality.zerogpu import env_bytes, env_int, server_address
 
 logger = logging.getLogger("originality.app")
 
@@ -39,56 +42,61 @@ ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 ADVANCED = advanced_settings()  # the settings under "Advanced", from the schema
 ADVANCED_NAMES = [s.name for s in ADVANCED]
-MAX_ROWS = int(next(s.high for s in ADVANCED if s.name == "max_tokens"))  # one row per token length allowed
+MAX_ROWS = int(next(s.public_max for s in ADVANCED if s.name == "max_tokens"))  # a row per token length allowed
 # Download files are assembled here (Gradio serves only files from the temp dir, cwd or allowed paths);
 # they are copies rebuilt on demand from the run store, so only the newest few are kept.
 DOWNLOAD_DIR = Path(tempfile.gettempdir()) / "originality-downloads"
 DOWNLOAD_KEEP = 32
+UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app with its message; Gradio's own
+UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
+YIELD_EVERY_S = 0.5  # runs (the API's too) yield at least this often: Cancel, job.cancel(), a lost client stop them
 
 
-# ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset
+# ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset (public limits apply)
 DEFAULTS: dict[str, Any] = AnalysisConfig.from_json(os.environ.get("ORIGINALITY_DEFAULTS"),
-                                                    where="ORIGINALITY_DEFAULTS")
+                                                    where="ORIGINALITY_DEFAULTS", public=True)
 
 
 def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any]) -> AnalysisConfig:
-    """The form's settings on top of ORIGINALITY_DEFAULTS (see `views.form_config`)."""
+    """The form's settings on top of ORIGINALITY_DEFAULTS, within the public limits (`views.form_config`)."""
     return form_config(preset, domain, custom_word, values, DEFAULTS)
 
 
-# --------------------------------------------------------------------------- the run
+def uploaded_file(value) -> str | None:
+    """The image as the analysis events get it (preprocess=False: Gradio decodes nothing): the uploaded file's
+    path as it is, so that `load_image` applies the one rule and a bad file gets its message."""
+    if isinstance(value, dict):
+        return value.get("path") or value.get("url")
+    return value
 
 
-class RunTimeout(Exception):
-    pass
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return (text[:1].upper() + text[1:]) if text else text
+def refused(message: str) -> gr.Error:
+    """A message for people as a gr.Error (its popup renders HTML: escaped)."""
+    return gr.Error(toast(sentence(message)), print_exception=False)
 
 
 def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: float | None = None) -> Iterator[Any]:
     """`iter_analyze`'s events for a run of `world`, one `zerogpu.engine_length` call per token length,
-    with this server's time limit (RunTimeout) and errors as messages for people (gr.Error)."""
+    with this server's time limit and upload limit; errors are messages for people (gr.Error)."""
     timeout = float(env_int("ORIGINALITY_RUN_TIMEOUT", 900)) if timeout is None else timeout
     try:
         spec = get_world(world)
         model_id = spec.model_id()
         spec.check_available(model_id)
+        check_file_size(image, UPLOAD_LIMIT)
         events = iter_analyze(image, config, run_length=zerogpu.length_runner(image, config, model_id),
                               deadline=time.monotonic() + timeout)
         yield from events
     except DeadlineExceeded as err:
-        raise RunTimeout(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
-                         "Try the fast preset, fewer tokens or fewer steps.") from err
-    except ValueError as err:  # ImageInputError and bad settings: the message is for people
-        raise gr.Error(_sentence(str(err)), print_exception=False) from err
+        raise refused(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
+                      "Try the fast preset, fewer tokens or fewer steps.") from err
+    except ValueError as err:  # ImageInputError and bad settings: the message is for people (the file's name only)
+        raise refused(str(err).replace(str(image), os.path.basename(str(image)))) from err
     except gr.Error:
         raise
     except Exception as err:  # noqa: BLE001 - show a message, keep the traceback in the log
         logger.exception("analysis failed")
-        raise gr.Error(f"The analysis failed ({type(err).__name__}: {err}).") from err
+        raise gr.Error(toast(f"The analysis failed ({type(err).__name__}: {err}).")) from err
 
 
 def download_files(run_id: str) -> list[str]:  # report.json, report.html, embeddings, zip: RunStore.export
@@ -160,17 +168,19 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
     """The Run button: stream the analysis into the page, store the result, show the share link.
 
     `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default).
+    Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); a refusal
+    or failure ends the run with its message in the status line and a warning popup.
     """
-    if image is None:
-        raise gr.Error("Upload an image first (or click one of the examples).", print_exception=False)
-    try:
-        config = build_config(preset, domain, custom_word, settings or {})
-    except ValueError as err:
-        raise gr.Error(_sentence(str(err)), print_exception=False) from err
-    started = time.monotonic()
-    yield _reset_updates("Loading the model…")
+    started = last = time.monotonic()
     view = RunView()
     try:
+        if image is None:
+            raise refused("Upload an image first (or click one of the examples).")
+        try:
+            config = build_config(preset, domain, custom_word, settings or {})
+        except ValueError as err:
+            raise refused(str(err)) from err
+        yield _reset_updates("Loading the model…")
         for event in analysis_events(image, world, config):
             updates = _event_updates(view, event, time.monotonic() - started)
             if isinstance(event, Decision):
@@ -181,17 +191,18 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
                     logger.exception("could not store the run")
                     note = f" It could not be stored for sharing ({type(err).__name__})."
                 updates = _final_updates(view, run_id, request, f"Done in {time.monotonic() - started:.0f} s.{note}")
-            if updates:
-                yield updates
-    except RunTimeout as stop:
-        gr.Warning(str(stop))
-        yield {ui.status: f"⏱ {stop}"}
+            if updates or time.monotonic() - last > YIELD_EVERY_S:
+                last = time.monotonic()
+                yield updates or {ui.status: gr.skip()}
+    except gr.Error as err:  # a popup, and the status line says it (an error event would cover it with "Error")
+        gr.Warning(err.message)
+        yield {ui.status: f"⚠️ {plain(html.unescape(err.message))}"}
 
 
 def _on_run(data: dict, request: gr.Request):
     """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
-    yield from run_analysis(data[ui.image], data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
+    yield from run_analysis(uploaded_file(data[ui.image]), data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
                             settings, request)
 
 
@@ -210,8 +221,8 @@ def show_run(run_id: str, request: gr.Request | None = None) -> dict:
         report = store.load(run_id)
     except (InvalidRunId, RunNotFound) as err:
         message = f"Could not open the shared run: {err}"
-        gr.Warning(message)
-        return {ui.status: f"⚠️ {message}"}
+        gr.Warning(toast(message))
+        return {ui.status: f"⚠️ {plain(message)}"}
     view = RunView.from_report(report)
     info = store.info(run_id) or {}
     updates = _reset_updates("")
@@ -223,11 +234,7 @@ def show_run(run_id: str, request: gr.Request | None = None) -> dict:
 
 def on_page_load(request: gr.Request) -> dict:
     """`?run=<id>` in the page address re-opens a stored run."""
-    try:
-        params = dict(request.query_params) if request is not None else {}
-    except Exception:  # noqa: BLE001
-        params = {}
-    run_id = params.get("run")
+    run_id = dict(getattr(request, "query_params", None) or {}).get("run")
     if not run_id:
         return {ui.status: gr.skip()}  # Gradio needs at least one output in a dict of updates
     return show_run(run_id, request)
@@ -246,7 +253,7 @@ def _make_select(m: int, kind: str):
 
 
 def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
-            settings: str = "{}", request: gr.Request = None) -> dict:
+            settings: str = "{}", request: gr.Request = None) -> Iterator[dict]:
     """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
 
     Args:
@@ -260,22 +267,23 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
     Returns:
         {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
     """
+    image = uploaded_file(image)
     if image is None:
-        raise gr.Error("Give an image.", print_exception=False)
+        raise refused("Give an image.")
     try:
         values = AnalysisConfig.from_json(settings, where="settings") if isinstance(settings, str) else settings
         config = build_config(preset or "fast", domain, custom_word, values or {})
     except ValueError as err:
-        raise gr.Error(_sentence(str(err)), print_exception=False) from err
-    report = None
-    try:
-        for event in analysis_events(image, world or default_world()[0].name, config):
-            if isinstance(event, Decision):
-                report = event.report
-    except RunTimeout as stop:
-        raise gr.Error(str(stop), print_exception=False) from stop
+        raise refused(str(err)) from err
+    report, last = None, time.monotonic()
+    for event in analysis_events(image, world or default_world()[0].name, config):
+        if isinstance(event, Decision):
+            report = event.report
+        elif time.monotonic() - last > YIELD_EVERY_S:
+            last = time.monotonic()
+            yield gr.skip()
     run_id = default_store().save(report, preset=preset)
-    return {"run_id": run_id, "share_url": share_url(request, run_id), "summary": report.summary()}
+    yield {"run_id": run_id, "share_url": share_url(request, run_id), "summary": report.summary()}
 
 
 def load_run_api(run_id: str) -> dict:
@@ -283,7 +291,7 @@ def load_run_api(run_id: str) -> dict:
     try:
         report = default_store().load((run_id or "").strip())
     except (InvalidRunId, RunNotFound) as err:
-        raise gr.Error(str(err), print_exception=False) from err
+        raise gr.Error(toast(str(err)), print_exception=False) from err
     return {"run_id": run_id.strip(), "summary": report.summary()}
 
 
@@ -326,9 +334,8 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     ui.domain = gr.Dropdown(domain_choices(), value=domain_value, label="Domain",
                                             info="the word the learned tokens start from", elem_id="domain")
-                    ui.custom_word = gr.Textbox(value=word,
-                                                label="Custom domain word", placeholder="one word, e.g. castle",
-                                                elem_id="custom-word")
+                    ui.custom_word = gr.Textbox(value=word, label="Custom domain word",
+                                                placeholder="one word, e.g. castle", elem_id="custom-word")
                 ui.preset = gr.Radio(list(PRESETS), value="fast", label="Preset",
                                      info="fast: about a minute on a GPU · paper: the paper's settings (slow)",
                                      elem_id="preset")
@@ -367,14 +374,14 @@ def build_demo() -> gr.Blocks:
 
         run_event = run_btn.click(
             _on_run, inputs=set(ui.settings), outputs=ui.outputs, api_name="run", api_visibility="undocumented",
-            concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status])
+            concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status], preprocess=False)
         cancel_btn.click(lambda: "Cancelled. Press **Run** to start again.", None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
         for i in range(MAX_ROWS):
             for gallery, kind in ((ui.recon[i], "recon"), (ui.edits[i], "edits")):
                 gallery.select(_make_select(i + 1, kind), [ui.images], [ui.slider], queue=False,
                                api_visibility="private")
         api_btn.click(analyze_api, inputs=[ui.image, ui.world, ui.domain, ui.custom_word, ui.preset, api_settings],
-                      outputs=[api_result], api_name="analyze", concurrency_id="analysis")
+                      outputs=[api_result], api_name="analyze", concurrency_id="analysis", preprocess=False)
         load_btn.click(load_run_api, inputs=[api_run_id], outputs=[api_result], api_name="load_run",
                        concurrency_limit=None)
         demo.load(on_page_load, None, ui.outputs + ui.settings, api_visibility="private")
@@ -383,18 +390,11 @@ def build_demo() -> gr.Blocks:
                       max_size=env_int("ORIGINALITY_QUEUE_SIZE", 16))
 
 
-def server_address() -> tuple[str, int]:
-    """(name, port) from Gradio's own variables, GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (PORT as a fallback)."""
-    name = os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
-    port = env_int("GRADIO_SERVER_PORT", 0) or env_int("PORT", 7860)
-    return name, port
-
-
 demo = build_demo()
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     name, port = server_address()
-    demo.launch(server_name=name, server_port=port, max_file_size=os.environ.get("ORIGINALITY_MAX_UPLOAD") or "20mb",
+    demo.launch(server_name=name, server_port=port, max_file_size=UPLOAD_CEILING,
                 allowed_paths=[str(EXAMPLES_DIR)], css=CSS,
                 mcp_server=os.environ.get("ORIGINALITY_MCP") == "1")  # `analyze_api` as an MCP tool (needs mcp)

@@ -20,7 +20,7 @@ from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(["Decision", "DistancesReady", "CheckReady", "DeadlineExceeded", "LengthDone", "Prepared",
+    **dict.fromkeys(["Decision", "DistancesReady", "CheckReady", "DeadlineExceeded", "Generating", "LengthDone", "Prepared",
                      "ReconstructionsReady", "Started", "analyze", "check_inputs", "decide", "iter_analyze",
                      "iter_length", "prepare"], "analysis"),
     **dict.fromkeys(["AnalysisConfig", "DOMAINS", "PRESETS"], "config"),

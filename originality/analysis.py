@@ -55,6 +55,17 @@ class ReconstructionsReady:
 
 
 @dataclass(frozen=True)
+class Generating:
+    """Between two generation batches: `done` of `total` images of `what` ("reconstructions", "edits") made.
+    A caller that closes the run here stops it within one batch."""
+
+    num_tokens: int
+    what: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
 class DistancesReady:
     num_tokens: int
     distances: list[float]
@@ -86,7 +97,7 @@ class Decision:
     report: Report
 
 
-Event = Union[Started, InversionStep, ReconstructionsReady, DistancesReady, CheckReady, LengthDone, Decision]
+Event = Union[Started, InversionStep, Generating, ReconstructionsReady, DistancesReady, CheckReady, LengthDone, Decision]
 # One token length run by the caller (e.g. in a ZeroGPU worker): m -> its events, ending with
 # `LengthDone`; the first call's events start with the `Prepared` query when `iter_analyze` has none.
 LengthRunner = Callable[[int], Iterator[Union[Event, "Prepared"]]]
@@ -111,6 +122,19 @@ def generate(
     pipeline, prompt: str, n: int, *, seed: int, config: AnalysisConfig, resolution: int
 ) -> list[Image.Image]:
     """n images of `prompt`; image i comes from the seed `seed + i` whatever the batching."""
+    batches = iter_generate(pipeline, prompt, n, seed=seed, config=config, resolution=resolution)
+    while True:
+        try:
+            next(batches)
+        except StopIteration as stop:
+            return stop.value
+
+
+def iter_generate(
+    pipeline, prompt: str, n: int, *, seed: int, config: AnalysisConfig, resolution: int, num_tokens: int = 0,
+    what: str = "images",
+) -> Iterator[Generating]:
+    """`generate`, yielding a `Generating` after each batch; returns the images (`yield from`)."""
     images: list[Image.Image] = []
     for start in range(0, n, config.generation_batch_size):
         count = min(config.generation_batch_size, n - start)
@@ -126,6 +150,7 @@ def generate(
             output_type="pil",
         )
         images.extend(out.images)
+        yield Generating(num_tokens, what, len(images), n)
     return images
 
 
@@ -281,7 +306,7 @@ def switch_edit_subject(config: AnalysisConfig, domain_word: str) -> tuple[Analy
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
                 previous: torch.Tensor | None = None) -> Iterator[Event]:
-    """Steps 2-7 for one token length m: `InversionStep`s, `ReconstructionsReady`,
+    """Steps 2-7 for one token length m: `InversionStep`s, `Generating`s, `ReconstructionsReady`,
     `DistancesReady`, `CheckReady`, then `LengthDone`.
 
     `previous`: length m-1's learned rows ((m-1, dim)); with `token_init` "previous" the first
@@ -321,8 +346,9 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
         # expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would mangle an already expanded prompt).
         t0 = time.perf_counter()
-        recon = generate(pipe, config.reconstruction_prompt.format(placeholder.token), config.num_reconstructions,
-                         seed=config.seed, config=config, resolution=model.resolution)
+        recon = yield from iter_generate(pipe, config.reconstruction_prompt.format(placeholder.token),
+                                         config.num_reconstructions, seed=config.seed, config=config,
+                                         resolution=model.resolution, num_tokens=m, what="reconstructions")
         timings["reconstruction"] = time.perf_counter() - t0
         yield ReconstructionsReady(m, recon)
 
@@ -342,8 +368,9 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             check = CheckResult(passed=False, scores=[], detail=SKIPPED_EDITS)
         else:
             if model.in_distribution.uses_edits:
-                edits = generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
-                                 seed=config.seed + 10_000, config=config, resolution=model.resolution)
+                edits = yield from iter_generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
+                                                 seed=config.seed + 10_000, config=config,
+                                                 resolution=model.resolution, num_tokens=m, what="edits")
             check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
                                           pass_fraction=config.edit_pass_fraction,
                                           domain=model.initial_word(config.domain))

@@ -36,12 +36,15 @@ TOKEN_INITS = ("domain", "previous")
 
 def setting(default: Any, help: str, *, flag: str | None = None, label: str | None = None,
             metavar: str | None = None, choices: tuple | None = None, low: float | None = None,
-            high: float | None = None, low_open: bool = False, world_default: bool = False) -> Any:
+            high: float | None = None, low_open: bool = False, world_default: bool = False,
+            public_max: float | None = None) -> Any:
     """A dataclass field with its schema: help, CLI flag (default --field-name), app label
     (None: not in the Advanced panel), metavar, choices, bounds [low, high] ((low, high] with
-    low_open), and whether None means "the model world's default"."""
+    low_open), whether None means "the model world's default", and the upper bound of the public
+    web app (`public_max`, default `high`; `validate(public=True)`), which the CLI and API do not apply."""
     meta = dict(help=help, flag=flag, label=label, metavar=metavar, choices=choices, low=low, high=high,
-                low_open=low_open, world_default=world_default)
+                low_open=low_open, world_default=world_default, public_max=public_max if public_max is not None
+                else high)
     return field(default=default, metadata=meta)
 
 
@@ -62,6 +65,7 @@ class Setting:
     high: float | None
     low_open: bool
     world_default: bool
+    public_max: float | None  # the public web app's upper bound (numbers only)
 
     def parse(self, value: Any) -> Any:
         """`value` (text from a form or the command line, or a JSON value) as this setting's type."""
@@ -91,8 +95,9 @@ class Setting:
                 raise ValueError(f"{where} must be a number, got {value!r}") from err
         return str(value).strip()
 
-    def check(self, value: Any) -> None:
-        """Raise ValueError naming the field when `value` is outside its type or bounds."""
+    def check(self, value: Any, public: bool = False) -> None:
+        """Raise ValueError naming the field when `value` is outside its type or bounds (`public`: also
+        above `public_max`, the public web app's limit)."""
         if value is None and self.optional:
             return
         if self.kind is bool:
@@ -116,6 +121,10 @@ class Setting:
                 raise ValueError(f"{self.name} must be {span}, got {value!r}")
         elif self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        if public and self.public_max is not None and value > self.public_max:
+            bound = int(self.public_max) if self.kind is int else self.public_max
+            raise ValueError(f"{self.name} must be at most {bound} on this public server, got {value} "
+                             "(the command line and Python API allow more)")
 
 
 @dataclass(frozen=True)
@@ -130,12 +139,13 @@ class AnalysisConfig:
         None, "domain preset (house, painting, dog, cat, bird, sport, person) or any single-token word of the "
               "model's tokenizer; the learned tokens start from it", metavar="WORD", world_default=True)
     max_tokens: int = setting(5, "try m = 1 .. M learned tokens; none passing gives the label M+",
-                              metavar="M", label="max tokens (m = 1 … M)", low=1, high=16)
+                              metavar="M", label="max tokens (m = 1 … M)", low=1, high=16,
+                              public_max=8)
     # Inversion (multi-token textual inversion on the query image)
     steps: int = setting(2000, "inversion optimisation steps per token length", metavar="N",
-                         label="inversion steps per m", low=1)
+                         label="inversion steps per m", low=1, public_max=2000)
     batch_size: int = setting(20, "noisy copies of the image per inversion step", metavar="N", label="batch size",
-                              low=1)
+                              low=1, public_max=20)
     learning_rate: float = setting(5e-4, "inversion learning rate", metavar="F", label="learning rate",
                                    low=0, high=1, low_open=True)
     lr_schedule: str = setting(
@@ -144,8 +154,10 @@ class AnalysisConfig:
     # Early stopping (DVAR, see `stopping`): `steps` becomes a cap
     early_stop_every: int = setting(
         0, "evaluate the loss on a fixed batch every N inversion steps and stop a length once it has converged "
-           "(DVAR); 0: run all the steps", metavar="N", label="early stopping: check every N steps (0: off)", low=0)
-    early_stop_window: int = setting(8, "early stopping: evaluations in the variance window", metavar="N", low=2)
+           "(DVAR); 0: run all the steps", metavar="N", label="early stopping: check every N steps (0: off)", low=0,
+        public_max=2000)
+    early_stop_window: int = setting(8, "early stopping: evaluations in the variance window", metavar="N", low=2,
+                                     public_max=200)
     early_stop_ratio: float = setting(0.15, "early stopping: converged when the window's variance is below this "
                                             "share of all evaluations' variance (DVAR's eps)", metavar="F",
                                       low=0, high=1, low_open=True)
@@ -155,9 +167,10 @@ class AnalysisConfig:
         label="token start (domain / previous)", choices=TOKEN_INITS)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
     num_reconstructions: int = setting(20, "images generated from 'a photo of S*' and scored against the query",
-                                       flag="--reconstructions", metavar="N", label="reconstructions", low=1)
+                                       flag="--reconstructions", metavar="N", label="reconstructions", low=1,
+                                       public_max=20)
     num_inference_steps: int = setting(35, "denoising steps per generated image", flag="--inference-steps",
-                                       metavar="N", label="inference steps", low=1)
+                                       metavar="N", label="inference steps", low=1, public_max=50)
     guidance_scale: float | None = setting(None, "classifier-free guidance when generating", metavar="F",
                                            label="guidance scale", low=0, high=50, world_default=True)
     reconstruction_prompt: str = setting("a photo of {}", "prompt of the reconstructions; {} stands for the "
@@ -171,7 +184,7 @@ class AnalysisConfig:
                                metavar="TEXT", label="edit prompt ({} = the learned tokens)")
     edit_subject: str = setting("cat", "what the editability check looks for in the edits", metavar="WORD",
                                 label="edit subject")
-    num_edits: int = setting(8, "images generated for the editability check", flag="--edits", metavar="N", low=1)
+    num_edits: int = setting(8, "images generated for the editability check", flag="--edits", metavar="N", low=1, public_max=16)
     edit_pass_fraction: float = setting(0.5, "the check passes when at least this share of the edits passes",
                                         metavar="F", low=0, high=1)
     # Generate and check the edits even for a length whose reconstruction already failed (its
@@ -183,12 +196,14 @@ class AnalysisConfig:
               "blue shapes on white) before any work; 'off' lets a researcher score them anyway",
         choices=("on", "off"))
     # Reproducibility and batching
-    seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0)
-    generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1)
+    seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0,
+                    public_max=2**32 - 1)
+    generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
+                                       public_max=8)
     micro_batch_size: int | None = setting(
         None, "inversion micro-batch: each step's batch runs in chunks of this size with gradient accumulation "
               "(same update, less memory); blank/None: automatic (the whole batch, halved on out-of-memory)",
-        metavar="N", low=1)
+        metavar="N", low=1, public_max=20)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "AnalysisConfig":
@@ -212,11 +227,12 @@ class AnalysisConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, base: "AnalysisConfig | None" = None,
-                  where: str = "settings") -> "AnalysisConfig":
+                  where: str = "settings", public: bool = False) -> "AnalysisConfig":
         """The one strict parser of overrides: `base` (default: the field defaults) with `data` on top.
 
         Unknown keys are refused with a message naming them and the known ones; values are
-        parsed to their field's type (text from a form is fine) and the result is validated.
+        parsed to their field's type (text from a form is fine) and the result is validated
+        (`public`: within the public web app's limits too).
         """
         if not isinstance(data, dict):
             raise ValueError(f"{where} must be a JSON object of AnalysisConfig fields, got {data!r}")
@@ -227,11 +243,11 @@ class AnalysisConfig:
                              f"in {where}; known: {', '.join(schema)}")
         parsed = {k: (None if v is None else schema[k].parse(v)) for k, v in data.items()}
         config = replace(base, **parsed) if base is not None else cls(**parsed)
-        config.validate()
+        config.validate(public=public)
         return config
 
     @classmethod
-    def from_json(cls, text: str | None, *, where: str = "settings") -> dict[str, Any]:
+    def from_json(cls, text: str | None, *, where: str = "settings", public: bool = False) -> dict[str, Any]:
         """Overrides given as a JSON object (blank: none), checked with `from_dict`; returns the dict."""
         if not text or not text.strip():
             return {}
@@ -239,13 +255,13 @@ class AnalysisConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where} is not valid JSON ({err}): {text!r}") from err
-        cls.from_dict(data, base=PRESETS["fast"], where=where)
+        cls.from_dict(data, base=PRESETS["fast"], where=where, public=public)
         return data
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad field and its value."""
+    def validate(self, public: bool = False) -> None:
+        """Raise ValueError naming the first bad field and its value (`public`: the public app's limits too)."""
         for s in settings():
-            s.check(getattr(self, s.name))
+            s.check(getattr(self, s.name), public)
         for name in ("reconstruction_prompt", "edit_prompt"):
             value = getattr(self, name)
             if not isinstance(value, str) or value.count("{}") != 1:

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "MAX_FILE_BYTES",
+    "check_file_size",
     "load_image",
     "prepare_image",
 ]
@@ -65,10 +66,10 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def _too_large_file(n_bytes: int, where: str) -> ImageInputError:
+def _too_large_file(n_bytes: int, where: str, limit: int | None = None) -> ImageInputError:
     return ImageInputError(
         f"the file is too large ({_mib(n_bytes)}{where}; the limit is "
-        f"{_mib(MAX_FILE_BYTES)}); upload a smaller or more compressed image "
+        f"{_mib(MAX_FILE_BYTES if limit is None else limit)}); upload a smaller or more compressed image "
         f"(e.g. a JPEG or WebP export)"
     )
 
@@ -300,6 +301,19 @@ def _from_path(source: str | os.PathLike) -> Image.Image:
         raise
     except OSError as err:  # permission denied, I/O error while opening/reading
         raise ImageInputError(f"cannot read the file {shown} ({err}); check its permissions") from err
+
+
+def check_file_size(source: Any, max_bytes: int) -> None:
+    """Refuse a file path or bytes larger than `max_bytes` (a server's own upload limit, below
+    MAX_FILE_BYTES) with the same message `load_image` gives; other sources pass."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        size, where = len(source), ""
+    elif isinstance(source, (str, os.PathLike)) and os.path.isfile(source):
+        size, where = os.path.getsize(source), ""
+    else:
+        return
+    if size > max_bytes:
+        raise _too_large_file(size, where, max_bytes)
 
 
 def _from_bytes(data: bytes | bytearray | memoryview, where: str = "") -> Image.Image:

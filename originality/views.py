@@ -7,11 +7,13 @@ what the event means. Tests and other front ends use these without a page.
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import citation
-from .analysis import CheckReady, Decision, DistancesReady, LengthDone, ReconstructionsReady, Started
+from .analysis import CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady, Started
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
 from .report import SCORED_RECONSTRUCTIONS, Report
@@ -33,6 +35,24 @@ STEP_UPDATES = 20  # status lines per inversion (every 5% of the steps)
 # The domain choices besides the presets: the world's own word, or a word typed by the user.
 DOMAIN_DEFAULT = "default"
 DOMAIN_CUSTOM = "custom"
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character (CommonMark can escape each)
+
+
+def plain(text: Any) -> str:
+    """`text` as literal text inside a Markdown component: every ASCII punctuation character backslash-escaped,
+    so no link, autolink, emphasis, heading or HTML tag can form from it (what a visitor typed stays text)."""
+    return _PUNCTUATION.sub(r"\\\1", str(text))
+
+
+def toast(text: Any) -> str:
+    """A message for gr.Error / gr.Warning, whose popup renders HTML: <, > and & as entities."""
+    return html.escape(str(text), quote=False)
+
+
+def sentence(text: str) -> str:
+    """A message as a sentence: first letter upper case."""
+    text = str(text).strip()
+    return (text[:1].upper() + text[1:]) if text else text
 
 
 @dataclass
@@ -147,6 +167,8 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
         if event.step == 1 or event.step % every == 0 or event.step == event.total:
             return f"m={event.num_tokens}: step {event.step}/{event.total}, loss {event.loss:.4f} · {elapsed:.0f} s"
         return None
+    if isinstance(event, Generating):
+        return f"m={event.num_tokens}: generating {event.what} {event.done}/{event.total} · {elapsed:.0f} s"
     if isinstance(event, ReconstructionsReady):
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
@@ -266,8 +288,10 @@ def world_choices() -> list[tuple[str, str]]:
 
 
 def examples_table(folder) -> tuple[list, list]:
-    """([[image path, world name]], [label]) of the worlds' example images present in `folder`."""
-    present = [(folder / f, w.name, label) for w in all_worlds() for f, label in w.examples if (folder / f).is_file()]
+    """([[image path, world name]], [label]) of the example images present in `folder` of the worlds that can
+    run on this server (a Stable Diffusion example on a CPU server is left out)."""
+    present = [(folder / f, w.name, label) for w in all_worlds() if w.unavailable(w.model_id()) is None
+               for f, label in w.examples if (folder / f).is_file()]
     return [[str(p), w] for p, w, _ in present], [label for _, _, label in present]
 
 
@@ -291,7 +315,8 @@ def _blank(value: Any) -> bool:
 def form_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any],
                 defaults: dict[str, Any] | None = None) -> AnalysisConfig:
     """The settings of a form: the preset, then `defaults`, then every non-blank value and the domain
-    (a preset, DOMAIN_DEFAULT or DOMAIN_CUSTOM with `custom_word`); validated (ValueError says what is wrong)."""
+    (a preset, DOMAIN_DEFAULT or DOMAIN_CUSTOM with `custom_word`); validated within the public app's
+    limits (`Setting.public_max`; ValueError says what is wrong)."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     overrides = {**(defaults or {}), **{name: value for name, value in values.items() if not _blank(value)}}
@@ -302,7 +327,7 @@ def form_config(preset: str, domain: str | None, custom_word: str | None, values
         overrides["domain"] = word
     elif domain not in (None, "", DOMAIN_DEFAULT):
         overrides["domain"] = domain
-    return AnalysisConfig.from_dict(overrides, base=PRESETS[preset])
+    return AnalysisConfig.from_dict(overrides, base=PRESETS[preset], public=True)
 
 
 def domain_fields(domain: str | None, world: str | None = None) -> tuple[str, str]:

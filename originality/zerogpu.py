@@ -4,7 +4,8 @@ ZeroGPU runs each `@spaces.GPU` call in a forked worker: it pickles the argument
 generator's yields back pickled, and limits each call's duration. The unit of work here is
 therefore ONE TOKEN LENGTH (`length_events`): `length_runner` gives `iter_analyze` a runner
 that makes one such call per length, and the engine keeps the stop rule. Without the `spaces`
-package the same functions run in-process, unchanged.
+package the same functions run in-process, unchanged. Also the app's environment helpers (env_int,
+env_bytes, server_address).
 
 Reservation for one length, from the settings:
     seconds = GPU_OVERHEAD_S                                     model load/move, query encoding, judges
@@ -45,6 +46,25 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as err:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from err
+
+
+def env_bytes(name: str, default: str) -> int:
+    """A size from the environment, "20mb" / "512kb" / "1gb" / bytes (blank: `default`); ValueError names it."""
+    raw = (os.environ.get(name, "").strip() or default).lower()
+    units = {"gb": 2**30, "mb": 2**20, "kb": 2**10, "b": 1}
+    unit = next((u for u in units if raw.endswith(u)), "b")
+    try:
+        return int(float(raw[: len(raw) - len(unit)] if raw.endswith(unit) else raw) * units[unit])
+    except ValueError as err:
+        raise ValueError(f"{name} must be a size such as 20mb, got {raw!r}") from err
+
+
+def server_address() -> tuple[str, int]:
+    """The app's (name, port) from Gradio's own variables, GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (PORT as a
+    fallback)."""
+    name = os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    port = env_int("GRADIO_SERVER_PORT", 0) or env_int("PORT", 7860)
+    return name, port
 
 
 def gpu_seconds(config: dict) -> int:

@@ -13,6 +13,7 @@ from originality import (
     DeadlineExceeded,
     Decision,
     DistancesReady,
+    Generating,
     InversionStep,
     LengthDone,
     OriginalityModel,
@@ -118,13 +119,15 @@ def test_event_stream_covers_every_stage_in_order(pipe, query):
     events = list(iter_analyze(query, TINY, model))
     kinds = [type(e) for e in events]
     assert kinds[0] is Started and kinds[-1] is Decision
-    per_length = [InversionStep, InversionStep, ReconstructionsReady, DistancesReady, CheckReady, LengthDone]
+    per_length = [InversionStep, InversionStep, Generating, ReconstructionsReady, DistancesReady, Generating,
+                  CheckReady, LengthDone]
     assert kinds[1:-1] == per_length * 2
     assert events[0].query.size == (64, 64)  # normalised to the model's resolution
     assert events[0].config.domain == "house" and events[0].config.threshold == 0.5
-    recon = events[3]
+    assert (events[3].num_tokens, events[3].what, events[3].done, events[3].total) == (1, "reconstructions", 2, 2)
+    recon = events[4]
     assert recon.num_tokens == 1 and len(recon.images) == 2 and recon.images[0].size == (64, 64)
-    assert len(events[5].images) == 2  # edits
+    assert events[6].what == "edits" and len(events[7].images) == 2  # edits
     result = events[-2].result
     assert set(result.timings) == {"inversion", "reconstruction", "distance", "edit_check"}
     assert len(result.losses) == 2 and result.embeddings.shape == (2, 32)
@@ -174,6 +177,33 @@ def test_cancelling_mid_run_leaves_the_model_reusable(pipe, query):
     assert not model.lock.locked()
     assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows
     assert analyze(query, TINY, make_model(pipe, [0.1], [True])).score == 1
+
+
+def test_cancelling_between_generation_batches_stops_generating(pipe, query, monkeypatch):
+    """One `Generating` per batch: closing the run there stops it before the next batch is drawn."""
+    calls = []
+    real = type(pipe).__call__
+
+    def counting(self, **kwargs):
+        calls.append(len(kwargs["prompt"]))
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(type(pipe), "__call__", counting)
+    config = TINY.replace(max_tokens=1, num_reconstructions=3, num_edits=2, generation_batch_size=1)
+    events = [e for e in iter_analyze(query, config, make_model(pipe, [0.1], [True])) if isinstance(e, Generating)]
+    assert [(e.what, e.done, e.total) for e in events] == [("reconstructions", 1, 3), ("reconstructions", 2, 3),
+                                                          ("reconstructions", 3, 3), ("edits", 1, 2), ("edits", 2, 2)]
+    assert calls == [1] * 5
+    calls.clear()
+    rows = pipe.text_encoder.get_input_embeddings().weight.shape[0]
+    model = make_model(pipe, [0.1], [True])
+    run = iter_analyze(query, config, model)
+    for event in run:
+        if isinstance(event, Generating):
+            break
+    run.close()
+    assert calls == [1] and not model.lock.locked()
+    assert pipe.text_encoder.get_input_embeddings().weight.shape[0] == rows
 
 
 def test_lengths_run_separately_give_the_same_report(pipe, query):

@@ -5,15 +5,21 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pytest
+from hostile_files import bad_files, odd_files
 from matplotlib.figure import Figure
+from PIL import Image
 
 import originality.models as models
 from originality import AnalysisConfig, views, worlds, zerogpu
+from originality.config import settings as schema
+from originality.images import load_image, prepare_image
 from originality.store import RunStore, set_default_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +62,18 @@ def run(app, image=EXAMPLE, world="shapes", domain="default", word="", preset="f
     return list(app.run_analysis(str(image), world, domain, word, preset, settings, request=request()))
 
 
+def refusal(app, **kwargs) -> tuple[str, str]:
+    """(the status line left in the page, the popup's message) of a run that is refused."""
+    image = kwargs.pop("image", EXAMPLE)
+    stream = app.run_analysis(None if image is None else str(image), kwargs.pop("world", "shapes"),
+                              kwargs.pop("domain", "default"), kwargs.pop("word", ""), "fast", {**TINY, **kwargs},
+                              request=request())
+    with pytest.warns(UserWarning) as caught:  # gr.Warning outside a server
+        updates = list(stream)
+    assert updates[-1][app.ui.status].startswith("⚠️")
+    return updates[-1][app.ui.status], str(caught[-1].message)
+
+
 def merged(updates: list[dict]) -> dict:
     out: dict = {}
     for u in updates:
@@ -66,6 +84,14 @@ def merged(updates: list[dict]) -> dict:
 def test_import_loads_no_model(app):
     # the `app` fixture checks that importing app.py loaded no model and launched nothing
     assert len(app.ui.rows) == app.MAX_ROWS and app.ui.verdict in app.ui.outputs
+
+
+def test_the_image_reaches_the_engine_as_uploaded(app, tmp_path):
+    """The analysis events take their inputs unprocessed (Gradio's gr.Image would decode the upload first)."""
+    runs = [fn for fn in app.demo.fns.values() if fn.name in ("_on_run", "analyze_api")]
+    assert len(runs) == 2 and not any(fn.preprocess for fn in runs)
+    assert app.uploaded_file({"path": "/up/x.png", "url": "http://h/x.png", "orig_name": "x.png"}) == "/up/x.png"
+    assert app.uploaded_file(None) is None and app.uploaded_file("x.png") == "x.png"
 
 
 def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
@@ -168,18 +194,90 @@ def test_bad_share_id_gives_a_clear_message(app, env, bad, message):
     assert message in info.value.message
 
 
-def test_bad_image_is_a_gradio_error(app, env, tmp_path):
-    text = tmp_path / "notes.png"
-    text.write_text("this is not an image")
-    with pytest.raises(gr.Error) as info:
-        run(app, image=text)
-    assert "not an image" in info.value.message.lower()
+def test_bad_files_get_the_engines_message_in_the_error_and_the_status_line(app, env, tmp_path):
+    for name, (path, message) in bad_files(tmp_path).items():
+        status, error = refusal(app, image=path)
+        assert message in error and status.startswith("⚠️") and views.plain(message) in status, name
     assert env.list_recent() == []
 
 
-def test_missing_image_is_a_gradio_error(app, env):
-    with pytest.raises(gr.Error, match="Upload an image"):
-        list(app.run_analysis(None, "shapes", "default", "", "fast", TINY))
+def test_odd_images_are_scored_as_the_cli_loads_them(app, env, tmp_path):
+    """The app hands the file to `load_image` as it is: transparency on white, 16 bit, CMYK, EXIF orientation."""
+    for name, path in odd_files(tmp_path).items():
+        # grey copies are not shapes-world images: the world check is off, the input path is under test
+        updates = run(app, image=path, max_tokens=1, steps=1, num_reconstructions=1, world_check="off")
+        run_id = updates[-1][app.ui.share].split("=")[1]
+        stored = np.asarray(Image.open(env.runs_dir / run_id / "query.png").convert("RGB"))
+        assert np.array_equal(stored, np.asarray(prepare_image(load_image(str(path)), 64))), name
+    assert env.load(run_id).record["query"]["sha256"]  # the input hashed as given
+
+
+def test_upload_limit_is_the_apps_message(app, env, monkeypatch):
+    monkeypatch.setattr(app, "UPLOAD_LIMIT", EXAMPLE.stat().st_size - 1)
+    status, error = refusal(app)
+    assert "file is too large" in error and "the limit is" in error and "too large" in status
+
+
+def test_missing_image_is_refused_in_the_status_line(app, env):
+    status, message = refusal(app, image=None)
+    assert "Upload an image" in message and "Upload an image" in status
+
+
+def test_every_numeric_setting_has_a_public_maximum_that_the_app_applies(app, env):
+    numeric = [s for s in schema() if s.kind in (int, float)]
+    assert numeric and all(s.public_max is not None for s in numeric)
+    for s in numeric:
+        if s.label:  # a field of the Advanced panel: refused by the form, naming the field and the bound
+            bound = int(s.public_max) if s.kind is int else s.public_max
+            status, error = refusal(app, **{s.name: bound + 1 if s.kind is int else bound * 2 + 1})
+            assert s.name in error.lower() and f"{bound}" in error, error  # floats: their [low, high] message
+    with pytest.raises(gr.Error, match="Steps must be at most 2000 on this public server, got 1000000000"):
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"steps": 1000000000}'))
+    with pytest.raises(gr.Error, match="Num_reconstructions must be at most 20"):
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"num_reconstructions": 1000000}'))
+    with pytest.raises(gr.Error, match="Batch_size must be at most 20"):
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"batch_size": 4096}'))
+    # the command line and the Python API keep researcher-sized limits; both presets fit the public ones
+    assert AnalysisConfig.from_dict({"steps": 1_000_000, "batch_size": 4096}).steps == 1_000_000
+    for preset in ("fast", "paper"):
+        AnalysisConfig.preset(preset).validate(public=True)
+
+
+INJECTIONS = ["[log in again](https://evil.example/login) <h1>X</h1>", "<script>alert(1)</script>AAAAAAAAAAAAAAAA",
+              "<img src=x onerror=alert(1)>https://evil.example", "AAAAAAAAAAAAAAAAAAAAAAAA\n# heading **bold**"]
+
+
+@pytest.mark.parametrize("bad", INJECTIONS)
+def test_what_a_visitor_types_is_never_markdown_or_html(app, env, bad):
+    page = app.on_page_load(request(query_params={"run": bad}))
+    status = page[app.ui.status]
+    assert "not a run id" in status
+    for piece in ("[", "]", "(", ")", "<", ">", ":", "#", "*"):
+        assert piece not in status.replace("\\" + piece, "")  # every one escaped
+    with pytest.raises(gr.Error) as info:
+        app.load_run_api(bad)
+    assert "<" not in info.value.message  # the popup renders HTML
+    status, error = refusal(app, domain="custom", word=bad.replace(" ", "")[:40])
+    assert "<" not in error and "<" not in status.replace("\\<", "")
+
+
+def test_plain_keeps_the_text_and_escapes_every_mark():
+    import markdown_it  # what Gradio's Markdown follows: CommonMark
+
+    for text in INJECTIONS:
+        assert "://" not in views.plain(text) and "www." not in views.plain(text)  # no autolink can form
+        html = markdown_it.MarkdownIt("commonmark").render(views.plain(text))
+        assert "<a " not in html and "<h1>" not in html and "<script" not in html and "<img" not in html
+        assert html.strip() == f"<p>{views.toast(text)}</p>"  # the same text, as text
+
+
+def test_examples_the_server_cannot_run_are_left_out(app, monkeypatch):
+    monkeypatch.setattr(worlds, "sd_available", lambda model_id=None: False)
+    monkeypatch.delenv("ORIGINALITY_MODEL", raising=False)
+    _, labels = views.examples_table(app.EXAMPLES_DIR)
+    assert labels and not any(label.startswith("SD") for label in labels)
+    monkeypatch.setattr(worlds, "sd_available", lambda model_id=None: True)
+    assert any(label.startswith("SD") for label in views.examples_table(app.EXAMPLES_DIR)[1])
 
 
 @pytest.mark.parametrize("word, message", [
@@ -188,9 +286,8 @@ def test_missing_image_is_a_gradio_error(app, env):
     ("", "type the custom domain word"),
 ])
 def test_custom_domain_must_be_one_known_token(app, env, word, message):
-    with pytest.raises(gr.Error) as info:
-        run(app, domain="custom", word=word)
-    assert message.lower() in info.value.message.lower()
+    status, popup = refusal(app, domain="custom", word=word)
+    assert message.lower() in popup.lower()
 
 
 def test_custom_domain_that_is_one_token_runs(app, env):
@@ -199,30 +296,27 @@ def test_custom_domain_that_is_one_token_runs(app, env):
     assert env.load(run_id).config["domain"] == "circle"
 
 
-def test_bad_advanced_value_is_a_gradio_error(app, env):
-    with pytest.raises(gr.Error, match="(?i)max tokens.*whole number"):
-        run(app, max_tokens=1.5)
-    with pytest.raises(gr.Error, match="Learning_rate must be in"):
-        run(app, learning_rate=5.0)
-    with pytest.raises(gr.Error, match="(?i)lr_schedule must be one of constant, linear, cosine, got 'exponential'"):
-        run(app, lr_schedule="exponential")
+def test_bad_advanced_value_is_refused_with_its_message(app, env):
+    assert re.search("(?i)max tokens.*whole number", refusal(app, max_tokens=1.5)[1])
+    assert "Learning_rate must be in" in refusal(app, learning_rate=5.0)[1]
+    assert "Lr_schedule must be one of constant, linear, cosine, got 'exponential'" in \
+        refusal(app, lr_schedule="exponential")[1]
 
 
 def test_unavailable_world_is_a_gradio_error(app, env, monkeypatch):
     monkeypatch.setattr(worlds, "sd_available", lambda: False)
     monkeypatch.delenv("ORIGINALITY_MODEL")
-    with pytest.raises(gr.Error, match="needs a CUDA GPU"):
-        run(app, world="sd")
+    status, message = refusal(app, world="sd")  # the status line says it, not "Loading the model…"
+    assert "needs a CUDA GPU" in message and "needs a CUDA GPU" in status
     shapes = worlds.get_world("shapes")
     monkeypatch.setitem(worlds._WORLDS, "shapes", dataclasses.replace(shapes, default_model=str(env.root / "none")))
-    with pytest.raises(gr.Error, match="shapes-world model is not installed"):
-        run(app, world="shapes")
+    assert "shapes-world model is not installed" in refusal(app, world="shapes")[1]
 
 
 def test_time_limit_stops_the_run_with_a_message(app, env, monkeypatch):
     monkeypatch.setenv("ORIGINALITY_RUN_TIMEOUT", "0")
-    updates = run(app)
-    assert "took longer than the 0 s limit" in updates[-1][app.ui.status]
+    status, error = refusal(app)
+    assert "took longer than the 0 s limit" in error and "took longer than the 0 s limit" in status
     assert env.list_recent() == []
     # the stopped run released the model: the next run works
     monkeypatch.setenv("ORIGINALITY_RUN_TIMEOUT", "900")
@@ -250,16 +344,16 @@ def test_gallery_click_selects_the_slider_pair(app, env):
 
 
 def test_analyze_api_returns_summary_and_share_id(app, env):
-    out = app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast",
-                          '{"max_tokens": 1, "steps": 2, "batch_size": 2, "num_reconstructions": 2, '
-                          '"num_inference_steps": 2}', request())
+    out = list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast",
+                               '{"max_tokens": 1, "steps": 2, "batch_size": 2, "num_reconstructions": 2, '
+                               '"num_inference_steps": 2}', request()))[-1]
     assert out["summary"]["label"] in ("1", "1+") and out["summary"]["max_tokens"] == 1
     assert out["share_url"] == PAGE + "?run=" + out["run_id"]
     assert env.load(out["run_id"]).label == out["summary"]["label"]
     with pytest.raises(gr.Error, match="Unknown setting"):
-        app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"stepz": 2}', None)
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"stepz": 2}', None))
     with pytest.raises(gr.Error, match="JSON object"):
-        app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "[1, 2]", None)
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "[1, 2]", None))
 
 
 # --------------------------------------------------------------------------- small pieces

@@ -134,19 +134,24 @@ def status_matches(page, pattern: str, timeout: float = 60_000) -> None:
         arg=pattern, timeout=timeout)
 
 
+def page_with_steps(server, browser, steps: int, batch_size: int | None = None):
+    """A page with the example uploaded and `steps` inversion steps (and `batch_size`) under Advanced."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server["url"])
+    page.wait_for_selector("#run", timeout=60_000)
+    page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
+    page.wait_for_selector("#query-image img", timeout=30_000)
+    page.click("#advanced")
+    page.locator("#adv-steps textarea, #adv-steps input").first.fill(str(steps))
+    if batch_size:
+        page.locator("#adv-batch_size textarea, #adv-batch_size input").first.fill(str(batch_size))
+    return page
+
+
 def test_queue_position_then_cancel_frees_the_model(server, browser):
     """Two visitors: the second waits in Gradio's queue (its position shown); Cancel stops the first
     at once and the second starts, so the cancelled run released the model."""
-    pages = []
-    for _ in range(2):
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(server["url"])
-        page.wait_for_selector("#run", timeout=60_000)
-        page.locator("#query-image input[type=file]").set_input_files(str(EXAMPLE))
-        page.wait_for_selector("#query-image img", timeout=30_000)
-        page.click("#advanced")
-        page.locator("#adv-steps textarea, #adv-steps input").first.fill("400")  # long enough to cancel
-        pages.append(page)
+    pages = [page_with_steps(server, browser, 400) for _ in range(2)]  # long enough to cancel
     first, second = pages
     first.click("#run")
     status_matches(first, r"m=1: step \d+/400")
@@ -185,3 +190,123 @@ def test_gradio_client_analyze_and_load_run(server):
     assert loaded["summary"]["verdict"] == summary["verdict"]
     with pytest.raises(Exception, match="not a run id"):
         client.predict("../../etc", api_name="/load_run")
+
+
+# --------------------------------------------------------------------------- a public Space under hostile use
+
+ONE = {"max_tokens": 1, "steps": 1, "batch_size": 1, "num_reconstructions": 1, "num_inference_steps": 1}
+LONG = {"max_tokens": 1, "steps": 2000, "batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}
+SMALL = {"max_tokens": 2, "steps": 3, "batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}
+
+
+@pytest.mark.parametrize("bad", ["[log in again](https://evil.example/login) <h1>X</h1>",
+                                 "<script>window.__xss = 1</script><img src=x onerror='window.__xss = 2'>"])
+def test_a_share_link_cannot_inject_markup(server, browser, bad):
+    page = browser.new_page()
+    page.goto(server["url"] + "?run=" + urllib.parse.quote(bad))
+    status_matches(page, "Could not open the shared run")
+    time.sleep(1)  # the warning popup is up too
+    status = page.inner_text("#status")
+    assert repr(bad) in status  # shown as typed, as text
+    assert page.locator("a[href*='evil.example']").count() == 0 and page.locator("h1:text-is('X')").count() == 0
+    assert page.locator("#status script, #status img, #status h1").count() == 0
+    assert page.evaluate("window.__xss") is None
+    page.close()
+
+
+def _client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)
+
+
+def test_bad_files_get_the_engines_message_through_the_api_and_the_page(server, browser, tmp_path):
+    from gradio_client import handle_file
+    from hostile_files import bad_files
+
+    client = _client(server)
+    files = bad_files(tmp_path)
+    for name, (path, message) in files.items():
+        with pytest.raises(Exception) as info:
+            client.predict(handle_file(str(path)), "shapes", "default", "", "fast", json.dumps(ONE),
+                           api_name="/analyze")
+        assert message in str(info.value) and "upstream Gradio app" not in str(info.value), name
+    page = browser.new_page()
+    page.goto(server["url"])
+    page.wait_for_selector("#run", timeout=60_000)
+    page.locator("#query-image input[type=file]").set_input_files(str(files["text"][0]))
+    time.sleep(2)
+    page.click("#run")
+    try:
+        status_matches(page, "⚠️")
+    finally:
+        print("status after a text file named .png:", page.inner_text("#status"))
+    assert "an image Pillow can read (text.png)" in page.inner_text("#status")  # the file's name, no server path
+    page.close()
+
+
+def test_odd_images_through_the_api_are_scored_as_the_cli_loads_them(server, tmp_path):
+    import numpy as np
+    from gradio_client import handle_file
+    from hostile_files import odd_files
+    from PIL import Image
+
+    from originality.images import load_image, prepare_image
+
+    client = _client(server)
+    for name, path in odd_files(tmp_path).items():
+        out = client.predict(handle_file(str(path)), "shapes", "default", "", "fast", json.dumps(ONE),
+                             api_name="/analyze")
+        stored = np.asarray(Image.open(server["data"] / "runs" / out["run_id"] / "query.png").convert("RGB"))
+        assert np.array_equal(stored, np.asarray(prepare_image(load_image(str(path)), 64))), name
+
+
+def _fresh_summary(model_path) -> dict:
+    """The SMALL run of EXAMPLE computed here, in a process that never ran anything cancelled."""
+    from originality import AnalysisConfig, analyze
+    from originality.models import load_model
+
+    config = AnalysisConfig.from_dict({**TINY_DEFAULTS, **SMALL}, base=AnalysisConfig.preset("fast"))
+    return analyze(str(EXAMPLE), config, load_model(str(model_path))).summary()
+
+
+def _same_result(a: dict, b: dict) -> bool:
+    keys = ("distances", "losses", "check_scores", "inversion_seed")
+    return (a["label"], a["config"]) == (b["label"], b["config"]) and \
+        [[r[k] for k in keys] for r in a["results"]] == [[r[k] for k in keys] for r in b["results"]]
+
+
+def test_cancel_through_the_api_frees_the_worker_at_once(server, tiny_shapes_model):
+    from gradio_client import handle_file
+
+    client = _client(server)
+    job = client.submit(handle_file(str(EXAMPLE)), "shapes", "default", "", "fast", json.dumps(LONG),
+                        api_name="/analyze")
+    time.sleep(6)  # running: 2000 inversion steps take minutes here
+    assert not job.done()
+    job.cancel()
+    started = time.monotonic()
+    out = client.predict(handle_file(str(EXAMPLE)), "shapes", "default", "", "fast", json.dumps(SMALL),
+                         api_name="/analyze")
+    waited = time.monotonic() - started - out["summary"]["total_seconds"]
+    print(f"after job.cancel(): the next run started within {waited:.1f} s")
+    assert waited < 10
+    assert _same_result(out["summary"], _fresh_summary(tiny_shapes_model))
+
+
+def test_closing_the_page_stops_its_run(server, browser, tiny_shapes_model):
+    # batch 20: the status line changes only every 100 steps (tens of seconds here), so the run must stop
+    # between status updates, not at the next one
+    page = page_with_steps(server, browser, 2000, batch_size=20)
+    page.click("#run")
+    status_matches(page, r"m=1: step \d+/2000")
+    page.close()  # the visitor leaves
+    started = time.monotonic()
+    from gradio_client import handle_file
+
+    out = _client(server).predict(handle_file(str(EXAMPLE)), "shapes", "default", "", "fast", json.dumps(SMALL),
+                                  api_name="/analyze")
+    waited = time.monotonic() - started - out["summary"]["total_seconds"]
+    print(f"after closing the page: the next run started within {waited:.1f} s")
+    assert waited < 10
+    assert _same_result(out["summary"], _fresh_summary(tiny_shapes_model))

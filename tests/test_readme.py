@@ -61,3 +61,17 @@ def test_gradio_client_block_runs_as_written(checkout, tiny_shapes_model, capsys
         exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "?run=" in out and re.search(r"^1\+? (Original|Familiar)", out, flags=re.M), out
+
+
+def test_the_public_maxima_table_is_the_schemas():
+    """README's table of the public app's limits lists every numeric setting with its `public_max`."""
+    section = README.split("**A public page.**")[1].split("\n\n")[1]
+    documented = {}
+    for row in section.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for names, values in zip(cells[0::2], cells[1::2]):
+            names, values = re.findall(r"`(\w+)`", names), [v.strip() for v in values.split(",")]
+            documented.update(zip(names, values * len(names) if len(values) == 1 else values))
+    expected = {s.name: str(int(s.public_max)) if s.kind is int else f"{s.public_max:g}"
+                for s in config_module.settings() if s.kind in (int, float)}
+    assert documented == expected
