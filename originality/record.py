@@ -199,8 +199,9 @@ def threshold_source(given: float | None, model) -> str:
     """Where an analysis' threshold came from, for people (the record and `Report.threshold_source`)."""
     if given is not None:
         return "set for this run (threshold setting)"
-    origin = getattr(model, "threshold_source", "") or "see the README's Threshold section"
-    return f"default of the {model.world} world ({model.distance.name} {model.default_threshold:g}; {origin})"
+    return getattr(model, "threshold_source", "") or (
+        f"default of the {model.world} world ({model.distance.name} {model.default_threshold:g}; "
+        "see the README's Threshold section)")
 
 
 # --------------------------------------------------------------------------- the record
