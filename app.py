@@ -2,16 +2,16 @@
 
     python app.py                      # http://0.0.0.0:7860 (also what Hugging Face Spaces runs)
 
-Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call
-per token length; what the page shows comes from `originality.views`, the settings and the
-Advanced panel from the schema (`originality.config`), the model worlds from `originality.worlds`,
-downloads from the run store. No model is loaded at import; handlers are plain functions that
-tests call directly. Environment variables: see the README's table (ORIGINALITY_MCP=1 also
-serves the analysis as an MCP tool; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, PORT as a fallback).
+Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call per token
+length; what the page shows comes from `originality.views`, the settings and the Advanced panel from the schema
+(`originality.config`), the model worlds from `originality.worlds`, downloads from the run store. No model is
+loaded at import; handlers are plain functions that tests call directly. Environment variables: the README's
+table (ORIGINALITY_MCP=1 also serves an MCP tool; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, PORT as a fallback).
 API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON settings)
 -> {"run_id", "share_url", "summary"}; "/load_run" (run id) -> {"run_id", "summary"}.
 """
 
+import contextlib
 import html
 import logging
 import os
@@ -28,12 +28,12 @@ from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded,
 from originality.config import PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.store import InvalidRunId, RunNotFound, default_store
-from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, edit_items,
-                               domain_choices, domain_fields, examples_table, form_config, form_values, recon_items, row_header, setting_placeholder,
-                               setting_text, share_url, slider_pair, status_line, verdict_markdown, world_choices,
-                               plain, sentence, toast)
-from originality.worlds import default_world, get_world
+from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, domain_choices, domain_fields, edit_items,
+                               examples_table, form_config, form_values, plain, recon_items, row_header, sentence,
+                               setting_placeholder, setting_text, share_url, slider_pair, status_line, toast,
+                               verdict_markdown, world_choices)
 from originality import zerogpu
+from originality.worlds import default_world, get_world
 from originality.zerogpu import env_bytes, env_int, server_address
 
 logger = logging.getLogger("originality.app")
@@ -51,15 +51,19 @@ UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app
 UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
 YIELD_EVERY_S = 0.5  # runs (the API's too) yield at least this often: Cancel, job.cancel(), a lost client stop them
 
-
 # ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset (public limits apply)
 DEFAULTS: dict[str, Any] = AnalysisConfig.from_json(os.environ.get("ORIGINALITY_DEFAULTS"),
                                                     where="ORIGINALITY_DEFAULTS", public=True)
 
 
-def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict[str, Any]) -> AnalysisConfig:
-    """The form's settings on top of ORIGINALITY_DEFAULTS, within the public limits (`views.form_config`)."""
-    return form_config(preset, domain, custom_word, values, DEFAULTS)
+def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict | str | None) -> AnalysisConfig:
+    """The form's settings (or the API's JSON object) on top of ORIGINALITY_DEFAULTS, within the public limits
+    (`views.form_config`); a bad value is refused with its message (gr.Error)."""
+    try:
+        values = AnalysisConfig.from_json(values, where="settings") if isinstance(values, str) else values
+        return form_config(preset, domain, custom_word, values or {}, DEFAULTS)
+    except ValueError as err:
+        raise refused(str(err)) from err
 
 
 def uploaded_file(value) -> str | None:
@@ -176,24 +180,23 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
     try:
         if image is None:
             raise refused("Upload an image first (or click one of the examples).")
-        try:
-            config = build_config(preset, domain, custom_word, settings or {})
-        except ValueError as err:
-            raise refused(str(err)) from err
+        config = build_config(preset, domain, custom_word, settings)
         yield _reset_updates("Loading the model…")
-        for event in analysis_events(image, world, config):
-            updates = _event_updates(view, event, time.monotonic() - started)
-            if isinstance(event, Decision):
-                run_id, note = None, ""
-                try:
-                    run_id = default_store().save(event.report, preset=preset)
-                except Exception as err:  # noqa: BLE001 - the result is still shown
-                    logger.exception("could not store the run")
-                    note = f" It could not be stored for sharing ({type(err).__name__})."
-                updates = _final_updates(view, run_id, request, f"Done in {time.monotonic() - started:.0f} s.{note}")
-            if updates or time.monotonic() - last > YIELD_EVERY_S:
-                last = time.monotonic()
-                yield updates or {ui.status: gr.skip()}
+        # closed explicitly: a cancelled run frees the model now, not whenever the generator is collected
+        with contextlib.closing(analysis_events(image, world, config)) as events:
+            for event in events:
+                updates = _event_updates(view, event, time.monotonic() - started)
+                if isinstance(event, Decision):
+                    run_id, note = None, ""
+                    try:
+                        run_id = default_store().save(event.report, preset=preset)
+                    except Exception as err:  # noqa: BLE001 - the result is still shown
+                        logger.exception("could not store the run")
+                        note = f" It could not be stored for sharing ({type(err).__name__})."
+                    updates = _final_updates(view, run_id, request, f"Done in {time.monotonic() - started:.0f} s.{note}")
+                if updates or time.monotonic() - last > YIELD_EVERY_S:
+                    last = time.monotonic()
+                    yield updates or {ui.status: gr.skip()}
     except gr.Error as err:  # a popup, and the status line says it (an error event would cover it with "Error")
         gr.Warning(err.message)
         yield {ui.status: f"⚠️ {plain(html.unescape(err.message))}"}
@@ -202,8 +205,8 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
 def _on_run(data: dict, request: gr.Request):
     """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
-    yield from run_analysis(uploaded_file(data[ui.image]), data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset],
-                            settings, request)
+    form = (data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset])
+    yield from run_analysis(uploaded_file(data[ui.image]), *form, settings, request)
 
 
 def _settings_updates(report: Report, preset: str | None) -> dict:
@@ -270,18 +273,15 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
     image = uploaded_file(image)
     if image is None:
         raise refused("Give an image.")
-    try:
-        values = AnalysisConfig.from_json(settings, where="settings") if isinstance(settings, str) else settings
-        config = build_config(preset or "fast", domain, custom_word, values or {})
-    except ValueError as err:
-        raise refused(str(err)) from err
+    config = build_config(preset or "fast", domain, custom_word, settings)
     report, last = None, time.monotonic()
-    for event in analysis_events(image, world or default_world()[0].name, config):
-        if isinstance(event, Decision):
-            report = event.report
-        elif time.monotonic() - last > YIELD_EVERY_S:
-            last = time.monotonic()
-            yield gr.skip()
+    with contextlib.closing(analysis_events(image, world or default_world()[0].name, config)) as events:
+        for event in events:  # closed explicitly: job.cancel() frees the model now
+            if isinstance(event, Decision):
+                report = event.report
+            elif time.monotonic() - last > YIELD_EVERY_S:
+                last = time.monotonic()
+                yield gr.skip()
     run_id = default_store().save(report, preset=preset)
     yield {"run_id": run_id, "share_url": share_url(request, run_id), "summary": report.summary()}
 

@@ -365,8 +365,10 @@ def test_build_config_layers(app, monkeypatch):
     assert (c.steps, c.num_edits, c.seed, c.batch_size, c.domain) == (7, 3, 4, 20, None)
     c = app.build_config("fast", "dog", "ignored", {"steps": 9, "lr_schedule": " cosine "})
     assert (c.steps, c.domain, c.batch_size, c.lr_schedule) == (9, "dog", 8, "cosine")
-    with pytest.raises(ValueError, match="preset must be one of"):
+    with pytest.raises(gr.Error, match="(?i)preset must be one of"):
         app.build_config("slow", "default", "", {})
+    with pytest.raises(gr.Error, match="steps"):
+        app.build_config("fast", "default", "", '{"steps": "many"}')
 
 
 def parse_defaults(raw):

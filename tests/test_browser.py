@@ -159,7 +159,13 @@ def test_queue_position_then_cancel_frees_the_model(server, browser):
     second.wait_for_function("/queue: 1\\/1/.test(document.body.innerText)", timeout=30_000)
     first.click("#cancel")
     status_matches(first, "Cancelled")
-    status_matches(second, r"m=1: step \d+/400", timeout=120_000)
+    try:
+        status_matches(second, r"m=1: step \d+/400", timeout=120_000)
+    except Exception as err:  # say which side hung: the first run went on, or the second never started
+        log = (server["tmp"] / "server.log").read_text()[-3000:]
+        pytest.fail(f"the second run did not start after Cancel ({type(err).__name__}); first page's status: "
+                    f"{first.inner_text('#status')!r}; second's: {second.inner_text('#status')!r}; "
+                    f"server log:\n{log}")
     second.click("#cancel")
     status_matches(second, "Cancelled")
     for page in pages:

@@ -204,7 +204,7 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
             logger.info("time box reached at step %d", step)
             break
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / args.warmup)
+            group["lr"] = learning_rate(step, args)
         images, captions = batch_of(args.seed, step * args.batch, args.batch, _variation(args))
         rng = random.Random(args.seed * 100_003 + step)
         g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
@@ -254,6 +254,16 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
     return step
 
 
+def learning_rate(step: int, args) -> float:
+    """Linear warm-up to `args.lr`, then constant or (`--lr-schedule cosine`) a cosine down to `args.lr_min`
+    at `args.steps`: the last steps of a fine-tune settle instead of hopping around at full rate."""
+    warm = min(1.0, (step + 1) / max(1, args.warmup))
+    if args.lr_schedule == "constant" or step < args.warmup:
+        return args.lr * warm
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    return args.lr_min + 0.5 * (args.lr - args.lr_min) * (1 + math.cos(math.pi * progress))
+
+
 def _init_record(path: str | None) -> dict | None:
     """What a fine-tune started from: the starting model's own training record."""
     if not path:
@@ -288,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                    help="after warm-up: constant, or a cosine from --lr down to --lr-min at --steps")
+    ap.add_argument("--lr-min", type=float, default=0.0, help="the cosine schedule's final learning rate")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--snr-gamma", type=float, default=5.0)
     ap.add_argument("--binding-weight", type=float, default=0.1,
@@ -352,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch,
               "binding_weight": args.binding_weight, "binding_from": args.binding_from,
+              "lr": args.lr, "lr_schedule": args.lr_schedule, "lr_min": args.lr_min,
               "varied_drawings": args.vary, "init_from": _init_record(args.init_from)},
     )
     logger.info("saved pipeline to %s after %d denoiser steps", args.out, steps)
