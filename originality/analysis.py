@@ -22,7 +22,7 @@ import hashlib
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Union
 
 import torch
@@ -36,7 +36,7 @@ from .inversion import InversionStep, TokenSession, encode_query, initializer_id
 from .models import OriginalityModel, load_model
 from .worlds import World, get_world
 from .record import finish_record, input_sha256, start_record
-from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, TokenResult, mean_and_std
+from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +93,27 @@ class LengthDone:
 
 
 @dataclass(frozen=True)
+class SeedProgress:
+    """An event of a repeat with another inversion seed (the `seeds` setting): repeat `index` of
+    `total` (the first run is 1), with `seed`. Its lengths are not the report's rows: only their
+    label counts (`Report.label_distribution`)."""
+
+    seed: int
+    index: int
+    total: int
+    event: "Event"
+
+
+@dataclass(frozen=True)
 class Decision:
     report: Report
 
 
-Event = Union[Started, InversionStep, Generating, ReconstructionsReady, DistancesReady, CheckReady, LengthDone, Decision]
-# One token length run by the caller (e.g. in a ZeroGPU worker): m -> its events, ending with
+Event = Union[Started, InversionStep, Generating, ReconstructionsReady, DistancesReady, CheckReady, LengthDone,
+              SeedProgress, Decision]
+# One token length run by the caller (e.g. in a ZeroGPU worker): (m, seed) -> its events, ending with
 # `LengthDone`; the first call's events start with the `Prepared` query when `iter_analyze` has none.
-LengthRunner = Callable[[int], Iterator[Union[Event, "Prepared"]]]
+LengthRunner = Callable[[int, int], Iterator[Union[Event, "Prepared"]]]
 
 
 class DeadlineExceeded(TimeoutError):
@@ -395,11 +408,13 @@ SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length
                  "(set always_check_edits to generate and check the edits anyway)")
 
 
-def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0) -> Report:
+def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0,
+           seed_runs: tuple | list = ()) -> Report:
     """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
 
     `results` are the lengths tried, in order (a progressive run stops after the first pass).
-    Needs no model: `prepared.model` describes it.
+    `seed_runs`: with the `seeds` setting, every seed's `SeedRun` (this run's first). Needs no
+    model: `prepared.model` describes it.
     """
     # 8. Score: the fewest tokens that pass
     score = next((r.num_tokens for r in results if r.passed), None)
@@ -410,6 +425,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
         notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
+        seed_runs=list(seed_runs),
     )
 
 
@@ -424,9 +440,11 @@ def iter_analyze(
     on bad input, before any heavy work. Closing the iterator early cancels the run and
     leaves the model as it was.
 
-    `run_length`: run each token length elsewhere (m -> its events, see `LengthRunner`; the
-    model is then loaded there, not here). `deadline`: a `time.monotonic()` value after which
-    the run stops with `DeadlineExceeded`.
+    `run_length`: run each token length elsewhere ((m, seed) -> its events, see `LengthRunner`;
+    the model is then loaded there, not here). `deadline`: a `time.monotonic()` value after which
+    the run stops with `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again with the
+    seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report gives
+    the label over the K seeds.
     """
     # 1. Check inputs; prepare here unless the lengths run elsewhere
     source = input_sha256(image)  # the file as given, for the record
@@ -439,18 +457,56 @@ def iter_analyze(
         yield prepared.started()
 
     started = time.perf_counter()
+
+    def first_prepared(event):  # a remote runner prepares the query on every call: start once
+        nonlocal prepared, started
+        if not isinstance(event, Prepared):
+            return event
+        if prepared is not None:
+            return None
+        prepared, started = event, time.perf_counter()
+        return event.started()
+
+    results = yield from _relay(_stop_rule(run_length, checked.seed, checked.max_tokens, deadline), first_prepared)
+    if prepared is None:
+        raise RuntimeError("the token lengths ran without preparing the query")
+    # 9. Optionally, the label over more inversion seeds (the same stop rule, other seeds)
+    seed_runs = [SeedRun.of(checked.seed, results)] if checked.seeds > 1 else []
+    for index, seed in enumerate(range(checked.seed + 1, checked.seed + checked.seeds), start=2):
+        def wrapped(event, seed=seed, index=index):
+            return None if isinstance(event, Prepared) else SeedProgress(seed, index, checked.seeds, event)
+        other = yield from _relay(_stop_rule(run_length, seed, checked.max_tokens, deadline), wrapped)
+        seed_runs.append(SeedRun.of(seed, other))
+    yield Decision(decide(prepared, results, time.perf_counter() - started, seed_runs))
+
+
+def _relay(events: Iterator, convert: Callable) -> Iterator:
+    """Yield `convert(event)` for each of `events` (None: nothing), return what `events` returns, and
+    close `events` however this ends (a cancelled run unwinds the length in progress)."""
+    try:
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                return done.value
+            out = convert(event)
+            if out is not None:
+                yield out
+    finally:
+        events.close()
+
+
+def _stop_rule(run_length: LengthRunner, seed: int, max_tokens: int, deadline: float | None
+               ) -> Iterator[Event | Prepared]:
+    """Steps 2-8 with one inversion seed: the lengths m = 1, 2, ... until the first that passes
+    (the stop rule). Yields their events; returns their `TokenResult`s."""
     results: list[TokenResult] = []
-    for m in range(1, checked.max_tokens + 1):
+    for m in range(1, max_tokens + 1):
         # 2.-7. One token length
         result = None
-        events = run_length(m)
+        events = run_length(m, seed)
         try:
             for event in events:
-                if isinstance(event, Prepared):  # a remote runner prepares the query on every call
-                    if prepared is None:
-                        prepared, started = event, time.perf_counter()
-                        yield event.started()
-                    continue
                 if isinstance(event, LengthDone):
                     result = event.result
                 yield event
@@ -458,39 +514,35 @@ def iter_analyze(
                     raise DeadlineExceeded(f"the run passed its deadline at token length {m}")
         finally:
             events.close()  # a cancelled or stopped run unwinds the length (and frees the model)
-        if prepared is None or result is None:
+        if result is None:
             raise RuntimeError(f"token length {m} ended without a result")
         results.append(result)
         # 8. The stop rule: the first length that passes ends the run
         if result.passed:
             break
-    yield Decision(decide(prepared, results, time.perf_counter() - started))
+    return results
 
 
 def _local_runner(prepared: Prepared, model: OriginalityModel) -> LengthRunner:
-    learned: dict[int, torch.Tensor] = {}  # m -> rows, for the next length's warm start
+    learned: dict[tuple[int, int], torch.Tensor] = {}  # (seed, m) -> rows, for the next length's warm start
 
-    def run_length(m: int) -> Iterator[Event]:
-        result = yield from iter_length(prepared, model, m, learned.get(m - 1))
-        learned[m] = result.embeddings
+    def run_length(m: int, seed: int) -> Iterator[Event]:
+        here = prepared if seed == prepared.config.seed else replace(prepared, config=prepared.config.replace(seed=seed))
+        result = yield from iter_length(here, model, m, learned.get((seed, m - 1)))
+        learned[seed, m] = result.embeddings
     return run_length
 
 
 def _tracking(inversion, losses: list[float], stop: dict):
     """Re-yield inversion steps, recording their losses and (in `stop["reason"]`) why the inversion
-    stopped; returns the learned embeddings."""
-    try:
-        while True:
-            try:
-                event = next(inversion)
-            except StopIteration as done:
-                return done.value
-            losses.append(event.loss)
-            if event.stop_reason:
-                stop["reason"] = event.stop_reason
-            yield event
-    finally:
-        inversion.close()  # a cancelled run unwraps the text encoder before the session shrinks it
+    stopped; returns the learned embeddings. Closing it closes the inversion, which unwraps the text
+    encoder before the session shrinks it."""
+    def record(event: InversionStep) -> InversionStep:
+        losses.append(event.loss)
+        if event.stop_reason:
+            stop["reason"] = event.stop_reason
+        return event
+    return (yield from _relay(inversion, record))
 
 
 def analyze(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Report:

@@ -269,7 +269,7 @@ def length_line(result, threshold: float) -> str:
         verdict = f"fail ({', '.join(why)})"
     detail = result.check_detail or ("pass" if result.check_passed else "fail")
     ci = result.distance_interval()
-    spread = f"({ci.level:.0%} CI {ci.low:.3f}-{ci.high:.3f})" if ci else f"± {result.std_distance:.3f}"
+    spread = f"({ci.span(3)})" if ci else f"± {result.std_distance:.3f}"
     steps = f"  steps {result.steps_used}" + (f" ({result.stop_reason})" if result.stop_reason else "") \
         if result.steps_used else ""
     return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} {spread}  "
@@ -277,17 +277,26 @@ def length_line(result, threshold: float) -> str:
 
 
 def score_line(report) -> str:
-    return f"score: {report.label}  ({report.verdict})"
+    """`score: 2  (Original: ...)`, and with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)`."""
+    spread = report.label_distribution
+    return f"score: {report.label}  ({report.verdict})" + (f"  over seeds: {spread.describe()}" if spread else "")
 
 
 def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None):
-    from .analysis import Decision, LengthDone, iter_analyze  # noqa: PLC0415
+    from .analysis import Decision, LengthDone, SeedProgress, iter_analyze  # noqa: PLC0415
     from .inversion import InversionStep  # noqa: PLC0415
 
     events = iter_analyze(image, config, model)
+    prefix = progress.prefix
     try:
         for event in events:
-            if isinstance(event, InversionStep):
+            if isinstance(event, SeedProgress):  # a repeat with another seed: its bar, not its lines
+                progress.prefix = f"{prefix}seed {event.index}/{event.total} "
+                if isinstance(event.event, InversionStep):
+                    progress.step(event.event)
+                elif isinstance(event.event, LengthDone):
+                    progress.close()
+            elif isinstance(event, InversionStep):
                 progress.step(event)
             elif isinstance(event, LengthDone):
                 progress.close()
@@ -396,7 +405,7 @@ def _mean_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], max_tokens: int = 0) -> None:
     columns = _mean_columns(rows + [{f"mean_distance_m{m}": "" for m in range(1, max_tokens + 1)}])
-    fieldnames = ["image", "score", "label", *columns, "seconds", "error"]
+    fieldnames = ["image", "score", "label", "labels_over_seeds", *columns, "seconds", "error"]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, restval="")
@@ -411,6 +420,7 @@ def _row_from_summary(name: str, summary: dict[str, Any], seconds: float) -> dic
         "image": name,
         "score": "" if summary.get("score") is None else summary["score"],
         "label": summary.get("label", ""),
+        "labels_over_seeds": " ".join((summary.get("label_distribution") or {}).get("labels", [])),
         "seconds": f"{seconds:.1f}",
         "error": "",
     }

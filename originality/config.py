@@ -198,6 +198,10 @@ class AnalysisConfig:
     # Reproducibility and batching
     seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0,
                     public_max=2**32 - 1)
+    seeds: int = setting(
+        1, "inversion seeds: K > 1 reruns the stop rule with seeds seed+1 .. seed+K-1 (each from m = 1 to its own "
+           "first pass, so up to K times the work) and reports the label over the K seeds, e.g. '2 in 3 of 3 seeds'",
+        metavar="K", label="seeds (label over K seeds)", low=1, high=10, public_max=3)
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
                                        public_max=8)
     micro_batch_size: int | None = setting(

@@ -245,11 +245,23 @@ def _summary_section(report: Report) -> str:
   <div>
     <p class="score">Score: {esc(report.label)}</p>
     <p class="verdict"><strong>{esc(title)}.</strong> {esc(text)}</p>
-    <p class="muted">{esc(report.verdict)}</p>
+    <p class="muted">{esc(report.verdict)}</p>{_seeds_paragraph(report)}
     <p class="muted">Model: {esc(report.model.get("name", "?"))} ({esc(report.model.get("world", "?"))} world) ·
       {len(report.results)} of up to {report.max_tokens} token lengths tried · {report.total_seconds:.0f} s</p>
   </div>
 </section>"""
+
+
+def _seeds_paragraph(report: Report) -> str:
+    """With the seeds setting: the label over the inversion seeds, and what it says about the score."""
+    spread = report.label_distribution
+    if spread is None:
+        return ""
+    agree = spread.counts[spread.majority] == len(spread.labels) and spread.majority == report.label
+    meaning = ("every seed gave the same score, so this score does not hang on one random draw" if agree else
+               "the seeds disagree: the score depends on the random draw, so read it as a range")
+    return (f"\n    <p><strong>Over {len(spread.labels)} inversion seeds:</strong> {esc(spread.describe())} "
+            f"(seeds {esc(', '.join(map(str, spread.seeds)))}): {meaning}.</p>")
 
 
 def _meaning_section(report: Report) -> str:

@@ -116,6 +116,34 @@ class TokenResult:
         }
 
 
+def label_for(score: int | None, max_tokens: int) -> str:
+    """The label people read: the score, or "M+" when no length up to M passed."""
+    return str(score) if score is not None else f"{max_tokens}+"
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One inversion seed's run of the stop rule (the `seeds` setting): its score (None: no length
+    passed) and the mean distance of each length it tried."""
+
+    seed: int
+    score: int | None
+    mean_distances: dict[int, float]
+
+    @classmethod
+    def of(cls, seed: int, results: list["TokenResult"]) -> "SeedRun":
+        score = next((r.num_tokens for r in results if r.passed), None)
+        return cls(seed, score, {r.num_tokens: r.mean_distance for r in results})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "score": self.score,
+                "mean_distances": {str(m): d for m, d in self.mean_distances.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SeedRun":
+        return cls(d["seed"], d["score"], {int(m): v for m, v in d.get("mean_distances", {}).items()})
+
+
 @dataclass
 class Report:
     """The outcome of a progressive analysis of one image.
@@ -138,10 +166,21 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what the engine decided for the user, in sentences
     domain_pick: dict[str, Any] | None = None  # automatic domain pick: {"domain", "probabilities"}
     threshold_source: str = ""  # where `threshold` came from: setting, world default, calibration
+    seed_runs: list[SeedRun] = field(default_factory=list)  # with the `seeds` setting: every seed's run, this one first
 
     @property
     def label(self) -> str:
-        return str(self.score) if self.score is not None else f"{self.max_tokens}+"
+        return label_for(self.score, self.max_tokens)
+
+    @property
+    def label_distribution(self):
+        """The label over the inversion seeds (`uncertainty.LabelDistribution`), or None for one seed."""
+        if len(self.seed_runs) < 2:
+            return None
+        from .uncertainty import LabelDistribution  # noqa: PLC0415
+
+        return LabelDistribution(tuple(label_for(r.score, self.max_tokens) for r in self.seed_runs),
+                                 tuple(r.seed for r in self.seed_runs))
 
     @property
     def verdict(self) -> str:
@@ -168,6 +207,8 @@ class Report:
             "notes": self.notes,
             "domain_pick": self.domain_pick,
             "threshold_source": self.threshold_source,
+            "label_distribution": self.label_distribution.to_dict() if self.label_distribution else None,
+            "seed_runs": [r.to_dict() for r in self.seed_runs],
             "results": [r.summary() for r in self.results],
             "record": self.record,
         }
@@ -222,6 +263,7 @@ class Report:
             notes=meta.get("notes", []),
             domain_pick=meta.get("domain_pick"),
             threshold_source=meta.get("threshold_source", ""),
+            seed_runs=[SeedRun.from_dict(r) for r in meta.get("seed_runs", [])],  # absent before the seeds setting
         )
 
 

@@ -25,9 +25,13 @@ class MeanInterval:
     level: float = CONFIDENCE
     n: int = 0
 
+    def span(self, digits: int = 2, dash: str = "-") -> str:
+        """'95% CI 0.11-0.26' (`digits` decimals; `dash` "–" for typeset pages)."""
+        return f"{self.level:.0%} CI {self.low:.{digits}f}{dash}{self.high:.{digits}f}"
+
     def describe(self, threshold: float | None = None) -> str:
         """'0.18, 95% CI 0.11-0.26, threshold 0.30'."""
-        text = f"{self.mean:.2f}, {self.level:.0%} CI {self.low:.2f}-{self.high:.2f}"
+        text = f"{self.mean:.2f}, {self.span()}"
         return text + (f", threshold {threshold:.2f}" if threshold is not None else "")
 
     def to_dict(self) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import citation
-from .analysis import CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady, Started
+from .analysis import (CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady, SeedProgress,
+                       Started)
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
 from .report import SCORED_RECONSTRUCTIONS, Report
@@ -79,7 +80,7 @@ class LengthView:
     def interval(self) -> str:
         """'95% CI 0.11-0.26' of the mean distance over the reconstructions ('' for fewer than two)."""
         ci = mean_interval(self.distances)
-        return "" if ci is None else f"{ci.level:.0%} CI {ci.low:.3f}–{ci.high:.3f}"
+        return "" if ci is None else ci.span(3, "–")
 
 
 @dataclass
@@ -159,6 +160,13 @@ class RunView:
 
 def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
     """One line for the status bar after `event` (None: nothing new to say)."""
+    if isinstance(event, SeedProgress):  # a repeat with another seed: its progress, not the page's rows
+        inner, where = event.event, f"seed {event.index} of {event.total}"
+        if isinstance(inner, InversionStep) and (inner.step == 1 or inner.step == inner.total):
+            return f"{where}: m={inner.num_tokens}: step {inner.step}/{inner.total} · {elapsed:.0f} s"
+        if isinstance(inner, LengthDone):
+            return f"{where}: m={inner.result.num_tokens}: {'passes' if inner.result.passed else 'fails'} · {elapsed:.0f} s"
+        return None
     if isinstance(event, Started):
         return (f"Running on {view.model.get('name')} ({view.model.get('device')}): trying "
                 f"m = 1 … {view.max_tokens} learned tokens.")
@@ -263,7 +271,9 @@ def verdict_markdown(report: Report) -> str:
                f"threshold {report.threshold:g} · {len(report.results)} length(s) tried in "
                f"{report.total_seconds:.0f} s · {model.get('dtype', '?')}")
     notes = "".join(f"\n\n<small>{note}</small>" for note in [*report.notes, report.threshold_source] if note)
-    return f"## {head}\n\n{report.verdict}\n\n<small>{details}</small>{notes}"
+    spread = report.label_distribution
+    seeds = f"\n\n**Over {len(spread.labels)} inversion seeds:** {spread.describe()}." if spread else ""
+    return f"## {head}\n\n{report.verdict}{seeds}\n\n<small>{details}</small>{notes}"
 
 
 def best_pair(view: RunView) -> tuple | None:

@@ -108,9 +108,9 @@ engine_length = gpu_call(length_events)
 
 
 def length_runner(image: Any, config: AnalysisConfig, model_id: str):
-    """A `run_length` for `iter_analyze`: each length is one `engine_length` call."""
+    """A `run_length` for `iter_analyze`: each length (of each inversion seed) is one `engine_length` call."""
     settings = config.to_dict()
 
-    def run_length(m: int) -> Iterator[Any]:
-        return engine_length(image, settings, model_id, m)
+    def run_length(m: int, seed: int) -> Iterator[Any]:
+        return engine_length(image, {**settings, "seed": seed}, model_id, m)
     return run_length

@@ -19,6 +19,7 @@ from originality import (
     OriginalityModel,
     ReconstructionsReady,
     Report,
+    SeedProgress,
     Started,
     analyze,
     check_inputs,
@@ -297,9 +298,9 @@ def test_a_pluggable_length_runner_gets_the_same_stop_rule(pipe, query):
     model = make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])
     calls = []
 
-    def run_length(m):
+    def run_length(m, seed):
         calls.append(m)
-        prepared = prepare(query, TINY, model)  # a fresh worker prepares again
+        prepared = prepare(query, TINY.replace(seed=seed), model)  # a fresh worker prepares again
         yield prepared
         yield from iter_length(prepared, model, m)
 
@@ -308,6 +309,27 @@ def test_a_pluggable_length_runner_gets_the_same_stop_rule(pipe, query):
     assert [type(e) for e in remote] == [type(e) for e in whole]
     assert remote[-1].report.score == whole[-1].report.score == 2
     assert remote[-1].report.config == whole[-1].report.config
+
+
+def test_more_seeds_give_the_label_over_seeds_and_keep_the_first_run(pipe, query, tmp_path):
+    """seeds=3: the stop rule runs again with seeds 1 and 2 (events wrapped in SeedProgress, not rows of
+    the report); the report keeps seed 0's lengths and score and gives the label over the three seeds,
+    which survives a save and load. Seed 0: 2; seed 1: 1; seed 2: 3+."""
+    model = make_model(pipe, [0.9, 0.1, 0.2, 0.9, 0.8, 0.7], [True] * 6)
+    events = list(iter_analyze(query, TINY.replace(seeds=3), model))
+    report = events[-1].report
+    assert report.score == 2 and [r.num_tokens for r in report.results] == [1, 2]
+    wrapped = [e for e in events if isinstance(e, SeedProgress)]
+    assert {(e.seed, e.index, e.total) for e in wrapped} == {(1, 2, 3), (2, 3, 3)}
+    assert not any(isinstance(e, (Started, Decision)) for e in wrapped)
+    assert [isinstance(e.event, LengthDone) for e in wrapped].count(True) == 1 + 3
+    dist = report.label_distribution
+    assert dist.labels == ("2", "1", "3+") and dist.seeds == (0, 1, 2)
+    assert dist.describe() == "2 in 1 of 3 seeds (1 in 1, 3+ in 1)"
+    assert [r.mean_distances for r in report.seed_runs] == [{1: 0.9, 2: 0.1}, {1: 0.2}, {1: 0.9, 2: 0.8, 3: 0.7}]
+    again = Report.load(report.save(tmp_path / "run"))
+    assert again.label_distribution == dist and again.summary()["label_distribution"]["counts"] == dist.counts
+    assert make_model(pipe, [0.1], [True]) and analyze(query, TINY, make_model(pipe, [0.1], [True])).label_distribution is None
 
 
 def test_deadline_stops_the_run_and_frees_the_model(pipe, query):

@@ -134,6 +134,21 @@ def test_run_streams_and_ends_with_verdict_and_share_link(app, env):
         assert f"originality-run-{run_id}/query.png" in zf.namelist()
 
 
+def test_more_seeds_stream_their_progress_and_the_label_over_seeds(app, env):
+    """The Advanced panel's seeds: the page streams the repeats' progress in the status line (not as rows),
+    and the verdict, the stored run and its share page give the label over the seeds."""
+    updates = run(app, seeds=2, max_tokens=1)
+    ui = app.ui
+    statuses = [u[ui.status] for u in updates if ui.status in u]
+    assert any(s.startswith("seed 2 of 2: m=1: step 1/2") for s in statuses)
+    run_id = updates[-1][ui.share].split("?run=")[1]
+    report = env.load(run_id)
+    assert [r.seed for r in report.seed_runs] == [0, 1]  # TINY seed, then the next
+    assert len(report.results) == 1  # the repeat's lengths are not the page's rows
+    line = f"Over 2 inversion seeds:** {report.label_distribution.describe()}"
+    assert line in updates[-1][ui.verdict] and line in app.show_run(run_id, request())[ui.verdict]
+
+
 def test_share_link_reopens_the_same_result_without_recomputing(app, env, monkeypatch):
     final = run(app)[-1]
     run_id = final[app.ui.share].split("?run=")[1]

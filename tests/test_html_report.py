@@ -128,6 +128,27 @@ def test_html_says_what_a_reader_needs(crafted):
     assert "learning_rate" in words and "0.005" in words  # the settings
 
 
+def test_the_label_over_seeds_is_shown_everywhere_a_score_is(crafted):
+    """With the seeds setting the HTML report, the page's verdict (also the share page's) and the CLI's score
+    line give the label over the seeds and say whether the seeds agree; one seed: none of it."""
+    import dataclasses
+
+    from originality.cli import score_line
+    from originality.report import SeedRun
+    from originality.views import verdict_markdown
+
+    assert "seeds" not in score_line(crafted) and "inversion seeds" not in verdict_markdown(crafted)
+    assert "inversion seeds" not in " ".join(parse(html_report.render(crafted)).text)
+    split = dataclasses.replace(crafted, seed_runs=[SeedRun(0, 2, {1: 0.55, 2: 0.35}), SeedRun(1, 2, {1: 0.5, 2: 0.3}),
+                                                    SeedRun(2, None, {m: 0.6 for m in range(1, 6)})])
+    words = " ".join(" ".join(parse(html_report.render(split)).text).split())
+    assert "Over 3 inversion seeds: 2 in 2 of 3 seeds (5+ in 1) (seeds 0, 1, 2): the seeds disagree" in words
+    assert "2 in 2 of 3 seeds (5+ in 1)" in verdict_markdown(split)
+    assert score_line(split).endswith("over seeds: 2 in 2 of 3 seeds (5+ in 1)")
+    agree = dataclasses.replace(crafted, seed_runs=[SeedRun(s, 2, {2: 0.3}) for s in (0, 1)])
+    assert "every seed gave the same score" in " ".join(parse(html_report.render(agree)).text)
+
+
 def test_user_strings_are_escaped(crafted):
     text = html_report.render(crafted)
     assert "<script" not in text
