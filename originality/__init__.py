@@ -21,8 +21,8 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(["ComparingReferences", "Decision", "DistancesReady", "CheckReady", "DeadlineExceeded",
-                     "Generating", "LengthDone", "Prepared", "ReconstructionsReady", "Started", "analyze", "check_inputs", "decide", "iter_analyze",
-                     "iter_length", "prepare"], "analysis"),
+                     "Generating", "LengthDone", "Prepared", "ReconstructionsReady", "Started", "analyze",
+                     "check_inputs", "decide", "iter_analyze", "iter_length", "prepare"], "analysis"),
     **dict.fromkeys(["AnalysisConfig", "DOMAINS", "PRESETS"], "config"),
     "InversionStep": "inversion",
     **dict.fromkeys(["OriginalityModel", "load_model"], "models"),

@@ -451,14 +451,13 @@ def iter_analyze(
     # 1. Check inputs (the references too); prepare here unless the lengths run elsewhere
     source = input_sha256(image)  # the file as given, for the record
     loaded, checked = check_inputs(image, config)
-    refs = load_references(references, checked.max_references, _references_world(model, world),
-                           world_check=checked.world_check == "on")
+    refs = load_references(references, checked, _references_world(model, world))
     prepared: Prepared | None = None
     if run_length is None:
         model = model or load_model()
         prepared = prepare(loaded, checked, model, source=source)  # decoded: a file object reads only once
         run_length = _local_runner(prepared, model)
-        compare_references = compare_references or _local_comparer(model.world, model.device, model.pipeline.unet.dtype)
+        compare_references = compare_references or local_comparer(model.world, model.device, model.pipeline.unet.dtype)
         yield prepared.started()
 
     started = time.perf_counter()
@@ -491,7 +490,7 @@ def iter_analyze(
     # 9. Beside the score: similarity to the references (after the decision, which it cannot change)
     if refs:
         yield ComparingReferences(len(refs))
-        compare_references = compare_references or _local_comparer(prepared.model["world"])
+        compare_references = compare_references or local_comparer(prepared.model["world"])
         report.similarity = compare_references(prepared.query, refs, {r.num_tokens: r.reconstructions
                                                                       for r in results}, prepared.config.copy_line)
         report.record = similarity_record(report.record, refs, report.similarity)
@@ -505,7 +504,7 @@ def _references_world(model: OriginalityModel | None, world: str | None) -> Worl
     return get_world(world) if world else world_of_model(default_model_id())
 
 
-def _local_comparer(world: str, device="cpu", dtype=None) -> Comparer:
+def local_comparer(world: str, device="cpu", dtype=None) -> Comparer:
     """A `Comparer` that runs here: the world's judge (`similarity.judge_for`) on `device` in `dtype`."""
     def run(query, refs, reconstructions, copy_line):
         return compare(judge_for(world, device, dtype), query, refs, reconstructions, copy_line=copy_line)

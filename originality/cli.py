@@ -28,7 +28,6 @@ from .worlds import all_worlds, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SUMMARY_NAME = "summary.csv"
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1  # reproduce: the rerun's label differs from the recorded one
@@ -99,6 +98,11 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
                         '20 reconstructions) or "fast" (about a minute per image on a GPU) (default: fast)')
     add_setting_options(a)
+    a.add_argument("--reference", metavar="FILE_OR_DIR", action="append", default=None,
+                   help="an image to compare the query with (a folder: its image files); repeatable, at most "
+                        "--max-references in all. The report gives each one's copy similarity (DCR) and style "
+                        "similarity (CLIP ViT-L/14, CSD's baseline) to the query, and the reference nearest to each "
+                        "length's reconstructions; the score does not change (default: None = no comparison)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar or log messages, only results and errors (default: off)")
 
@@ -280,11 +284,20 @@ def score_line(report) -> str:
     return f"score: {report.label}  ({report.verdict})"
 
 
-def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None):
+def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
+    """--reference files and folders, read and checked like the query (before any model loads)."""
+    from .similarity import expand_references, load_references  # noqa: PLC0415
+
+    if not args.reference:
+        return []
+    return load_references(expand_references(args.reference), config, world_of_model(resolve_model_id(args.model)))
+
+
+def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None, references=None):
     from .analysis import Decision, LengthDone, iter_analyze  # noqa: PLC0415
     from .inversion import InversionStep  # noqa: PLC0415
 
-    events = iter_analyze(image, config, model)
+    events = iter_analyze(image, config, model, references=references)
     try:
         for event in events:
             if isinstance(event, InversionStep):
@@ -312,6 +325,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
     check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
+    references = _references(args, config)
     model = _load(args)
     # the domain word, in this model's vocabulary; `config` stays as given, so that a domain left
     # blank is picked per image and the report says where the threshold came from
@@ -321,7 +335,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not args.json:
             print(length_line(result, threshold), flush=True)
 
-    report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length)
+    report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length, references)
     if args.out:
         folder = report.save(args.out)
         logger.info("report saved to %s", folder)
@@ -334,6 +348,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(report.summary(), indent=2))
     else:
         print(score_line(report))
+        for line in report.similarity.lines() if report.similarity else []:
+            print(f"similarity: {line}")
         for note in [*report.notes, f"threshold: {report.threshold:g}, {report.threshold_source}"]:
             print(f"note: {note}")
         if args.out:
@@ -371,9 +387,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension), sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda p: p.name)
+    """Image files directly in `folder` (by extension), sorted by name (`images.list_images`)."""
+    from .images import list_images as listed  # noqa: PLC0415 - numpy and PIL: not for --help
+
+    return listed(folder)
 
 
 def report_names(images: list[Path]) -> dict[Path, str]:
@@ -438,7 +455,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     images = list_images(folder)
     if not images:
+        from .images import IMAGE_EXTENSIONS  # noqa: PLC0415
+
         raise UsageError(f"no image files in {args.folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    references = _references(args, config)
 
     import torch  # noqa: PLC0415
     from accelerate import PartialState  # noqa: PLC0415
@@ -482,7 +502,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             try:
                 report = _run_analysis(image, config, model,
-                                       _Progress(not args.quiet, prefix=f"{image.name} ", position=rank))
+                                       _Progress(not args.quiet, prefix=f"{image.name} ", position=rank),
+                                       references=references)
             except ValueError as err:  # bad input: record it and go on
                 failed += 1
                 rows.append(_error_row(image.name, str(err), time.perf_counter() - t0))

@@ -1,6 +1,6 @@
 """Copy and style similarity to images the user names ("references"), beside the originality score.
 
-    refs = load_references(["a.png", "folder/"], config, world)       # checked like the query
+    refs = load_references(["a.png", "b.jpg"], config, world)         # checked like the query
     sim = compare(judge_for(world, device, dtype), query, refs, {m: reconstructions}, copy_line=0.5)
     sim.references[0].copy, sim.references[0].style, sim.lengths[0].name
 
@@ -52,7 +52,6 @@ COPY_BACKBONE = "facebook/dino-vitb16"
 STYLE_BACKBONE = "openai/clip-vit-large-patch14"
 COPY_GRID = 2  # regions per side: chunks = the whole image + COPY_GRID ** 2 regions
 REFERENCE_SIDE = 512  # references are kept (and stored with the run) at most this large
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 # --------------------------------------------------------------------------- DCR's rule
@@ -254,11 +253,13 @@ class Reference:
 def expand_references(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Files as given, folders as their image files (by extension, sorted, not recursive); a missing path is an
     error naming it (ValueError)."""
+    from .images import list_images  # noqa: PLC0415
+
     out: list[str] = []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = list_images(path)
             if not found:
                 raise ValueError(f"reference folder {given}: no image files in it")
             out.extend(str(p) for p in found)
@@ -274,31 +275,40 @@ def reference_name(source: Any, index: int) -> str:
     return Path(source).name if isinstance(source, (str, os.PathLike)) else f"reference {index + 1}"
 
 
-def load_references(sources: Sequence[Any] | None, max_references: int, world=None, *,
-                    world_check: bool = True) -> list[Reference]:
-    """The references, each read by the query's own input path (`images.load_image`) and, with `world` and
-    `world_check`, checked by the world as the query is (`World.check_query`).
+def load_references(sources: Sequence[Any] | None, config, world=None, *, max_bytes: int | None = None
+                    ) -> list[Reference]:
+    """The references, each read by the query's own input path (`images.load_image`) and, with `world`, checked
+    by the world as the query is (`World.check_query`, unless `config.world_check` is "off"); at most
+    `config.max_references`. A `Reference` is kept as it is.
 
-    Raises `images.ImageInputError` whose message names the reference, or ValueError when there are more than
-    `max_references`. None or [] gives [] (nothing else happens).
+    `max_bytes`: a server's own upload limit (`images.check_file_size`). Raises `images.ImageInputError` whose
+    message names the reference by its file name (never the folder it was uploaded to), or ValueError when there
+    are more than `config.max_references`. None or [] gives [] (nothing else happens).
     """
-    from .images import ImageInputError, load_image  # noqa: PLC0415
+    from .images import ImageInputError, check_file_size, load_image  # noqa: PLC0415
     from .record import input_sha256  # noqa: PLC0415
 
     sources = [s for s in (sources or []) if s is not None]
-    if len(sources) > max_references:
-        raise ValueError(f"too many reference images: {len(sources)} given, at most {max_references} "
+    if len(sources) > config.max_references:
+        raise ValueError(f"too many reference images: {len(sources)} given, at most {config.max_references} "
                          "(max_references); name fewer")
+    world_check = config.world_check == "on"
     refs = []
     for i, source in enumerate(sources):
+        if isinstance(source, Reference):  # already loaded and checked (e.g. by a shell before the model loads)
+            refs.append(source)
+            continue
         name = reference_name(source, i)
         try:
+            if max_bytes is not None:
+                check_file_size(source, max_bytes)
             image = load_image(source)
             problem = world.check_query(image) if world is not None and world_check else None
             if problem:
                 raise ImageInputError(problem)
         except ImageInputError as err:
-            raise ImageInputError(f"reference image {name!r}: {err}") from err
+            message = str(err).replace(str(source), name) if isinstance(source, (str, os.PathLike)) else str(err)
+            raise ImageInputError(f"reference image {name!r}: {message}") from err
         image.thumbnail((REFERENCE_SIDE, REFERENCE_SIDE), Image.Resampling.LANCZOS)
         refs.append(Reference(name, image, input_sha256(source)))
     return refs
