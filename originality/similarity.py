@@ -151,12 +151,15 @@ class BackboneSimilarity:
                 self._copy_model = model.to(device=self.device, dtype=self._torch_dtype()).eval()
 
     def _load_style(self) -> None:
-        from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection  # noqa: PLC0415
+        # The whole CLIPModel, as the Hub holds it: CLIPVisionModelWithProjection would build its projection from the
+        # vision config's projection_dim, which need not be the checkpoint's, and re-initialise it at random.
+        from transformers import CLIPImageProcessor, CLIPModel  # noqa: PLC0415
 
         with self._lock:
             if self._style_model is None:
                 logger.info("loading the style backbone %s", self.style_model_id)
-                model = _pretrained(CLIPVisionModelWithProjection, self.style_model_id)
+                model = _pretrained(CLIPModel, self.style_model_id)
+                model.text_model = None  # only images are embedded here
                 self._style_processor = _pretrained(CLIPImageProcessor, self.style_model_id)
                 self._style_model = model.to(device=self.device, dtype=self._torch_dtype()).eval()
 
@@ -189,7 +192,7 @@ class BackboneSimilarity:
 
         self._load_style()
         with torch.no_grad():
-            return torch.cat([self._style_model(pixel_values=p).image_embeds.float().cpu()
+            return torch.cat([_tensor(self._style_model.get_image_features(pixel_values=p)).float().cpu()
                               for p in self._batches(self._style_processor, images)])
 
     def copy(self, images: list[Image.Image], references: list[Image.Image]) -> list[list[float]]:
@@ -210,6 +213,11 @@ class BackboneSimilarity:
         from .record import backbone_source  # noqa: PLC0415
 
         return {"copy": backbone_source(self.copy_model_id), "style": backbone_source(self.style_model_id)}
+
+
+def _tensor(output):
+    """`get_image_features`' tensor (transformers 5 may return a model output holding it as `pooler_output`)."""
+    return output if hasattr(output, "float") else output.pooler_output
 
 
 def _pretrained(cls, model_id: str, **kwargs):
