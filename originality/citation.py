@@ -1,7 +1,8 @@
 """The paper this package implements, cited once; the app, the printable report, the README
 and the command line's --help all take it from here.
 
-`tests/test_citation.py` checks that the README quotes `TEXT` and links `URL` (and `DCR.text`, `CSD.text`).
+`tests/test_citation.py` checks that the README quotes `TEXT` and links `URL`; `tests/test_similarity.py` that it
+quotes `DCR.text` and `CSD.text`.
 """
 
 from __future__ import annotations
