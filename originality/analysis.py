@@ -451,7 +451,7 @@ def iter_analyze(
     # 1. Check inputs (the references too); prepare here unless the lengths run elsewhere
     source = input_sha256(image)  # the file as given, for the record
     loaded, checked = check_inputs(image, config)
-    refs = load_references(references, checked, _references_world(model, world))
+    refs = load_references(references, checked, _references_world(model, world) if references else None)
     prepared: Prepared | None = None
     if run_length is None:
         model = model or load_model()

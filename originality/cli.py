@@ -67,7 +67,8 @@ def add_setting_options(parser, names: Sequence[str] | None = None) -> None:
             continue
         default = _world_default(s.name) if s.world_default else _preset_default(s.name)
         parser.add_argument(s.flag, dest=s.name, default=None, type=s.parse if s.kind is bool else s.kind, choices=s.choices,
-                            metavar=None if s.choices else s.metavar, help=f"{s.help} ({default})")
+                            metavar=None if s.choices else s.metavar,
+                            help=f"{s.help} ({default})".replace("%", "%%"))  # argparse formats help with %
 
 
 def overrides_from_args(args: argparse.Namespace, names: Sequence[str] | None = None) -> dict[str, Any]:

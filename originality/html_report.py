@@ -330,14 +330,16 @@ def _similarity_section(report: Report) -> str:
     if sim.nearest is not None and sim.nearest < len(sim.images):
         r = sim.references[sim.nearest]
         style = "style n/a" if r.style is None else f"style {r.style:.3f}"
-        figures.append(_figure(sim.images[sim.nearest], f"reference {r.name}", f"{r.name}: copy {r.copy:.3f} · {style}"))
+        figures.append(_figure(sim.images[sim.nearest], f"reference {r.name}",
+                               f"{r.name}: copy {r.copy:.3f} · {style}"))
     rows = "".join(f"<tr><td>{esc(r.name)}</td><td>{r.copy:.3f}{' (at or above the line)' if r.copied else ''}</td>"
                    f"<td>{'n/a' if r.style is None else f'{r.style:.3f}'}</td></tr>" for r in sim.references)
     lengths = "".join(f"<li>{_tokens(n.num_tokens)}: the redrawings are nearest to {esc(n.name)} (copy {n.copy:.3f}; "
                       f"your image {n.query_copy:.3f})</li>" for n in sim.lengths)
     return f"""{head}
 <div class="grid">{"".join(figures)}</div>
-<table><tr><th>reference</th><th>copy similarity (line {sim.copy_line:g})</th><th>style similarity</th></tr>{rows}</table>
+<table><tr><th>reference</th><th>copy similarity (line {sim.copy_line:g})</th><th>style similarity</th></tr>
+{rows}</table>
 <ul>{lengths}</ul>
 <p><strong>Copy similarity</strong>: {esc(sim.copy_measure)}. Higher = more alike; at or above the line
 {sim.copy_line:g} an image counts as a likely copy of that reference ({esc(citation.DCR.short)}: on Stable Diffusion

@@ -131,9 +131,9 @@ class BackboneSimilarity:
     def style_measure(self) -> str:
         return f"style similarity: cosine of {self.style_model_id} image embeddings (CLIP ViT-L/14, CSD's baseline)"
 
-    style_note: str = ("CSD's released weights are not on the Hugging Face Hub in a layout transformers loads, so style "
-                       "is measured on CLIP ViT-L/14 image features, CSD's strongest baseline (WikiArt mAP@1 59.4 "
-                       "against CSD's 64.6)")
+    style_note: str = ("CSD's released weights are not on the Hugging Face Hub in a layout transformers loads, so "
+                       "style is measured on CLIP ViT-L/14 image features, CSD's strongest baseline (WikiArt mAP@1 "
+                       "59.4 against CSD's 64.6)")
 
     def _torch_dtype(self):
         import torch  # noqa: PLC0415
@@ -391,7 +391,8 @@ class Similarity:
     def from_dict(cls, data: dict[str, Any], images: list[Image.Image] | None = None) -> "Similarity":
         return cls(
             references=[ReferenceScore(**r) for r in data.get("references", [])],
-            lengths=[NearestReference(**{k: v for k, v in n.items() if k != "drifts"}) for n in data.get("lengths", [])],
+            lengths=[NearestReference(**{k: v for k, v in n.items() if k != "drifts"})
+                     for n in data.get("lengths", [])],
             copy_line=data["copy_line"], copy_measure=data["copy_measure"], style_measure=data.get("style_measure"),
             style_note=data.get("style_note", ""), backbones=data.get("backbones", {}), error=data.get("error", ""),
             images=list(images or []))
