@@ -249,7 +249,7 @@ def _make_select(m: int, kind: str):
 
 
 def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
-                settings: str = "{}", references: list | None = None, request: gr.Request = None) -> Iterator[dict]:
+                settings: str = "{}", request: gr.Request = None, references: list | None = None) -> Iterator[dict]:
     """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
 
     Args:

@@ -532,13 +532,14 @@ def test_bad_or_too_many_references_get_a_clear_message(app, env, tmp_path):
         status = list(stream)[-1][app.ui.status]
     assert "Reference image 'broken.png'" in status.replace("\\", "") and str(tmp_path) not in status
     with pytest.raises(gr.Error, match="Too many reference images: 9 given, at most 8"):
-        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "{}", [str(EXAMPLE)] * 9))
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "{}", None, [str(EXAMPLE)] * 9))
 
 
 def test_analyze_api_takes_references_as_an_optional_last_input(app, env):
     out = list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"max_tokens": 1, "steps": 2, '
-                               '"batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}', [str(EXAMPLE)]))
+                               '"batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}', request(),
+                               [str(EXAMPLE)]))
     summary = out[-1]["summary"]
     assert summary["similarity"]["references"][0]["copy"] == 1.0 and summary["similarity"]["nearest"] == 0
     fn = next(fn for fn in app.demo.fns.values() if fn.name == "analyze_api")
-    assert fn.inputs[-1] is app.ui.references  # after the six inputs of earlier clients
+    assert fn.inputs[-1] is app.ui.references  # after the six inputs of earlier clients (gr.Request is not one)
