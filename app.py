@@ -2,12 +2,11 @@
 
     python app.py                      # http://0.0.0.0:7860 (also what Hugging Face Spaces runs)
 
-Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call per token
-length; what the page shows comes from `originality.views`, the settings and the Advanced panel from the schema
-(`originality.config`), the model worlds from `originality.worlds`, downloads from the run store. No model is
-loaded at import; handlers are plain functions that tests call directly. Environment variables: the README's
-table (ORIGINALITY_MCP=1 also serves an MCP tool; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, PORT as a fallback).
-API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON settings)
+Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call per token length;
+what the page shows comes from `originality.views`, the settings from the schema (`originality.config`), the worlds
+from `originality.worlds`, downloads from the run store. No model is loaded at import; handlers are plain functions
+that tests call directly. Environment variables: the README's table (ORIGINALITY_MCP=1 also serves an MCP tool).
+API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON settings[, reference files])
 -> {"run_id", "share_url", "summary"}; "/load_run" (run id) -> {"run_id", "summary"}.
 """
 
@@ -24,14 +23,14 @@ from typing import Any, Iterator
 import gradio as gr
 
 from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded, DistancesReady, ReconstructionsReady,
-                         Report, Started, iter_analyze)
+                         Report, Started, iter_analyze, load_references)
 from originality.config import PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.store import InvalidRunId, RunNotFound, default_store
-from originality.views import (CSS, INTRO, RunView, best_pair, curve_figure, domain_choices, domain_fields, edit_items,
-                               examples_table, form_config, form_values, plain, recon_items, row_header, sentence,
-                               setting_placeholder, setting_text, share_url, slider_pair, status_line, toast,
-                               verdict_markdown, world_choices)
+from originality.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
+                               domain_fields, edit_items, examples_table, form_config, form_values, plain, recon_items,
+                               row_header, sentence, setting_placeholder, setting_text, share_url, similarity_pair,
+                               slider_pair, status_line, toast, uploaded_file, verdict_markdown, world_choices)
 from originality import zerogpu
 from originality.worlds import default_world, get_world
 from originality.zerogpu import env_bytes, env_int, server_address
@@ -66,30 +65,24 @@ def build_config(preset: str, domain: str | None, custom_word: str | None, value
         raise refused(str(err)) from err
 
 
-def uploaded_file(value) -> str | None:
-    """The image as the analysis events get it (preprocess=False: Gradio decodes nothing): the uploaded file's
-    path as it is, so that `load_image` applies the one rule and a bad file gets its message."""
-    if isinstance(value, dict):
-        return value.get("path") or value.get("url")
-    return value
-
-
 def refused(message: str) -> gr.Error:
     """A message for people as a gr.Error (its popup renders HTML: escaped)."""
     return gr.Error(toast(sentence(message)), print_exception=False)
 
 
-def analysis_events(image: Any, world: str, config: AnalysisConfig, timeout: float | None = None) -> Iterator[Any]:
-    """`iter_analyze`'s events for a run of `world`, one `zerogpu.engine_length` call per token length,
-    with this server's time limit and upload limit; errors are messages for people (gr.Error)."""
+def analysis_events(image: Any, world: str, config: AnalysisConfig, references: list | None = None,
+                    timeout: float | None = None) -> Iterator[Any]:
+    """`iter_analyze`'s events for a run of `world` (and its `references`, files), one `zerogpu.engine_length` call
+    per token length, with this server's time limit and upload limit; errors are messages for people (gr.Error)."""
     timeout = float(env_int("ORIGINALITY_RUN_TIMEOUT", 900)) if timeout is None else timeout
     try:
         spec = get_world(world)
         model_id = spec.model_id()
         spec.check_available(model_id)
         check_file_size(image, UPLOAD_LIMIT)
-        events = iter_analyze(image, config, run_length=zerogpu.length_runner(image, config, model_id),
-                              deadline=time.monotonic() + timeout)
+        refs = load_references([uploaded_file(r) for r in references or []], config, spec, max_bytes=UPLOAD_LIMIT)
+        events = iter_analyze(image, config, references=refs, run_length=zerogpu.length_runner(image, config, model_id),
+                              compare_references=zerogpu.comparer(model_id), deadline=time.monotonic() + timeout)
         yield from events
     except DeadlineExceeded as err:
         raise refused(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "
@@ -115,12 +108,12 @@ class UI(SimpleNamespace):
 
     @property
     def settings(self) -> list:
-        return [self.image, self.world, self.domain, self.custom_word, self.preset, *self.advanced]
+        return [self.image, self.references, self.world, self.domain, self.custom_word, self.preset, *self.advanced]
 
     @property
     def outputs(self) -> list:
         return [self.status, self.verdict, self.curve, self.slider, self.share, self.files, self.record, self.images,
-                *self.rows, *self.row_md, *self.recon, *self.edit_col, *self.edits]
+                self.similarity, *self.rows, *self.row_md, *self.recon, *self.edit_col, *self.edits]
 
 
 ui = UI()
@@ -137,7 +130,7 @@ def _row_updates(view: RunView, m: int | None) -> dict:
 
 def _reset_updates(status: str) -> dict:
     updates = {ui.status: status, ui.verdict: "", ui.curve: None, ui.slider: None, ui.share: "", ui.files: None,
-               ui.record: None, ui.images: None}
+               ui.record: None, ui.images: None, ui.similarity: gr.Gallery(visible=False)}
     for i in range(MAX_ROWS):
         updates.update({ui.rows[i]: gr.Column(visible=False), ui.row_md[i]: "", ui.recon[i]: [],
                         ui.edit_col[i]: gr.Column(visible=False), ui.edits[i]: []})
@@ -147,7 +140,8 @@ def _reset_updates(status: str) -> dict:
 def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None, status: str) -> dict:
     updates = {ui.status: status, ui.verdict: verdict_markdown(view.report), ui.curve: curve_figure(view),
                ui.slider: best_pair(view), ui.images: view.images(), ui.share: share_url(request, run_id) if run_id
-               else "", ui.files: download_files(run_id) if run_id else None, ui.record: view.report.record or None}
+               else "", ui.files: download_files(run_id) if run_id else None, ui.record: view.report.record or None,
+               ui.similarity: gr.Gallery(value=(pair := similarity_pair(view.report)), visible=pair is not None)}
     for m in view.lengths:
         updates.update(_row_updates(view, m))
     return updates
@@ -168,10 +162,10 @@ def _event_updates(view: RunView, event: Any, elapsed: float) -> dict:
 
 
 def run_analysis(image, world, domain, custom_word, preset, settings: dict | None = None,
-                 request: gr.Request = None) -> Iterator[dict]:
+                 request: gr.Request = None, references: list | None = None) -> Iterator[dict]:
     """The Run button: stream the analysis into the page, store the result, show the share link.
 
-    `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default).
+    `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default); `references`.
     Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); a refusal
     or failure ends the run with its message in the status line and a warning popup.
     """
@@ -183,7 +177,7 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
         config = build_config(preset, domain, custom_word, settings)
         yield _reset_updates("Loading the model…")
         # closed explicitly: a cancelled run frees the model now, not whenever the generator is collected
-        with contextlib.closing(analysis_events(image, world, config)) as events:
+        with contextlib.closing(analysis_events(image, world, config, references)) as events:
             for event in events:
                 updates = _event_updates(view, event, time.monotonic() - started)
                 if isinstance(event, Decision):
@@ -206,7 +200,7 @@ def _on_run(data: dict, request: gr.Request):
     """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
     form = (data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset])
-    yield from run_analysis(uploaded_file(data[ui.image]), *form, settings, request)
+    yield from run_analysis(uploaded_file(data[ui.image]), *form, settings, request, data[ui.references])
 
 
 def _settings_updates(report: Report, preset: str | None) -> dict:
@@ -245,8 +239,7 @@ def on_page_load(request: gr.Request) -> dict:
 
 def _make_select(m: int, kind: str):
     def select(images, evt: gr.SelectData):
-        index = evt.index if evt is None or isinstance(evt.index, int) else (evt.index[0] if evt.index else 0)
-        picked = slider_pair(images, m, kind, index) if evt is not None else None
+        picked = slider_pair(images, m, kind, evt.index) if evt is not None else None
         return gr.skip() if picked is None else gr.ImageSlider(value=picked[0], label=picked[1])
     select.__name__ = f"select_{kind}_m{m}"
     return select
@@ -256,7 +249,7 @@ def _make_select(m: int, kind: str):
 
 
 def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
-            settings: str = "{}", request: gr.Request = None) -> Iterator[dict]:
+                settings: str = "{}", request: gr.Request = None, references: list | None = None) -> Iterator[dict]:
     """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
 
     Args:
@@ -266,6 +259,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
         custom_word: the one-word domain when domain is "custom".
         preset: "fast" or "paper".
         settings: a JSON object of AnalysisConfig overrides, e.g. '{"max_tokens": 2}'.
+        references: optional reference images (file paths or URLs) to compare the image with (copy and style).
 
     Returns:
         {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
@@ -275,7 +269,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
         raise refused("Give an image.")
     config = build_config(preset or "fast", domain, custom_word, settings)
     report, last = None, time.monotonic()
-    with contextlib.closing(analysis_events(image, world or default_world()[0].name, config)) as events:
+    with contextlib.closing(analysis_events(image, world or default_world()[0].name, config, references)) as events:
         for event in events:  # closed explicitly: job.cancel() frees the model now
             if isinstance(event, Decision):
                 report = event.report
@@ -321,6 +315,8 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=4, min_width=320):
                 ui.image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=300,
                                     elem_id="query-image")
+                ui.references = gr.File(label=f"Reference images (optional, up to {MAX_REFERENCES}): copy and style "
+                                        "similarity", file_count="multiple", elem_id="references")
                 examples, labels = examples_table(EXAMPLES_DIR)
                 ui.world = gr.Dropdown(world_choices(), value=world.name, label="Model world", elem_id="world",
                                        render=not examples)
@@ -355,6 +351,8 @@ def build_demo() -> gr.Blocks:
                     ui.curve = gr.Plot(label="Distance to the query per token length", elem_id="curve", format="png")
                     ui.slider = gr.ImageSlider(label="query ↔ reconstruction (click a gallery image)", type="pil",
                                                elem_id="compare", height=280, format="png")
+                ui.similarity = gr.Gallery(label="your image ↔ nearest reference", columns=2, height=230,
+                                           format="png", visible=False, interactive=False, elem_id="similarity")
                 ui.rows, ui.row_md, ui.recon, ui.edit_col, ui.edits = [], [], [], [], []
                 for m in range(1, MAX_ROWS + 1):
                     _length_row(m)
@@ -380,7 +378,8 @@ def build_demo() -> gr.Blocks:
             for gallery, kind in ((ui.recon[i], "recon"), (ui.edits[i], "edits")):
                 gallery.select(_make_select(i + 1, kind), [ui.images], [ui.slider], queue=False,
                                api_visibility="private")
-        api_btn.click(analyze_api, inputs=[ui.image, ui.world, ui.domain, ui.custom_word, ui.preset, api_settings],
+        api_btn.click(analyze_api, inputs=[ui.image, ui.world, ui.domain, ui.custom_word, ui.preset, api_settings,
+                                           ui.references],
                       outputs=[api_result], api_name="analyze", concurrency_id="analysis", preprocess=False)
         load_btn.click(load_run_api, inputs=[api_run_id], outputs=[api_result], api_name="load_run",
                        concurrency_limit=None)

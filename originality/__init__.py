@@ -20,13 +20,14 @@ from typing import Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(["Decision", "DistancesReady", "CheckReady", "DeadlineExceeded", "Generating", "LengthDone",
-                     "Prepared", "ReconstructionsReady", "SeedProgress", "Started", "analyze", "check_inputs", "decide",
-                     "iter_analyze", "iter_length", "prepare"], "analysis"),
+    **dict.fromkeys(["ComparingReferences", "Decision", "DistancesReady", "CheckReady", "DeadlineExceeded",
+                     "Generating", "LengthDone", "Prepared", "ReconstructionsReady", "SeedProgress", "Started",
+                     "analyze", "check_inputs", "decide", "iter_analyze", "iter_length", "prepare"], "analysis"),
     **dict.fromkeys(["AnalysisConfig", "DOMAINS", "PRESETS"], "config"),
     "InversionStep": "inversion",
     **dict.fromkeys(["OriginalityModel", "load_model"], "models"),
     **dict.fromkeys(["Report", "SeedRun", "TokenResult"], "report"),
+    **dict.fromkeys(["Reference", "Similarity", "load_references"], "similarity"),
     **dict.fromkeys(["World", "default_model_id", "all_worlds", "get_world"], "worlds"),
 }
 __all__ = sorted(_EXPORTS)

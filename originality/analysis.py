@@ -34,8 +34,9 @@ from .images import ImageInputError, load_image, prepare_image
 from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .models import OriginalityModel, load_model
-from .worlds import World, get_world
-from .record import finish_record, input_sha256, start_record
+from .worlds import World, default_model_id, get_world, world_of_model
+from .record import finish_record, input_sha256, similarity_record, start_record
+from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, mean_and_std
 
 logger = logging.getLogger(__name__)
@@ -105,15 +106,26 @@ class SeedProgress:
 
 
 @dataclass(frozen=True)
+class ComparingReferences:
+    """After the last token length, before the `Decision`: the query and the reconstructions are being compared
+    with `count` reference images (only when references were given)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class Decision:
     report: Report
 
 
 Event = Union[Started, InversionStep, Generating, ReconstructionsReady, DistancesReady, CheckReady, LengthDone,
-              SeedProgress, Decision]
+              SeedProgress, ComparingReferences, Decision]
 # One token length run by the caller (e.g. in a ZeroGPU worker): (m, seed) -> its events, ending with
 # `LengthDone`; the first call's events start with the `Prepared` query when `iter_analyze` has none.
 LengthRunner = Callable[[int, int], Iterator[Union[Event, "Prepared"]]]
+# The comparison with the references, run by the caller (e.g. in a ZeroGPU worker): (query, references,
+# {m: reconstructions}, copy_line) -> `similarity.Similarity`.
+Comparer = Callable[[Image.Image, list[Reference], dict[int, list[Image.Image]], float], Similarity]
 
 
 class DeadlineExceeded(TimeoutError):
@@ -431,7 +443,8 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
 
 def iter_analyze(
     image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
-    run_length: LengthRunner | None = None, deadline: float | None = None,
+    references=None, run_length: LengthRunner | None = None, deadline: float | None = None,
+    compare_references: Comparer | None = None, world: str | None = None,
 ) -> Iterator[Event]:
     """Run the analysis, yielding progress events; the last event is a `Decision`.
 
@@ -440,20 +453,28 @@ def iter_analyze(
     on bad input, before any heavy work. Closing the iterator early cancels the run and
     leaves the model as it was.
 
-    `run_length`: run each token length elsewhere ((m, seed) -> its events, see `LengthRunner`;
-    the model is then loaded there, not here). `deadline`: a `time.monotonic()` value after which
-    the run stops with `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again with the
-    seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report gives
+    `references`: images to compare the query with (each as `image`; at most `max_references`), checked with
+    the query. After the stop rule has decided, a `ComparingReferences` event, then the report's `similarity`:
+    copy and style similarity of the query to each, and the reference nearest to each length's reconstructions
+    (`originality.similarity`; the score and the stop rule do not depend on it). None: nothing is compared or loaded.
+
+    `run_length`: run each token length elsewhere ((m, seed) -> its events, see `LengthRunner`; the
+    model is then loaded there, not here), with `world` (its name) for the references' check and
+    `compare_references` for the comparison (default: here, on the CPU). `deadline`: a `time.monotonic()`
+    value after which the run stops with `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again
+    with the seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report gives
     the label over the K seeds.
     """
-    # 1. Check inputs; prepare here unless the lengths run elsewhere
+    # 1. Check inputs (the references too); prepare here unless the lengths run elsewhere
     source = input_sha256(image)  # the file as given, for the record
     loaded, checked = check_inputs(image, config)
+    refs = load_references(references, checked, _references_world(model, world) if references else None)
     prepared: Prepared | None = None
     if run_length is None:
         model = model or load_model()
         prepared = prepare(loaded, checked, model, source=source)  # decoded: a file object reads only once
         run_length = _local_runner(prepared, model)
+        compare_references = compare_references or local_comparer(model.world, model.device, model.pipeline.unet.dtype)
         yield prepared.started()
 
     started = time.perf_counter()
@@ -477,7 +498,15 @@ def iter_analyze(
             return None if isinstance(event, Prepared) else SeedProgress(seed, index, checked.seeds, event)
         other = yield from _relay(_stop_rule(run_length, seed, checked.max_tokens, deadline), wrapped)
         seed_runs.append(SeedRun.of(seed, other))
-    yield Decision(decide(prepared, results, time.perf_counter() - started, seed_runs))
+    report = decide(prepared, results, time.perf_counter() - started, seed_runs)
+    # 10. Beside the score: similarity to the references (after the decision, which it cannot change)
+    if refs:
+        yield ComparingReferences(len(refs))
+        compare_references = compare_references or local_comparer(prepared.model["world"])
+        report.similarity = compare_references(prepared.query, refs, {r.num_tokens: r.reconstructions
+                                                                      for r in results}, prepared.config.copy_line)
+        report.record = similarity_record(report.record, refs, report.similarity)
+    yield Decision(report)
 
 
 def _relay(events: Iterator, convert: Callable) -> Iterator:
@@ -522,6 +551,19 @@ def _stop_rule(run_length: LengthRunner, seed: int, max_tokens: int, deadline: f
             break
     return results
 
+def _references_world(model: OriginalityModel | None, world: str | None) -> World:
+    """The world whose check the references pass: the model's, the named one, else the default model's."""
+    if model is not None:
+        return get_world(model.world)
+    return get_world(world) if world else world_of_model(default_model_id())
+
+
+def local_comparer(world: str, device="cpu", dtype=None) -> Comparer:
+    """A `Comparer` that runs here: the world's judge (`similarity.judge_for`) on `device` in `dtype`."""
+    def run(query, refs, reconstructions, copy_line):
+        return compare(judge_for(world, device, dtype), query, refs, reconstructions, copy_line=copy_line)
+    return run
+
 
 def _local_runner(prepared: Prepared, model: OriginalityModel) -> LengthRunner:
     learned: dict[tuple[int, int], torch.Tensor] = {}  # (seed, m) -> rows, for the next length's warm start
@@ -545,9 +587,10 @@ def _tracking(inversion, losses: list[float], stop: dict):
     return (yield from _relay(inversion, record))
 
 
-def analyze(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None) -> Report:
-    """Run the whole progressive analysis and return its `Report`."""
-    for event in iter_analyze(image, config, model):
+def analyze(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
+            references=None) -> Report:
+    """Run the whole progressive analysis and return its `Report` (`references`: see `iter_analyze`)."""
+    for event in iter_analyze(image, config, model, references=references):
         if isinstance(event, Decision):
             return event.report
     raise RuntimeError("analysis ended without a decision")  # unreachable: iter_analyze always decides

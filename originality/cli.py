@@ -28,7 +28,6 @@ from .worlds import all_worlds, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 SUMMARY_NAME = "summary.csv"
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1  # reproduce: the rerun's label differs from the recorded one
@@ -68,7 +67,8 @@ def add_setting_options(parser, names: Sequence[str] | None = None) -> None:
             continue
         default = _world_default(s.name) if s.world_default else _preset_default(s.name)
         parser.add_argument(s.flag, dest=s.name, default=None, type=s.parse if s.kind is bool else s.kind, choices=s.choices,
-                            metavar=None if s.choices else s.metavar, help=f"{s.help} ({default})")
+                            metavar=None if s.choices else s.metavar,
+                            help=f"{s.help} ({default})".replace("%", "%%"))  # argparse formats help with %
 
 
 def overrides_from_args(args: argparse.Namespace, names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -99,6 +99,11 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
                         '20 reconstructions) or "fast" (about a minute per image on a GPU) (default: fast)')
     add_setting_options(a)
+    a.add_argument("--reference", metavar="FILE_OR_DIR", action="append", default=None,
+                   help="an image to compare the query with (a folder: its image files); repeatable, at most "
+                        "--max-references in all. The report gives each one's copy similarity (DCR) and style "
+                        "similarity (CLIP ViT-L/14, CSD's baseline) to the query, and the reference nearest to each "
+                        "length's reconstructions; the score does not change (default: None = no comparison)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar or log messages, only results and errors (default: off)")
 
@@ -282,11 +287,20 @@ def score_line(report) -> str:
     return f"score: {report.label}  ({report.verdict})" + (f"  over seeds: {spread.describe()}" if spread else "")
 
 
-def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None):
+def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
+    """--reference files and folders, read and checked like the query (before any model loads)."""
+    from .similarity import expand_references, load_references  # noqa: PLC0415
+
+    if not args.reference:
+        return []
+    return load_references(expand_references(args.reference), config, world_of_model(resolve_model_id(args.model)))
+
+
+def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None, references=None):
     from .analysis import Decision, LengthDone, SeedProgress, iter_analyze  # noqa: PLC0415
     from .inversion import InversionStep  # noqa: PLC0415
 
-    events = iter_analyze(image, config, model)
+    events = iter_analyze(image, config, model, references=references)
     prefix = progress.prefix
     try:
         for event in events:
@@ -321,6 +335,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
     check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
+    references = _references(args, config)
     model = _load(args)
     # the domain word, in this model's vocabulary; `config` stays as given, so that a domain left
     # blank is picked per image and the report says where the threshold came from
@@ -330,7 +345,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if not args.json:
             print(length_line(result, threshold), flush=True)
 
-    report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length)
+    report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length, references)
     if args.out:
         folder = report.save(args.out)
         logger.info("report saved to %s", folder)
@@ -343,6 +358,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(report.summary(), indent=2))
     else:
         print(score_line(report))
+        for line in report.similarity.lines() if report.similarity else []:
+            print(f"similarity: {line}")
         for note in [*report.notes, f"threshold: {report.threshold:g}, {report.threshold_source}"]:
             print(f"note: {note}")
         if args.out:
@@ -380,9 +397,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension), sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda p: p.name)
+    """Image files directly in `folder` (by extension), sorted by name (`images.list_images`)."""
+    from .images import list_images as listed  # noqa: PLC0415 - numpy and PIL: not for --help
+
+    return listed(folder)
 
 
 def report_names(images: list[Path]) -> dict[Path, str]:
@@ -405,7 +423,8 @@ def _mean_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], max_tokens: int = 0) -> None:
     columns = _mean_columns(rows + [{f"mean_distance_m{m}": "" for m in range(1, max_tokens + 1)}])
-    fieldnames = ["image", "score", "label", "labels_over_seeds", *columns, "seconds", "error"]
+    seeds = ["labels_over_seeds"] if any(row.get("labels_over_seeds") for row in rows) else []  # the seeds setting
+    fieldnames = ["image", "score", "label", *seeds, *columns, "seconds", "error"]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, restval="")
@@ -448,7 +467,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     images = list_images(folder)
     if not images:
+        from .images import IMAGE_EXTENSIONS  # noqa: PLC0415
+
         raise UsageError(f"no image files in {args.folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    references = _references(args, config)
 
     import torch  # noqa: PLC0415
     from accelerate import PartialState  # noqa: PLC0415
@@ -492,7 +514,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             try:
                 report = _run_analysis(image, config, model,
-                                       _Progress(not args.quiet, prefix=f"{image.name} ", position=rank))
+                                       _Progress(not args.quiet, prefix=f"{image.name} ", position=rank),
+                                       references=references)
             except ValueError as err:  # bad input: record it and go on
                 failed += 1
                 rows.append(_error_row(image.name, str(err), time.perf_counter() - t0))

@@ -195,6 +195,14 @@ class AnalysisConfig:
         "on", "refuse images the model world cannot judge (the shapes world: anything but a few red, green or "
               "blue shapes on white) before any work; 'off' lets a researcher score them anyway",
         choices=("on", "off"))
+    # Similarity to reference images the user names (`originality.similarity`), beside the score; they change
+    # neither the score nor the stop rule.
+    copy_line: float = setting(
+        0.5, "copy similarity at or above which a reference is flagged as a likely copy (DCR: on Stable Diffusion "
+             "1.88% of generations scored above 0.5, and above it the copies were obvious)", metavar="F",
+        label="copy line (references)", low=-1, high=1)
+    max_references: int = setting(8, "most reference images one analysis compares the query with", metavar="N",
+                                  low=1, high=256, public_max=8)
     # Reproducibility and batching
     seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0,
                     public_max=2**32 - 1)

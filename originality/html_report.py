@@ -5,7 +5,8 @@
 
 Written for a reader who has never heard of textual inversion: the image, the verdict in plain
 words, the distance curve (inline SVG), the reconstructions beside the image for every token length
-tried, the editability / in-distribution check, what the score means and what it does not mean,
+tried, the editability / in-distribution check, the similarity to the reference images the user named
+(when given), what the score means and what it does not mean,
 the method and its citation, the settings and the reproducibility record.
 
 Self-contained: every image is a data: URI (shown reduced: at most `THUMB_SIDE` px, the query
@@ -328,6 +329,44 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
 </section>"""
 
 
+def _similarity_section(report: Report) -> str:
+    """The query beside its nearest reference with both numbers, every reference's numbers, each length's nearest
+    reference, and what the numbers do and do not mean ("" without references)."""
+    sim = report.similarity
+    if sim is None:
+        return ""
+    head = "<h2>Similarity to the images you named</h2>"
+    if sim.error:
+        return f'{head}<p class="muted">Not measured: {esc(sim.error)}. The score above stands.</p>'
+    figures = [_figure(report.query, "the analysed image", "your image", css="query-thumb")]
+    if sim.nearest is not None and sim.nearest < len(sim.images):
+        r = sim.references[sim.nearest]
+        style = "style n/a" if r.style is None else f"style {r.style:.3f}"
+        figures.append(_figure(sim.images[sim.nearest], f"reference {r.name}",
+                               f"{r.name}: copy {r.copy:.3f} · {style}"))
+    rows = "".join(f"<tr><td>{esc(r.name)}</td><td>{r.copy:.3f}{' (at or above the line)' if r.copied else ''}</td>"
+                   f"<td>{'n/a' if r.style is None else f'{r.style:.3f}'}</td></tr>" for r in sim.references)
+    lengths = "".join(f"<li>{_tokens(n.num_tokens)}: the redrawings are nearest to {esc(n.name)} (copy {n.copy:.3f}; "
+                      f"your image {n.query_copy:.3f})</li>" for n in sim.lengths)
+    return f"""{head}
+<div class="grid">{"".join(figures)}</div>
+<table><tr><th>reference</th><th>copy similarity (line {sim.copy_line:g})</th><th>style similarity</th></tr>
+{rows}</table>
+<ul>{lengths}</ul>
+<p><strong>Copy similarity</strong>: {esc(sim.copy_measure)}. Higher = more alike; at or above the line
+{sim.copy_line:g} an image counts as a likely copy of that reference ({esc(citation.DCR.short)}: on Stable Diffusion
+1.88% of generations scored above 0.5, and above it the copies were obvious). <strong>Style similarity</strong>:
+{esc(sim.style_measure or "does not apply")}. {esc(sim.style_note)}.</p>
+<p>These numbers say how close the image is to the images you named, as image features see it. <strong>They are not a
+legal judgement</strong> and <strong>not proof that an image was in the model's training data</strong>; they do not
+change the score. Copy similarity: {_paper_html(citation.DCR)} Style similarity: {_paper_html(citation.CSD)}</p>"""
+
+
+def _paper_html(paper) -> str:
+    return (f"{esc(', '.join(a.split()[-1] for a in paper.authors))} ({paper.year}). "
+            f'<a href="{esc(paper.url)}"><em>{esc(paper.title)}</em></a>. {esc(paper.venue)}.')
+
+
 def _method_section(report: Report) -> str:
     check_title, check_text = _check_text(report)
     return f"""
@@ -435,6 +474,7 @@ def render(report: Report, *, run_dir: str | os.PathLike | None = None) -> str:
 {lengths[0] if lengths else ""}
 </div>
 {"".join(lengths[1:])}
+{_similarity_section(report)}
 {_method_section(report)}
 {_settings_section(report, str(run_dir) if run_dir else None)}
 </main>

@@ -36,7 +36,9 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "MAX_FILE_BYTES",
+    "IMAGE_EXTENSIONS",
     "check_file_size",
+    "list_images",
     "load_image",
     "prepare_image",
 ]
@@ -46,6 +48,8 @@ MIN_SIDE = 64  # refuse images whose shorter side is below this
 MAX_FILE_BYTES = 50 * 2**20  # refuse files larger than this
 
 SUPPORTED_FORMATS = "PNG, JPEG, WebP, GIF, BMP, TIFF"
+# File names taken as images when a folder is given (the CLI's batch, --reference FOLDER).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 # Modes that carry an alpha channel; they are composited on white.
 _ALPHA_MODES = {"LA", "La", "PA", "RGBA", "RGBa"}
@@ -451,3 +455,9 @@ def prepare_image(source: Any, resolution: int) -> Image.Image:
         box=(left, top, left + side, top + side),
         reducing_gap=3.0,
     )
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder` (by extension, `IMAGE_EXTENSIONS`), sorted by name."""
+    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+                  key=lambda p: p.name)

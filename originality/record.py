@@ -20,6 +20,9 @@ It is a plain JSON-able dict, saved in report.json under "record":
     seeds      config (the `seed` setting), inversion (per token length: the seed of its inversion,
                `analysis.inversion_seed`), reconstruction and edit (how generated image i is seeded)
     threshold  value and where it came from (the world's default or the user's setting)
+    similarity only with reference images: each reference's input (as `input`, with its name) and the
+               backbones of the copy and style similarity (id and Hub revision, or a folder's content hash;
+               none in the shapes world, whose detector has no weights)
 
 `python -m originality reproduce RUN_DIR` (`originality.reproduce`) reruns from it.
 """
@@ -136,16 +139,29 @@ def model_source(model) -> dict[str, Any]:
     # diffusers loads each component from <cache>/models--owner--name/snapshots/<commit>/<component>
     component = str(getattr(getattr(pipe, "unet", None), "config", {}).get("_name_or_path", ""))
     found = _SNAPSHOT.search(component)
-    if found is None:
-        try:
-            from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
-
-            cached = try_to_load_from_cache(name, "model_index.json")
-            found = _SNAPSHOT.search(cached) if isinstance(cached, str) else None
-        except Exception as err:  # noqa: BLE001 - a record without the commit, not a failed run
-            logger.warning("could not find the Hub revision of %s: %s", name, err)
-    info["revision"] = found.group(1) if found else None
+    info["revision"] = found.group(1) if found else hub_revision(name, "model_index.json")
     return info
+
+
+def hub_revision(model_id: str, filename: str) -> str | None:
+    """The Hub commit of the cached snapshot holding `filename` of `model_id` (None: not cached, or unknown)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+
+        cached = try_to_load_from_cache(model_id, filename)
+        found = _SNAPSHOT.search(cached) if isinstance(cached, str) else None
+    except Exception as err:  # noqa: BLE001 - a record without the commit, not a failed run
+        logger.warning("could not find the Hub revision of %s: %s", model_id, err)
+        return None
+    return found.group(1) if found else None
+
+
+def backbone_source(model_id: str) -> dict[str, Any]:
+    """{"id", "source", "revision", "content_sha256"} of a transformers model (a similarity backbone): the Hub
+    commit of its cached snapshot, or a local folder's content hash."""
+    if Path(model_id).is_dir():
+        return {"id": model_id, "source": "local folder", "revision": None, "content_sha256": folder_sha256(model_id)}
+    return {"id": model_id, "source": "hub", "revision": hub_revision(model_id, "config.json"), "content_sha256": None}
 
 
 def _version(package: str) -> str | None:
@@ -223,6 +239,15 @@ def start_record(source: dict[str, Any], query: Image.Image, model, *, given, re
         "threshold": {"value": resolved.threshold,
                       "source": threshold_source(None if given is None else given.threshold, model)},
     }
+
+
+def similarity_record(record: dict[str, Any], references, similarity) -> dict[str, Any]:
+    """The record with the references (`input_sha256` of each, as given) and the similarity backbones used
+    (`similarity.Similarity.backbones`: Hub id and revision, or a folder's content hash)."""
+    if not record:
+        return {}
+    return {**record, "similarity": {"references": [dict(r.source, name=r.name) for r in references],
+                                     "backbones": similarity.backbones}}
 
 
 def finish_record(record: dict[str, Any], results, config) -> dict[str, Any]:

@@ -6,6 +6,7 @@ A report folder holds:
     m{m}/learned_embeds.safetensors  diffusers textual-inversion format, one per length
     m{m}/reconstruction_{i}.png
     m{m}/edit_{i}.png
+    references/reference_{i}.png     the reference images the query was compared with (only when given)
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from .similarity import Similarity
+
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
 FORMAT_VERSION = 2
 # What the in-distribution check scored: the edits ("cat in S*", Stable Diffusion) or the
 # reconstructions themselves (the shapes world's layout check).
+# Within format 2, "similarity" (copy and style similarity to reference images) was added as an optional key:
+# absent when no reference was given, so older reports and older readers are unaffected.
 SCORED_EDITS = "edits"
 SCORED_RECONSTRUCTIONS = "reconstructions"
 
@@ -167,6 +172,7 @@ class Report:
     domain_pick: dict[str, Any] | None = None  # automatic domain pick: {"domain", "probabilities"}
     threshold_source: str = ""  # where `threshold` came from: setting, world default, calibration
     seed_runs: list[SeedRun] = field(default_factory=list)  # with the `seeds` setting: every seed's run, this one first
+    similarity: Similarity | None = None  # copy and style similarity to reference images (None: none given)
 
     @property
     def label(self) -> str:
@@ -193,7 +199,7 @@ class Report:
         return f"Original: the model needs {self.score} learned tokens to reproduce it ({self.label})."
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "format_version": FORMAT_VERSION,
             "score": self.score,
             "label": self.label,
@@ -212,6 +218,9 @@ class Report:
             "results": [r.summary() for r in self.results],
             "record": self.record,
         }
+        if self.similarity is not None:
+            out["similarity"] = self.similarity.to_dict()
+        return out
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the report folder atomically (a temporary sibling renamed into place)."""
@@ -228,6 +237,10 @@ class Report:
                     im.save(sub / f"reconstruction_{i}.png")
                 for i, im in enumerate(r.edits):
                     im.save(sub / f"edit_{i}.png")
+            if self.similarity is not None and self.similarity.images:
+                (tmp / "references").mkdir()
+                for i, im in enumerate(self.similarity.images):
+                    im.save(tmp / "references" / f"reference_{i}.png")
             (tmp / "report.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
             if folder.exists():
                 shutil.rmtree(folder)
@@ -264,7 +277,16 @@ class Report:
             domain_pick=meta.get("domain_pick"),
             threshold_source=meta.get("threshold_source", ""),
             seed_runs=[SeedRun.from_dict(r) for r in meta.get("seed_runs", [])],  # absent before the seeds setting
+            similarity=_load_similarity(folder, meta.get("similarity")),
         )
+
+
+def _load_similarity(folder: Path, data: dict[str, Any] | None) -> Similarity | None:
+    """The similarity of a report folder (None in reports without references)."""
+    if not data:
+        return None
+    images = sorted((folder / "references").glob("reference_*.png"), key=lambda p: int(p.stem.split("_")[1]))
+    return Similarity.from_dict(data, [_open(p) for p in images])
 
 
 def _upgrade(r: dict[str, Any], version: int) -> dict[str, Any]:

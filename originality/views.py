@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import citation
-from .analysis import (CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady, SeedProgress,
-                       Started)
+from .analysis import (CheckReady, ComparingReferences, Decision, DistancesReady, Generating, LengthDone,
+                       ReconstructionsReady, SeedProgress, Started)
 from .inversion import InversionStep
-from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values
+from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from .report import SCORED_RECONSTRUCTIONS, Report
 from .uncertainty import mean_interval
 from .worlds import all_worlds, get_world
@@ -33,10 +33,19 @@ CSS = """
 #query-image img { width: 100%; height: 100%; object-fit: contain; }
 """
 STEP_UPDATES = 20  # status lines per inversion (every 5% of the steps)
+MAX_REFERENCES = int(next(s.public_max for s in settings() if s.name == "max_references"))  # the app's upload
 # The domain choices besides the presets: the world's own word, or a word typed by the user.
 DOMAIN_DEFAULT = "default"
 DOMAIN_CUSTOM = "custom"
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character (CommonMark can escape each)
+
+
+def uploaded_file(value) -> str | None:
+    """An upload as the analysis gets it (the app's events use preprocess=False: Gradio decodes nothing): the
+    uploaded file's path as it is, so that `load_image` applies the one rule and a bad file gets its message."""
+    if isinstance(value, dict):
+        return value.get("path") or value.get("url")
+    return value
 
 
 def plain(text: Any) -> str:
@@ -185,6 +194,8 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
     if isinstance(event, LengthDone):
         lv = view.length(event.result.num_tokens)
         return f"m={lv.m}: {'passes' if lv.passed else 'fails'} · {elapsed:.0f} s"
+    if isinstance(event, ComparingReferences):
+        return f"comparing with {event.count} reference image{'s' if event.count > 1 else ''}… · {elapsed:.0f} s"
     return None
 
 
@@ -236,6 +247,10 @@ def row_header(view: RunView, lv: LengthView) -> str:
         parts.append(f"{lv.steps_used} steps ({lv.stop_reason})" if lv.stop_reason else f"{lv.steps_used} steps")
     if lv.done:
         parts.append("**passes**" if lv.passed else "fails")
+    sim = view.report.similarity if view.report is not None else None
+    near = next((n for n in sim.lengths if n.num_tokens == lv.m), None) if sim else None
+    if near is not None:
+        parts.append(f"nearest reference: {plain(near.name)} (copy {near.copy:.2f})")
     return " · ".join(parts)
 
 
@@ -273,7 +288,8 @@ def verdict_markdown(report: Report) -> str:
     notes = "".join(f"\n\n<small>{note}</small>" for note in [*report.notes, report.threshold_source] if note)
     spread = report.label_distribution
     seeds = f"\n\n**Over {len(spread.labels)} inversion seeds:** {spread.describe()}." if spread else ""
-    return f"## {head}\n\n{report.verdict}{seeds}\n\n<small>{details}</small>{notes}"
+    similarity = f"\n\n{similarity_markdown(report)}" if report.similarity is not None else ""
+    return f"## {head}\n\n{report.verdict}{seeds}\n\n<small>{details}</small>{notes}{similarity}"
 
 
 def best_pair(view: RunView) -> tuple | None:
@@ -383,10 +399,49 @@ def share_url(request: Any, run_id: str) -> str:
     return f"{base}?run={run_id}"
 
 
-def slider_pair(images: dict | None, m: int, kind: str, index: int) -> tuple[tuple, str] | None:
-    """((query, image), label) for a click on image `index` of length m's gallery `kind` ("recon" or "edits")."""
+def slider_pair(images: dict | None, m: int, kind: str, index: int | list | None) -> tuple[tuple, str] | None:
+    """((query, image), label) for a click on image `index` of length m's gallery `kind` ("recon" or "edits");
+    `index` as Gradio's select event gives it (an int, or a list whose first item is the index)."""
+    if not isinstance(index, int):
+        index = index[0] if index else 0
     pool = ((images or {}).get(kind) or {}).get(m) or []
     if not 0 <= index < len(pool):
         return None
     what = "reconstruction" if kind == "recon" else "edit"
     return (images["query"], pool[index]), f"query ↔ {what} #{index + 1} (m = {m})"
+
+
+# --------------------------------------------------------------------------- similarity to the references
+
+SIMILARITY_NOTE = (f"Copy similarity after [{citation.DCR.short}]({citation.DCR.url}), style similarity after "
+                   f"[{citation.CSD.short}]({citation.CSD.url}). Closeness to the images you named, measured by "
+                   "image features: not a legal judgement, and not proof that an image was in the model's "
+                   "training data. The score above does not depend on it.")
+
+
+def similarity_pair(report: Report | None) -> list | None:
+    """[(query, caption), (nearest reference, caption)] with both numbers, side by side (None: no references)."""
+    sim = report.similarity if report is not None else None
+    if sim is None or sim.nearest is None or sim.nearest >= len(sim.images):
+        return None
+    ref = sim.references[sim.nearest]
+    style = "style n/a" if ref.style is None else f"style {ref.style:.2f}"
+    return [(report.query, "your image"), (sim.images[sim.nearest], f"{ref.name}: copy {ref.copy:.2f} · {style}")]
+
+
+def similarity_markdown(report: Report | None) -> str:
+    """The references' table (copy, style, against the copy line), each length's nearest reference, what the
+    numbers are; "" without references. Names the visitor gave are literal text (`plain`)."""
+    sim = report.similarity if report is not None else None
+    if sim is None:
+        return ""
+    if sim.error:
+        return f"**Similarity to your references** not measured: {plain(sim.error)}"
+    rows = "\n".join(f"| {plain(r.name)} | {r.copy:.3f}{' ≥ line' if r.copied else ''} | "
+                      f"{'n/a' if r.style is None else f'{r.style:.3f}'} |" for r in sim.references)
+    lengths = "\n".join(f"- m = {n.num_tokens}: reconstructions nearest to {plain(n.name)} (copy {n.copy:.3f}; your "
+                        f"image {n.query_copy:.3f})" for n in sim.lengths)
+    style = plain(sim.style_measure or sim.style_note)
+    return (f"**Similarity to your references** (copy line {sim.copy_line:g})\n\n| reference | copy | style |\n"
+            f"|---|---|---|\n{rows}\n\n{lengths}\n\n<small>copy: {plain(sim.copy_measure)}. style: {style}. "
+            f"{SIMILARITY_NOTE}</small>")

@@ -1,8 +1,9 @@
 """The registry of model worlds: which models the engine knows, and their defaults and judges.
 
 A world is a kind of text-to-image model together with what judges it: its default model,
-distance threshold, guidance scale and domain word, its inversion templates, and the
-distance and in-distribution check built for a loaded pipeline. The CLI's help and the
+distance threshold, guidance scale and domain word, its inversion templates, the
+distance and in-distribution check built for a loaded pipeline, and how it compares an
+image with reference images (copy and style similarity, `originality.similarity`). The CLI's help and the
 app's choices are read from here; the world names are the one vocabulary ("sd" is an alias).
 
 Stable Diffusion is defined here; the shapes world registers its own (`originality.shapes`).
@@ -70,6 +71,9 @@ class World:
     check_query: Callable[[Any], str | None] = lambda image: None
     # diffusers log messages (prefixes) that are expected for this world's pipelines and not shown
     quiet_messages: tuple[str, ...] = field(default=())
+    # (device, dtype) -> how this world compares the query with reference images the user names
+    # (`similarity.SimilarityJudge`: copy, and style where it applies); built lazily by `similarity.judge_for`
+    similarity: Callable[..., Any] = field(default=lambda device, dtype: _backbone_similarity(device, dtype))
 
     def model_id(self) -> str:
         """$ORIGINALITY_MODEL when it is a model of this world, else the world's default model."""
@@ -193,6 +197,12 @@ def _sd_judges(device, *, dreamsim_type: str = "ensemble", clip_model: str = "op
     cache = Path(cache_dir) / "dreamsim" if cache_dir else default_cache_dir("dreamsim")
     return (DreamSimDistance(dreamsim_type=dreamsim_type, device=device, cache_dir=cache),
             ClipEditCheck(model_id=clip_model, device=device))
+
+
+def _backbone_similarity(device, dtype):
+    from .similarity import BackboneSimilarity  # noqa: PLC0415
+
+    return BackboneSimilarity(device=device, dtype=dtype)
 
 
 register(World(

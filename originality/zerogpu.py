@@ -3,7 +3,8 @@
 ZeroGPU runs each `@spaces.GPU` call in a forked worker: it pickles the arguments, streams a
 generator's yields back pickled, and limits each call's duration. The unit of work here is
 therefore ONE TOKEN LENGTH (`length_events`): `length_runner` gives `iter_analyze` a runner
-that makes one such call per length, and the engine keeps the stop rule. Without the `spaces`
+that makes one such call per length, and the engine keeps the stop rule. The comparison with
+reference images, after the last length, is one more call (`comparer`). Without the `spaces`
 package the same functions run in-process, unchanged. Also the app's environment helpers (env_int,
 env_bytes, server_address).
 
@@ -80,11 +81,12 @@ def _gpu_duration(image: Any, config: dict, model_id: str, m: int) -> int:
     return gpu_seconds(config)
 
 
-def gpu_call(fn):
-    """`spaces.GPU` (ZeroGPU), reserving `_gpu_duration` per call, when `spaces` is present; else `fn`."""
+def gpu_call(fn, duration=_gpu_duration):
+    """`spaces.GPU` (ZeroGPU), reserving `duration` (seconds, or a callable of the call's arguments) per call,
+    when `spaces` is present; else `fn`."""
     if spaces is None:
         return fn
-    return spaces.GPU(duration=_gpu_duration)(fn)
+    return spaces.GPU(duration=duration)(fn)
 
 
 def length_events(image: Any, config: dict, model_id: str, m: int) -> Iterator[Any]:
@@ -114,3 +116,28 @@ def length_runner(image: Any, config: AnalysisConfig, model_id: str):
     def run_length(m: int, seed: int) -> Iterator[Any]:
         return engine_length(image, {**settings, "seed": seed}, model_id, m)
     return run_length
+
+
+# The comparison with reference images (two ViT forwards per image; `originality.similarity`): one GPU call.
+SIMILARITY_GPU_S = 60
+
+
+def similarity_call(query: Any, references: list, reconstructions: dict, copy_line: float, model_id: str):
+    """The comparison with the references (`analysis.Comparer` arguments, and the model id): the work of one GPU
+    call, on the model's device and dtype (the model is loaded here, in the worker, as for a token length)."""
+    from .analysis import local_comparer  # noqa: PLC0415 - the engine loads only in the worker
+    from .models import load_model  # noqa: PLC0415
+
+    model = load_model(model_id)
+    return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, references, reconstructions,
+                                                                                  copy_line)
+
+
+engine_similarity = gpu_call(similarity_call, SIMILARITY_GPU_S)
+
+
+def comparer(model_id: str):
+    """A `compare_references` for `iter_analyze`: the comparison is one `engine_similarity` call."""
+    def run(query, references, reconstructions, copy_line):
+        return engine_similarity(query, references, reconstructions, copy_line, model_id)
+    return run

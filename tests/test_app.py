@@ -517,3 +517,44 @@ def test_server_address_follows_gradio_variables(app, monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "22300")
     monkeypatch.setenv("GRADIO_SERVER_NAME", "127.0.0.1")
     assert app.server_address() == ("127.0.0.1", 22300)
+
+
+def test_references_show_beside_the_verdict_and_survive_the_share_link(app, env, tmp_path):
+    from originality.shapes.world import Element, render
+
+    render([Element("circle", "red", x=20, y=20)]).save(tmp_path / "mine.png")
+    updates = list(app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", {**TINY, "max_tokens": 1},
+                                    request=request(), references=[{"path": str(EXAMPLE)}, str(tmp_path / "mine.png")]))
+    final, ui = merged(updates), app.ui
+    assert final[ui.similarity].visible is True
+    value = final[ui.similarity].value
+    captions = [item["caption"] for item in value]
+    assert captions == ["your image", "shapes_common.png: copy 1.00 · style n/a"]
+    assert "Similarity to your references" in final[ui.verdict] and "mine\\.png" in final[ui.verdict]
+    assert "nearest reference" in final[ui.row_md[0]]
+    page = app.show_run(final[ui.share].split("?run=")[1], request())
+    assert page[ui.verdict] == final[ui.verdict] and page[ui.similarity].visible is True
+    # without references: nothing shown
+    plain_run = merged(run(app, max_tokens=1))
+    assert plain_run[ui.similarity].visible is False and "references" not in plain_run[ui.verdict]
+
+
+def test_bad_or_too_many_references_get_a_clear_message(app, env, tmp_path):
+    (tmp_path / "broken.png").write_text("not an image")
+    stream = app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", TINY, request=request(),
+                              references=[str(tmp_path / "broken.png")])
+    with pytest.warns(UserWarning):
+        status = list(stream)[-1][app.ui.status]
+    assert "Reference image 'broken.png'" in status.replace("\\", "") and str(tmp_path) not in status
+    with pytest.raises(gr.Error, match="Too many reference images: 9 given, at most 8"):
+        list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", "{}", None, [str(EXAMPLE)] * 9))
+
+
+def test_analyze_api_takes_references_as_an_optional_last_input(app, env):
+    out = list(app.analyze_api(str(EXAMPLE), "shapes", "default", "", "fast", '{"max_tokens": 1, "steps": 2, '
+                               '"batch_size": 2, "num_reconstructions": 2, "num_inference_steps": 2}', request(),
+                               [str(EXAMPLE)]))
+    summary = out[-1]["summary"]
+    assert summary["similarity"]["references"][0]["copy"] == 1.0 and summary["similarity"]["nearest"] == 0
+    fn = next(fn for fn in app.demo.fns.values() if fn.name == "analyze_api")
+    assert fn.inputs[-1] is app.ui.references  # after the six inputs of earlier clients (gr.Request is not one)

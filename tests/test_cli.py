@@ -176,3 +176,20 @@ def test_user_mistakes_exit_2_without_traceback(capsys, model_dir, images, tmp_p
     assert code == 2
     assert "error:" in err and "Traceback" not in err
     assert not length_lines(out)
+
+
+def test_analyze_with_references_prints_their_similarity(capsys, model_dir, images, tmp_path):
+    code, out, err = run(capsys, "analyze", str(images / "good1.png"), "--model", model_dir, *TINY, "--max-tokens",
+                         "1", "--reference", str(images / "good1.png"), "--reference", str(images / "good2.png"),
+                         "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "similarity: reference good1.png: copy 1.000 (at or above the copy line 0.5), style n/a" in out
+    assert "similarity: m=1: reconstructions nearest to" in out
+    report = Report.load(tmp_path / "run")
+    assert [r.name for r in report.similarity.references] == ["good1.png", "good2.png"]
+    code, _, err = run(capsys, "analyze", str(images / "good1.png"), "--model", model_dir, *TINY, "--reference",
+                       str(images / "bad.png"))
+    assert code == 2 and "error: reference image 'bad.png'" in err
+    code, _, err = run(capsys, "analyze", str(images / "good1.png"), "--model", model_dir, *TINY, "--reference",
+                       str(images / "good1.png"), "--max-references", "0")
+    assert code == 2 and "max_references must be a positive integer" in err

@@ -48,6 +48,12 @@ def _judges(device, **options):
     return ElementDistance(), LayoutVariationCheck()
 
 
+def _similarity(device, dtype):
+    from .metrics import LayoutSimilarity  # noqa: PLC0415
+
+    return LayoutSimilarity()
+
+
 def _check_query(image) -> str | None:
     from .scope import check_in_world  # noqa: PLC0415  (numpy and the detector: only when a query is checked)
 
@@ -68,7 +74,7 @@ WORLD = register(World(
     distance_name="element distance", check_name="layout check",
     owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
     judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,
-    templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query,
+    templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query, similarity=_similarity,
     # The world's text encoder is a BERT by design (no outside visual knowledge); diffusers'
     # pipeline expects CLIP's and would say so on every load.
     quiet_messages=("Expected types for text_encoder",),

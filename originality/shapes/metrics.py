@@ -5,6 +5,8 @@ Both read images through the rule-based detector (`originality.shapes.detector`)
 - `ElementDistance` ("element-f1"): 1 - F1 between the multisets of detected
   (shape, colour) of the query and of each image. 0 = the same elements, 1 = none
   in common.
+- `LayoutSimilarity` (copy similarity to a reference image, `originality.similarity`): the share of
+  elements the two layouts have in common, the same element at the same place; style does not apply.
 - `LayoutVariationCheck` ("layout-variation"): the paper's in-distribution test for
   the synthetic setting. A concept the model has learned is drawn at new positions
   from seed to seed; tokens that merely copy the query put every element back where
@@ -57,16 +59,18 @@ class ElementDistance:
         return [element_f1_distance(q, _elements(detect(im, min_area=self.min_area))) for im in images]
 
 
-def match_elements(query: list[Detection], image: list[Detection]) -> list[tuple[int, int, float]]:
-    """Greedy nearest matching of `image`'s elements to `query`'s with the same (shape, colour).
+def match_elements(query: list[Detection], image: list[Detection], key=lambda d: (d.shape, d.colour),
+                   radius: float = math.inf) -> list[tuple[int, int, float]]:
+    """Greedy nearest matching of `image`'s elements to `query`'s with the same `key` (default (shape, colour)),
+    at most `radius` px apart.
 
     Returns (query index, image index, displacement in px) for each matched pair,
     closest pairs first; each element is matched at most once.
     """
     pairs = [
-        (math.hypot(q.x - d.x, q.y - d.y), i, j)
+        (dist, i, j)
         for (i, q), (j, d) in itertools.product(enumerate(query), enumerate(image))
-        if (q.shape, q.colour) == (d.shape, d.colour)
+        if key(q) == key(d) and (dist := math.hypot(q.x - d.x, q.y - d.y)) <= radius
     ]
     used_q: set[int] = set()
     used_d: set[int] = set()
@@ -157,3 +161,42 @@ class LayoutVariationCheck:
             if len(points) >= 2
         ]
         return max(spreads) if spreads else math.inf
+
+
+@dataclass
+class LayoutSimilarity:
+    """The shapes world's copy similarity to a reference: how much of the layout the two images share.
+
+    Elements are detected in both images and matched greedily, nearest first, when they agree in shape,
+    colour, size and texture and lie at most `radius` px apart (64 px frame). The score is the F1 of the
+    match, 2 * matched / (elements in one + elements in the other), in [0, 1]: 1 = the same elements at
+    the same places (two images without any element also score 1), 0 = nothing in common; higher = more
+    alike. Style does not apply: every image of this world is drawn in one style (flat red, green or
+    blue shapes on white), so `style` returns None and `style_note` says why. No weights to load.
+    """
+
+    radius: float = 4.0
+    min_area: int = 12
+    copy_measure: str = field(init=False, default="layout match: the F1 of the elements two images share (same "
+                                                  "shape, colour, size and texture, at most 4 px apart), in [0, 1]")
+    style_measure: None = field(init=False, default=None)
+    style_note: str = field(init=False, default="style does not apply in the shapes world: every image of it is "
+                                                "drawn in one style (flat red, green or blue shapes on white)")
+
+    def layout_match(self, a: list[Detection], b: list[Detection]) -> float:
+        """F1 of the elements `a` and `b` share at the same place (see the class docstring)."""
+        if not a and not b:
+            return 1.0
+        matched = match_elements(a, b, key=lambda d: (d.shape, d.colour, d.size, d.texture), radius=self.radius)
+        return 2.0 * len(matched) / (len(a) + len(b))
+
+    def copy(self, images: list[Image.Image], references: list[Image.Image]) -> list[list[float]]:
+        refs = [detect(r, min_area=self.min_area) for r in references]
+        return [[self.layout_match(found, r) for r in refs] for found in (detect(im, min_area=self.min_area)
+                                                                          for im in images)]
+
+    def style(self, images: list[Image.Image], references: list[Image.Image]) -> None:
+        return None
+
+    def backbones(self) -> dict:
+        return {"copy": {"id": "shapes detector (originality.shapes.detector, no weights)"}, "style": None}
