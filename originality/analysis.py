@@ -140,6 +140,7 @@ def resolve_config(config: AnalysisConfig | None, model: OriginalityModel) -> An
         domain=config.domain or model.default_domain,
         threshold=model.default_threshold if config.threshold is None else config.threshold,
         guidance_scale=model.default_guidance_scale if config.guidance_scale is None else config.guidance_scale,
+        copy_line=get_world(model.world).copy_line if config.copy_line is None else config.copy_line,
     )
 
 

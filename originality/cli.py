@@ -51,7 +51,7 @@ def _world_default(field: str) -> str:
     def value(w) -> str:
         domain = "picked per image by CLIP zero-shot over the presets" if w.picks_domain else w.domain
         return {"threshold": f"{w.threshold} {w.distance_name}", "guidance_scale": f"{w.guidance_scale}",
-                "domain": domain}[field]
+                "domain": domain, "copy_line": f"{w.copy_line:g}"}[field]
     return "default: None = the model world's default (" + ", ".join(
         f"{value(w)} for {w.name}" for w in all_worlds()) + ")"
 

@@ -197,10 +197,11 @@ class AnalysisConfig:
         choices=("on", "off"))
     # Similarity to reference images the user names (`originality.similarity`), beside the score; they change
     # neither the score nor the stop rule.
-    copy_line: float = setting(
-        0.5, "copy similarity at or above which a reference is flagged as a likely copy (DCR: on Stable Diffusion "
-             "1.88% of generations scored above 0.5, and above it the copies were obvious)", metavar="F",
-        label="copy line (references)", low=-1, high=1)
+    copy_line: float | None = setting(
+        None, "copy similarity at or above which a reference is flagged as a likely copy; blank: the world's (Stable "
+              "Diffusion 0.5, DCR's: 1.88% of its generations scored above it, and above it the copies were obvious; "
+              "shapes 1: every element in place)", metavar="F", label="copy line (references)", low=-1, high=1,
+        world_default=True)
     max_references: int = setting(8, "most reference images one analysis compares the query with", metavar="N",
                                   low=1, high=256, public_max=8)
     # Reproducibility and batching

@@ -74,6 +74,9 @@ class World:
     # (device, dtype) -> how this world compares the query with reference images the user names
     # (`similarity.SimilarityJudge`: copy, and style where it applies); built lazily by `similarity.judge_for`
     similarity: Callable[..., Any] = field(default=lambda device, dtype: _backbone_similarity(device, dtype))
+    # copy similarity at or above which a reference counts as a likely copy (AnalysisConfig.copy_line's default):
+    # DCR's 0.5 on copy-detection features; a world with its own copy measure sets its own
+    copy_line: float = 0.5
 
     def model_id(self) -> str:
         """$ORIGINALITY_MODEL when it is a model of this world, else the world's default model."""

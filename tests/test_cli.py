@@ -183,7 +183,7 @@ def test_analyze_with_references_prints_their_similarity(capsys, model_dir, imag
                          "1", "--reference", str(images / "good1.png"), "--reference", str(images / "good2.png"),
                          "--out", str(tmp_path / "run"))
     assert code == 0, err
-    assert "similarity: reference good1.png: copy 1.000 (at or above the copy line 0.5), style n/a" in out
+    assert "similarity: reference good1.png: copy 1.000 (at or above the copy line 1), style n/a" in out
     assert "similarity: m=1: reconstructions nearest to" in out
     report = Report.load(tmp_path / "run")
     assert [r.name for r in report.similarity.references] == ["good1.png", "good2.png"]

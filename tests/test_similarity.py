@@ -331,3 +331,16 @@ def test_a_pasted_crop_scores_above_an_unrelated_image_with_real_dino():
     unrelated = Image.fromarray(np.full((224, 224, 3), (30, 160, 90), dtype=np.uint8))
     scores = BackboneSimilarity().copy([pasted, unrelated], [source])
     assert scores[0][0] > scores[1][0] and not math.isnan(scores[0][0])
+
+
+def test_the_copy_line_is_the_worlds_unless_set(tiny_shapes_model):
+    """Blank copy_line: the world's (DCR's 0.5 for Stable Diffusion's features; 1 for the shapes layout match,
+    where sharing one of two elements is 0.5 and not a copy); a value given is kept."""
+    from originality.analysis import resolve_config
+    from originality.models import load_model
+    from originality.worlds import get_world
+
+    assert get_world("stable-diffusion").copy_line == 0.5
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    assert resolve_config(AnalysisConfig.preset("fast"), model).copy_line == 1.0
+    assert resolve_config(AnalysisConfig.preset("fast", copy_line=0.8), model).copy_line == 0.8

@@ -75,6 +75,7 @@ WORLD = register(World(
     owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
     judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,
     templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query, similarity=_similarity,
+    copy_line=1.0,  # the layout match: a copy holds every element of the reference, in place
     # The world's text encoder is a BERT by design (no outside visual knowledge); diffusers'
     # pipeline expects CLIP's and would say so on every load.
     quiet_messages=("Expected types for text_encoder",),
