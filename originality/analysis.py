@@ -37,7 +37,7 @@ from .models import OriginalityModel, load_model
 from .worlds import World, default_model_id, get_world, world_of_model
 from .record import finish_record, input_sha256, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
-from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, mean_and_std
+from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, first_pass, mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
     model: `prepared.model` describes it.
     """
     # 8. Score: the fewest tokens that pass
-    score = next((r.num_tokens for r in results if r.passed), None)
+    score = first_pass(results)
     config = prepared.config
     return Report(
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
@@ -551,6 +551,7 @@ def _stop_rule(run_length: LengthRunner, seed: int, max_tokens: int, deadline: f
         if result.passed:
             break
     return results
+
 
 def _references_world(model: OriginalityModel | None, world: str | None) -> World:
     """The world whose check the references pass: the model's, the named one, else the default model's."""

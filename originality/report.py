@@ -121,6 +121,11 @@ class TokenResult:
         }
 
 
+def first_pass(results: list["TokenResult"]) -> int | None:
+    """The stop rule's score: the token length of the first result that passed (None: none did)."""
+    return next((r.num_tokens for r in results if r.passed), None)
+
+
 def label_for(score: int | None, max_tokens: int) -> str:
     """The label people read: the score, or "M+" when no length up to M passed."""
     return str(score) if score is not None else f"{max_tokens}+"
@@ -137,8 +142,7 @@ class SeedRun:
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"]) -> "SeedRun":
-        score = next((r.num_tokens for r in results if r.passed), None)
-        return cls(seed, score, {r.num_tokens: r.mean_distance for r in results})
+        return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results})
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
