@@ -10,9 +10,10 @@ sample-passes:
 
     passes = sum over lengths of  steps_used * batch_size                  (inversion: forward + backward)
                                 + evaluations * batch_size                   (early stopping's fixed batch)
-                                + (reconstructions + edits) * inference_steps * (2 with guidance, else 1)
+                                + (reconstructions + edits + images drawn by probes and not kept)
+                                  * inference_steps * (2 with guidance, else 1)
 
-The reference (`--reference`, default "long": fast's settings with 4x its steps and no early
+The reference (`--reference`, default "long": fast's settings with 2x its steps and no early
 stopping) stands in for the paper preset, which costs 8-60 min per image on a 2-core CPU; its
 labels are what the others are compared with. Results go to --out after every analysis
 (resumable: a rerun skips what is there; other settings in the same file are refused).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,13 +33,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
+from originality.stopping import STOP_PROBE  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
-REFERENCES = {"long": lambda: AnalysisConfig.preset("fast", steps=600)}
+# Settings measured beside the presets: the reference, and the adaptive preset with one more option each.
+REFERENCES = {"long": lambda: AnalysisConfig.preset("fast", steps=300)}
+VARIANTS = {"adaptive-probe": lambda: AnalysisConfig.preset("adaptive", probe_every=20),
+            "adaptive-warm": lambda: AnalysisConfig.preset("adaptive", token_init="previous"),
+            **REFERENCES}
 
 
 def preset_config(name: str) -> AnalysisConfig:
-    return REFERENCES[name]() if name in REFERENCES else AnalysisConfig.preset(name)
+    return VARIANTS[name]() if name in VARIANTS else AnalysisConfig.preset(name)
 
 
 def unet_passes(report) -> int:
@@ -49,7 +56,8 @@ def unet_passes(report) -> int:
         steps = r.steps_used or len(r.losses)
         evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
         total += (steps + evaluations) * c["batch_size"]
-        total += (len(r.reconstructions) + len(r.edits)) * per_image
+        drawn_by_probes = sum(p[2] for p in r.probes) - (len(r.reconstructions) if r.stop_reason == STOP_PROBE else 0)
+        total += (len(r.reconstructions) + len(r.edits) + drawn_by_probes) * per_image
     return total
 
 
@@ -91,7 +99,7 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=10)
-    ap.add_argument("--presets", nargs="+", default=["fast", "adaptive"], choices=sorted(PRESETS))
+    ap.add_argument("--presets", nargs="+", default=["fast", "adaptive"], choices=sorted(set(PRESETS) | set(VARIANTS)))
     ap.add_argument("--reference", default="long", choices=sorted(set(PRESETS) | set(REFERENCES)))
     ap.add_argument("--varied", action="store_true", help="varied drawings instead of the renderer's exact pixels")
     ap.add_argument("--model", default="shapes")
@@ -123,23 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard:
         k, n = (int(x) for x in args.shard.split("/"))
         jobs = jobs[k - 1::n]
-    for group, index in jobs:
+    # preset by preset over all images (the reference last): a stopped run has whole columns to compare
+    for preset, (group, index) in ((p, job) for p in args.presets + [args.reference] for job in jobs):
         _, image = query_image(group, args.seed, index, varied=args.varied)
-        for preset in [args.reference] + args.presets:
-            key = f"{preset}|{group}-{index:02d}"
-            if key in data["runs"]:
-                continue
-            t0 = time.perf_counter()
-            report = analyze(image, preset_config(preset).replace(seed=args.seed), model)
-            data["runs"][key] = record(report, time.perf_counter() - t0)
-            print(key, data["runs"][key], flush=True)
-            # re-read before writing: shards share the file
-            current = json.loads(out.read_text()) if out.is_file() else {"settings": settings, "runs": {}}
-            current["runs"].update(data["runs"])
-            data = current
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            tmp.replace(out)
+        key = f"{preset}|{group}-{index:02d}"
+        if key in data["runs"]:
+            continue
+        t0 = time.perf_counter()
+        report = analyze(image, preset_config(preset).replace(seed=args.seed), model)
+        data["runs"][key] = record(report, time.perf_counter() - t0)
+        print(key, data["runs"][key], flush=True)
+        # re-read before writing: shards share the file
+        current = json.loads(out.read_text()) if out.is_file() else {"settings": settings, "runs": {}}
+        current["runs"].update(data["runs"])
+        data = current
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")  # one per shard
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(out)
     print("\n".join(summary(data, args.presets, args.reference)))
     return 0
 

@@ -33,6 +33,7 @@ from .config import AnalysisConfig
 from .images import ImageInputError, load_image, prepare_image
 from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
+from .stopping import STOP_PROBE
 from .models import OriginalityModel, load_model
 from .worlds import World, default_model_id, get_world, world_of_model
 from .record import finish_record, input_sha256, similarity_record, start_record
@@ -359,29 +360,27 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             session.set_rows(placeholder, previous)
         losses: list[float] = []
         seed = inversion_seed(config.seed, m, query)
+        # Prompts name only the base token: diffusers expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would
+        # mangle an already expanded prompt).
+        prompt = config.reconstruction_prompt.format(placeholder.token)
+        probe = config.probe(lambda start, count: generate(pipe, prompt, count, seed=config.seed + start,
+                                                           config=config, resolution=model.resolution),
+                             lambda images: model.distance(query, images))
         inversion = invert(
             pipe, latent_mean, latent_std, placeholder, prepared.templates,
             steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
             seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-            micro_batch_size=config.micro_batch_size,
+            micro_batch_size=config.micro_batch_size, probe=probe,
         )
         stop: dict = {}
         embeddings = yield from _tracking(inversion, losses, stop)
         timings["inversion"] = time.perf_counter() - t0
 
-        # 4. Reconstruct from "a photo of S*_m". Prompts name only the base token: diffusers
-        # expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would mangle an already expanded prompt).
-        t0 = time.perf_counter()
-        recon = yield from iter_generate(pipe, config.reconstruction_prompt.format(placeholder.token),
-                                         config.num_reconstructions, seed=config.seed, config=config,
-                                         resolution=model.resolution, num_tokens=m, what="reconstructions")
-        timings["reconstruction"] = time.perf_counter() - t0
+        # 4.-5. Reconstruct from "a photo of S*_m" and score each image's distance to the query (a probe
+        # that stopped the inversion made them from these very tokens)
+        first = (probe.images, probe.distances) if stop.get("reason") == STOP_PROBE else ([], [])
+        recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
-
-        # 5. Score: distance of each reconstruction to the query
-        t0 = time.perf_counter()
-        distances = [float(d) for d in model.distance(query, recon)]
-        timings["distance"] = time.perf_counter() - t0
         mean, std = mean_and_std(distances)
         distance_passed = mean <= config.threshold
         yield DistancesReady(m, distances, mean, std, distance_passed)
@@ -411,10 +410,46 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             distance_passed=distance_passed, check_passed=check.passed, check_detail=check.detail,
             check_scored=scored, timings=timings, inversion_seed=seed,
             steps_used=len(losses), stop_reason=stop.get("reason", ""), warm_start=warm,
+            probes=list(probe.history) if probe else [],
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
     yield LengthDone(result)
     return result
+
+
+def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str, m: int,
+                 first: tuple[list, list], timings: dict[str, float]) -> Iterator[Event]:
+    """Steps 4-5 of one length: up to `num_reconstructions` images of `prompt`, batch by batch, and each one's
+    distance to the query (lower = closer); image i comes from seed `seed + i`. `first`: images and distances
+    already made (a probe's), which are images 0.. of the set. With `decide_early`, each batch is scored as it
+    comes and drawing stops once the mean cannot reach the threshold even if every image still to come were
+    at distance 0 (distances are >= 0), so the decision is the one all images would give; without it, the
+    new images are scored together at the end. Returns (images, distances); adds to `timings`."""
+    config, query = prepared.config, prepared.query
+    images, distances = list(first[0]), list(first[1])
+    n, unscored = config.num_reconstructions, []
+    timings.setdefault("reconstruction", 0.0)
+    timings.setdefault("distance", 0.0)
+
+    def score(batch):
+        t0 = time.perf_counter()
+        distances.extend(float(d) for d in model.distance(query, batch))
+        timings["distance"] += time.perf_counter() - t0
+
+    while len(images) < n and not (config.decide_early and sum(distances) > config.threshold * n):
+        t0 = time.perf_counter()
+        batch = generate(pipe, prompt, min(config.generation_batch_size, n - len(images)),
+                         seed=config.seed + len(images), config=config, resolution=model.resolution)
+        timings["reconstruction"] += time.perf_counter() - t0
+        images += batch
+        if config.decide_early:
+            score(batch)
+        else:
+            unscored += batch
+        yield Generating(m, "reconstructions", len(images), n)
+    if unscored:
+        score(unscored)
+    return images, distances
 
 
 SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length cannot pass "

@@ -161,6 +161,19 @@ class AnalysisConfig:
     early_stop_ratio: float = setting(0.15, "early stopping: converged when the window's variance is below this "
                                             "share of all evaluations' variance (DVAR's eps)", metavar="F",
                                       low=0, high=1, low_open=True)
+    # The reconstruction probe (`stopping.ReconstructionProbe`): a length may stop as soon as it already passes
+    probe_every: int = setting(
+        0, "every N inversion steps, draw the length's first --probe-size reconstructions from the tokens so far; "
+           "when they pass, draw the rest, and stop the inversion if all pass (they are the length's "
+           "reconstructions, judged as without a probe); 0: off", metavar="N",
+        label="reconstruction probe: every N steps (0: off)", low=0, public_max=2000)
+    probe_size: int = setting(2, "reconstructions in each probe (at most the reconstructions)", metavar="N", low=1,
+                              public_max=20)
+    decide_early: bool = setting(
+        False, "stop drawing a length's reconstructions once their mean distance can no longer reach the threshold "
+               "(even if every image still to come were at distance 0): the same decision from fewer images on a "
+               "length that fails; its curve point is then the mean of the images drawn",
+        label="stop drawing reconstructions once a length has failed")
     token_init: str = setting(
         "domain", "where the tokens of length m start: 'domain' (every token from the domain word, as the paper) "
                   "or 'previous' (length m-1's learned tokens plus one from the domain word)",
@@ -234,6 +247,17 @@ class AnalysisConfig:
         from .stopping import EarlyStopping  # noqa: PLC0415  (numpy: not for the CLI's --help)
 
         return EarlyStopping(every=self.early_stop_every, window=self.early_stop_window, ratio=self.early_stop_ratio)
+
+    def probe(self, draw, score):
+        """The reconstruction probe of these settings (`stopping.ReconstructionProbe`) over `draw` and `score`,
+        None when off. Needs the threshold filled in."""
+        if not self.probe_every:
+            return None
+        from .stopping import ReconstructionProbe  # noqa: PLC0415
+
+        return ReconstructionProbe(every=self.probe_every, size=min(self.probe_size, self.num_reconstructions),
+                                   total=self.num_reconstructions, batch=self.generation_batch_size,
+                                   threshold=self.threshold, draw=draw, score=score)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -327,10 +351,11 @@ PRESETS: dict[str, AnalysisConfig] = {
         steps=150, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4
     ),
     # fast's learning rate and judges, a 4x higher step cap, and early stopping: each length runs until its
-    # fixed-batch loss has converged (DVAR, checked every 10 steps over a window of 8 checks). See README,
+    # fixed-batch loss has converged (DVAR, checked every 10 steps over a window of 8 checks), and a failing
+    # length stops drawing reconstructions once the decision is known (in batches of 4). See README,
     # "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
     "adaptive": AnalysisConfig(
         steps=600, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4,
-        early_stop_every=10,
+        early_stop_every=10, decide_early=True, generation_batch_size=4,
     ),
 }

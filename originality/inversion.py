@@ -30,7 +30,7 @@ from torch import nn
 
 from .config import LR_SCHEDULES
 from .device import LEARNED_DTYPE
-from .stopping import STOP_CONVERGED, STOP_STEP_CAP, EarlyStopping
+from .stopping import STOP_CONVERGED, STOP_PROBE, STOP_STEP_CAP, EarlyStopping, ReconstructionProbe
 
 # XORed into an inversion's seed to seed its fixed evaluation batch: a batch of its own, not the
 # first training batch (which the rows have been fitted to first).
@@ -63,7 +63,9 @@ class InversionStep:
 
     `loss` is that step's denoising loss and `learning_rate` the rate the step used.
     `eval_loss` is the fixed-batch loss after the step where early stopping evaluated it;
-    `stop_reason` is set on a length's last step (`stopping.STOP_*`).
+    `probe_distance` is the mean distance of a reconstruction probe drawn after the step
+    (`stopping.ReconstructionProbe`), where one was. `stop_reason` is set on a length's last
+    step (`stopping.STOP_*`).
     """
 
     num_tokens: int
@@ -73,6 +75,7 @@ class InversionStep:
     learning_rate: float | None = None
     eval_loss: float | None = None
     stop_reason: str | None = None
+    probe_distance: float | None = None
 
 
 def initializer_id(tokenizer, word: str) -> int:
@@ -205,12 +208,15 @@ def invert(
     lr_schedule: str = "constant",
     early_stopping: EarlyStopping | None = None,
     micro_batch_size: int | None = None,
+    probe: ReconstructionProbe | None = None,
 ) -> Iterator[InversionStep]:
     """Learn the placeholder rows on the query; yields one event per step.
 
     At most `steps` steps; with `early_stopping`, fewer once the loss on a fixed evaluation
     batch (drawn from `seed`, the same batch at every evaluation) has converged (DVAR, see
-    `stopping`). The last event's `stop_reason` says which.
+    `stopping`); with a `probe`, also once its reconstructions drawn from the rows so far pass
+    (the pipeline reads the rows being learned while the probe draws). The last event's
+    `stop_reason` says which.
 
     Returns (as the generator's return value, so `emb = yield from invert(...)`)
     the learned embeddings, float32 tensor (m, dim) on the CPU. The pipeline's
@@ -267,7 +273,12 @@ def invert(
                 eval_loss = fixed_batch_loss()
                 if convergence.update(step, eval_loss):
                     reason = STOP_CONVERGED
-            yield InversionStep(placeholder.num_tokens, step, steps, loss, used_lr, eval_loss, reason)
+            probe_distance = None
+            if probe is not None and reason is None and probe.due(step):
+                if probe.passes(step):
+                    reason = STOP_PROBE
+                probe_distance = probe.history[-1][1]  # mean over the images the probe drew
+            yield InversionStep(placeholder.num_tokens, step, steps, loss, used_lr, eval_loss, reason, probe_distance)
             if reason is not None:
                 break
     finally:

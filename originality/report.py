@@ -74,6 +74,8 @@ class TokenResult:
     steps_used: int | None = None  # inversion steps run (<= config steps; fewer when early stopping stopped it)
     stop_reason: str = ""  # why the inversion stopped: stopping.STOP_STEP_CAP or STOP_CONVERGED ("": not recorded)
     warm_start: bool = False  # the first m-1 tokens started from length m-1's (token_init "previous")
+    # Reconstruction probes drawn during the inversion (`probe_every`): (step, mean distance, images drawn) each
+    probes: list[tuple[int, float, int]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -118,6 +120,7 @@ class TokenResult:
             "steps_used": self.steps_used,
             "stop_reason": self.stop_reason,
             "warm_start": self.warm_start,
+            "probes": [list(p) for p in self.probes],
         }
 
 
@@ -328,6 +331,7 @@ def _load_result(sub: Path, r: dict[str, Any]) -> TokenResult:
         steps_used=r.get("steps_used", len(r["losses"]) or None),  # older reports: one loss per step
         stop_reason=r.get("stop_reason", ""),
         warm_start=r.get("warm_start", False),
+        probes=[tuple(p) for p in r.get("probes", [])],
     )
 
 

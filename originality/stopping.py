@@ -14,12 +14,14 @@ model to model and image to image, the ratio does not) and it is the published c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 # Why a length's inversion stopped (TokenResult.stop_reason).
 STOP_STEP_CAP = "step cap"  # ran all `steps`
 STOP_CONVERGED = "converged"  # the fixed-batch loss stopped moving (DVAR)
+STOP_PROBE = "probe passed"  # the first reconstructions, drawn during the inversion, already passed (`ReconstructionProbe`)
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,46 @@ class Convergence:
         self.losses.append(float(loss))
         full = len(self.losses) > self.rule.window
         return full and step >= self.rule.min_steps and self.normalised_variance() < self.rule.ratio
+
+
+@dataclass
+class ReconstructionProbe:
+    """Stop a length's inversion as soon as the length already passes.
+
+    Every `every` steps, the first `size` reconstructions are drawn from the tokens as they are; when their
+    mean distance is at or below `threshold`, the rest of the `total` are drawn too (batch by batch, given up
+    as soon as the mean can no longer reach the threshold), and the inversion stops only when all `total`
+    pass: the length is judged on the same number of images as without a probe, and a probe that is lucky
+    on its first images costs some generation but never the length. `draw(start, count)` makes images
+    start .. start+count-1 of the set (their seeds), `score(images)` their distances (lower = closer); a
+    passing probe's images are the length's reconstructions, so they are not drawn twice.
+    """
+
+    every: int
+    size: int
+    total: int
+    batch: int
+    threshold: float
+    draw: Callable[[int, int], list]
+    score: Callable[[list], list]
+    images: list = field(default_factory=list)  # the passing probe's images and distances (empty until then)
+    distances: list[float] = field(default_factory=list)
+    history: list[tuple[int, float, int]] = field(default_factory=list)  # (step, mean distance, images drawn)
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def passes(self, step: int) -> bool:
+        """Draw and score the probe after step `step`; True when all `total` reconstructions pass."""
+        images = list(self.draw(0, self.size))
+        distances = [float(d) for d in self.score(images)]
+        if sum(distances) <= self.threshold * len(distances):  # the first ones pass: do they all?
+            while len(images) < self.total and sum(distances) <= self.threshold * self.total:
+                more = list(self.draw(len(images), min(self.batch, self.total - len(images))))
+                distances += [float(d) for d in self.score(more)]
+                images += more
+        self.history.append((step, float(np.mean(distances)), len(images)))
+        passed = len(images) == self.total and sum(distances) <= self.threshold * self.total
+        if passed:
+            self.images, self.distances = images, distances
+        return passed

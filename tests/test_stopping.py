@@ -147,3 +147,111 @@ def test_mean_interval_is_the_student_t_interval():
     assert ci.mean == pytest.approx(0.2) and ci.low == 0.0 and ci.high == pytest.approx(0.2 + 0.24841, abs=1e-4)
     assert mean_interval([0.3]) is None
     assert ci.describe(0.3) == "0.20, 95% CI 0.00-0.45, threshold 0.30"
+
+
+# --------------------------------------------------------------------------- the reconstruction probe
+
+
+def _probe(distances, total=4, size=2, batch=1, threshold=0.5):
+    """A probe over scripted per-image distances (image i has distances[i]); records what it drew."""
+    from originality.stopping import ReconstructionProbe
+
+    drawn = []
+
+    def draw(start, count):
+        drawn.append((start, count))
+        return list(range(start, start + count))
+
+    probe = ReconstructionProbe(every=5, size=size, total=total, batch=batch, threshold=threshold, draw=draw,
+                                score=lambda images: [distances[i] for i in images])
+    return probe, drawn
+
+
+def test_a_probe_whose_first_images_fail_draws_no_more():
+    probe, drawn = _probe([0.9, 0.8, 0.0, 0.0])
+    assert not probe.passes(5)
+    assert drawn == [(0, 2)] and probe.images == [] and probe.history == [(5, pytest.approx(0.85), 2)]
+
+
+def test_a_probe_stops_only_when_the_whole_set_passes():
+    probe, drawn = _probe([0.0, 0.1, 0.2, 0.3])  # mean 0.15 over all four
+    assert probe.passes(10)
+    assert drawn == [(0, 2), (2, 1), (3, 1)]  # the first two, then the rest in batches, with their seeds
+    assert probe.images == [0, 1, 2, 3] and probe.distances == [0.0, 0.1, 0.2, 0.3]
+    # lucky first images, then the set cannot pass any more: it gives up without drawing the last one
+    probe, drawn = _probe([0.0, 0.2, 1.9, 0.0])  # 2.1 > 0.5 * 4 after three
+    assert not probe.passes(5) and drawn == [(0, 2), (2, 1)] and probe.images == []
+    assert not probe.due(4) and probe.due(10)
+
+
+def test_invert_stops_when_the_probe_passes(session_inputs):
+    from originality.stopping import STOP_PROBE
+
+    pipe, mean, std = session_inputs
+    calls = []
+
+    class Always:
+        every = 3
+
+        def due(self, step):
+            return step % self.every == 0
+
+        def passes(self, step):
+            calls.append(step)
+            self.history = [(step, 0.1, 2)]
+            return len(calls) == 2
+
+    with TokenSession(pipe) as session:
+        ph = session.add("<s1>", 1, initializer_id(session.tokenizer, "house"))
+        events, _ = drain(invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=20, batch_size=2,
+                                 learning_rate=5e-2, seed=3, probe=Always()))
+    assert calls == [3, 6] and [e.step for e in events] == list(range(1, 7))
+    assert events[-1].stop_reason == STOP_PROBE and events[2].probe_distance == 0.1
+    assert events[1].probe_distance is None
+
+
+def test_a_passing_probe_is_the_lengths_reconstructions(session_inputs):
+    from originality import AnalysisConfig, analyze
+    from originality.analysis import generate
+    from originality.stopping import STOP_PROBE
+
+    pipe = session_inputs[0]
+    query = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+    config = AnalysisConfig.preset("fast", steps=30, batch_size=2, num_reconstructions=3, num_inference_steps=2,
+                                   max_tokens=1, probe_every=4, probe_size=1, generation_batch_size=2)
+    model = _scripted_model(pipe, [0.1] * 10)  # every image at distance 0.1 <= threshold 0.5
+    report = analyze(query, config, model)
+    (r,) = report.results
+    assert (r.steps_used, r.stop_reason, len(r.reconstructions)) == (4, STOP_PROBE, 3)
+    assert r.probes == [(4, pytest.approx(0.1), 3)] and report.label == "1"
+    assert model.distance.calls == 2  # the probe's first image, then the other two in one batch: none drawn again
+    # the images are what the final tokens draw, image i from seed + i
+    with TokenSession(pipe) as session:
+        ph = session.add(r.token, 1, 0)
+        session.set_embeddings(ph, r.embeddings)
+        again = generate(session.pipeline, f"a photo of {r.token}", 3, seed=0,
+                         config=report_config(report), resolution=64)
+    for a, b in zip(again, r.reconstructions):
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1
+
+
+def report_config(report):
+    from originality import AnalysisConfig
+
+    return AnalysisConfig.from_dict(report.config)
+
+
+def test_decide_early_stops_drawing_once_a_length_cannot_pass(session_inputs):
+    from originality import AnalysisConfig, Generating, iter_analyze
+
+    pipe = session_inputs[0]
+    query = Image.fromarray(np.full((64, 64, 3), 200, np.uint8))
+    config = AnalysisConfig.preset("fast", steps=1, batch_size=2, num_reconstructions=4, num_inference_steps=2,
+                                   max_tokens=1, generation_batch_size=1, decide_early=True)
+    # 0.9 each, threshold 0.5 over 4 images: after 3 the sum 2.7 > 2.0, so the 4th cannot save it
+    events = list(iter_analyze(query, config, _scripted_model(pipe, [0.9] * 10)))
+    drawn = [e.done for e in events if isinstance(e, Generating) and e.what == "reconstructions"]
+    (r,) = events[-1].report.results
+    assert drawn == [1, 2, 3] and len(r.distances) == 3 and not r.distance_passed
+    full = list(iter_analyze(query, config.replace(decide_early=False), _scripted_model(pipe, [0.9] * 10)))
+    assert len(full[-1].report.results[0].distances) == 4 and full[-1].report.label == events[-1].report.label
