@@ -149,3 +149,48 @@ def test_settings_that_need_the_lengths_in_order_are_refused(tmp_path, settings,
     with pytest.raises(ValueError, match=message):
         next(iter_parallel(prepared(3, **settings), Script(set()).run_length, Team(0, 2), tmp_path,
                            sync=lambda: None))
+
+
+SHAPES = ["assets/examples/shapes_common.png", "--model", "shapes", "--max-tokens", "3", "--steps", "2",
+          "--batch-size", "2", "--reconstructions", "2", "--inference-steps", "2", "--device", "cpu", "--quiet",
+          "--json"]
+
+
+def run_cli(prefix: list[str], *argv: str) -> dict:
+    """`python -m originality analyze ...` (after `prefix`, a launcher) with one thread per process: its JSON."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    out = subprocess.run([*prefix, "-m", "originality", "analyze", *SHAPES, *argv], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)  # one document: the other process printed nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threshold, label", [("0", "3+"), ("1", "1")])  # nothing passes; m = 1 passes
+def test_two_cpu_processes_give_the_sequential_label_and_distances(tmp_path, threshold, label):
+    """About 30 s on one core per case: a sequential run, then `accelerate launch` with two CPU processes."""
+    sequential = run_cli([sys.executable], "--threshold", threshold)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port())]
+    (tmp_path / "report" / ".parallel-lengths").mkdir(parents=True)
+    Board(tmp_path / "report" / ".parallel-lengths").settle(Settled(1, PASSED, 0), result(1, True))  # stale
+    parallel = run_cli(launch, "--threshold", threshold, "--out", str(tmp_path / "report"))
+    assert sequential["label"] == parallel["label"] == label
+    means = [[r["mean_distance"] for r in run["results"]] for run in (sequential, parallel)]
+    assert means[0] == means[1] and len(means[0]) == (1 if label == "1" else 3)
+    assert Report.load(tmp_path / "report").label == label
+    assert not (tmp_path / "report" / ".parallel-lengths").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "splits the token lengths over them, and they share files under --out: give --out DIR"),
+    (["--out", "{tmp}/r", "--token-init", "previous"], "token_init 'previous' starts length m from length m-1's"),
+])
+def test_launched_analyze_says_what_is_missing_before_loading_a_model(tmp_path, monkeypatch, capsys, argv, message):
+    from originality import cli
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("the model loaded"))
+    code = cli.main(["analyze", str(ROOT / SHAPES[0]), *[a.format(tmp=tmp_path) for a in argv]])
+    assert code == cli.EXIT_USAGE and message in capsys.readouterr().err
