@@ -27,7 +27,7 @@ import pickle
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -129,7 +129,7 @@ class Board:
             # on the CPU: the main process may have another device, or none
             result = replace(result, embeddings=result.embeddings.detach().cpu())
             self._write(f"m{settled.num_tokens}.pkl", pickle.dumps(result))
-        self._write(f"m{settled.num_tokens}.{settled.state}", json.dumps(settled.__dict__).encode())
+        self._write(f"m{settled.num_tokens}.{settled.state}", json.dumps(asdict(settled)).encode())
 
     def settled(self, m: int) -> Settled | None:
         """How length m ended, None while it has not."""
