@@ -537,12 +537,20 @@ def iter_analyze(
     report = decide(prepared, results, time.perf_counter() - started, seed_runs)
     # 10. Beside the score: similarity to the references (after the decision, which it cannot change)
     if refs:
-        yield ComparingReferences(len(refs))
-        compare_references = compare_references or local_comparer(prepared.model["world"])
-        report.similarity = compare_references(prepared.query, refs, {r.num_tokens: r.reconstructions
-                                                                      for r in results}, prepared.config.copy_line)
-        report.record = similarity_record(report.record, refs, report.similarity)
+        yield from iter_similarity(report, refs, compare_references or local_comparer(prepared.model["world"]),
+                                   prepared.config.copy_line)
     yield Decision(report)
+
+
+def iter_similarity(report: Report, refs: list[Reference], compare_references: Comparer,
+                    copy_line: float) -> Iterator[Event]:
+    """Step 10, beside the score (after the decision, which it cannot change): yield `ComparingReferences`,
+    then set the report's `similarity` (the query and each length's reconstructions against `refs`) and
+    its record."""
+    yield ComparingReferences(len(refs))
+    report.similarity = compare_references(report.query, refs, {r.num_tokens: r.reconstructions
+                                                                for r in report.results}, copy_line)
+    report.record = similarity_record(report.record, refs, report.similarity)
 
 
 def _relay(events: Iterator, convert: Callable) -> Iterator:

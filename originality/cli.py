@@ -4,6 +4,7 @@
     originality reproduce reports/photo     # rerun from the record; exit 0 when the labels match
     originality batch photos/ --out reports/ --preset fast
     accelerate launch -m originality batch photos/ --out reports/   # one process per GPU
+    accelerate launch -m originality analyze photo.jpg --out reports/photo   # its token lengths over the GPUs
 
 User mistakes (a missing or unreadable image, a bad setting, an unknown model folder)
 print `error: <message>` on stderr and exit with status 2; no traceback.
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="image file (PNG, JPEG, WebP, GIF, BMP, TIFF)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="save the report folder (report.json, query, reconstructions, edits, learned "
-                        "embeddings) there (default: None = not saved)")
+                        "embeddings) there; required under `accelerate launch` with several processes, which "
+                        "split the token lengths and share files there (default: None = not saved)")
     p.add_argument("--json", action="store_true",
                    help="print the report summary, with its reproducibility record, as JSON instead of the "
                         "text lines (default: off)")
@@ -297,10 +299,19 @@ def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
 
 
 def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None, references=None):
-    from .analysis import Decision, LengthDone, SeedProgress, iter_analyze  # noqa: PLC0415
+    from .analysis import iter_analyze  # noqa: PLC0415
+
+    report = _consume(iter_analyze(image, config, model, references=references), progress, on_length)
+    if report is None:
+        raise RuntimeError("analysis ended without a decision")
+    return report
+
+
+def _consume(events, progress: _Progress, on_length=None):
+    """Show an analysis's events (bars, `on_length` per finished length); its report, None without a decision."""
+    from .analysis import Decision, LengthDone, SeedProgress  # noqa: PLC0415
     from .inversion import InversionStep  # noqa: PLC0415
 
-    events = iter_analyze(image, config, model, references=references)
     prefix = progress.prefix
     try:
         for event in events:
@@ -321,7 +332,7 @@ def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_
     finally:
         progress.close()
         events.close()
-    raise RuntimeError("analysis ended without a decision")
+    return None
 
 
 # --------------------------------------------------------------------------- analyze
@@ -336,6 +347,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
     check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
     references = _references(args, config)
+    if _launched_processes() > 1:
+        return _analyze_parallel(args, config, references)
     model = _load(args)
     # the domain word, in this model's vocabulary; `config` stays as given, so that a domain left
     # blank is picked per image and the report says where the threshold came from
@@ -346,6 +359,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             print(length_line(result, threshold), flush=True)
 
     report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length, references)
+    return _show_report(args, report)
+
+
+def _show_report(args: argparse.Namespace, report) -> int:
+    """`analyze`'s output after the analysis: the report folder, the HTML, the JSON or the score lines."""
     if args.out:
         folder = report.save(args.out)
         logger.info("report saved to %s", folder)
@@ -365,6 +383,59 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.out:
             print(f"report: {args.out}")
     return 0
+
+
+# Where the lengths' processes share their files, under --out (`parallel.Board`).
+SHARED_LENGTHS = ".parallel-lengths"
+
+
+def _launched_processes() -> int:
+    """How many processes `accelerate launch` / torchrun / MPI started (1 without a launcher); read from
+    the environment as accelerate reads it, so that a single process never sets up accelerate's state."""
+    names = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    return max([1, *(int(os.environ[n]) for n in names if os.environ.get(n, "").isdigit())])
+
+
+def _process_state(args: argparse.Namespace):
+    """accelerate's state of this process (one process per device under `accelerate launch`; cpu=True lets
+    CPU-only launches, with gloo, split the work too) and the device its model loads on (--device picks
+    only cpu vs cuda when there are several processes)."""
+    import torch  # noqa: PLC0415
+    from accelerate import PartialState  # noqa: PLC0415
+
+    on_cpu = (args.device or "").startswith("cpu") or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)
+    device = state.device
+    if args.device is not None and (state.num_processes == 1 or not args.device.startswith("cuda")):
+        device = args.device
+    return state, device
+
+
+def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, references) -> int:
+    """`analyze` under a launcher with several processes: the token lengths of the image are split over
+    them (`parallel.iter_analyze_parallel`); the main process prints and saves the report, the others
+    exit 0 quietly."""
+    from .parallel import Team, check_parallel, iter_analyze_parallel  # noqa: PLC0415
+
+    if not args.out:
+        raise UsageError("analyze under `accelerate launch` with several processes splits the token lengths over "
+                         "them, and they share files under --out: give --out DIR (or launch one process)")
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a folder")
+    check_parallel(config)  # before the model loads
+    state, device = _process_state(args)
+    model = _load(args, device=device)
+    team = Team(state.process_index, state.num_processes)
+    events = iter_analyze_parallel(args.image, config, model, team, out / SHARED_LENGTHS,
+                                   sync=state.wait_for_everyone, references=references)
+    report = _consume(events, _Progress(not args.quiet, prefix=f"p{team.rank} ", position=team.rank))
+    if not team.is_main:
+        return 0
+    if not args.json:
+        for result in report.results:
+            print(length_line(result, report.threshold), flush=True)
+    return _show_report(args, report)
 
 
 # --------------------------------------------------------------------------- reproduce
@@ -472,22 +543,13 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise UsageError(f"no image files in {args.folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     references = _references(args, config)
 
-    import torch  # noqa: PLC0415
-    from accelerate import PartialState  # noqa: PLC0415
-
-    # One process per device under `accelerate launch` / torchrun, else a single process.
-    # cpu=True lets CPU-only launches (gloo) split the work too.
-    on_cpu = (args.device or "").startswith("cpu") or not torch.cuda.is_available()
-    state = PartialState(cpu=on_cpu)
+    # One process per device under `accelerate launch` / torchrun, else a single process; each loads
+    # the model on its own device.
+    state, device = _process_state(args)
     rank, world = state.process_index, state.num_processes
     out.mkdir(parents=True, exist_ok=True)
     names = report_names(images)
     mine = images[rank::world]
-
-    # Each process loads the model on its own device (--device only picks cpu vs cuda).
-    device = state.device
-    if args.device is not None and (world == 1 or not args.device.startswith("cuda")):
-        device = args.device
     model = _load(args, device=device)
     from .analysis import check_inputs  # noqa: PLC0415
 
