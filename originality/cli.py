@@ -263,8 +263,10 @@ class _Progress:
             self.bar = None
 
 
-def length_line(result, threshold: float) -> str:
-    """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit: 3/4 edits show a cat  steps 80 (converged)  -> pass`."""
+def length_line(result, threshold: float, planned: int | None = None) -> str:
+    """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit: 3/4 edits show a cat  steps 80 (converged)  -> pass`
+    (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer)."""
+    from .report import drawn_note  # noqa: PLC0415
     if result.passed:
         verdict = "pass"
     else:
@@ -279,7 +281,8 @@ def length_line(result, threshold: float) -> str:
     spread = f"({ci.span(3)})" if ci else f"± {result.std_distance:.3f}"
     steps = f"  steps {result.steps_used}" + (f" ({result.stop_reason})" if result.stop_reason else "") \
         if result.steps_used else ""
-    return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} {spread}  "
+    drawn = drawn_note(len(result.distances), planned)
+    return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} {spread}{f'  {drawn}' if drawn else ''}  "
             f"edit: {detail}{steps}  -> {verdict}")
 
 
@@ -356,7 +359,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     def on_length(result) -> None:
         if not args.json:
-            print(length_line(result, threshold), flush=True)
+            print(length_line(result, threshold, config.num_reconstructions), flush=True)
 
     report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length, references)
     return _show_report(args, report)
@@ -434,7 +437,7 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
         return 0
     if not args.json:
         for result in report.results:
-            print(length_line(result, report.threshold), flush=True)
+            print(length_line(result, report.threshold, config.num_reconstructions), flush=True)
     return _show_report(args, report)
 
 

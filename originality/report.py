@@ -124,6 +124,11 @@ class TokenResult:
         }
 
 
+def drawn_note(drawn: int, planned: int | None) -> str:
+    """'decided after 3 of 8 reconstructions' when a length stopped drawing early (`decide_early`), else ''."""
+    return f"decided after {drawn} of {planned} reconstructions" if planned and drawn < planned else ""
+
+
 def first_pass(results: list["TokenResult"]) -> int | None:
     """The stop rule's score: the token length of the first result that passed (None: none did)."""
     return next((r.num_tokens for r in results if r.passed), None)

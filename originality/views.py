@@ -17,7 +17,7 @@ from .analysis import (CheckReady, ComparingReferences, Decision, DistancesReady
                        ReconstructionsReady, SeedProgress, Started)
 from .inversion import InversionStep
 from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
-from .report import SCORED_RECONSTRUCTIONS, Report
+from .report import SCORED_RECONSTRUCTIONS, Report, drawn_note
 from .uncertainty import mean_interval
 from .worlds import all_worlds, get_world
 
@@ -241,6 +241,8 @@ def row_header(view: RunView, lv: LengthView) -> str:
         ci = lv.interval()
         parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} {sign} {view.threshold:g} "
                      f"{_mark(lv.distance_passed)}")
+        if drawn := drawn_note(len(lv.distances), view.config.get("num_reconstructions")):
+            parts.append(drawn)
         parts.append(f"{view.check_name}: {lv.check_detail or '…'} {_mark(lv.check_passed)}"
                      if lv.check_passed is not None else f"{view.check_name}: running…")
     if lv.steps_used:

@@ -253,5 +253,11 @@ def test_decide_early_stops_drawing_once_a_length_cannot_pass(session_inputs):
     drawn = [e.done for e in events if isinstance(e, Generating) and e.what == "reconstructions"]
     (r,) = events[-1].report.results
     assert drawn == [1, 2, 3] and len(r.distances) == 3 and not r.distance_passed
+    from originality.cli import length_line
+    from originality.views import RunView, row_header
+
+    assert "decided after 3 of 4 reconstructions" in length_line(r, 0.5, config.num_reconstructions)
+    view = RunView.from_report(events[-1].report)
+    assert "decided after 3 of 4 reconstructions" in row_header(view, view.lengths[1])
     full = list(iter_analyze(query, config.replace(decide_early=False), _scripted_model(pipe, [0.9] * 10)))
     assert len(full[-1].report.results[0].distances) == 4 and full[-1].report.label == events[-1].report.label
