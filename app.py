@@ -257,7 +257,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
         world: the model world: "shapes" (small, runs on a CPU) or "stable-diffusion" ("sd").
         domain: "default" (the world's), a domain preset (house, painting, dog, cat, bird, sport, person) or "custom".
         custom_word: the one-word domain when domain is "custom".
-        preset: "fast" or "paper".
+        preset: "fast", "adaptive" or "paper" (`originality.config.PRESETS`).
         settings: a JSON object of AnalysisConfig overrides, e.g. '{"max_tokens": 2}'.
         references: optional reference images (file paths or URLs) to compare the image with (copy and style).
 
@@ -333,7 +333,8 @@ def build_demo() -> gr.Blocks:
                     ui.custom_word = gr.Textbox(value=word, label="Custom domain word",
                                                 placeholder="one word, e.g. castle", elem_id="custom-word")
                 ui.preset = gr.Radio(list(PRESETS), value="fast", label="Preset",
-                                     info="fast: about a minute on a GPU · paper: the paper's settings (slow)",
+                                     info="fast: about a minute on a GPU · adaptive: each length stops once it has converged · "
+                                          "paper: the paper's settings (slow)",
                                      elem_id="preset")
                 with gr.Accordion("Advanced (blank = preset / model-world default)", open=False, elem_id="advanced"):
                     # Textboxes, not gr.Number: a blank field must stay blank (= default), not become 0.

@@ -32,6 +32,7 @@ from statistics import median
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from originality import gpu_costs  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
 
@@ -61,8 +62,18 @@ def unet_passes(report) -> int:
     return total
 
 
+def projected_gpu_seconds(steps: list[int], config: AnalysisConfig) -> float:
+    """One analysis's lengths (`steps`: the inversion steps of each) priced at Stable Diffusion 1.4's GPU costs
+    (`originality.gpu_costs`: an estimate until `benchmarks/gpu_bench.py --update-costs` has run on a GPU), with
+    every length's reconstructions counted (an upper bound where `decide_early` drew fewer). A projection of what
+    the settings would cost there if SD converged in as many steps as the shapes world, not a measurement."""
+    return sum(gpu_costs.seconds(n, config.batch_size, config.num_reconstructions, config.num_inference_steps)
+               for n in steps)
+
+
 def record(report, seconds: float) -> dict:
     return {"label": report.label, "seconds": round(seconds, 2), "passes": unet_passes(report),
+
             "steps": [r.steps_used for r in report.results], "stops": [r.stop_reason for r in report.results],
             "distances": [round(r.mean_distance, 4) for r in report.results]}
 
@@ -85,6 +96,8 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
             agree = sum(runs[f"{p}|{k}"]["label"] == ref[k]["label"] for k in both)
             ratio = sum(ref[k]["passes"] for k in both) / max(1, sum(runs[f"{p}|{k}"]["passes"] for k in both))
             line += f"; same label as {reference}: {agree}/{len(both)}; {ratio:.2f}x fewer passes than {reference}"
+        gpu = [projected_gpu_seconds(r["steps"], preset_config(p)) for r in rows]
+        line += f"; SD 1.4 GPU projection (gpu_costs.json): mean {sum(gpu) / len(gpu):.0f} s"
         m1 = [r["seconds"] for r in rows if r["label"] == "1"]
         if m1:
             line += f"; images stopping at m = 1: median {median(m1):.1f} s"

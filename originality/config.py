@@ -163,7 +163,7 @@ class AnalysisConfig:
                                       low=0, high=1, low_open=True)
     # The reconstruction probe (`stopping.ReconstructionProbe`): a length may stop as soon as it already passes
     probe_every: int = setting(
-        0, "every N inversion steps, draw the length's first --probe-size reconstructions from the tokens so far; "
+        0, "every N inversion steps, draw the length's first few reconstructions (probe size) from the tokens so far; "
            "when they pass, draw the rest, and stop the inversion if all pass (they are the length's "
            "reconstructions, judged as without a probe); 0: off", metavar="N",
         label="reconstruction probe: every N steps (0: off)", low=0, public_max=2000)
