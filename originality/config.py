@@ -350,12 +350,13 @@ PRESETS: dict[str, AnalysisConfig] = {
     "fast": AnalysisConfig(
         steps=150, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4
     ),
-    # fast's learning rate and judges, a 4x higher step cap, and early stopping: each length runs until its
-    # fixed-batch loss has converged (DVAR, checked every 10 steps over a window of 8 checks), and a failing
-    # length stops drawing reconstructions once the decision is known (in batches of 4). See README,
-    # "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
+    # fast's judges; 3x fast's learning rate (on the shapes world it reached fast's 150-step distances in about
+    # 50 steps: benchmarks/RESULTS.md, session 9), a cap of 2x fast's steps, and early stopping: each length
+    # runs until its fixed-batch loss has converged (DVAR, checked every 5 steps over a window of 6 checks);
+    # a failing length stops drawing reconstructions once the decision is known (in batches of 4). See
+    # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
     "adaptive": AnalysisConfig(
-        steps=600, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4,
-        early_stop_every=10, decide_early=True, generation_batch_size=4,
+        steps=300, batch_size=8, learning_rate=1.5e-2, num_reconstructions=8, num_inference_steps=20, num_edits=4,
+        early_stop_every=5, early_stop_window=6, decide_early=True, generation_batch_size=4,
     ),
 }

@@ -298,3 +298,17 @@ def test_calibrate_cli_on_random_weights(random_model: Path, tmp_path: Path, cap
     assert "suggested threshold" in capsys.readouterr().out
     assert calibrate.main([*args[:-4], "--groups", "rare", "--out", str(out)]) == 2
     assert calibrate.main([*args, "--quantile", "0"]) == 2
+
+
+def test_calibrate_says_when_true_captions_are_too_good_to_bound_the_threshold(random_model: Path, tmp_path: Path,
+                                                                               capsys, monkeypatch) -> None:
+    def perfect(model, config, group, per_group, images):
+        return [{"group": group, "index": i, "mean": 0.0} for i in range(per_group)]
+
+    monkeypatch.setattr(calibrate, "true_caption_distances", perfect)
+    args = ["--model", str(random_model), "--per-group", "2", "--images", "4", "--groups", "common",
+            "--out", str(tmp_path / "cal"), "--device", "cpu"]
+    assert calibrate.main(args) == 0
+    out = capsys.readouterr().out
+    assert "suggested threshold: 0.000" in out and "no longer bounds the threshold" in out
+    assert "python -m originality calibrate" in out

@@ -58,6 +58,11 @@ def true_caption_distances(model, config: AnalysisConfig, group: str, per_group:
     return rows
 
 
+# The element distance of an image that misses one element of a two-element query (1 - F1 = 1 - 2/3): the
+# smallest error a reconstruction of a pair can make.
+ONE_MISS = 1.0 / 3.0
+
+
 def summarise(rows: list[dict[str, Any]], q: float) -> dict[str, dict[str, float]]:
     out = {}
     for group in dict.fromkeys(r["group"] for r in rows):
@@ -132,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{group:<8s} {s['queries']:7d} {s['mean']:6.3f} {s['median']:6.3f} {s[q]:6.3f}")
     print(f"\nsuggested threshold: {suggested:.3f} (lets {args.quantile:.0%} of COMMON queries' true captions "
           f"pass; their mean is {summary['common']['mean']:.3f})")
+    if suggested < ONE_MISS / args.images:
+        print(f"note: the true captions reconstruct COMMON queries almost perfectly ({suggested:.3f} is below one "
+              f"missed element in one of {args.images} images, {ONE_MISS / args.images:.3f}), a quality no learned "
+              "token reaches: this rule no longer bounds the threshold. Use the m = 1 inversion distances of "
+              "familiar images instead: `python -m originality calibrate <folder of COMMON drawings> --model "
+              f"{args.model}`")
     print(f"wrote {out / 'calibration.json'}")
     return 0
 
