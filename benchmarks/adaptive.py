@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from originality import gpu_costs  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
+from originality.shapes.figure6 import rank_correlation  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
@@ -106,6 +107,9 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
             labels = [runs[f"{p}|{k}"]["label"] for k in done if k.startswith(g)]
             if labels:
                 lines.append(f"{'':>11}{g}: {' '.join(labels)}")
+        rho = rank_correlation([k.split("-")[0] for k in done], [runs[f"{p}|{k}"]["label"] for k in done])
+        if rho is not None:
+            lines.append(f"{'':>11}Spearman rank correlation of label vs group: {rho:.3f}")
     return lines
 
 

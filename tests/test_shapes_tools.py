@@ -312,3 +312,19 @@ def test_calibrate_says_when_true_captions_are_too_good_to_bound_the_threshold(r
     out = capsys.readouterr().out
     assert "suggested threshold: 0.000" in out and "no longer bounds the threshold" in out
     assert "python -m originality calibrate" in out
+
+
+def test_rank_correlation_of_label_vs_group_is_spearmans():
+    import numpy as np
+
+    groups = ["common", "common", "rare", "rare", "unseen", "unseen"]
+    ordered = figure6.rank_correlation(groups, ["1", "1", "2", "3", "5", "5+"])
+    assert ordered == pytest.approx(np.corrcoef([1.5, 1.5, 3.5, 3.5, 5.5, 5.5], [1.5, 1.5, 3, 4, 5, 6])[0, 1])
+    assert ordered > 0.95
+    assert figure6.rank_correlation(groups, ["5+", "5", "3", "3", "1", "1"]) < -0.9
+    assert figure6.rank_correlation(groups, ["2"] * 6) is None
+    # ties at their mean rank, as scipy.stats.spearmanr: the Pearson correlation of the rank vectors
+    labels = ["1", "5+", "1", "2", "5+", "3"]
+    ranks_g, ranks_l = np.array([1.5, 1.5, 3.5, 3.5, 5.5, 5.5]), np.array([1.5, 5.5, 1.5, 3, 5.5, 4])
+    assert figure6.rank_correlation(groups, labels) == pytest.approx(np.corrcoef(ranks_g, ranks_l)[0, 1])
+    assert figure6.label_rank("5+") == 6 and figure6.label_rank("2") == 2

@@ -40,6 +40,8 @@ import random
 import sys
 import time
 from collections import Counter
+
+import numpy as np
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +101,29 @@ def counts(images: list[dict], max_tokens: int, groups=GROUPS) -> dict[str, dict
         c = Counter(im["label"] for im in images if im["group"] == g)
         out[g] = {label: c.get(label, 0) for label in histogram_labels(max_tokens)}
     return out
+
+
+def label_rank(label: str) -> int:
+    """A label as a number for ranking: "3" -> 3, "5+" -> 6 (more than any length tried)."""
+    return int(label[:-1]) + 1 if label.endswith("+") else int(label)
+
+
+def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
+    """Spearman's rank correlation of label vs group (COMMON < RARE < UNSEEN), ties at their mean rank, in
+    [-1, 1]: 1 when every COMMON label is below every RARE one and those below every UNSEEN one. None when
+    either side has a single value."""
+    x = np.array([GROUPS.index(g) for g in groups], float)
+    y = np.array([label_rank(label) for label in labels], float)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+
+    def ranks(v):
+        order = v.argsort(kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        return np.array([r[v == value].mean() for value in v])  # ties share their mean rank
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
 def agreement(a: list[dict], b: list[dict]) -> dict[str, Any]:
@@ -234,6 +259,9 @@ def summary_lines(data: dict) -> list[str]:
             lines.append(f"  {g.upper():<8s} {len(ims):3d} " + " ".join(f"{table[g][label]:4d}" for label in labels)
                          + f" {mean:>11s} {secs:>8s}")
         lines.append(f"  (* '{max_tokens}+' counted as {max_tokens + 1})")
+        rho = rank_correlation([im["group"] for im in run["images"]], [im["label"] for im in run["images"]])
+        if rho is not None:
+            lines.append(f"  Spearman rank correlation of label vs group: {rho:.3f} ({len(run['images'])} images)")
     if data.get("agreement"):
         a = data["agreement"]
         rate = "-" if a["rate"] is None else f"{a['rate']:.0%}"
