@@ -29,7 +29,7 @@ from typing import Any, Iterable
 from PIL import Image
 
 from . import citation
-from .report import Report, TokenResult
+from .report import Report, TokenResult, drawn_note
 
 QUERY_SIDE = 512  # largest side of the embedded query
 THUMB_SIDE = 256  # largest side of an embedded reconstruction or edit
@@ -315,6 +315,10 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
     edits_html = (f'<p>Edits (“{esc(str(report.config.get("edit_prompt", "{}")).replace("{}", "S*"))}”):</p>'
                   f'<div class="grid">{"".join(edits)}</div>') if edits else ""
     verdict = '<span class="pass">passes</span>' if r.passed else '<span class="fail">does not pass</span>'
+    steps = f"{r.steps_used} step{'s' if r.steps_used != 1 else ''}" if r.steps_used else ""
+    work = [f"learned in {steps} ({esc(r.stop_reason)})" if steps and r.stop_reason else ""]
+    work.append(drawn_note(len(r.distances), report.config.get("num_reconstructions")))
+    work_html = f'<p class="muted">{"; ".join(w for w in work if w).capitalize()}.</p>' if any(work) else ""
     return f"""
 <section class="length">
   <h3>{_tokens(r.num_tokens)}: {verdict}</h3>
@@ -322,6 +326,7 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
     your image: mean distance <strong>{r.mean_distance:.3f}</strong> ± {r.std_distance:.3f}
     {'≤' if close else '>'} threshold {report.threshold:g}:
     <span class="{'pass' if close else 'fail'}">{'close enough' if close else 'not close enough'}</span>.</p>
+  {work_html}
   <div class="grid">{"".join(recon)}</div>
   {edits_html}
   <p>{esc(check_title)}: {esc(r.check_detail or '')} —

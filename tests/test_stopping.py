@@ -259,5 +259,8 @@ def test_decide_early_stops_drawing_once_a_length_cannot_pass(session_inputs):
     assert "decided after 3 of 4 reconstructions" in length_line(r, 0.5, config.num_reconstructions)
     view = RunView.from_report(events[-1].report)
     assert "decided after 3 of 4 reconstructions" in row_header(view, view.lengths[1])
+    from originality.html_report import render
+
+    assert "Learned in 1 step (step cap); decided after 3 of 4 reconstructions." in render(events[-1].report)
     full = list(iter_analyze(query, config.replace(decide_early=False), _scripted_model(pipe, [0.9] * 10)))
     assert len(full[-1].report.results[0].distances) == 4 and full[-1].report.label == events[-1].report.label
