@@ -1,6 +1,6 @@
 """Adaptive inversion against fixed-step presets on the shapes world: work, time and label agreement.
 
-    python benchmarks/adaptive.py --per-group 10 --presets fast adaptive --reference long [--varied]
+    python benchmarks/adaptive.py --per-group 10 --presets fast adaptive long --reference long [--varied]
                                   [--out benchmarks/adaptive.json] [--threads 1] [--shard K/N]
 
 For --per-group figure-6 queries of each group (COMMON, RARE, UNSEEN; `--varied`: drawn as another
@@ -14,8 +14,10 @@ sample-passes:
                                   * inference_steps * (2 with guidance, else 1)
 
 The reference (`--reference`, default "long": fast's settings with 2x its steps and no early
-stopping) stands in for the paper preset, which costs 8-60 min per image on a 2-core CPU; its
-labels are what the others are compared with. Results go to --out after every analysis
+stopping; run only when it is also in --presets) stands in for the paper preset, which costs 8-60 min
+per image on a 2-core CPU; its labels are what the others are compared with. "PRESET-seed+K" runs
+the preset with --seed + K: with K = 1..5 the summary adds how the label moves with the seed and
+whether the median label of three seeds is steadier than one. Results go to --out after every analysis
 (resumable: a rerun skips what is there; other settings in the same file are refused).
 """
 
@@ -41,16 +43,21 @@ GROUPS = ("common", "rare", "unseen")
 BASELINE = "fast"  # the fixed-step preset the adaptive one replaces
 # Settings measured beside the presets: the reference, and the adaptive preset with one more option each.
 REFERENCES = {"long": lambda: AnalysisConfig.preset("fast", steps=300)}
-SEED_OFFSETS = {"fast-seed+1": 1}  # added to --seed for these settings
 VARIANTS = {"adaptive-probe": lambda: AnalysisConfig.preset("adaptive", probe_every=20),
-            # the same fixed-step preset with the next seed: how often a label survives a rerun at all (the
-            # agreement no other setting can be expected to beat)
-            "fast-seed+1": lambda: AnalysisConfig.preset("fast"),
             "adaptive-warm": lambda: AnalysisConfig.preset("adaptive", token_init="previous"),
             **REFERENCES}
+# "PRESET-seed+K": the preset with --seed + K, how often a label survives a rerun at all (the agreement no
+# other setting can be expected to beat), and with several K the label over seeds (`seed_summary`)
+SEED_VARIANTS = [f"{p}-seed+{k}" for p in ("fast", "adaptive") for k in range(1, 6)]
+
+
+def seed_offset(name: str) -> int:
+    """K of a "PRESET-seed+K" setting, else 0."""
+    return int(name.rsplit("-seed+", 1)[1]) if "-seed+" in name else 0
 
 
 def preset_config(name: str) -> AnalysisConfig:
+    name = name.rsplit("-seed+", 1)[0]
     return VARIANTS[name]() if name in VARIANTS else AnalysisConfig.preset(name)
 
 
@@ -127,10 +134,52 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
     return lines
 
 
+def median_label(labels: list[str]) -> str:
+    """The middle label of an odd number of labels, by length ("5+" above 5)."""
+    return sorted(labels, key=label_rank)[len(labels) // 2]
+
+
+def seed_summary(data: dict, preset: str) -> list[str]:
+    """How a preset's label moves with the inversion seed, over the images run with seeds +0..+5 of it:
+    one seed's label against another's, all three of seeds +0..+2 alike, and the median label of three
+    seeds (+0..+2 against +3..+5), with the figure-6 ordering (Spearman) of each."""
+    runs = data["runs"]
+    names = [preset] + [f"{preset}-seed+{k}" for k in range(1, 6)]
+    keys = sorted({k.split("|", 1)[1] for k in runs})
+    labels = {k: [runs[f"{n}|{k}"]["label"] if f"{n}|{k}" in runs else None for n in names] for k in keys}
+    lines = []
+    pairs = [(a[i], a[j]) for a in labels.values() for i in range(6) for j in range(i + 1, 6) if a[i] and a[j]]
+    if pairs:
+        same = sum(x == y for x, y in pairs)
+        near = sum(abs(label_rank(x) - label_rank(y)) <= 1 for x, y in pairs)
+        lines.append(f"{preset}: one seed against another: same label in {same}/{len(pairs)} pairs "
+                     f"({same / len(pairs):.0%}), within one {near / len(pairs):.0%}")
+    three = {k: a[:3] for k, a in labels.items() if all(a[:3])}
+    if three:
+        alike = sum(len(set(a)) == 1 for a in three.values())
+        medians = {k: median_label(a) for k, a in three.items()}
+        groups = [k.split("-")[0] for k in three]
+        rho1 = rank_correlation(groups, [a[0] for a in three.values()])
+        rho3 = rank_correlation(groups, list(medians.values()))
+        lines.append(f"{preset}: seeds +0..+2 give one label on {alike}/{len(three)} images; Spearman of label "
+                     f"vs group: seed +0 alone {rho1:.3f}, median of three {rho3:.3f}")
+        for g in GROUPS:
+            ms = [medians[k] for k in three if k.startswith(g)]
+            if ms:
+                lines.append(f"{'':>11}{g} median of three: {' '.join(ms)} (median {median(label_rank(x) for x in ms):g})")
+    six = {k: a for k, a in labels.items() if all(a)}
+    if six:
+        same = sum(median_label(a[:3]) == median_label(a[3:]) for a in six.values())
+        near = sum(abs(label_rank(median_label(a[:3])) - label_rank(median_label(a[3:]))) <= 1 for a in six.values())
+        lines.append(f"{preset}: median of seeds +0..+2 against median of +3..+5: same on {same}/{len(six)} "
+                     f"images (within one: {near})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=10)
-    ap.add_argument("--presets", nargs="+", default=["fast", "adaptive"], choices=sorted(set(PRESETS) | set(VARIANTS)))
+    ap.add_argument("--presets", nargs="+", default=["fast", "adaptive"], choices=sorted(set(PRESETS) | set(VARIANTS) | set(SEED_VARIANTS)))
     ap.add_argument("--reference", default="long", choices=sorted(set(PRESETS) | set(REFERENCES)))
     ap.add_argument("--varied", action="store_true", help="varied drawings instead of the renderer's exact pixels")
     ap.add_argument("--model", default="shapes")
@@ -142,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out)
-    settings = {"per_group": args.per_group, "varied": args.varied, "model": args.model, "seed": args.seed}
+    # --per-group only chooses images (keys name them), so a file can grow from 10 to 20 per group
+    settings = {"varied": args.varied, "model": args.model, "seed": args.seed}
     data = json.loads(out.read_text()) if out.is_file() else {"settings": settings, "runs": {}}
+    data["settings"].pop("per_group", None)  # files written before it was dropped from the settings
     if data["settings"] != settings:
         ap.error(f"{out} holds other settings ({data['settings']}); use another --out")
     if args.summary:
         print("\n".join(summary(data, args.presets, args.reference)))
+        for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
+            print("\n".join(seed_summary(data, p)))
         return 0
 
     import torch
@@ -162,14 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard:
         k, n = (int(x) for x in args.shard.split("/"))
         jobs = jobs[k - 1::n]
-    # preset by preset over all images (the reference last): a stopped run has whole columns to compare
-    for preset, (group, index) in ((p, job) for p in args.presets + [args.reference] for job in jobs):
+    # preset by preset over all images: a stopped run has whole columns to compare
+    for preset, (group, index) in ((p, job) for p in args.presets for job in jobs):
         _, image = query_image(group, args.seed, index, varied=args.varied)
         key = f"{preset}|{group}-{index:02d}"
         if key in data["runs"]:
             continue
         t0 = time.perf_counter()
-        report = analyze(image, preset_config(preset).replace(seed=args.seed + SEED_OFFSETS.get(preset, 0)), model)
+        report = analyze(image, preset_config(preset).replace(seed=args.seed + seed_offset(preset)), model)
         data["runs"][key] = record(report, time.perf_counter() - t0)
         print(key, data["runs"][key], flush=True)
         # re-read before writing: shards share the file
@@ -180,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(out)
     print("\n".join(summary(data, args.presets, args.reference)))
+    for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
+        print("\n".join(seed_summary(data, p)))
     return 0
 
 
