@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from statistics import median
 
@@ -36,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from originality import gpu_costs  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
-from originality.shapes.figure6 import label_rank, rank_correlation  # noqa: E402
+from originality.report import label_rank  # noqa: E402
+from originality.shapes.figure6 import rank_correlation  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
@@ -45,10 +47,15 @@ BASELINE = "fast"  # the fixed-step preset the adaptive one replaces
 REFERENCES = {"long": lambda: AnalysisConfig.preset("fast", steps=300)}
 VARIANTS = {"adaptive-probe": lambda: AnalysisConfig.preset("adaptive", probe_every=20),
             "adaptive-warm": lambda: AnalysisConfig.preset("adaptive", token_init="previous"),
+            # session 9's adaptive preset: DVAR alone, which stopped most lengths at its earliest (35 steps)
+            "adaptive-nofloor": lambda: AnalysisConfig.preset("adaptive", early_stop_min_steps=0),
+            "adaptive-nofloor-probe": lambda: AnalysisConfig.preset("adaptive", early_stop_min_steps=0, probe_every=20),
+            "adaptive-nofloor-warm": lambda: AnalysisConfig.preset("adaptive", early_stop_min_steps=0,
+                                                                   token_init="previous"),
             **REFERENCES}
 # "PRESET-seed+K": the preset with --seed + K, how often a label survives a rerun at all (the agreement no
 # other setting can be expected to beat), and with several K the label over seeds (`seed_summary`)
-SEED_VARIANTS = [f"{p}-seed+{k}" for p in ("fast", "adaptive") for k in range(1, 6)]
+SEED_VARIANTS = [f"{p}-seed+{k}" for p in ("fast", "adaptive", "adaptive-nofloor") for k in range(1, 6)]
 
 
 def seed_offset(name: str) -> int:
@@ -107,7 +114,7 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
         steps = [n for r in rows for n in r["steps"][1:]]
         if steps:
             line += f"; mean {sum(steps) / len(steps):.0f} steps per length m >= 2"
-        for other in dict.fromkeys([reference, BASELINE, p.split("-")[0]]):  # a variant: also its preset
+        for other in dict.fromkeys([reference, BASELINE, p.rsplit("-", 1)[0]]):  # a variant: also its preset
             both = [k for k in done if f"{other}|{k}" in runs]
             if p == other or not both:
                 continue
@@ -176,6 +183,47 @@ def seed_summary(data: dict, preset: str) -> list[str]:
     return lines
 
 
+def same_colour(group: str, index: int, seed: int) -> bool:
+    """Whether a figure-6 query's two elements share a colour (the caption's colour words)."""
+    from originality.shapes import world  # noqa: PLC0415
+    from originality.shapes.figure6 import query_image  # noqa: PLC0415
+
+    words = query_image(group, seed, index)[0].split()
+    return len({w for w in words if w in world.RGB}) == 1
+
+
+def figure6_summary(data: dict, preset: str) -> list[str]:
+    """Figure 6 from the benchmark's runs: per group the label counts (1..5, 5+), the median and the
+    same-colour / mixed-colour split, for seed +0 alone and for the median label of seeds +0..+2."""
+    runs = data["runs"]
+    seed = data["settings"]["seed"]
+    names = [preset] + [f"{preset}-seed+{k}" for k in (1, 2)]
+    keys = sorted({k.split("|", 1)[1] for k in runs if k.startswith(f"{preset}|")})
+    lines = []
+    for title, pick in (("seed +0", lambda k: runs[f"{preset}|{k}"]["label"]),
+                        ("median of seeds +0..+2", lambda k: median_label([runs[f"{n}|{k}"]["label"] for n in names])
+                         if all(f"{n}|{k}" in runs for n in names) else None)):
+        labels = {k: pick(k) for k in keys}
+        labels = {k: v for k, v in labels.items() if v}
+        if not labels:
+            continue
+        lines.append(f"{preset}, figure 6 ({title}, {len(labels)} images):")
+        for g in GROUPS:
+            mine = {k: v for k, v in labels.items() if k.startswith(g)}
+            if not mine:
+                continue
+            counts = Counter(mine.values())
+            hist = "/".join(str(counts.get(x, 0)) for x in [*map(str, range(1, 6)), "5+"])
+            split = {True: [], False: []}
+            for k, v in mine.items():
+                split[same_colour(g, int(k.split("-")[1]), seed)].append(v)
+            lines.append(f"{'':>4}{g}: {hist} (1/2/3/4/5/5+), median {median(label_rank(v) for v in mine.values()):g}; "
+                         f"same colour {' '.join(split[True]) or '-'}; mixed {' '.join(split[False]) or '-'}")
+        rho = rank_correlation([k.split("-")[0] for k in labels], list(labels.values()))
+        lines.append(f"{'':>4}Spearman rank correlation of label vs group: {rho:.3f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=10)
@@ -200,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print("\n".join(summary(data, args.presets, args.reference)))
         for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
-            print("\n".join(seed_summary(data, p)))
+            print("\n".join(seed_summary(data, p) + figure6_summary(data, p)))
         return 0
 
     import torch
@@ -234,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(out)
     print("\n".join(summary(data, args.presets, args.reference)))
     for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
-        print("\n".join(seed_summary(data, p)))
+        print("\n".join(seed_summary(data, p) + figure6_summary(data, p)))
     return 0
 
 

@@ -38,7 +38,8 @@ from .models import OriginalityModel, load_model
 from .worlds import World, default_model_id, get_world, world_of_model
 from .record import finish_record, input_sha256, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
-from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, first_pass, mean_and_std
+from .report import (SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, first_pass, mean_and_std,
+                     score_of)
 
 logger = logging.getLogger(__name__)
 
@@ -461,13 +462,14 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
     """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
 
     `results` are the lengths tried, in order (a progressive run stops after the first pass).
-    `seed_runs`: with the `seeds` setting, every seed's `SeedRun` (this run's first). Needs no
-    model: `prepared.model` describes it.
+    `seed_runs`: with the `seeds` setting, every seed's `SeedRun` (this run's first); the score is
+    then the median of their scores, since one seed's label is one draw. Needs no model:
+    `prepared.model` describes it.
     """
-    # 8. Score: the fewest tokens that pass
+    # 8. Score: the fewest tokens that pass (over several seeds: the median of each seed's)
     score = first_pass(results)
     config = prepared.config
-    return Report(
+    report = Report(
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -475,6 +477,9 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
         seed_runs=list(seed_runs),
     )
+    if report.label_distribution is not None:
+        report.score = score_of(report.label_distribution.median)
+    return report
 
 
 def iter_analyze(
@@ -498,8 +503,8 @@ def iter_analyze(
     model is then loaded there, not here), with `world` (its name) for the references' check and
     `compare_references` for the comparison (default: here, on the CPU). `deadline`: a `time.monotonic()`
     value after which the run stops with `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again
-    with the seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report gives
-    the label over the K seeds.
+    with the seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report's
+    score is the median over the K seeds, with their labels in `label_distribution`.
     """
     # 1. Check inputs (the references too); prepare here unless the lengths run elsewhere
     source = input_sha256(image)  # the file as given, for the record

@@ -287,9 +287,12 @@ def length_line(result, threshold: float, planned: int | None = None) -> str:
 
 
 def score_line(report) -> str:
-    """`score: 2  (Original: ...)`, and with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)`."""
+    """`score: 2  (Original: ...)`, and with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)` (and
+    `Report.seeds_note` when the rows are a seed that gave another label)."""
     spread = report.label_distribution
-    return f"score: {report.label}  ({report.verdict})" + (f"  over seeds: {spread.describe()}" if spread else "")
+    note = report.seeds_note()
+    return (f"score: {report.label}  ({report.verdict})" + (f"  over seeds: {spread.describe()}" if spread else "")
+            + (f"  {note}" if note else ""))
 
 
 def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:

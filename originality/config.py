@@ -161,6 +161,9 @@ class AnalysisConfig:
     early_stop_ratio: float = setting(0.15, "early stopping: converged when the window's variance is below this "
                                             "share of all evaluations' variance (DVAR's eps)", metavar="F",
                                       low=0, high=1, low_open=True)
+    early_stop_min_steps: int = setting(0, "early stopping: never stop a length before this many steps (the "
+                                           "fixed-batch loss can look flat while the reconstructions still improve)",
+                                        metavar="N", low=0, public_max=2000)
     # The reconstruction probe (`stopping.ReconstructionProbe`): a length may stop as soon as it already passes
     probe_every: int = setting(
         0, "every N inversion steps, draw the length's first few reconstructions (probe size) from the tokens so far; "
@@ -222,8 +225,9 @@ class AnalysisConfig:
                     public_max=2**32 - 1)
     seeds: int = setting(
         1, "inversion seeds: K > 1 reruns the stop rule with seeds seed+1 .. seed+K-1 (each from m = 1 to its own "
-           "first pass, so up to K times the work) and reports the label over the K seeds, e.g. '2 in 3 of 3 seeds'",
-        metavar="K", label="seeds (label over K seeds)", low=1, high=10, public_max=3)
+           "first pass, so up to K times the work); the score is the median of the K labels, reported with "
+           "their spread, e.g. '2 in 2 of 3 seeds (5+ in 1)'",
+        metavar="K", label="seeds (score: median over K seeds)", low=1, high=10, public_max=3)
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
                                        public_max=8)
     micro_batch_size: int | None = setting(
@@ -246,7 +250,8 @@ class AnalysisConfig:
             return None
         from .stopping import EarlyStopping  # noqa: PLC0415  (numpy: not for the CLI's --help)
 
-        return EarlyStopping(every=self.early_stop_every, window=self.early_stop_window, ratio=self.early_stop_ratio)
+        return EarlyStopping(every=self.early_stop_every, window=self.early_stop_window, ratio=self.early_stop_ratio,
+                             min_steps=self.early_stop_min_steps)
 
     def probe(self, draw, score):
         """The reconstruction probe of these settings (`stopping.ReconstructionProbe`) over `draw` and `score`,
@@ -350,13 +355,15 @@ PRESETS: dict[str, AnalysisConfig] = {
     "fast": AnalysisConfig(
         steps=150, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4
     ),
-    # fast's judges; 3x fast's learning rate (on the shapes world it reached fast's 150-step distances in about
-    # 50 steps: benchmarks/RESULTS.md, session 9), a cap of 2x fast's steps, and early stopping: each length
-    # runs until its fixed-batch loss has converged (DVAR, checked every 5 steps over a window of 6 checks);
-    # a failing length stops drawing reconstructions once the decision is known (in batches of 4). See
+    # fast's judges; 3x fast's learning rate, a cap of 2x fast's steps, and early stopping: each length runs
+    # until its fixed-batch loss has converged (DVAR, checked every 5 steps over a window of 6 checks), but not
+    # before 80 steps: without that floor DVAR stopped most shapes-world lengths at 35-50 steps, where the m = 1
+    # reconstructions were 0.10 further from the query than fast's (same seeds, 30 images; at 3x the learning
+    # rate they reach fast's 150-step distances by about 80 steps: benchmarks/RESULTS.md, sessions 9 and 10).
+    # A failing length stops drawing reconstructions once the decision is known (in batches of 4). See
     # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
     "adaptive": AnalysisConfig(
         steps=300, batch_size=8, learning_rate=1.5e-2, num_reconstructions=8, num_inference_steps=20, num_edits=4,
-        early_stop_every=5, early_stop_window=6, decide_early=True, generation_batch_size=4,
+        early_stop_every=5, early_stop_window=6, early_stop_min_steps=80, decide_early=True, generation_batch_size=4,
     ),
 }

@@ -258,11 +258,12 @@ def _seeds_paragraph(report: Report) -> str:
     spread = report.label_distribution
     if spread is None:
         return ""
-    agree = spread.counts[spread.majority] == len(spread.labels) and spread.majority == report.label
-    meaning = ("every seed gave the same score, so this score does not hang on one random draw" if agree else
-               "the seeds disagree: the score depends on the random draw, so read it as a range")
+    meaning = ("every seed gave the same score, so this score does not hang on one random draw" if spread.unanimous
+               else "the seeds disagree: the score is their median, and the spread says how much it depends on the "
+                    "random draw, so read it as a range")
+    note = report.seeds_note()
     return (f"\n    <p><strong>Over {len(spread.labels)} inversion seeds:</strong> {esc(spread.describe())} "
-            f"(seeds {esc(', '.join(map(str, spread.seeds)))}): {meaning}.</p>")
+            f"(seeds {esc(', '.join(map(str, spread.seeds)))}): {meaning}.{f' {esc(note)}' if note else ''}</p>")
 
 
 def _meaning_section(report: Report) -> str:

@@ -139,6 +139,16 @@ def label_for(score: int | None, max_tokens: int) -> str:
     return str(score) if score is not None else f"{max_tokens}+"
 
 
+def score_of(label: str) -> int | None:
+    """The score a label shows: "3" -> 3, "5+" -> None (no length passed); the inverse of `label_for`."""
+    return None if label.endswith("+") else int(label)
+
+
+def label_rank(label: str) -> int:
+    """A label as a number for ordering: "3" -> 3, "5+" -> 6 (more than any length tried)."""
+    return int(label[:-1]) + 1 if label.endswith("+") else int(label)
+
+
 @dataclass(frozen=True)
 class SeedRun:
     """One inversion seed's run of the stop rule (the `seeds` setting): its score (None: no length
@@ -167,7 +177,10 @@ class Report:
 
     `score` is the first token length whose reconstruction and edit both passed, or
     None when none within `max_tokens` did (shown as "5+" by `label`). A lower score
-    means the image is more familiar to the model; a higher one, more original.
+    means the image is more familiar to the model; a higher one, more original. With the
+    `seeds` setting (K > 1 `seed_runs`) it is the median of the K seeds' scores
+    (`uncertainty.LabelDistribution.median`), and `results` are still the first seed's lengths
+    (`seeds_note` says so when the two differ).
     """
 
     query: Image.Image
@@ -199,6 +212,15 @@ class Report:
 
         return LabelDistribution(tuple(label_for(r.score, self.max_tokens) for r in self.seed_runs),
                                  tuple(r.seed for r in self.seed_runs))
+
+    def seeds_note(self) -> str:
+        """With the seeds setting, when the score (the median over the seeds) is not what the first seed's
+        lengths (the report's rows) gave: a sentence saying so; else ''."""
+        if len(self.seed_runs) < 2 or self.seed_runs[0].score == self.score:
+            return ""
+        first = self.seed_runs[0]
+        return (f"The score is the median over {len(self.seed_runs)} inversion seeds; the lengths shown are seed "
+                f"{first.seed}'s run, which gave {label_for(first.score, self.max_tokens)}.")
 
     @property
     def verdict(self) -> str:

@@ -12,6 +12,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from .report import label_rank
+
 CONFIDENCE = 0.95
 
 
@@ -69,19 +71,32 @@ class LabelDistribution:
 
     @property
     def counts(self) -> dict[str, int]:
-        return dict(Counter(self.labels).most_common())
+        """How many seeds gave each label, shortest length first ("5+" last)."""
+        counts = Counter(self.labels)
+        return {label: counts[label] for label in sorted(counts, key=label_rank)}
 
     @property
-    def majority(self) -> str:
-        return Counter(self.labels).most_common(1)[0][0]
+    def median(self) -> str:
+        """The middle label by length ("5+" above 5): with an even number of seeds the upper of the two
+        middle ones, so a tie leans to "original" rather than claim familiarity the seeds do not share.
+        The label is ordinal, so the median, not the most frequent label, is its summary: for 1, 3 and 5+
+        it is 3, where "the most frequent" would be whichever came first."""
+        return sorted(self.labels, key=label_rank)[len(self.labels) // 2]
+
+    @property
+    def unanimous(self) -> bool:
+        return len(set(self.labels)) == 1
 
     def describe(self) -> str:
-        """'2 in 3 of 3 seeds' (the majority label), then the others."""
+        """'2 in 3 of 3 seeds', '2 in 2 of 3 seeds (5+ in 1)', or 'median 3 of 3 seeds (1 in 1, 3 in 1, 5+ in 1)'
+        when no label has more than half of the seeds."""
         counts = self.counts
-        top = self.majority
-        rest = ", ".join(f"{label} in {n}" for label, n in counts.items() if label != top)
-        return f"{top} in {counts[top]} of {len(self.labels)} seeds" + (f" ({rest})" if rest else "")
+        top = self.median
+        if counts[top] * 2 > len(self.labels):
+            rest = ", ".join(f"{label} in {n}" for label, n in counts.items() if label != top)
+            return f"{top} in {counts[top]} of {len(self.labels)} seeds" + (f" ({rest})" if rest else "")
+        return f"median {top} of {len(self.labels)} seeds (" + ", ".join(f"{label} in {n}" for label, n in counts.items()) + ")"
 
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "seeds": list(self.seeds), "counts": self.counts,
-                "majority": self.majority}
+                "median": self.median}

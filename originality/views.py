@@ -289,7 +289,8 @@ def verdict_markdown(report: Report) -> str:
                f"{report.total_seconds:.0f} s · {model.get('dtype', '?')}")
     notes = "".join(f"\n\n<small>{note}</small>" for note in [*report.notes, report.threshold_source] if note)
     spread = report.label_distribution
-    seeds = f"\n\n**Over {len(spread.labels)} inversion seeds:** {spread.describe()}." if spread else ""
+    seeds = (f"\n\n**Over {len(spread.labels)} inversion seeds:** {spread.describe()}. {report.seeds_note()}".rstrip()
+             if spread else "")
     similarity = f"\n\n{similarity_markdown(report)}" if report.similarity is not None else ""
     return f"## {head}\n\n{report.verdict}{seeds}\n\n<small>{details}</small>{notes}{similarity}"
 

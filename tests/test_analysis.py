@@ -1,5 +1,6 @@
 """The progressive loop: events, the stop rule, reproducibility, cancellation, the report folder."""
 
+import html
 import time
 
 import numpy as np
@@ -325,11 +326,29 @@ def test_more_seeds_give_the_label_over_seeds_and_keep_the_first_run(pipe, query
     assert [isinstance(e.event, LengthDone) for e in wrapped].count(True) == 1 + 3
     dist = report.label_distribution
     assert dist.labels == ("2", "1", "3+") and dist.seeds == (0, 1, 2)
-    assert dist.describe() == "2 in 1 of 3 seeds (1 in 1, 3+ in 1)"
+    assert dist.median == "2" and dist.describe() == "median 2 of 3 seeds (1 in 1, 2 in 1, 3+ in 1)"
     assert [r.mean_distances for r in report.seed_runs] == [{1: 0.9, 2: 0.1}, {1: 0.2}, {1: 0.9, 2: 0.8, 3: 0.7}]
     again = Report.load(report.save(tmp_path / "run"))
     assert again.label_distribution == dist and again.summary()["label_distribution"]["counts"] == dist.counts
     assert make_model(pipe, [0.1], [True]) and analyze(query, TINY, make_model(pipe, [0.1], [True])).label_distribution is None
+
+
+def test_over_several_seeds_the_score_is_their_median(pipe, query, tmp_path):
+    """Seed 0 passes at m = 1, seed 1 never (3+), seed 2 at m = 2: the score is the median, 2; the rows
+    stay seed 0's, and every shell says which run the rows are."""
+    from originality.cli import score_line
+    from originality.html_report import render
+    from originality.views import verdict_markdown
+
+    model = make_model(pipe, [0.1, 0.9, 0.8, 0.7, 0.9, 0.1], [True] * 6)
+    report = analyze(query, TINY.replace(seeds=3), model)
+    assert [r.score for r in report.seed_runs] == [1, None, 2]
+    assert report.score == 2 and report.label == "2" and [r.num_tokens for r in report.results] == [1]
+    note = "the lengths shown are seed 0's run, which gave 1"
+    assert note in report.seeds_note() and note in score_line(report) and note in verdict_markdown(report)
+    assert html.escape(note) in render(report)
+    again = Report.load(report.save(tmp_path / "run"))
+    assert again.score == 2 and again.seed_runs == report.seed_runs
 
 
 def test_deadline_stops_the_run_and_frees_the_model(pipe, query):

@@ -1,5 +1,7 @@
 """Early stopping of one length's inversion: the DVAR variance test and its hook in `invert`."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -80,6 +82,16 @@ def test_invert_stops_when_converged_and_says_why(session_inputs):
     assert plain_events[-1].stop_reason == STOP_STEP_CAP and plain_events[-1].eval_loss is None
 
 
+def test_the_settings_floor_keeps_a_converged_length_running(session_inputs):
+    """early_stop_min_steps reaches the rule: a loss that counts as converged at once still runs to the floor."""
+    from originality import AnalysisConfig
+
+    rule = AnalysisConfig(early_stop_every=2, early_stop_window=2, early_stop_ratio=1.0 - 1e-9,
+                          early_stop_min_steps=8).early_stopping()
+    events, _ = _run(session_inputs, 50, replace(rule, ratio=1e9))
+    assert [e.step for e in events] == list(range(1, 9)) and events[-1].stop_reason == STOP_CONVERGED
+
+
 def test_invert_runs_to_the_cap_when_the_loss_keeps_moving(session_inputs):
     events, _ = _run(session_inputs, 6, EarlyStopping(every=2, window=2, ratio=0.0))
     assert len(events) == 6 and events[-1].stop_reason == STOP_STEP_CAP
@@ -147,6 +159,22 @@ def test_mean_interval_is_the_student_t_interval():
     assert ci.mean == pytest.approx(0.2) and ci.low == 0.0 and ci.high == pytest.approx(0.2 + 0.24841, abs=1e-4)
     assert mean_interval([0.3]) is None
     assert ci.describe(0.3) == "0.20, 95% CI 0.00-0.45, threshold 0.30"
+
+
+
+def test_the_label_over_seeds_is_the_median_by_length():
+    """The label is ordinal: its summary over seeds is the middle one ("5+" above 5), not whichever
+    of several single labels came first; an even count takes the upper middle (the more original)."""
+    from originality.uncertainty import LabelDistribution
+
+    spread = LabelDistribution(("5+", "1", "3"), (0, 1, 2))
+    assert spread.median == "3" and not spread.unanimous
+    assert spread.counts == {"1": 1, "3": 1, "5+": 1}
+    assert spread.describe() == "median 3 of 3 seeds (1 in 1, 3 in 1, 5+ in 1)"
+    assert LabelDistribution(("5+", "1", "1"), (0, 1, 2)).describe() == "1 in 2 of 3 seeds (5+ in 1)"
+    assert LabelDistribution(("2", "1"), (0, 1)).median == "2"
+    same = LabelDistribution(("2", "2", "2"), (4, 5, 6))
+    assert same.unanimous and same.describe() == "2 in 3 of 3 seeds" and same.to_dict()["median"] == "2"
 
 
 # --------------------------------------------------------------------------- the reconstruction probe

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS, AnalysisConfig
+from ..report import label_rank
 from . import dataset
 from .world import Variation, render
 
@@ -101,11 +102,6 @@ def counts(images: list[dict], max_tokens: int, groups=GROUPS) -> dict[str, dict
         c = Counter(im["label"] for im in images if im["group"] == g)
         out[g] = {label: c.get(label, 0) for label in histogram_labels(max_tokens)}
     return out
-
-
-def label_rank(label: str) -> int:
-    """A label as a number for ranking: "3" -> 3, "5+" -> 6 (more than any length tried)."""
-    return int(label[:-1]) + 1 if label.endswith("+") else int(label)
 
 
 def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
