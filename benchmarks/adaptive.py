@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--shard", default=None, help="K/N: every N-th image from the K-th (parallel processes)")
     ap.add_argument("--summary", action="store_true", help="print the summary of --out and exit")
+    ap.add_argument("--by-image", action="store_true", help="all presets of one image before the next image")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -263,8 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.shard:
         k, n = (int(x) for x in args.shard.split("/"))
         jobs = jobs[k - 1::n]
-    # preset by preset over all images: a stopped run has whole columns to compare
-    for preset, (group, index) in ((p, job) for p in args.presets for job in jobs):
+    # preset by preset over all images, so a stopped run has whole columns to compare; --by-image: image by
+    # image, so that it has whole rows (every preset of some images: what the seed summary needs)
+    order = (((p, job) for job in jobs for p in args.presets) if args.by_image else
+             ((p, job) for p in args.presets for job in jobs))
+    for preset, (group, index) in order:
         _, image = query_image(group, args.seed, index, varied=args.varied)
         key = f"{preset}|{group}-{index:02d}"
         if key in data["runs"]:

@@ -259,8 +259,7 @@ def _seeds_paragraph(report: Report) -> str:
     if spread is None:
         return ""
     meaning = ("every seed gave the same score, so this score does not hang on one random draw" if spread.unanimous
-               else "the seeds disagree: the score is their median, and the spread says how much it depends on the "
-                    "random draw, so read it as a range")
+               else "the seeds disagree, so the score is their median and depends on the random draw: read it as a range")
     note = report.seeds_note()
     return (f"\n    <p><strong>Over {len(spread.labels)} inversion seeds:</strong> {esc(spread.describe())} "
             f"(seeds {esc(', '.join(map(str, spread.seeds)))}): {meaning}.{f' {esc(note)}' if note else ''}</p>")

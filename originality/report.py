@@ -219,8 +219,7 @@ class Report:
         if len(self.seed_runs) < 2 or self.seed_runs[0].score == self.score:
             return ""
         first = self.seed_runs[0]
-        return (f"The score is the median over {len(self.seed_runs)} inversion seeds; the lengths shown are seed "
-                f"{first.seed}'s run, which gave {label_for(first.score, self.max_tokens)}.")
+        return f"The lengths shown are seed {first.seed}'s run, which gave {label_for(first.score, self.max_tokens)}."
 
     @property
     def verdict(self) -> str:

@@ -344,7 +344,7 @@ def test_over_several_seeds_the_score_is_their_median(pipe, query, tmp_path):
     report = analyze(query, TINY.replace(seeds=3), model)
     assert [r.score for r in report.seed_runs] == [1, None, 2]
     assert report.score == 2 and report.label == "2" and [r.num_tokens for r in report.results] == [1]
-    note = "the lengths shown are seed 0's run, which gave 1"
+    note = "The lengths shown are seed 0's run, which gave 1."
     assert note in report.seeds_note() and note in score_line(report) and note in verdict_markdown(report)
     assert html.escape(note) in render(report)
     again = Report.load(report.save(tmp_path / "run"))
