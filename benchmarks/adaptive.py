@@ -40,6 +40,7 @@ from originality.config import PRESETS, AnalysisConfig  # noqa: E402
 from originality.report import label_rank  # noqa: E402
 from originality.shapes.figure6 import rank_correlation  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
+from originality.uncertainty import LabelDistribution  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
 BASELINE = "fast"  # the fixed-step preset the adaptive one replaces
@@ -142,8 +143,8 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
 
 
 def median_label(labels: list[str]) -> str:
-    """The middle label of an odd number of labels, by length ("5+" above 5)."""
-    return sorted(labels, key=label_rank)[len(labels) // 2]
+    """The score `--seeds` reports for these labels (`uncertainty.LabelDistribution.median`)."""
+    return LabelDistribution(tuple(labels), ()).median
 
 
 def seed_summary(data: dict, preset: str) -> list[str]:
@@ -224,6 +225,13 @@ def figure6_summary(data: dict, preset: str) -> list[str]:
     return lines
 
 
+def print_summary(data: dict, presets: list[str], reference: str) -> None:
+    """The summary, then for each preset run with "-seed+K" settings its seed and figure-6 summaries."""
+    print("\n".join(summary(data, presets, reference)))
+    for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in presets if "-seed+" in n):
+        print("\n".join(seed_summary(data, p) + figure6_summary(data, p)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=10)
@@ -247,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if data["settings"] != settings:
         ap.error(f"{out} holds other settings ({data['settings']}); use another --out")
     if args.summary:
-        print("\n".join(summary(data, args.presets, args.reference)))
-        for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
-            print("\n".join(seed_summary(data, p) + figure6_summary(data, p)))
+        print_summary(data, args.presets, args.reference)
         return 0
 
     import torch
@@ -284,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = out.with_suffix(f".{os.getpid()}.tmp")  # one per shard
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(out)
-    print("\n".join(summary(data, args.presets, args.reference)))
-    for p in dict.fromkeys(n.rsplit("-seed+", 1)[0] for n in args.presets if "-seed+" in n):
-        print("\n".join(seed_summary(data, p) + figure6_summary(data, p)))
+    print_summary(data, args.presets, args.reference)
     return 0
 
 

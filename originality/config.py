@@ -358,8 +358,8 @@ PRESETS: dict[str, AnalysisConfig] = {
     # fast's judges; 3x fast's learning rate, a cap of 2x fast's steps, and early stopping: each length runs
     # until its fixed-batch loss has converged (DVAR, checked every 5 steps over a window of 6 checks), but not
     # before 80 steps: without that floor DVAR stopped most shapes-world lengths at 35-50 steps, where the m = 1
-    # reconstructions were 0.10 further from the query than fast's (same seeds, 30 images; at 3x the learning
-    # rate they reach fast's 150-step distances by about 80 steps: benchmarks/RESULTS.md, sessions 9 and 10).
+    # reconstructions were 0.10 further from the query than fast's (same seeds, 30 images); the floor halves
+    # that gap without closing it (COMMON 0.32 against fast's 0.26: benchmarks/RESULTS.md, session 10).
     # A failing length stops drawing reconstructions once the decision is known (in batches of 4). See
     # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
     "adaptive": AnalysisConfig(

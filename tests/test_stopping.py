@@ -161,7 +161,6 @@ def test_mean_interval_is_the_student_t_interval():
     assert ci.describe(0.3) == "0.20, 95% CI 0.00-0.45, threshold 0.30"
 
 
-
 def test_the_label_over_seeds_is_the_median_by_length():
     """The label is ordinal: its summary over seeds is the middle one ("5+" above 5), not whichever
     of several single labels came first; an even count takes the upper middle (the more original)."""
