@@ -36,7 +36,7 @@ from .inversion import InversionStep, TokenSession, encode_query, initializer_id
 from .stopping import STOP_PROBE
 from .models import OriginalityModel, load_model
 from .worlds import World, default_model_id, get_world, world_of_model
-from .record import finish_record, input_sha256, similarity_record, start_record
+from .record import finish_record, image_seed, input_sha256, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .report import (SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, first_pass, mean_and_std,
                      score_of)
@@ -364,7 +364,8 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # Prompts name only the base token: diffusers expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would
         # mangle an already expanded prompt).
         prompt = config.reconstruction_prompt.format(placeholder.token)
-        probe = config.probe(lambda start, count: generate(pipe, prompt, count, seed=config.seed + start,
+        probe = config.probe(lambda start, count: generate(pipe, prompt, count,
+                                                           seed=image_seed(config.seed) + start,
                                                            config=config, resolution=model.resolution),
                              lambda images: model.distance(query, images))
         inversion = invert(
@@ -395,7 +396,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         else:
             if model.in_distribution.uses_edits:
                 edits = yield from iter_generate(pipe, config.edit_prompt.format(placeholder.token), config.num_edits,
-                                                 seed=config.seed + 10_000, config=config,
+                                                 seed=image_seed(config.seed, "edit"), config=config,
                                                  resolution=model.resolution, num_tokens=m, what="edits")
             check = model.in_distribution(query, recon, edits, subject=config.edit_subject,
                                           pass_fraction=config.edit_pass_fraction,
@@ -421,8 +422,8 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
 def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str, m: int,
                  first: tuple[list, list], timings: dict[str, float]) -> Iterator[Event]:
     """Steps 4-5 of one length: up to `num_reconstructions` images of `prompt`, batch by batch, and each one's
-    distance to the query (lower = closer); image i comes from seed `seed + i`. `first`: images and distances
-    already made (a probe's), which are images 0.. of the set. With `decide_early`, each batch is scored as it
+    distance to the query (lower = closer); image i comes from the latent seed `record.image_seed(seed) + i`.
+    `first`: images and distances already made (a probe's), which are images 0.. of the set. With `decide_early`, each batch is scored as it
     comes and drawing stops once the mean cannot reach the threshold even if every image still to come were
     at distance 0 (distances are >= 0), so the decision is the one all images would give; without it, the
     new images are scored together at the end. Returns (images, distances); adds to `timings`."""
@@ -440,7 +441,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
     while len(images) < n and not (config.decide_early and sum(distances) > config.threshold * n):
         t0 = time.perf_counter()
         batch = generate(pipe, prompt, min(config.generation_batch_size, n - len(images)),
-                         seed=config.seed + len(images), config=config, resolution=model.resolution)
+                         seed=image_seed(config.seed) + len(images), config=config, resolution=model.resolution)
         timings["reconstruction"] += time.perf_counter() - t0
         images += batch
         if config.decide_early:

@@ -250,6 +250,21 @@ def similarity_record(record: dict[str, Any], references, similarity) -> dict[st
                                      "backbones": similarity.backbones}}
 
 
+# Generated image i of an analysis with seed s starts from the latent seed image_seed(s, what) + i. Seeds are
+# IMAGE_SEED_STRIDE apart so that another analysis seed draws other latents: `--seeds K` then averages the
+# reconstruction noise as well as the inversion's. (Until 2026-12-03 image i used s + i, so seeds s and s + 1
+# shared all but one latent.) Seed 0 draws what it always drew.
+IMAGE_SEED_STRIDE = 100_000
+EDIT_SEED_OFFSET = 10_000  # edits and reconstructions of one seed never share a latent (at most 20 + 16 images)
+
+
+def image_seed(seed: int, what: str = "reconstruction") -> int:
+    """Latent seed of image 0 of `what` ("reconstruction" or "edit") under the analysis seed `seed`."""
+    if what not in ("reconstruction", "edit"):
+        raise ValueError(f"what must be 'reconstruction' or 'edit', got {what!r}")
+    return seed * IMAGE_SEED_STRIDE + (EDIT_SEED_OFFSET if what == "edit" else 0)
+
+
 def finish_record(record: dict[str, Any], results, config) -> dict[str, Any]:
     """The record with the seeds of every token length tried (`analysis.decide`)."""
     if not record:
@@ -258,8 +273,8 @@ def finish_record(record: dict[str, Any], results, config) -> dict[str, Any]:
     out["seeds"] = {
         "config": config.seed,
         "inversion": {str(r.num_tokens): r.inversion_seed for r in results},
-        "reconstruction": f"image i (from 0) of every length: seed {config.seed} + i",
-        "edit": f"image i (from 0) of every length: seed {config.seed + 10_000} + i",
+        "reconstruction": f"image i (from 0) of every length: seed {image_seed(config.seed)} + i",
+        "edit": f"image i (from 0) of every length: seed {image_seed(config.seed, 'edit')} + i",
     }
     return out
 

@@ -92,7 +92,7 @@ def recorded_model(report: Report, override: str | None) -> str:
 
 
 def check_against_record(record: dict, new: dict) -> list[str]:
-    """What differs between two records' model, runtime and software (empty: nothing)."""
+    """What differs between two records' model, runtime, software and image seeding (empty: nothing)."""
     warnings = []
     for section, keys in (("model", ("revision", "content_sha256")), ("runtime", ("device", "dtype", "gpu")),
                           ("software", ("torch", "diffusers", "transformers", "dreamsim", "originality",
@@ -101,6 +101,12 @@ def check_against_record(record: dict, new: dict) -> list[str]:
         for key in keys:
             if old.get(key) != now.get(key):
                 warnings.append(f"{section}.{key}: recorded {old.get(key)!r}, now {now.get(key)!r}")
+    # how generated images are seeded changed once (record.image_seed); a record says which way it drew them
+    old, now = record.get("seeds") or {}, new.get("seeds") or {}
+    for key in ("reconstruction", "edit"):
+        if key in old and key in now and old[key] != now[key]:
+            warnings.append(f"seeds.{key}: recorded {old[key]!r}, now {now[key]!r} (this version seeds generated "
+                            "images differently, so the new images differ)")
     return warnings
 
 

@@ -57,8 +57,22 @@ def test_record_is_complete(run, tiny_shapes_model):
     assert seeds["config"] == 0
     assert seeds["inversion"] == {str(r.num_tokens): r.inversion_seed for r in report.results}
     assert all(isinstance(s, int) for s in seeds["inversion"].values()) and len(seeds["inversion"]) >= 1
+    assert seeds["reconstruction"] == "image i (from 0) of every length: seed 0 + i"
+    assert seeds["edit"] == "image i (from 0) of every length: seed 10000 + i"
     assert record["threshold"]["value"] == report.threshold == 0.3
     assert "default of the shapes world" in record["threshold"]["source"]
+
+
+def test_each_analysis_seed_draws_its_own_latents():
+    from originality.record import image_seed
+
+    n = 20  # the most reconstructions a run may ask for (and edits: 16)
+    drawn = [set(range(image_seed(s, what), image_seed(s, what) + n)) for s in range(4) for what in
+             ("reconstruction", "edit")]
+    assert all(a.isdisjoint(b) for i, a in enumerate(drawn) for b in drawn[i + 1:])
+    assert image_seed(0) == 0 and image_seed(0, "edit") == 10_000  # seed 0 draws what it always drew
+    with pytest.raises(ValueError, match="reconstruction"):
+        image_seed(0, "probe")
 
 
 def test_record_is_saved_and_loaded_and_matches_the_saved_query(run, tmp_path):

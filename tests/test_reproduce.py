@@ -111,6 +111,17 @@ def test_reproduce_reports_a_different_result(analysed, capsys, tmp_path):
     assert code == cli.EXIT_USAGE and "differs from the one this run analysed" in err
 
 
+def test_reproduce_says_when_the_record_seeded_its_images_another_way(analysed, capsys, tmp_path):
+    def old_scheme(meta):  # a record from before image_seed: seed s drew image i from s + i
+        meta["record"]["seeds"]["reconstruction"] = "image i (from 0) of every length: seed 3 + i"
+
+    older = edited_copy(analysed[0], tmp_path / "older", old_scheme)
+    code, out, err = run(capsys, "reproduce", older, "--quiet")
+    assert code == 0  # seed 0 draws what it always drew
+    assert "seeds.reconstruction: recorded 'image i (from 0) of every length: seed 3 + i'" in err
+    assert "seeds generated images differently" in err and "seeds.edit" not in err
+
+
 def test_reproduce_needs_a_model_it_can_find(analysed, capsys, tmp_path):
     moved = edited_copy(analysed[0], tmp_path / "moved",
                         lambda meta: meta["record"]["model"].update(id=str(tmp_path / "gone"), bundled=False))

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from originality.config import AnalysisConfig
-from originality.shapes import calibrate, evaluate, figure6, world
+from originality.shapes import calibrate, evaluate, figure6, robustness, world
 from originality.shapes.metrics import ElementDistance
 
 
@@ -256,6 +256,35 @@ def test_figure6_shards_merge(random_model: Path, tmp_path: Path, capsys, keep_t
     assert (out / "figure6.png").is_file()
     assert figure6.main([*args, "--shard", "3/2"]) == 2
     assert figure6.main([*args, "--threads", "0"]) == 2
+
+
+def test_robustness_shards_merge_and_seed_zero_is_the_exact_drawing(random_model: Path, tmp_path: Path, capsys,
+                                                                    keep_torch_threads) -> None:
+    out = tmp_path / "redraw"
+    args = ["--model", str(random_model), "--per-group", "1", "--steps", "1", "--max-tokens", "1",
+            "--reconstructions", "1", "--out", str(out), "--device", "cpu", "--groups", "common", "unseen",
+            "--drawings", "exact", "jpeg85", "--seeds", "2", "--threads", "1"]
+    for k in (1, 2):
+        assert robustness.main([*args, "--shard", f"{k}/2"]) == 0
+    text = capsys.readouterr().out
+    # per layout: two drawings and one more seed; seed 0 of the exact drawing is not analysed twice
+    assert text.count("->") == 2 * 3 and "seed    0" not in text
+    shard = json.loads((out / "shards" / "1-of-2" / "robustness.json").read_text())
+    assert [(lay["group"], lay["index"]) for lay in shard["layouts"]] == [("common", 0)]
+    lay = shard["layouts"][0]
+    assert set(lay["drawings"]) == {"exact", "jpeg85"} and lay["seeds"]["0"] == lay["drawings"]["exact"]
+    # a shard written with other settings is refused, not mixed in
+    stale = dict(shard, layout_seed=5)
+    (out / "shards" / "9-of-9").mkdir()
+    (out / "shards" / "9-of-9" / "robustness.json").write_text(json.dumps(stale))
+    assert robustness.main(args) == 0
+    text = capsys.readouterr().out
+    assert "->" not in text  # the shards hold every label
+    assert text.count("merged 4 label(s)") == 2 and "skipped" in text
+    data = json.loads((out / "robustness.json").read_text())
+    assert sorted((lay["group"], lay["index"]) for lay in data["layouts"]) == [("common", 0), ("unseen", 0)]
+    assert "COMMON  redraw agreement" in text and "UNSEEN  redraw agreement" in text
+    assert robustness.main([*args, "--shard", "3/2"]) == 2
 
 
 # --------------------------------------------------------------------------- calibrate

@@ -252,7 +252,7 @@ def test_a_passing_probe_is_the_lengths_reconstructions(session_inputs):
     assert (r.steps_used, r.stop_reason, len(r.reconstructions)) == (4, STOP_PROBE, 3)
     assert r.probes == [(4, pytest.approx(0.1), 3)] and report.label == "1"
     assert model.distance.calls == 2  # the probe's first image, then the other two in one batch: none drawn again
-    # the images are what the final tokens draw, image i from seed + i
+    # the images are what the final tokens draw, image i from the latent seed image_seed(0) + i = i
     with TokenSession(pipe) as session:
         ph = session.add(r.token, 1, 0)
         session.set_embeddings(ph, r.embeddings)

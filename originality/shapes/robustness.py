@@ -10,7 +10,13 @@ Printed per group: the share of layouts that got one label in every drawing (red
 agreement) and in every seed (seed agreement), and the labels themselves.
 
 Writes --out/robustness.json after every analysis; a rerun with the same settings skips what
-is there (resumable), other settings are refused (use another --out or --fresh).
+is there (resumable), other settings are refused (use another --out or --fresh). The exact
+drawing under the preset's own seed is the same analysis as seed 0 of --seeds, so it runs once.
+
+Parallel runs: `--shard K/N` analyses every N-th layout starting at the K-th and writes to
+--out/shards/K-of-N/ (e.g. on 2 cores `for k in 1 2; do ... --shard $k/2 --threads 1 & done; wait`);
+a later run without --shard on the same --out folds every shard with the same settings in,
+analyses whatever is still missing and prints the summary.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import dataset, world
+from .figure6 import parse_shard
 
 GROUPS = ("common", "rare", "unseen")
 FORMAT_VERSION = 1
@@ -76,6 +83,36 @@ def summary_lines(data: dict) -> list[str]:
     return lines
 
 
+def merge_shards(data: dict, out: Path, settings: dict) -> list[str]:
+    """Fold the layouts of out/shards/*/robustness.json with the same `settings` into data (labels already in
+    data win); one line per shard read or refused."""
+    lines = []
+    for path in sorted(out.glob("shards/*/robustness.json")):
+        shard = json.loads(path.read_text())
+        if any(shard.get(k) != v for k, v in settings.items()):
+            lines.append(f"skipped {path} (other settings)")
+            continue
+        added = 0
+        for lay in shard["layouts"]:
+            mine = _layout(data, lay["group"], lay["index"], lay["caption"])
+            for kind in ("drawings", "seeds"):
+                new = {k: v for k, v in lay[kind].items() if k not in mine[kind]}
+                mine[kind].update(new)
+                added += len(new)
+        data["groups"] = list(dict.fromkeys(data["groups"] + shard["groups"]))
+        lines.append(f"merged {added} label(s) from {path}")
+    return lines
+
+
+def _layout(data: dict, group: str, index: int, caption: str) -> dict:
+    """data's record of one layout, added when missing."""
+    lay = next((x for x in data["layouts"] if x["group"] == group and x["index"] == index), None)
+    if lay is None:
+        lay = {"group": group, "index": index, "caption": caption, "drawings": {}, "seeds": {}}
+        data["layouts"].append(lay)
+    return lay
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -99,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="analyse every N-th layout from the K-th, into --out/shards/K-of-N (parallel runs)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's inversion steps (smoke runs)")
     ap.add_argument("--reconstructions", type=int, default=None, help="override the preset's reconstructions")
     ap.add_argument("--max-tokens", type=int, default=None, help="override the preset's max tokens")
@@ -117,11 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("steps", args.steps), ("num_reconstructions", args.reconstructions),
                                    ("max_tokens", args.max_tokens)) if v is not None}
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     model = load_shapes_world(args.model, args.device)
     base = resolve_config(AnalysisConfig.preset(args.preset, **overrides), model)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "robustness.json"
+    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "robustness.json"
     settings = {"format_version": FORMAT_VERSION, "preset": args.preset, "config": base.to_dict(),
                 "layout_seed": args.layout_seed, "seeds": args.seeds, "model": str(args.model)}
     data = {**settings, "groups": list(args.groups), "layouts": []}
@@ -132,25 +177,32 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         data = old
         data["groups"] = list(dict.fromkeys(old["groups"] + list(args.groups)))
-    for i in range(args.per_group):
-        for g in args.groups:
-            sample = dataset.query(g, args.layout_seed, i)
-            lay = next((x for x in data["layouts"] if x["group"] == g and x["index"] == i), None)
-            if lay is None:
-                lay = {"group": g, "index": i, "caption": sample.caption, "drawings": {}, "seeds": {}}
-                data["layouts"].append(lay)
-            jobs = [("drawings", name, 0) for name in args.drawings] + [("seeds", str(s), s) for s in range(args.seeds)]
-            for kind, name, seed in jobs:
-                if name in lay[kind]:
-                    continue
-                how = name if kind == "drawings" else "exact"
-                image = DRAWINGS[how](sample.elements, random.Random(f"{g}-{i}-{how}"))
-                t0 = time.perf_counter()
-                report = analyze(image, replace(base, seed=seed), model)
-                lay[kind][name] = report.label
-                _write_json(path, data)
-                print(f"  {g.upper():<7s} #{i:<3d} {kind[:-1]:<7s} {name:<12s} -> {report.label:>3s} "
-                      f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    if not shard:
+        for line in merge_shards(data, out, settings):
+            print(line, flush=True)
+        _write_json(path, data)
+    todo = [(i, g) for i in range(args.per_group) for g in args.groups]
+    if shard:
+        todo = todo[shard[0] - 1 :: shard[1]]
+    for i, g in todo:
+        sample = dataset.query(g, args.layout_seed, i)
+        lay = _layout(data, g, i, sample.caption)
+        jobs = ([("drawings", name, base.seed) for name in args.drawings]
+                + [("seeds", str(s), s) for s in range(args.seeds)])
+        for kind, name, seed in jobs:
+            if name in lay[kind]:
+                continue
+            if kind == "seeds" and seed == base.seed and "exact" in lay["drawings"]:
+                lay[kind][name] = lay["drawings"]["exact"]  # the same analysis: same image, settings, seed
+                continue
+            how = name if kind == "drawings" else "exact"
+            image = DRAWINGS[how](sample.elements, random.Random(f"{g}-{i}-{how}"))
+            t0 = time.perf_counter()
+            report = analyze(image, replace(base, seed=seed), model)
+            lay[kind][name] = report.label
+            _write_json(path, data)
+            print(f"  {g.upper():<7s} #{i:<3d} {kind[:-1]:<7s} {name:<12s} -> {report.label:>3s} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
     print()
     print("\n".join(summary_lines(data)))
     return 0
