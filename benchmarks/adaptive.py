@@ -40,7 +40,7 @@ from originality.config import PRESETS, AnalysisConfig  # noqa: E402
 from originality.report import label_rank  # noqa: E402
 from originality.shapes.figure6 import rank_correlation  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
-from originality.uncertainty import LabelDistribution  # noqa: E402
+from originality.uncertainty import median_label  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
 BASELINE = "fast"  # the fixed-step preset the adaptive one replaces
@@ -140,11 +140,6 @@ def summary(data: dict, presets: list[str], reference: str) -> list[str]:
         if rho is not None:
             lines.append(f"{'':>11}Spearman rank correlation of label vs group: {rho:.3f}")
     return lines
-
-
-def median_label(labels: list[str]) -> str:
-    """The score `--seeds` reports for these labels (`uncertainty.LabelDistribution.median`)."""
-    return LabelDistribution(tuple(labels), ()).median
 
 
 def seed_summary(data: dict, preset: str) -> list[str]:

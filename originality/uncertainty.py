@@ -62,6 +62,14 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
     return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
 
 
+def median_label(labels) -> str:
+    """The middle label by length ("5+" above 5): with an even number the upper of the two middle ones,
+    so a tie leans to "original" rather than claim familiarity the labels do not share. A label is
+    ordinal, so the median, not the most frequent label, is its summary: for 1, 3 and 5+ it is 3, where
+    "the most frequent" would be whichever came first. `labels` must not be empty."""
+    return sorted(labels, key=label_rank)[len(labels) // 2]
+
+
 @dataclass(frozen=True)
 class LabelDistribution:
     """Labels of one image over several inversion seeds."""
@@ -77,11 +85,8 @@ class LabelDistribution:
 
     @property
     def median(self) -> str:
-        """The middle label by length ("5+" above 5): with an even number of seeds the upper of the two
-        middle ones, so a tie leans to "original" rather than claim familiarity the seeds do not share.
-        The label is ordinal, so the median, not the most frequent label, is its summary: for 1, 3 and 5+
-        it is 3, where "the most frequent" would be whichever came first."""
-        return sorted(self.labels, key=label_rank)[len(self.labels) // 2]
+        """The seeds' summary label (`median_label`)."""
+        return median_label(self.labels)
 
     @property
     def unanimous(self) -> bool:

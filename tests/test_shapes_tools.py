@@ -284,6 +284,10 @@ def test_robustness_shards_merge_and_seed_zero_is_the_exact_drawing(random_model
     data = json.loads((out / "robustness.json").read_text())
     assert sorted((lay["group"], lay["index"]) for lay in data["layouts"]) == [("common", 0), ("unseen", 0)]
     assert "COMMON  redraw agreement" in text and "UNSEEN  redraw agreement" in text
+    # the same model spelled another way is the same setting (the model is told by its marker)
+    other_spelling = [f"{random_model}/." if a == str(random_model) else a for a in args]
+    assert robustness.main(other_spelling) == 0
+    assert "->" not in capsys.readouterr().out
     assert robustness.main([*args, "--shard", "3/2"]) == 2
 
 
@@ -357,3 +361,18 @@ def test_rank_correlation_of_label_vs_group_is_spearmans():
     ranks_g, ranks_l = np.array([1.5, 1.5, 3.5, 3.5, 5.5, 5.5]), np.array([1.5, 5.5, 1.5, 3, 5.5, 4])
     assert figure6.rank_correlation(groups, labels) == pytest.approx(np.corrcoef(ranks_g, ranks_l)[0, 1])
     assert figure6.label_rank("5+") == 6 and figure6.label_rank("2") == 2
+
+
+def test_figure6_splits_labels_by_the_colours_of_the_pair():
+    assert figure6.colour_kind("big red full circle and big red full square") == "same colour"
+    assert figure6.colour_kind("big green full circle and big red full square") == "mixed colours"
+    images = [{"group": "common", "caption": "big red full circle and big red full square", "label": lab}
+              for lab in ("3", "1", "1")]
+    images += [{"group": "common", "caption": "big blue full circle and big red full square", "label": lab}
+               for lab in ("5+", "2")]
+    images.append({"group": "rare", "caption": "big red full circle and big green full star", "label": "4"})
+    lines = figure6.colour_split_lines(images, ["common", "rare", "unseen"])
+    assert lines[0].split() == ["COMMON", "same", "colour", "(3):", "1", "1", "3,", "median", "1;",
+                                "mixed", "colours", "(2):", "2", "5+,", "median", "5+"]
+    assert "same colour" not in lines[1] and "mixed colours (1): 4, median 4" in lines[1]
+    assert lines[2].split() == ["UNSEEN"]

@@ -6,6 +6,7 @@ cheap (no torch): the pipeline and the judges are built only when a model is loa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..worlds import World, register
@@ -40,6 +41,13 @@ SHAPES_GUIDANCE = 3.0
 
 def is_shapes_model(path) -> bool:
     return (Path(path) / MARKER_FILE).is_file()
+
+
+def model_marker(path) -> dict:
+    """The shapes model's marker (how it was trained), {} for a folder without one: what a benchmark
+    records to tell models apart, whatever path spelled the folder."""
+    marker = Path(path) / MARKER_FILE
+    return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
 def _judges(device, **options):

@@ -47,8 +47,9 @@ from typing import Any
 
 from ..config import PRESETS, AnalysisConfig
 from ..report import label_rank
-from . import dataset
-from .world import Variation, render
+from ..uncertainty import median_label
+from . import dataset, model_marker
+from .world import COLOURS, Variation, render
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ JSON_NAME = "figure6.json"
 # The AnalysisConfig fields this command can override in every preset it runs (smoke runs).
 OVERRIDES = ("max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "num_reconstructions",
              "num_inference_steps")
-COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
+GROUP_COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
 def query_image(group: str, seed: int, index: int, varied: bool = False):
@@ -122,6 +123,26 @@ def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
+def colour_kind(caption: str) -> str:
+    """"same colour" when every colour word of the caption is one colour, else "mixed colours": the model
+    draws same-colour pairs right far more often, so figure 6 reads differently for the two."""
+    return "same colour" if len(set(caption.split()) & set(COLOURS)) <= 1 else "mixed colours"
+
+
+def colour_split_lines(images: list[dict], groups: list[str]) -> list[str]:
+    """Per group, the labels of same-colour and of mixed-colour images in order, with their median."""
+    lines = []
+    for g in groups:
+        parts = []
+        for kind in ("same colour", "mixed colours"):
+            labels = sorted((im["label"] for im in images if im["group"] == g and colour_kind(im["caption"]) == kind),
+                            key=label_rank)
+            if labels:
+                parts.append(f"{kind} ({len(labels)}): {' '.join(labels)}, median {median_label(labels)}")
+        lines.append(f"  {g.upper():<8s} " + "; ".join(parts))
+    return lines
+
+
 def agreement(a: list[dict], b: list[dict]) -> dict[str, Any]:
     """Share of images (by group and index) that both runs labelled the same, overall and per group."""
     la = {(im["group"], im["index"]): im["label"] for im in a}
@@ -152,7 +173,7 @@ def plot_histogram(images: list[dict], max_tokens: int, path: Path, title: str, 
     for k, g in enumerate(groups):
         xs = [i + (k - (len(groups) - 1) / 2) * width for i in range(len(labels))]
         ys = [table[g][label] for label in labels]
-        ax.bar(xs, ys, width=width, label=f"{g.upper()} ({sum(ys)})", color=COLOURS.get(g))
+        ax.bar(xs, ys, width=width, label=f"{g.upper()} ({sum(ys)})", color=GROUP_COLOURS.get(g))
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels[:-1] + ["+"])
     ax.set_xlabel("minimum number of tokens")
@@ -229,13 +250,6 @@ def merge_shards(data: dict, out: Path, seed: int, marker: dict, configs: dict, 
     return lines
 
 
-def _model_marker(model_dir: str) -> dict:
-    from .model import MARKER_FILE  # noqa: PLC0415
-
-    marker = Path(model_dir) / MARKER_FILE
-    return json.loads(marker.read_text()) if marker.is_file() else {}
-
-
 def summary_lines(data: dict) -> list[str]:
     lines = []
     for preset, run in data["runs"].items():
@@ -258,6 +272,8 @@ def summary_lines(data: dict) -> list[str]:
         rho = rank_correlation([im["group"] for im in run["images"]], [im["label"] for im in run["images"]])
         if rho is not None:
             lines.append(f"  Spearman rank correlation of label vs group: {rho:.3f} ({len(run['images'])} images)")
+        lines.append("  by colours (labels in order):")
+        lines.extend(colour_split_lines(run["images"], data["groups"]))
     if data.get("agreement"):
         a = data["agreement"]
         rate = "-" if a["rate"] is None else f"{a['rate']:.0%}"
@@ -337,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     json_path = run_dir / JSON_NAME
 
     # 2. Load or start figure6.json; refuse to mix settings
-    marker = _model_marker(args.model)
+    marker = model_marker(args.model)
     data: dict[str, Any] = {"format_version": FORMAT_VERSION, "model": str(args.model), "model_marker": marker,
                             "seed": args.seed, "groups": list(args.groups), "per_group": args.per_group,
                             "varied": args.varied, "runs": {}, "agreement": None}

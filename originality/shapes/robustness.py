@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from . import dataset, world
+from . import dataset, model_marker, world
 from .figure6 import parse_shard
 
 GROUPS = ("common", "rare", "unseen")
@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "robustness.json"
     settings = {"format_version": FORMAT_VERSION, "preset": args.preset, "config": base.to_dict(),
-                "layout_seed": args.layout_seed, "seeds": args.seeds, "model": str(args.model)}
-    data = {**settings, "groups": list(args.groups), "layouts": []}
+                "layout_seed": args.layout_seed, "seeds": args.seeds, "model_marker": model_marker(args.model)}
+    data = {**settings, "model": str(args.model), "groups": list(args.groups), "layouts": []}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
         if any(old.get(k) != v for k, v in settings.items()):
