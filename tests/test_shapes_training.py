@@ -189,3 +189,13 @@ def test_binding_loss_is_logged_and_resumes(tmp_path) -> None:
     assert 0 < change < 5e-3
     marker = json.loads((out / shapes_model.MARKER_FILE).read_text())
     assert (marker["binding_weight"], marker["binding_from"]) == (0.5, 1)
+
+
+def test_a_fine_tune_records_the_training_record_of_the_model_it_started_from(tmp_path: Path) -> None:
+    record = {"world": "shapes", "seed": 2, "denoiser_steps": 1349}
+    (tmp_path / shapes_model.MARKER_FILE).write_text(json.dumps(record))
+    assert train._init_record(str(tmp_path)) == record
+    plain = tmp_path / "not-a-shapes-model"
+    plain.mkdir()
+    assert train._init_record(str(plain)) == {"path": str(plain)}
+    assert train._init_record(None) is None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import json
 import logging
 import math
 import random
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
+from . import is_shapes_model, model_marker
 from . import model as shapes_model
 from .dataset import drawing, sample, to_tensor
 from .world import COLOURS, SHAPES, Variation
@@ -268,8 +268,7 @@ def _init_record(path: str | None) -> dict | None:
     """What a fine-tune started from: the starting model's own training record."""
     if not path:
         return None
-    marker = Path(path) / shapes_model.MARKER_FILE
-    return json.loads(marker.read_text()) if marker.is_file() else {"path": str(path)}
+    return model_marker(path) if is_shapes_model(path) else {"path": str(path)}
 
 
 def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt, args) -> dict:
