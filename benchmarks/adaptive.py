@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from originality import gpu_costs  # noqa: E402
+from originality.gpu_costs import unet_passes  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
 from originality.report import label_rank  # noqa: E402
 from originality.shapes.figure6 import rank_correlation  # noqa: E402
@@ -67,20 +68,6 @@ def seed_offset(name: str) -> int:
 def preset_config(name: str) -> AnalysisConfig:
     name = name.rsplit("-seed+", 1)[0]
     return VARIANTS[name]() if name in VARIANTS else AnalysisConfig.preset(name)
-
-
-def unet_passes(report) -> int:
-    """UNet sample-passes of one analysis (see the module docstring)."""
-    c = report.config
-    per_image = c["num_inference_steps"] * (2 if (c.get("guidance_scale") or 0) > 1 else 1)
-    total = 0
-    for r in report.results:
-        steps = r.steps_used or len(r.losses)
-        evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
-        total += (steps + evaluations) * c["batch_size"]
-        drawn_by_probes = sum(p[2] for p in r.probes) - (len(r.reconstructions) if r.stop_reason == STOP_PROBE else 0)
-        total += (len(r.reconstructions) + len(r.edits) + drawn_by_probes) * per_image
-    return total
 
 
 def projected_gpu_seconds(steps: list[int], config: AnalysisConfig) -> float:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .stopping import STOP_PROBE
+
 COSTS_FILE = Path(__file__).with_name("gpu_costs.json")
 
 
@@ -34,3 +36,22 @@ def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path
     """Projected GPU seconds of one token length: inversion, then `images` generations."""
     overhead, per_sample, per_image_step = rates(path)
     return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
+
+
+def unet_passes(report) -> int:
+    """UNet sample-passes of one analysis (`report.Report`), the work measure that does not depend on the machine:
+
+        sum over lengths of  (steps_used + early-stopping evaluations) * batch_size     (inversion: forward + backward)
+                           + (reconstructions + edits + images drawn by probes and not kept)
+                             * inference_steps * (2 with guidance, else 1)
+    """
+    c = report.config
+    per_image = c["num_inference_steps"] * (2 if (c.get("guidance_scale") or 0) > 1 else 1)
+    total = 0
+    for r in report.results:
+        steps = r.steps_used or len(r.losses)
+        evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
+        total += (steps + evaluations) * c["batch_size"]
+        kept_from_probe = len(r.reconstructions) if r.stop_reason == STOP_PROBE else 0
+        total += (len(r.reconstructions) + len(r.edits) + sum(p[2] for p in r.probes) - kept_from_probe) * per_image
+    return total

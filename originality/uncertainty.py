@@ -62,6 +62,40 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
     return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
 
 
+def pass_probability(distances: list[float], threshold: float) -> float:
+    """How likely the true mean distance of these reconstructions is at or below `threshold`, in [0, 1]:
+    the Student-t probability of the mean's sampling distribution (as `mean_interval`); 1 or 0 where the
+    distances have no spread (or fewer than two)."""
+    n = len(distances)
+    if n == 0:
+        return 0.0
+    mean = sum(distances) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in distances) / (n - 1)) if n > 1 else 0.0
+    if sd == 0.0:
+        return 1.0 if mean <= threshold else 0.0
+    from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
+
+    return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def expected_length(results, threshold: float, max_tokens: int) -> float:
+    """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
+    given each length's probability of passing (`pass_probability` of its distances, times 0 when its
+    in-distribution check failed). Lengths after the last one tried (a run stops at its first pass) count as
+    passing. Lower = more familiar, as the label; unlike the label it moves little when a deciding mean sits
+    near the threshold. `results`: `report.TokenResult`s in order."""
+    expected, none_yet = 0.0, 1.0
+    for m in range(1, max_tokens + 1):
+        r = next((r for r in results if r.num_tokens == m), None)
+        if r is None:
+            p = 1.0
+        else:
+            p = pass_probability(r.distances, threshold) if r.check_passed or not r.check_scores else 0.0
+        expected += m * none_yet * p
+        none_yet *= 1.0 - p
+    return expected + (max_tokens + 1) * none_yet
+
+
 def median_label(labels) -> str:
     """The middle label by length ("5+" above 5): with an even number the upper of the two middle ones,
     so a tie leans to "original" rather than claim familiarity the labels do not share. A label is

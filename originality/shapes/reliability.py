@@ -1,0 +1,291 @@
+"""How repeatable is the score? Test-retest of the shapes world on varied drawings.
+
+    python -m originality.shapes.reliability [--preset fast] [--set key=value ...] [--split test]
+                                             [--per-group 10] [--runs 2] [--out outputs/reliability]
+                                             [--shard K/N] [--threads 1]
+    python -m originality.shapes.reliability --summary FILE.json [FILE.json ...]
+
+Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
+another program would) is analysed --runs times, fully independently: run r uses the analysis seed
+`seed + r * RUN_SEED_STRIDE`, so it draws its own inversion noise and its own reconstruction latents (what
+two runs of the CLI with different `--seed` do). Printed per group and overall (terms:
+`../shared/RELIABILITY.md`):
+
+- **same label**: share of images whose runs all gave one label; **within one**: every pair of runs at
+  most one length apart ("5+" counts as max_tokens + 1);
+- **ICC(2,1)** of the label as a number and of the continuous score (`uncertainty.expected_length`);
+- **Spearman** of the label and of the continuous score against the group (COMMON < RARE < UNSEEN),
+  over every run;
+- medians of the label per group, and the mean **UNet sample-passes** per analysis (`gpu_costs.unet_passes`).
+
+Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout seed 307) is what the
+figures report; neither holds training items (`dataset.query`).
+
+Everything needed to recompute any summary is kept per analysis (each length's distances and checks),
+in --out/<name>-<split>.json, rewritten after every analysis (resumable: a rerun skips what is there;
+other settings in the same file are refused). `--shard K/N` analyses every N-th image from the K-th into
+--out/shards/K-of-N/; a later run without --shard merges the shards with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import numpy as np
+
+GROUPS = ("common", "rare", "unseen")
+SPLITS = {"dev": 211, "test": 307}
+RUN_SEED_STRIDE = 1000  # run r's analysis seed is seed + r * 1000: no seed of a --seeds K run is shared
+FORMAT_VERSION = 1
+
+
+def label_number(label: str, max_tokens: int) -> int:
+    """"3" -> 3, "5+" -> max_tokens + 1."""
+    return max_tokens + 1 if label.endswith("+") else int(label)
+
+
+def analysis_record(report, seconds: float) -> dict[str, Any]:
+    """What the benchmark keeps of one analysis: enough to recompute every summary (and any continuous score)."""
+    from ..gpu_costs import unet_passes  # noqa: PLC0415  (torch-free, but only when analyses run)
+    from ..uncertainty import expected_length  # noqa: PLC0415
+
+    return {
+        "label": report.label,
+        "score": report.score,
+        "continuous": expected_length(report.results, report.threshold, report.max_tokens),
+        "seconds": round(seconds, 2),
+        "passes": unet_passes(report),
+        "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
+        "lengths": [{"m": r.num_tokens, "distances": [round(d, 5) for d in r.distances],
+                     "distance_passed": r.distance_passed, "check_passed": r.check_passed,
+                     "steps_used": r.steps_used} for r in report.results],
+    }
+
+
+# ---------------------------------------------------------------------------- statistics
+
+def icc_2_1(table: np.ndarray) -> float | None:
+    """ICC(2,1) (two-way random, absolute agreement, single measurement; Shrout & Fleiss 1979) of an
+    (items, runs) table; None when it is undefined (fewer than 2 items or runs, or no variance at all)."""
+    n, k = table.shape
+    if n < 2 or k < 2:
+        return None
+    grand = table.mean()
+    ms_r = k * ((table.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    ms_c = n * ((table.mean(axis=0) - grand) ** 2).sum() / (k - 1)
+    resid = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + grand
+    ms_e = (resid ** 2).sum() / ((n - 1) * (k - 1))
+    denom = ms_r + (k - 1) * ms_e + k * (ms_c - ms_e) / n
+    return None if denom <= 0 else float((ms_r - ms_e) / denom)
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation, ties at their mean rank; None when either side is constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None
+
+    def ranks(v):
+        order = v.argsort(kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        return np.array([r[v == value].mean() for value in v])
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def summarize(data: dict) -> dict[str, Any]:
+    """The benchmark's figures, per group and overall, over the images every run of which is done."""
+    runs, max_tokens = data["runs"], data["config"]["max_tokens"]
+    out: dict[str, Any] = {}
+    for scope in (*data["groups"], "all"):
+        images = [img for img in data["images"] if (scope == "all" or img["group"] == scope)
+                  and all(str(r) in img["runs"] for r in range(runs))]
+        if not images:
+            continue
+        labels = [[label_number(img["runs"][str(r)]["label"], max_tokens) for r in range(runs)] for img in images]
+        cont = [[img["runs"][str(r)]["continuous"] for r in range(runs)] for img in images]
+        groups = [GROUPS.index(img["group"]) for img in images for _ in range(runs)]
+        icc_label, icc_cont = icc_2_1(np.array(labels, float)), icc_2_1(np.array(cont, float))
+        cont_sd = float(np.std(np.array(cont, float), ddof=1)) if len(images) > 1 else None
+        out[scope] = {
+            "images": len(images),
+            "same_label": sum(len(set(ls)) == 1 for ls in labels) / len(images),
+            "within_one": sum(max(ls) - min(ls) <= 1 for ls in labels) / len(images),
+            "icc_label": icc_label,
+            "icc_continuous": icc_cont,
+            # standard error of measurement of the continuous score: a rerun lands within about 2 SEM
+            "sem_continuous": (cont_sd * math.sqrt(max(0.0, 1 - icc_cont))
+                               if cont_sd is not None and icc_cont is not None else None),
+            "spearman_label": spearman(groups, [v for ls in labels for v in ls]),
+            "spearman_continuous": spearman(groups, [v for cs in cont for v in cs]),
+            "median_label": median(v for ls in labels for v in ls),
+            "mean_continuous": float(np.mean(cont)),
+            "mean_passes": float(np.mean([img["runs"][str(r)]["passes"] for img in images for r in range(runs)])),
+            "mean_seconds": float(np.mean([img["runs"][str(r)]["seconds"] for img in images for r in range(runs)])),
+        }
+    return out
+
+
+def summary_lines(data: dict, name: str = "") -> list[str]:
+    def f(v, fmt="{:.2f}"):
+        return "-" if v is None else fmt.format(v)
+
+    lines = [f"{name or data['name']} ({data['split']}, {data['runs']} runs, max_tokens {data['config']['max_tokens']}"
+             f" -> '{data['config']['max_tokens'] + 1}' = {data['config']['max_tokens']}+)"]
+    lines.append(f"  {'group':<7s} {'n':>3s} {'same':>5s} {'<=1':>5s} {'ICC lab':>7s} {'ICC cont':>8s} {'SEM':>5s} "
+                 f"{'rho lab':>7s} {'rho cont':>8s} {'med':>4s} {'mean c':>6s} {'passes':>7s} {'sec':>5s}")
+    for scope, s in summarize(data).items():
+        lines.append(f"  {scope.upper():<7s} {s['images']:>3d} {s['same_label']:>5.0%} {s['within_one']:>5.0%} "
+                     f"{f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} {f(s['sem_continuous']):>5s} "
+                     f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
+                     f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
+    return lines
+
+
+# ---------------------------------------------------------------------------- runs
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """['steps=80', 'decide_early=true'] -> {'steps': 80, 'decide_early': True} (JSON values, else strings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _image(data: dict, group: str, index: int, caption: str) -> dict:
+    img = next((x for x in data["images"] if x["group"] == group and x["index"] == index), None)
+    if img is None:
+        img = {"group": group, "index": index, "caption": caption, "runs": {}}
+        data["images"].append(img)
+    return img
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+SETTINGS_KEYS = ("format_version", "split", "layout_seed", "runs", "config", "model_marker")
+
+
+def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
+    lines = []
+    for path in sorted(out.glob(f"shards/*/{stem}.json")):
+        shard = json.loads(path.read_text())
+        if any(shard.get(k) != data.get(k) for k in SETTINGS_KEYS):
+            lines.append(f"skipped {path} (other settings)")
+            continue
+        added = 0
+        for img in shard["images"]:
+            mine = _image(data, img["group"], img["index"], img["caption"])
+            new = {r: v for r, v in img["runs"].items() if r not in mine["runs"]}
+            mine["runs"].update(new)
+            added += len(new)
+        lines.append(f"merged {added} analyses from {path}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..config import PRESETS  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(prog="python -m originality.shapes.reliability", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings of the preset")
+    ap.add_argument("--name", default=None, help="the setting's name in the output (default: preset and --set)")
+    ap.add_argument("--split", default="test", choices=sorted(SPLITS))
+    ap.add_argument("--per-group", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
+    ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one)")
+    ap.add_argument("--out", default="outputs/reliability")
+    ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shard", default=None, metavar="K/N")
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--summary", nargs="+", default=None, metavar="FILE", help="print the summary of result files")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.summary:
+        for path in args.summary:
+            print("\n".join(summary_lines(json.loads(Path(path).read_text()))))
+        return 0
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415
+    from ..config import AnalysisConfig  # noqa: PLC0415
+    from . import SHAPES_MODEL_DIR, model_marker  # noqa: PLC0415
+    from .evaluate import load_shapes_world  # noqa: PLC0415
+    from .figure6 import parse_shard, query_image  # noqa: PLC0415
+
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    try:
+        overrides = parse_set(args.set)
+        shard = parse_shard(args.shard)
+        base_config = AnalysisConfig.preset(args.preset, **overrides)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model_dir = args.model or str(SHAPES_MODEL_DIR)
+    model = load_shapes_world(model_dir, None)
+    base = resolve_config(base_config, model)
+    name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()])
+    stem = f"{name}-{args.split}"
+    out = Path(args.out)
+    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"{stem}.json"
+    data = {"format_version": FORMAT_VERSION, "name": name, "split": args.split, "layout_seed": SPLITS[args.split],
+            "runs": args.runs, "config": base.to_dict(), "model_marker": model_marker(model_dir),
+            "groups": list(args.groups), "images": []}
+    if path.is_file() and not args.fresh:
+        old = json.loads(path.read_text())
+        if any(old.get(k) != data[k] for k in SETTINGS_KEYS):
+            print(f"error: {path} holds other settings; use another --name/--out or --fresh", file=sys.stderr)
+            return 2
+        data = old
+    if not shard:
+        for line in merge_shards(data, out, stem):
+            print(line, flush=True)
+        _write_json(path, data)
+    todo = [(g, i) for i in range(args.per_group) for g in args.groups]
+    if shard:
+        todo = todo[shard[0] - 1:: shard[1]]
+    for g, i in todo:
+        caption, image = query_image(g, SPLITS[args.split], i, varied=True)
+        img = _image(data, g, i, caption)
+        for r in range(args.runs):
+            if str(r) in img["runs"]:
+                continue
+            t0 = time.perf_counter()
+            report = analyze(image, base.replace(seed=base.seed + r * RUN_SEED_STRIDE), model)
+            img["runs"][str(r)] = analysis_record(report, time.perf_counter() - t0)
+            _write_json(path, data)
+            print(f"  {g.upper():<7s} #{i:<3d} run {r} -> {report.label:>3s} "
+                  f"({img['runs'][str(r)]['continuous']:.2f}, {time.perf_counter() - t0:.0f}s)", flush=True)
+    print()
+    print("\n".join(summary_lines(data)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
