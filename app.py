@@ -2,8 +2,8 @@
 
     python app.py                      # http://0.0.0.0:7860 (also what Hugging Face Spaces runs)
 
-Layout and wiring only. The run is `originality.iter_analyze` with one `originality.zerogpu` call per token length;
-what the page shows comes from `originality.views`, the settings from the schema (`originality.config`), the worlds
+Layout and wiring only. The run is `originality.iter_analyze` with one `originality.app.zerogpu` call per token length;
+what the page shows comes from `originality.app.views`, the settings from the schema (`originality.config`), the worlds
 from `originality.worlds`, downloads from the run store. No model is loaded at import; handlers are plain functions
 that tests call directly. Environment variables: the README's table (ORIGINALITY_MCP=1 also serves an MCP tool).
 API (gradio_client): "/analyze" (image, world, domain, custom word, preset, JSON settings[, reference files])
@@ -26,14 +26,14 @@ from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded,
                          Report, Started, iter_analyze, load_references)
 from originality.config import PRESETS, advanced_settings
 from originality.images import check_file_size
-from originality.store import InvalidRunId, RunNotFound, default_store
-from originality.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
+from originality.app.store import InvalidRunId, RunNotFound, default_store
+from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
                                domain_fields, edit_items, examples_table, form_config, form_values, plain, recon_items,
                                row_header, sentence, setting_placeholder, setting_text, share_url, similarity_pair,
                                slider_pair, status_line, toast, uploaded_file, verdict_markdown, world_choices)
-from originality import zerogpu
+from originality.app import zerogpu
 from originality.worlds import default_world, get_world
-from originality.zerogpu import env_bytes, env_int, server_address
+from originality.app.environment import env_bytes, env_int, server_address
 
 logger = logging.getLogger("originality.app")
 

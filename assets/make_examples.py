@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from originality.shapes.dataset import query  # noqa: E402
-from originality.shapes.world import render  # noqa: E402
+from originality.shapes.renderer import render  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "examples"
 SHAPES_SEED = 0

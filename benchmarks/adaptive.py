@@ -4,7 +4,7 @@
                                   [--out benchmarks/adaptive.json] [--threads 1] [--shard K/N]
 
 For --per-group figure-6 queries of each group (COMMON, RARE, UNSEEN; `--varied`: drawn as another
-program would, `world.Variation`), each preset analyses each image once. Per analysis it records
+program would, `renderer.Variation`), each preset analyses each image once. Per analysis it records
 the label, the inversion steps each length used and why it stopped, the wall time and the UNet
 sample-passes:
 
@@ -39,7 +39,7 @@ from originality import gpu_costs  # noqa: E402
 from originality.gpu_costs import unet_passes  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
 from originality.report import label_rank  # noqa: E402
-from originality.shapes.figure6 import rank_correlation  # noqa: E402
+from originality.experiments.figure6 import rank_correlation  # noqa: E402
 from originality.stopping import STOP_PROBE  # noqa: E402
 from originality.uncertainty import median_label  # noqa: E402
 
@@ -168,11 +168,11 @@ def seed_summary(data: dict, preset: str) -> list[str]:
 
 def same_colour(group: str, index: int, seed: int) -> bool:
     """Whether a figure-6 query's two elements share a colour (the caption's colour words)."""
-    from originality.shapes import world  # noqa: PLC0415
-    from originality.shapes.figure6 import query_image  # noqa: PLC0415
+    from originality.shapes import renderer  # noqa: PLC0415
+    from originality.experiments.figure6 import query_image  # noqa: PLC0415
 
     words = query_image(group, seed, index)[0].split()
-    return len({w for w in words if w in world.RGB}) == 1
+    return len({w for w in words if w in renderer.RGB}) == 1
 
 
 def figure6_summary(data: dict, preset: str) -> list[str]:
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from originality import analyze, load_model
-    from originality.shapes.figure6 import query_image
+    from originality.experiments.figure6 import query_image
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     from originality import AnalysisConfig, load_model
     from originality.analysis import generate, inversion_seed, prepare
     from originality.inversion import TokenSession, encode_query, invert
-    from originality.shapes.figure6 import query_image
+    from originality.experiments.figure6 import query_image
 
     learning_rate, batch_size = float(argv[0]), int(argv[1])
     checks = [int(x) for x in argv[2].split(",")]

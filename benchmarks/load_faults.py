@@ -125,7 +125,7 @@ def opens(app: App, run_ids: list[str]) -> list[str]:
 
 def half_written(app: App, data: Path) -> tuple[int, int]:
     """(half-written runs listed or served, leftover temporary folders: hidden names, which are no run id)."""
-    from originality.store import RUN_ID_PATTERN, RunStore  # noqa: PLC0415
+    from originality.app.store import RUN_ID_PATTERN, RunStore  # noqa: PLC0415
 
     store = RunStore(data)
     listed = {row["id"] for row in store.list_recent(10_000)}

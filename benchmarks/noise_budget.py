@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from originality.analysis import generate, inversion_seed, prepare
     from originality.config import AnalysisConfig
     from originality.inversion import TokenSession, encode_query, invert
-    from originality.shapes.evaluate import load_shapes_world
-    from originality.shapes.figure6 import query_image
+    from originality.experiments.evaluate import load_shapes_world
+    from originality.experiments.figure6 import query_image
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -8,7 +8,7 @@ that the tokens can be edited ("cat in S*_m"), and stop at the first length that
 passes both. `iter_analyze` yields an event at every stage so a UI can stream it.
 
 The stop rule lives here once. A caller that must run each token length elsewhere (one
-ZeroGPU call per length, see `originality.zerogpu`) passes `iter_analyze` a `run_length`
+ZeroGPU call per length, see `originality.app.zerogpu`) passes `iter_analyze` a `run_length`
 (m -> that length's events, the first call starting with a `Prepared`) and a deadline; the
 pieces it runs are public: `check_inputs` (needs no model), `prepare` (step 1),
 `iter_length` (steps 2-7 for one m, with its own model lock and token session) and `decide`

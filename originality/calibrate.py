@@ -7,7 +7,7 @@ a description of the image?". Images the model has certainly seen the like of ma
 paper's examples: famous paintings, landmark photos) should pass at m = 1. For each image of
 FAMILIAR this runs the analysis' m = 1 inversion and reconstructions (no edits) and records the
 mean distance; the suggested threshold is the --quantile (default 0.8) of those means, the same
-rule as the shapes world's calibration (`originality.shapes.calibrate`): learned tokens pass when
+rule as the shapes world's calibration (`originality.experiments.shapes_threshold`): learned tokens pass when
 they reconstruct as well as one token does for 80% of familiar images. With --original (images the
 user knows the model cannot have seen), their m = 1 distances are measured too and the
 separation is reported: how many of them the suggested threshold would pass at m = 1, and the

@@ -6,7 +6,7 @@
 
 The Stable Diffusion world uses DreamSim (`DreamSimDistance`) and a zero-shot CLIP
 check that the edit prompt's subject is present (`ClipEditCheck`). The shapes world
-has its own pair in `originality.shapes.metrics`.
+has its own pair in `originality.shapes.judges`.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ alike in style.
 
 A world decides how its images are compared (`World.similarity` in `originality.worlds`): Stable
 Diffusion uses the backbones above (`BackboneSimilarity`); the shapes world compares layouts with its
-detector and has no style score (`originality.shapes.metrics.LayoutSimilarity`).
+detector and has no style score (`originality.shapes.judges.LayoutSimilarity`).
 
 Models load lazily, once per (world, device, dtype) (`judge_for`), never at import; importing this
 module loads no torch.

@@ -338,7 +338,7 @@ def test_over_several_seeds_the_score_is_their_median(pipe, query, tmp_path):
     stay seed 0's, and every shell says which run the rows are."""
     from originality.cli import score_line
     from originality.html_report import render
-    from originality.views import verdict_markdown
+    from originality.app.views import verdict_markdown
 
     model = make_model(pipe, [0.1, 0.9, 0.8, 0.7, 0.9, 0.1], [True] * 6)
     report = analyze(query, TINY.replace(seeds=3), model)

@@ -17,10 +17,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import originality.models as models
-from originality import AnalysisConfig, views, worlds, zerogpu
+from originality import AnalysisConfig, worlds
+from originality.app import views, zerogpu
 from originality.config import settings as schema
 from originality.images import load_image, prepare_image
-from originality.store import RunStore, set_default_store
+from originality.app.store import RunStore, set_default_store
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "assets" / "examples" / "shapes_common.png"
@@ -520,7 +521,7 @@ def test_server_address_follows_gradio_variables(app, monkeypatch):
 
 
 def test_references_show_beside_the_verdict_and_survive_the_share_link(app, env, tmp_path):
-    from originality.shapes.world import Element, render
+    from originality.shapes.renderer import Element, render
 
     render([Element("circle", "red", x=20, y=20)]).save(tmp_path / "mine.png")
     updates = list(app.run_analysis(str(EXAMPLE), "shapes", "default", "", "fast", {**TINY, "max_tokens": 1},

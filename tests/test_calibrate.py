@@ -21,11 +21,11 @@ def test_suggestion_is_the_quantile_of_familiar_distances_and_separation_is_meas
 
 def _images(folder, n, seed):
     """n shapes-world queries (the world refuses anything else before any work)."""
-    from originality.shapes import dataset, world
+    from originality.shapes import dataset, renderer
 
     folder.mkdir()
     for i in range(n):
-        world.render(dataset.query("common", seed, i).elements).save(folder / f"im{i}.png")
+        renderer.render(dataset.query("common", seed, i).elements).save(folder / f"im{i}.png")
     return folder
 
 

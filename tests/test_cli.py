@@ -17,7 +17,7 @@ import pytest
 
 from originality import cli
 from originality.report import Report
-from originality.shapes.world import Element, render
+from originality.shapes.renderer import Element, render
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--max-tokens", "2", "--steps", "2", "--batch-size", "2", "--reconstructions", "2",

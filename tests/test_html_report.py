@@ -13,7 +13,7 @@ from PIL import Image
 
 from originality import AnalysisConfig, analyze, citation, html_report, load_model
 from originality.report import Report, TokenResult
-from originality.shapes.world import Element, render
+from originality.shapes.renderer import Element, render
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # SVG elements written self-closed (<line .../>) are reported by html.parser as start+end tags.
@@ -135,7 +135,7 @@ def test_the_label_over_seeds_is_shown_everywhere_a_score_is(crafted):
 
     from originality.cli import score_line
     from originality.report import SeedRun
-    from originality.views import verdict_markdown
+    from originality.app.views import verdict_markdown
 
     assert "seeds" not in score_line(crafted) and "inversion seeds" not in verdict_markdown(crafted)
     assert "inversion seeds" not in " ".join(parse(html_report.render(crafted)).text)

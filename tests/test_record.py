@@ -17,7 +17,7 @@ from PIL import Image
 from originality import AnalysisConfig, analyze, citation, load_model
 from originality.record import folder_sha256, model_source, pixels_sha256
 from originality.report import Report
-from originality.shapes.world import Element, render
+from originality.shapes.renderer import Element, render
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(max_tokens=2, steps=2, batch_size=2, num_reconstructions=2, num_inference_steps=2, num_edits=1)

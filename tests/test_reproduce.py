@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from originality import cli
-from originality.shapes.world import Element, render
+from originality.shapes.renderer import Element, render
 
 TINY = ["--max-tokens", "2", "--steps", "3", "--batch-size", "2", "--reconstructions", "2",
         "--inference-steps", "3", "--device", "cpu", "--quiet"]

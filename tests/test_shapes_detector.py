@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from originality.shapes import dataset, world
+from originality.shapes import dataset, renderer
 from originality.shapes.detector import Detection, detect, element_bbox_centre
 
 CENTRE_TOLERANCE = 1.5
 
 
-def _bbox_centre(e: world.Element) -> tuple[float, float]:
+def _bbox_centre(e: renderer.Element) -> tuple[float, float]:
     """Centre of the rendered shape's bounding box, straight from the world's geometry."""
-    poly = world.shape_polygon(e.shape, e.x, e.y, e.radius)
+    poly = renderer.shape_polygon(e.shape, e.x, e.y, e.radius)
     if poly is None:  # circle
         return e.x, e.y
     xs, ys = zip(*poly)
@@ -34,19 +34,19 @@ def _keys(elements) -> Counter:
     return Counter((e.shape, e.colour, e.size, e.texture) for e in elements)
 
 
-def _random_element(rng: random.Random, shape: str, colour: str, size: str, texture: str) -> world.Element:
-    r = world.RADIUS[size]
-    return world.Element(shape, colour, size, texture, rng.uniform(r + 1, 63 - r), rng.uniform(r + 1, 63 - r))
+def _random_element(rng: random.Random, shape: str, colour: str, size: str, texture: str) -> renderer.Element:
+    r = renderer.RADIUS[size]
+    return renderer.Element(shape, colour, size, texture, rng.uniform(r + 1, 63 - r), rng.uniform(r + 1, 63 - r))
 
 
-@pytest.mark.parametrize("shape,texture", list(itertools.product(world.SHAPES, world.TEXTURES)))
+@pytest.mark.parametrize("shape,texture", list(itertools.product(renderer.SHAPES, renderer.TEXTURES)))
 def test_every_combination_alone_is_detected_exactly(shape: str, texture: str) -> None:
     rng = random.Random(f"{shape}-{texture}")
     failures = []
-    for colour, size in itertools.product(world.COLOURS, world.SIZES):
+    for colour, size in itertools.product(renderer.COLOURS, renderer.SIZES):
         for _ in range(3):  # three random sub-pixel positions each
             e = _random_element(rng, shape, colour, size, texture)
-            found = detect(world.render([e]))
+            found = detect(renderer.render([e]))
             ex, ey = _bbox_centre(e)
             if (
                 len(found) != 1
@@ -59,8 +59,8 @@ def test_every_combination_alone_is_detected_exactly(shape: str, texture: str) -
 
 
 def test_detection_fields() -> None:
-    e = world.Element("triangle", "blue", "big", "full", 30.25, 20.75)
-    (d,) = detect(world.render([e]))
+    e = renderer.Element("triangle", "blue", "big", "full", 30.25, 20.75)
+    (d,) = detect(renderer.render([e]))
     assert isinstance(d, Detection)
     assert (d.shape, d.colour, d.size, d.texture) == ("triangle", "blue", "big", "full")
     # the triangle is shifted so that its bounding box is centred on the element's (x, y)
@@ -73,10 +73,10 @@ def test_detection_fields() -> None:
 
 def test_star_position_is_its_bounding_box_centre() -> None:
     # A star's box spans y - r .. y + r cos 36deg, so its centre lies ~0.95 px above y (big).
-    e = world.Element("star", "red", "big", "full", 32.0, 32.0)
+    e = renderer.Element("star", "red", "big", "full", 32.0, 32.0)
     cx, cy = element_bbox_centre(e)
     assert cx == pytest.approx(32.0) and cy == pytest.approx(32.0 - 10 * (1 - np.cos(np.radians(36))) / 2)
-    (d,) = detect(world.render([e]))
+    (d,) = detect(renderer.render([e]))
     assert d.y == pytest.approx(cy, abs=0.3)
     assert abs(d.y - e.y) > 0.5
 
@@ -85,7 +85,7 @@ def test_dataset_images_are_detected_exactly() -> None:
     wrong = []
     for i in range(200):
         s = dataset.sample(0, i)
-        found = detect(world.render(s.elements))
+        found = detect(renderer.render(s.elements))
         if Counter(d.key for d in found) != _keys(s.elements):
             wrong.append((i, s.elements, found))
             continue
@@ -103,22 +103,22 @@ def test_the_three_query_pairs_are_detected_exactly() -> None:
     for group in ("common", "rare", "unseen"):
         for i in range(5):
             q = dataset.query(group, 0, i)
-            assert Counter(d.key for d in detect(world.render(q.elements))) == _keys(q.elements), (group, i)
+            assert Counter(d.key for d in detect(renderer.render(q.elements))) == _keys(q.elements), (group, i)
 
 
 def test_touching_elements_of_one_colour_are_split() -> None:
     # Dataset item (0, 117): a square's corner overlaps a circle of the same colour by ~2 px,
     # so the two form one connected blob.
     els = [
-        world.Element("circle", "red", "big", "full", 24.90, 30.19),
-        world.Element("square", "red", "big", "full", 38.54, 16.38),
+        renderer.Element("circle", "red", "big", "full", 24.90, 30.19),
+        renderer.Element("square", "red", "big", "full", 38.54, 16.38),
     ]
-    arr = np.asarray(world.render(els))
+    arr = np.asarray(renderer.render(els))
     from scipy import ndimage
 
     red = (arr[..., 0] > 150) & (arr[..., 1] < 150)
     assert ndimage.label(red, structure=np.ones((3, 3)))[1] == 1  # really one blob
-    found = detect(world.render(els))
+    found = detect(renderer.render(els))
     assert Counter(d.key for d in found) == _keys(els)
 
 
@@ -129,11 +129,11 @@ def test_mixed_attribute_layouts() -> None:
     rng = random.Random(7)
     ok = total = 0
     while total < 60:
-        specs = [tuple(rng.choice(v) for v in (world.SHAPES, world.COLOURS, world.SIZES, world.TEXTURES))
+        specs = [tuple(rng.choice(v) for v in (renderer.SHAPES, renderer.COLOURS, renderer.SIZES, renderer.TEXTURES))
                  for _ in range(rng.randint(1, 4))]
-        els = world.place(specs, rng)
+        els = renderer.place(specs, rng)
         total += 1
-        ok += Counter(d.key for d in detect(world.render(els))) == _keys(els)
+        ok += Counter(d.key for d in detect(renderer.render(els))) == _keys(els)
     assert ok >= 58, f"{ok}/{total}"
 
 
@@ -141,7 +141,7 @@ def test_white_image_has_no_elements() -> None:
     assert detect(Image.new("RGB", (64, 64), (255, 255, 255))) == []
     assert detect(Image.new("RGB", (64, 64), (0, 0, 0))) == []
     assert detect(Image.new("L", (64, 64), 128)) == []
-    assert detect(world.render([])) == []
+    assert detect(renderer.render([])) == []
 
 
 def test_noise_does_not_crash() -> None:
@@ -154,11 +154,11 @@ def test_noise_does_not_crash() -> None:
 
 
 def test_speckles_below_min_area_are_ignored() -> None:
-    e = world.Element("hexagon", "green", "big", "full", 44.0, 44.0)
-    arr = np.asarray(world.render([e])).copy()
+    e = renderer.Element("hexagon", "green", "big", "full", 44.0, 44.0)
+    arr = np.asarray(renderer.render([e])).copy()
     for k, (i, j) in enumerate(itertools.product(range(5), range(5))):
         y, x = 2 + 6 * i, 2 + 6 * j  # isolated 2 x 3 px speckles, top-left, in all three colours
-        arr[y : y + 2, x : x + 3] = world.RGB[world.COLOURS[k % 3]]
+        arr[y : y + 2, x : x + 3] = renderer.RGB[renderer.COLOURS[k % 3]]
     found = detect(Image.fromarray(arr), min_area=12)
     assert [d.key for d in found] == [("hexagon", "green", "big", "full")]
     assert found[0].x == pytest.approx(44.0, abs=1.0)
@@ -168,7 +168,7 @@ def test_mild_blur_and_noise_keep_the_elements() -> None:
     rng = np.random.default_rng(2)
     for i in range(20):
         s = dataset.sample(3, i)
-        im = world.render(s.elements)
+        im = renderer.render(s.elements)
         noisy = np.clip(np.asarray(im) + rng.normal(0, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
         assert Counter(d.key for d in detect(Image.fromarray(noisy))) == _keys(s.elements), i
         blurred = im.filter(ImageFilter.GaussianBlur(0.8))
@@ -177,7 +177,7 @@ def test_mild_blur_and_noise_keep_the_elements() -> None:
 
 def test_other_image_sizes_are_read_in_the_64px_frame() -> None:
     s = dataset.sample(0, 3)
-    found = detect(world.render(s.elements, size=128))
+    found = detect(renderer.render(s.elements, size=128))
     assert Counter(d.key for d in found) == _keys(s.elements)
     for e in s.elements:
         ex, ey = _bbox_centre(e)
@@ -186,9 +186,9 @@ def test_other_image_sizes_are_read_in_the_64px_frame() -> None:
 
 def test_empty_outline_keeps_the_silhouette() -> None:
     # An empty element is the full one's silhouette with the inside cleared, at every size.
-    for shape, size in itertools.product(world.SHAPES, world.SIZES):
-        full = np.asarray(world.render([world.Element(shape, "blue", size, "full", 31.3, 30.6)]))
-        empty = np.asarray(world.render([world.Element(shape, "blue", size, "empty", 31.3, 30.6)]))
+    for shape, size in itertools.product(renderer.SHAPES, renderer.SIZES):
+        full = np.asarray(renderer.render([renderer.Element(shape, "blue", size, "full", 31.3, 30.6)]))
+        empty = np.asarray(renderer.render([renderer.Element(shape, "blue", size, "empty", 31.3, 30.6)]))
         ink_full = (255.0 - full.min(axis=2)).sum()
         ink_empty = (255.0 - empty.min(axis=2)).sum()
         assert 0.3 * ink_full < ink_empty < 0.8 * ink_full, (shape, size)

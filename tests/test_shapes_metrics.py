@@ -10,21 +10,21 @@ import pytest
 from PIL import Image
 
 from originality.metrics import CheckResult, DistanceMetric, InDistributionCheck
-from originality.shapes import world
+from originality.shapes import renderer
 from originality.shapes.detector import Detection
-from originality.shapes.metrics import (
+from originality.shapes.judges import (
     ElementDistance,
     LayoutVariationCheck,
     element_f1_distance,
     match_elements,
 )
 
-E = world.Element
-WHITE = world.render([])
+E = renderer.Element
+WHITE = renderer.render([])
 
 
-def _render(*elements: world.Element) -> Image.Image:
-    return world.render(list(elements))
+def _render(*elements: renderer.Element) -> Image.Image:
+    return renderer.render(list(elements))
 
 
 # A query of three elements and the specs to re-place them.
@@ -38,14 +38,14 @@ SPECS = [(e.shape, e.colour, e.size, e.texture) for e in QUERY_ELEMENTS]
 
 @pytest.fixture(scope="module")
 def query() -> Image.Image:
-    return world.render(QUERY_ELEMENTS)
+    return renderer.render(QUERY_ELEMENTS)
 
 
-def _replaced(seed: int) -> list[world.Element]:
-    return world.place(SPECS, random.Random(seed))
+def _replaced(seed: int) -> list[renderer.Element]:
+    return renderer.place(SPECS, random.Random(seed))
 
 
-def _far_layouts(n: int) -> list[list[world.Element]]:
+def _far_layouts(n: int) -> list[list[renderer.Element]]:
     """n re-placements whose every element is > 6 px from the query's (so clearly not copies)."""
     out, seed = [], 0
     while len(out) < n:
@@ -84,7 +84,7 @@ def test_element_distance_same_image_is_zero(query: Image.Image) -> None:
 
 
 def test_element_distance_ignores_position_size_and_texture(query: Image.Image) -> None:
-    moved = world.render(_replaced(3))
+    moved = renderer.render(_replaced(3))
     restyled = _render(
         E("circle", "red", "small", "empty", 50.0, 50.0),
         E("square", "blue", "small", "full", 12.0, 40.0),
@@ -129,14 +129,14 @@ def test_copies_of_the_query_fail(query: Image.Image) -> None:
 
 def test_nearly_copies_fail(query: Image.Image) -> None:
     # each element shifted by ~2 px: still within copy_radius of the query's layout
-    shifted = [world.render([E(e.shape, e.colour, e.size, e.texture, e.x + dx, e.y + dy) for e in QUERY_ELEMENTS])
+    shifted = [renderer.render([E(e.shape, e.colour, e.size, e.texture, e.x + dx, e.y + dy) for e in QUERY_ELEMENTS])
                for dx, dy in ((2, 0), (0, -2), (1.5, 1.5), (-2, 1))]
     result = LayoutVariationCheck()(query, shifted, [], subject="", pass_fraction=0.5)
     assert not result.passed and result.scores == [0.0] * 4
 
 
 def test_new_random_positions_pass(query: Image.Image) -> None:
-    recon = [world.render(els) for els in _far_layouts(6)]
+    recon = [renderer.render(els) for els in _far_layouts(6)]
     result = LayoutVariationCheck()(query, recon, [], subject="cat", pass_fraction=0.75)
     assert result.passed is True
     assert result.scores == [1.0] * 6
@@ -146,7 +146,7 @@ def test_new_random_positions_pass(query: Image.Image) -> None:
 
 def test_the_same_non_query_layout_every_seed_fails(query: Image.Image) -> None:
     (layout,) = _far_layouts(1)
-    recon = [world.render(layout)] * 5
+    recon = [renderer.render(layout)] * 5
     result = LayoutVariationCheck()(query, recon, [], subject="", pass_fraction=0.5)
     assert result.scores == [1.0] * 5  # none is a copy of the query ...
     assert result.passed is False  # ... but they all are one layout
@@ -154,7 +154,7 @@ def test_the_same_non_query_layout_every_seed_fails(query: Image.Image) -> None:
 
 
 def test_pass_fraction(query: Image.Image) -> None:
-    far = [world.render(els) for els in _far_layouts(2)]
+    far = [renderer.render(els) for els in _far_layouts(2)]
     recon = [query, query, *far]
     check = LayoutVariationCheck()
     half = check(query, recon, [], subject="", pass_fraction=0.5)
@@ -164,7 +164,7 @@ def test_pass_fraction(query: Image.Image) -> None:
 
 
 def test_copy_radius_is_configurable(query: Image.Image) -> None:
-    shifted = world.render([E(e.shape, e.colour, e.size, e.texture, e.x + 6, e.y) for e in QUERY_ELEMENTS])
+    shifted = renderer.render([E(e.shape, e.colour, e.size, e.texture, e.x + 6, e.y) for e in QUERY_ELEMENTS])
     assert LayoutVariationCheck()(query, [shifted], [], subject="", pass_fraction=1.0).scores == [1.0]
     assert LayoutVariationCheck(copy_radius=8.0)(query, [shifted], [], subject="", pass_fraction=1.0).scores == [0.0]
 

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from originality.config import AnalysisConfig
-from originality.shapes import calibrate, evaluate, figure6, robustness, world
-from originality.shapes.metrics import ElementDistance
+from originality.shapes import renderer
+from originality.experiments import shapes_threshold as calibrate, evaluate, figure6, robustness
+from originality.shapes.judges import ElementDistance
 
 
 class RenderingPipeline:
@@ -37,7 +38,7 @@ class RenderingPipeline:
             specs = [(shape, colour, self.size or size, texture) for size, colour, texture, shape in specs]
             specs = specs[: self.keep]
             rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
-            images.append(world.render(world.place(specs, rng)))
+            images.append(renderer.render(renderer.place(specs, rng)))
         return SimpleNamespace(images=images)
 
 
@@ -60,7 +61,7 @@ def test_seen_prompts() -> None:
     pairs = [s for s in specs if s.group == "common pairs"]
     assert len(singles) == 15 and len(pairs) == 9
     assert singles[0].prompt == "big red full circle"
-    assert {s.prompt for s in singles} == {f"big {c} full {s}" for s in world.SHAPES for c in world.COLOURS}
+    assert {s.prompt for s in singles} == {f"big {c} full {s}" for s in renderer.SHAPES for c in renderer.COLOURS}
     assert "big green full circle and big blue full square" in {s.prompt for s in pairs}
     assert all(s.prompt == s.caption for s in specs)
     # a seeded subset of the colourings, and a template around every caption

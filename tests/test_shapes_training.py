@@ -1,4 +1,4 @@
-"""Tests of the shapes world's training script (`python -m originality.shapes.train`).
+"""Tests of the shapes world's training script (`python -m originality.experiments.train`).
 
 A few steps of the real script on the CPU: it must save a diffusers pipeline that
 `StableDiffusionPipeline.from_pretrained` loads and that the engine recognises as
@@ -20,7 +20,7 @@ from transformers import BertModel
 from originality.models import load_model
 from originality.shapes import WORLD_SHAPES
 from originality.shapes import model as shapes_model
-from originality.shapes import train
+from originality.experiments import train
 
 TINY = ["--vae-steps", "2", "--batch", "4", "--vae-batch", "2", "--device", "cpu", "--checkpoint-minutes", "100"]
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from originality.shapes import dataset, detector, world
+from originality.shapes import dataset, detector, renderer
 from originality.shapes.scope import check_in_world
-from originality.shapes.world import Element, Variation
+from originality.shapes.renderer import Element, Variation
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -25,13 +25,13 @@ def test_vary_stays_in_range_and_keeps_the_caption():
     for i in range(200):
         elements = dataset.sample(3, i).elements
         varied = v.vary(elements, rng)
-        assert world.caption(varied) == world.caption(elements)
+        assert renderer.caption(varied) == renderer.caption(elements)
         for e, o in zip(varied, elements):
             assert (e.x, e.y) == (o.x, o.y)
-            assert all(abs(c - n) <= v.shade for c, n in zip(e.rgb, world.RGB[e.colour]))
+            assert all(abs(c - n) <= v.shade for c, n in zip(e.rgb, renderer.RGB[e.colour]))
             assert 1 - v.radius <= e.scale <= 1 + v.radius
         for a, b in itertools.combinations(varied, 2):
-            assert math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius - world.OVERLAP_TOLERANCE - 1e-9
+            assert math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius - renderer.OVERLAP_TOLERANCE - 1e-9
 
 
 def test_vary_uses_the_whole_range():
@@ -40,7 +40,7 @@ def test_vary_uses_the_whole_range():
     shifts, scales = [], []
     for _ in range(300):
         (e,) = v.vary([Element("circle", "green")], rng)
-        shifts.append(e.rgb[1] - world.RGB["green"][1])
+        shifts.append(e.rgb[1] - renderer.RGB["green"][1])
         scales.append(e.scale)
     assert min(shifts) <= -v.shade + 4 and max(shifts) >= v.shade - 4
     assert min(scales) < 1 - 0.8 * v.radius and max(scales) > 1 + 0.8 * v.radius
@@ -63,16 +63,16 @@ def _extreme_drawings(element: Element, v: Variation):
     """Drawings of one element at the corners of the variation range (shade, radius, edges, blur, JPEG)."""
     from PIL import ImageFilter
 
-    nominal = world.RGB[element.colour]
+    nominal = renderer.RGB[element.colour]
     for sign, scale, plain, post in itertools.product((-1, 1), (1 - v.radius, 1 + v.radius), (False, True),
                                                       ("none", "blur", "jpeg")):
-        rgb = tuple(min(255, max(0, c + sign * v.shade * (1 if k == world.COLOURS.index(element.colour) else -1)))
+        rgb = tuple(min(255, max(0, c + sign * v.shade * (1 if k == renderer.COLOURS.index(element.colour) else -1)))
                     for k, c in enumerate(nominal))
-        image = world.render([replace(element, rgb=rgb, scale=scale)], supersample=not plain)
+        image = renderer.render([replace(element, rgb=rgb, scale=scale)], supersample=not plain)
         if post == "blur":
             image = image.filter(ImageFilter.GaussianBlur(v.max_blur))
         elif post == "jpeg":
-            image = world.jpeg(image, 70)
+            image = renderer.jpeg(image, 70)
         yield (sign, scale, plain, post), image
 
 
@@ -87,7 +87,7 @@ def test_detector_reads_varied_renders():
     """
     v = Variation()
     misses, n = [], 0
-    for shape, colour, size, texture in itertools.product(world.SHAPES, world.COLOURS, world.SIZES, world.TEXTURES):
+    for shape, colour, size, texture in itertools.product(renderer.SHAPES, renderer.COLOURS, renderer.SIZES, renderer.TEXTURES):
         element = Element(shape, colour, size, texture, 31.3, 32.6)
         for how, image in _extreme_drawings(element, v):
             if texture == "empty" and (how[2] or how[3] != "none"):
@@ -105,9 +105,9 @@ def test_in_world_check_accepts_world_images_exact_and_varied():
     rng = random.Random(5)
     for group in ("common", "rare", "unseen"):
         q = dataset.query(group, 0, 3)
-        assert check_in_world(world.render(q.elements)).ok
+        assert check_in_world(renderer.render(q.elements)).ok
         assert check_in_world(Variation().render(q.elements, rng)).ok
-        assert check_in_world(world.render(q.elements, size=256)).ok
+        assert check_in_world(renderer.render(q.elements, size=256)).ok
 
 
 def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
@@ -116,7 +116,7 @@ def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     assert not fit.ok and "white background" in fit.reason and "Stable Diffusion" in fit.message()
     blank = check_in_world(Image.new("RGB", (64, 64), "white"))
     assert not blank.ok and "No coloured shape" in blank.reason
-    yellow = world.render([Element("circle", "red", rgb=(230, 220, 20)), Element("square", "blue", x=12, y=12)])
+    yellow = renderer.render([Element("circle", "red", rgb=(230, 220, 20)), Element("square", "blue", x=12, y=12)])
     assert not check_in_world(yellow).ok
     # a photo-like image: smooth noise in every colour
     noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
@@ -136,7 +136,7 @@ def test_the_world_check_runs_before_any_model_work_and_can_be_switched_off():
         check_inputs(painting, config, world=shapes)
     with pytest.raises(ImageInputError, match="No coloured shape"):
         check_inputs(Image.new("RGB", (64, 64), "white"), config, world=shapes)
-    valid = world.render(dataset.query("common", 0, 1).elements)
+    valid = renderer.render(dataset.query("common", 0, 1).elements)
     assert check_inputs(valid, config, world=shapes)[0].size == (64, 64)
     assert check_inputs(painting, config.replace(world_check="off"), world=shapes)[0] is not None
     # Stable Diffusion judges any picture

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from originality.shapes import dataset, world
+from originality.shapes import dataset, renderer
 from originality.shapes.dataset import CORE, GROUP_PROBABILITIES, MAX_ELEMENTS
 
-E = world.Element
+E = renderer.Element
 N_SAMPLES = 20_000
 
 
@@ -44,28 +44,28 @@ def _within_5_sigma(count: int, n: int, p: float) -> bool:
 def test_render_is_deterministic() -> None:
     elements = [E("circle", "red", "big", "full", 20.3, 18.7), E("star", "blue", "small", "empty", 45.1, 40.9),
                 E("triangle", "green", "big", "empty", 30.0, 50.0)]
-    a = world.render(elements)
-    b = world.render([E(e.shape, e.colour, e.size, e.texture, e.x, e.y) for e in elements])  # fresh objects
-    assert a.mode == "RGB" and a.size == (world.IMAGE_SIZE, world.IMAGE_SIZE)
+    a = renderer.render(elements)
+    b = renderer.render([E(e.shape, e.colour, e.size, e.texture, e.x, e.y) for e in elements])  # fresh objects
+    assert a.mode == "RGB" and a.size == (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE)
     assert a.tobytes() == b.tobytes()
-    assert world.render(list(reversed(elements))).tobytes() == a.tobytes()  # no overlap: order is irrelevant
+    assert renderer.render(list(reversed(elements))).tobytes() == a.tobytes()  # no overlap: order is irrelevant
 
 
 def test_render_draws_the_elements_colour_on_white() -> None:
-    assert (np.asarray(world.render([])) == np.array(world.BACKGROUND, dtype=np.uint8)).all()
-    im = np.asarray(world.render([E("square", "blue", "big", "full", 32, 32)]))
-    assert tuple(im[32, 32]) == world.RGB["blue"]
-    assert tuple(im[2, 2]) == world.BACKGROUND
+    assert (np.asarray(renderer.render([])) == np.array(renderer.BACKGROUND, dtype=np.uint8)).all()
+    im = np.asarray(renderer.render([E("square", "blue", "big", "full", 32, 32)]))
+    assert tuple(im[32, 32]) == renderer.RGB["blue"]
+    assert tuple(im[2, 2]) == renderer.BACKGROUND
     # an empty element keeps the background inside its outline
-    hollow = np.asarray(world.render([E("circle", "red", "big", "empty", 32, 32)]))
-    assert tuple(hollow[32, 32]) == world.BACKGROUND and tuple(hollow[32, 23]) != world.BACKGROUND
+    hollow = np.asarray(renderer.render([E("circle", "red", "big", "empty", 32, 32)]))
+    assert tuple(hollow[32, 32]) == renderer.BACKGROUND and tuple(hollow[32, 23]) != renderer.BACKGROUND
 
 
 def test_render_other_sizes_keep_the_layout() -> None:
     e = E("circle", "green", "big", "full", 16, 16)
-    big = np.asarray(world.render([e], size=128))
+    big = np.asarray(renderer.render([e], size=128))
     assert big.shape == (128, 128, 3)
-    assert tuple(big[32, 32]) == world.RGB["green"] and tuple(big[100, 100]) == world.BACKGROUND
+    assert tuple(big[32, 32]) == renderer.RGB["green"] and tuple(big[100, 100]) == renderer.BACKGROUND
 
 
 # --------------------------------------------------------------------------- captions and elements
@@ -73,16 +73,16 @@ def test_render_other_sizes_keep_the_layout() -> None:
 
 def test_caption_format() -> None:
     elements = [E("circle", "red"), E("square", "blue")]
-    assert world.caption(elements) == "big red full circle and big blue full square"
-    assert world.caption([E("star", "green", "small", "empty")]) == "small green empty star"
-    assert world.caption([]) == ""
+    assert renderer.caption(elements) == "big red full circle and big blue full square"
+    assert renderer.caption([E("star", "green", "small", "empty")]) == "small green empty star"
+    assert renderer.caption([]) == ""
     assert E("hexagon", "blue").words == "big blue full hexagon"
 
 
 def test_element_defaults() -> None:
     e = E("circle", "red")
-    assert (e.size, e.texture, e.x, e.y) == ("big", "full", world.IMAGE_SIZE / 2, world.IMAGE_SIZE / 2)
-    assert e.radius == world.RADIUS["big"] and E("star", "red", "small").radius == world.RADIUS["small"]
+    assert (e.size, e.texture, e.x, e.y) == ("big", "full", renderer.IMAGE_SIZE / 2, renderer.IMAGE_SIZE / 2)
+    assert e.radius == renderer.RADIUS["big"] and E("star", "red", "small").radius == renderer.RADIUS["small"]
     with pytest.raises(Exception):
         e.x = 3.0  # frozen
 
@@ -104,7 +104,7 @@ def test_place_refuses_impossible_layouts() -> None:
 
     specs = [("circle", "red", "big", "full")] * 12  # twelve 20 px discs do not fit in 64 px
     with pytest.raises(ValueError, match="could not place 12 elements"):
-        world.place(specs, random.Random(0), max_tries=50)
+        renderer.place(specs, random.Random(0), max_tries=50)
 
 
 # --------------------------------------------------------------------------- dataset frequencies
@@ -138,7 +138,7 @@ def test_group_contents(samples) -> None:
         shapes = _shapes(s)
         assert len(s.elements) <= MAX_ELEMENTS
         assert all(e.size == "big" and e.texture == "full" for e in s.elements), s
-        assert s.caption == world.caption(s.elements)
+        assert s.caption == renderer.caption(s.elements)
         if s.group == "empty":
             assert not s.elements and s.caption == ""
         elif s.group == "other":
@@ -157,15 +157,15 @@ def test_group_contents(samples) -> None:
 def test_elements_do_not_overlap(samples) -> None:
     for s in samples:
         for a, b in itertools.combinations(s.elements, 2):
-            assert math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius - world.OVERLAP_TOLERANCE - 1e-9, s
+            assert math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius - renderer.OVERLAP_TOLERANCE - 1e-9, s
         for e in s.elements:
-            assert e.radius <= e.x <= world.IMAGE_SIZE - e.radius and e.radius <= e.y <= world.IMAGE_SIZE - e.radius
+            assert e.radius <= e.x <= renderer.IMAGE_SIZE - e.radius and e.radius <= e.y <= renderer.IMAGE_SIZE - e.radius
 
 
 def test_all_colours_and_shapes_are_used(samples) -> None:
     elements = [e for s in samples for e in s.elements]
-    assert {e.shape for e in elements} == set(world.SHAPES)
-    assert {e.colour for e in elements} == set(world.COLOURS)
+    assert {e.shape for e in elements} == set(renderer.SHAPES)
+    assert {e.colour for e in elements} == set(renderer.COLOURS)
     pairs = Counter((a.colour, b.colour) for s in samples if s.group == "common"
                     for a, b in itertools.permutations(s.elements, 2) if (a.shape, b.shape) == ("circle", "square"))
     assert len(pairs) == 9  # the COMMON pair appears in every colouring
@@ -182,7 +182,7 @@ def test_dataset_is_seeded() -> None:
     for i in (0, 7):
         (x, c), (y, d) = ds[i], again[i]
         assert c == d == dataset.sample(5, i).caption
-        assert x.shape == (3, world.IMAGE_SIZE, world.IMAGE_SIZE) and x.dtype == torch.float32
+        assert x.shape == (3, renderer.IMAGE_SIZE, renderer.IMAGE_SIZE) and x.dtype == torch.float32
         assert torch.equal(x, y) and -1.0 <= float(x.min()) and float(x.max()) <= 1.0
 
 

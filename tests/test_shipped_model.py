@@ -1,11 +1,11 @@
 """Smoke tests of the shipped shapes-world model (assets/shapes-model) on the CPU.
 
-Skipped when the model has not been trained yet (`python -m originality.shapes.train`).
+Skipped when the model has not been trained yet (`python -m originality.experiments.train`).
 $ORIGINALITY_SHAPES_MODEL points the tests at another shapes-world folder.
 
 Loose on purpose, since this runs in CI: the model must draw the prompted
 elements in at least half of a few seeded images (the real quality gate is
-`python -m originality.shapes.evaluate`, >= 80%), and a whole `analyze` with the
+`python -m originality.experiments.evaluate`, >= 80%), and a whole `analyze` with the
 fast preset must finish and give a self-consistent report. The score itself is
 not asserted: it depends on the trained weights.
 """
@@ -27,13 +27,13 @@ from originality.shapes import SHAPES_GUIDANCE, SHAPES_MODEL_DIR, SHAPES_THRESHO
 from originality.shapes import dataset
 from originality.shapes.detector import detect
 from originality.shapes.model import colour_binding, is_shapes_model
-from originality.shapes.world import render
+from originality.shapes.renderer import render
 
 MODEL_DIR = Path(os.environ.get("ORIGINALITY_SHAPES_MODEL", SHAPES_MODEL_DIR))
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not is_shapes_model(MODEL_DIR),
-    reason=f"no trained shapes-world model at {MODEL_DIR} (train it with `python -m originality.shapes.train`, "
+    reason=f"no trained shapes-world model at {MODEL_DIR} (train it with `python -m originality.experiments.train`, "
            "or set ORIGINALITY_SHAPES_MODEL)",
 )]
 
@@ -77,7 +77,7 @@ def test_text_encoder_binds_colours_to_shapes(model) -> None:
 def test_draws_common_pairs(model) -> None:
     """COMMON pairs over all 9 colour combinations: the shipped model drew exactly the prompted
     pair in 90% of images at the quality gate (evaluate.py, 8 per prompt); a random model in 0%."""
-    from originality.shapes.evaluate import seen_prompts  # noqa: PLC0415
+    from originality.experiments.evaluate import seen_prompts  # noqa: PLC0415
 
     config = resolve_config(AnalysisConfig.preset("fast", generation_batch_size=4), model)
     pairs = [spec for spec in seen_prompts() if spec.group == "common pairs"]

@@ -21,11 +21,11 @@ from offline_models import make_tiny_clip
 from originality import AnalysisConfig, analyze, citation, similarity
 from originality.images import ImageInputError
 from originality.report import Report
-from originality.shapes import world as shapes_world
+from originality.shapes import renderer
 from originality.shapes.detector import Detection
-from originality.shapes.metrics import LayoutSimilarity
+from originality.shapes.judges import LayoutSimilarity
 from originality.similarity import (COPY_BACKBONE, BackboneSimilarity, chunked_similarity, compare, load_references)
-from originality.store import RunStore
+from originality.app.store import RunStore
 from originality.worlds import get_world
 
 TINY = AnalysisConfig.preset("fast", max_tokens=1, steps=2, batch_size=2, num_reconstructions=2,
@@ -46,7 +46,7 @@ def _noise(seed: int, size=(80, 64)) -> Image.Image:
 
 
 def _shapes(*elements) -> Image.Image:
-    return shapes_world.render([shapes_world.Element(*e) for e in elements])
+    return renderer.render([renderer.Element(*e) for e in elements])
 
 
 # --------------------------------------------------------------------------- DCR's rule
@@ -286,7 +286,8 @@ def test_old_reports_without_references_still_load(runs, tmp_path):
 
 
 def test_the_html_report_and_the_page_show_the_nearest_reference(runs):
-    from originality import html_report, views
+    from originality import html_report
+    from originality.app import views
 
     plain, report, _ = runs
     page = html_report.render(report)

@@ -281,7 +281,7 @@ def test_decide_early_stops_drawing_once_a_length_cannot_pass(session_inputs):
     (r,) = events[-1].report.results
     assert drawn == [1, 2, 3] and len(r.distances) == 3 and not r.distance_passed
     from originality.cli import length_line
-    from originality.views import RunView, row_header
+    from originality.app.views import RunView, row_header
 
     assert "decided after 3 of 4 reconstructions" in length_line(r, 0.5, config.num_reconstructions)
     view = RunView.from_report(events[-1].report)

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from originality import report as report_module
-from originality import store as store_module
+from originality.app import store as store_module
 from originality.report import Report, TokenResult
-from originality.store import InvalidRunId, RunNotFound, RunStore, check_run_id, new_run_id
+from originality.app.store import InvalidRunId, RunNotFound, RunStore, check_run_id, new_run_id
 
 
 def make_report(score: int | None = 2, max_tokens: int = 3, created: str = "2024-01-01T00:00:00+00:00") -> Report:
@@ -270,7 +270,7 @@ def test_hf_sync_unknown_remote_id_is_not_found(tmp_path, hub):
 def test_hf_upload_failure_is_logged_not_raised(tmp_path, hub, caplog):
     hub.fail_upload = True
     store = RunStore(tmp_path)
-    with caplog.at_level("WARNING", logger="originality.store"):
+    with caplog.at_level("WARNING", logger="originality.app.store"):
         run_id = store.save(make_report())
         assert store.wait_for_uploads(timeout=30)
     assert store.load(run_id).label == "2"  # the local copy is fine

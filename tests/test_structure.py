@@ -61,7 +61,7 @@ def test_every_setting_has_a_schema_and_the_cli_and_app_come_from_it():
     args = analyze.choices["analyze"].parse_args(["x.png", "--reconstructions", "3", "--edit-pass-fraction", "0.25"])
     assert cli.config_from_args(args).num_reconstructions == 3 and cli.config_from_args(args).edit_pass_fraction == 0.25
     assert [s.name for s in advanced_settings()][:3] == ["max_tokens", "steps", "batch_size"]
-    from originality.shapes import figure6
+    from originality.experiments import figure6
 
     args = figure6.build_parser().parse_args(["--steps", "3", "--reconstructions", "2"])
     assert cli.overrides_from_args(args, figure6.OVERRIDES) == {"steps": 3, "num_reconstructions": 2}

@@ -27,7 +27,7 @@ SHAPES_TEMPLATES = (
 INITIAL_WORD = "shapes"
 # Element distance (1 - F1 of detected (shape, colour)) for the shapes world, set to what the
 # model's own best words achieve for familiar content: images generated from "a photo of <true
-# caption>" of 24 COMMON queries (`python -m originality.shapes.calibrate --groups common
+# caption>" of 24 COMMON queries (`python -m originality.experiments.shapes_threshold --groups common
 # --per-group 24`, 8 images each) have per-query mean distances whose 80% quantile is 0.29 on the
 # shipped model (mean 0.17). Learned tokens that reconstruct the query that well count as a
 # description of it. UNSEEN true captions stay above (0.45: the model cannot draw that pair
@@ -35,7 +35,7 @@ INITIAL_WORD = "shapes"
 # caption-quality reconstructions for half of the familiar images.
 SHAPES_THRESHOLD = 0.3
 SHAPES_THRESHOLD_SOURCE = ("calibrated default of the shapes world (0.3: 80% quantile of true-caption distances of "
-                           "24 COMMON queries, `python -m originality.shapes.calibrate`)")
+                           "24 COMMON queries, `python -m originality.experiments.shapes_threshold`)")
 SHAPES_GUIDANCE = 3.0
 
 
@@ -51,13 +51,13 @@ def model_marker(path) -> dict:
 
 
 def _judges(device, **options):
-    from .metrics import ElementDistance, LayoutVariationCheck  # noqa: PLC0415
+    from .judges import ElementDistance, LayoutVariationCheck  # noqa: PLC0415
 
     return ElementDistance(), LayoutVariationCheck()
 
 
 def _similarity(device, dtype):
-    from .metrics import LayoutSimilarity  # noqa: PLC0415
+    from .judges import LayoutSimilarity  # noqa: PLC0415
 
     return LayoutSimilarity()
 
@@ -71,7 +71,7 @@ def _check_query(image) -> str | None:
 def _unavailable(model_id: str) -> str | None:
     if not Path(model_id).is_dir():
         return (f"the shapes-world model is not installed here ({model_id} is missing); train it with "
-                "`python -m originality.shapes.train --out assets/shapes-model` or set ORIGINALITY_MODEL")
+                "`python -m originality.experiments.train --out assets/shapes-model` or set ORIGINALITY_MODEL")
     return None
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .world import COLOURS, IMAGE_SIZE, Element, Variation, caption, place, render
+from .renderer import COLOURS, IMAGE_SIZE, Element, Variation, caption, place, render
 
 CORE = ("circle", "square", "triangle")
 FILLERS = ("hexagon", "star")

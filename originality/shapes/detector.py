@@ -5,7 +5,7 @@ one's (shape, colour, size, texture) and position:
 
 1. Colour: a pixel belongs to a colour when that colour's channel is the dominant
    one and its saturation (max - min channel) is at least `SATURATION_FRACTION` of
-   the colour's own saturation in `world.RGB` (white, grey and black pixels have
+   the colour's own saturation in `renderer.RGB` (white, grey and black pixels have
    none).
 2. Elements: 8-connected components of each colour's mask; components smaller than
    `min_area` pixels are noise and are dropped. Holes are filled
@@ -14,11 +14,11 @@ one's (shape, colour, size, texture) and position:
    form one component; a silhouette whose distance transform has two peaks joined
    by a narrow neck is split there (watershed on the distance transform).
 3. Shape, size and texture, by analysis by synthesis: every candidate
-   (shape, size, texture) is rendered with `world.render`, placed so that its ink
+   (shape, size, texture) is rendered with `renderer.render`, placed so that its ink
    centroid falls on the element's (the box filter that anti-aliases the renders
    keeps both ink and centroid exact), and compared with the element's ink
    (coverage, read from the darkest channel) by L1 distance; the closest candidate
-   wins. (IoU of the silhouette with `world.shape_mask` stretched to the
+   wins. (IoU of the silhouette with `renderer.shape_mask` stretched to the
    component's box mistook ~10% of small circles and hexagons for each other, and
    a hole-area rule misread small empty triangles and stars, whose holes are a
    few pixels; the rendered
@@ -31,7 +31,7 @@ one's (shape, colour, size, texture) and position:
    inscribed in; for stars the box centre lies slightly above it, see
    `element_bbox_centre`.
 
-Images of another size are resized to `world.IMAGE_SIZE` first; positions and
+Images of another size are resized to `renderer.IMAGE_SIZE` first; positions and
 areas are in pixels of that 64 px frame.
 """
 
@@ -45,13 +45,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from . import world
+from . import renderer
 
 _CHANNEL = {"red": 0, "green": 1, "blue": 2}
 # Saturation of each pure colour, and its darkest channel (coverage of a pixel is
 # (255 - darkest channel) / (255 - _INK_MIN)).
-_FULL_SAT = {c: float(max(rgb) - min(rgb)) for c, rgb in world.RGB.items()}
-_INK_MIN = float(min(min(rgb) for rgb in world.RGB.values()))
+_FULL_SAT = {c: float(max(rgb) - min(rgb)) for c, rgb in renderer.RGB.items()}
+_INK_MIN = float(min(min(rgb) for rgb in renderer.RGB.values()))
 # A pixel is coloured from this fraction of its colour's full saturation on; below
 # one half, so that the 1 px outlines of small empty elements stay closed.
 SATURATION_FRACTION = 0.25
@@ -68,7 +68,7 @@ MAX_MISFIT = 0.75
 PHASES = 4
 _HALF = 15  # templates are (2 * _HALF) px square, centred on the element
 _EIGHT = np.ones((3, 3), dtype=bool)
-CANDIDATES = tuple(itertools.product(world.SHAPES, world.SIZES, world.TEXTURES))
+CANDIDATES = tuple(itertools.product(renderer.SHAPES, renderer.SIZES, renderer.TEXTURES))
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,9 @@ class Detection:
         return (self.shape, self.colour, self.size, self.texture)
 
 
-def element_bbox_centre(element: world.Element) -> tuple[float, float]:
+def element_bbox_centre(element: renderer.Element) -> tuple[float, float]:
     """Centre of the bounding box of the shape `element` renders (what `detect` reports)."""
-    poly = world.shape_polygon(element.shape, element.x, element.y, element.radius)
+    poly = renderer.shape_polygon(element.shape, element.x, element.y, element.radius)
     if poly is None:
         return element.x, element.y
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
@@ -111,7 +111,7 @@ def _own_coverage(coverage: np.ndarray, core: np.ndarray) -> np.ndarray:
     return np.clip(coverage / level, 0.0, 1.0) if level > 0.3 else coverage
 
 
-# Drawn radii vary around each size word's (world.Variation: +-10%), so every candidate is
+# Drawn radii vary around each size word's (renderer.Variation: +-10%), so every candidate is
 # also fitted at the scale its ink suggests, snapped to this grid (a relative radius).
 SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 
@@ -123,9 +123,9 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
     `plain`: drawn with aliased edges (an outline drawn that way is a different band of pixels).
     """
     shape, size, texture = candidate
-    c = world.IMAGE_SIZE // 2
-    e = world.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale)
-    cov = _coverage(np.asarray(world.render([e], supersample=not plain), dtype=np.float32))
+    c = renderer.IMAGE_SIZE // 2
+    e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale)
+    cov = _coverage(np.asarray(renderer.render([e], supersample=not plain), dtype=np.float32))
     return cov[c - _HALF : c + _HALF, c - _HALF : c + _HALF]
 
 
@@ -155,7 +155,7 @@ def _scales_for(candidate: tuple[str, str, str], total: float) -> tuple[float, .
 @dataclass(frozen=True)
 class _Fit:
     candidate: tuple[str, str, str]
-    x: float  # element position (world.Element.x/y)
+    x: float  # element position (renderer.Element.x/y)
     y: float
     misfit: float  # L1 distance between the element's ink and the candidate's render
     ink: float  # the element's ink (sum of its coverage)
@@ -325,8 +325,8 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
     dropped too.
     """
     image = image.convert("RGB")
-    if image.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
-        image = image.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.BILINEAR)
+    if image.size != (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE):
+        image = image.resize((renderer.IMAGE_SIZE, renderer.IMAGE_SIZE), Image.BILINEAR)
     rgb = np.asarray(image, dtype=np.float32)
     sat = rgb.max(axis=2) - rgb.min(axis=2)
     dominant = rgb.argmax(axis=2)
@@ -366,7 +366,7 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             if fit.relative_misfit > max_misfit:
                 continue
             shape, size, texture = fit.candidate
-            x, y = element_bbox_centre(world.Element(shape, colour, size, texture, fit.x, fit.y, scale=fit.scale))
+            x, y = element_bbox_centre(renderer.Element(shape, colour, size, texture, fit.x, fit.y, scale=fit.scale))
             found.append(Detection(shape, colour, size, texture, float(x), float(y), area))
     found.sort(key=lambda d: (d.y, d.x))
     return found

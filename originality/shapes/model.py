@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler,
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from . import INITIAL_WORD, MARKER_FILE, SHAPES_TEMPLATES, is_shapes_model  # noqa: F401 - re-exported
-from .world import COLOURS, IMAGE_SIZE, SHAPES, SIZES, TEXTURES
+from .renderer import COLOURS, IMAGE_SIZE, SHAPES, SIZES, TEXTURES
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import world
+from . import renderer
 from .dataset import MAX_ELEMENTS
 from .detector import detect
 
@@ -54,8 +54,8 @@ class WorldFit:
 def check_in_world(image: Image.Image) -> WorldFit:
     """Whether `image` (any size, RGB) looks like a shapes-world image; reads it at 64 px."""
     small = image.convert("RGB")
-    if small.size != (world.IMAGE_SIZE, world.IMAGE_SIZE):
-        small = small.resize((world.IMAGE_SIZE, world.IMAGE_SIZE), Image.BILINEAR)
+    if small.size != (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE):
+        small = small.resize((renderer.IMAGE_SIZE, renderer.IMAGE_SIZE), Image.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32)
     white = rgb.min(axis=2) >= WHITE_LEVEL
     background = float(white.mean())
@@ -95,6 +95,6 @@ def _near(found, shape: tuple[int, int]) -> np.ndarray:
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     mask = np.zeros(shape, dtype=bool)
     for d in found:
-        r = world.RADIUS[d.size] * 1.15 + 2.0
+        r = renderer.RADIUS[d.size] * 1.15 + 2.0
         mask |= (xs + 0.5 - d.x) ** 2 + (ys + 0.5 - d.y) ** 2 <= r * r
     return mask

@@ -1,6 +1,6 @@
 """Does the score survive a redraw? The same layouts drawn several ways a person calls the same image.
 
-    python -m originality.shapes.robustness --per-group 4 [--preset fast] [--seeds 3]
+    python -m originality.experiments.robustness --per-group 4 [--preset fast] [--seeds 3]
                                             [--model assets/shapes-model] [--out outputs/robustness]
 
 For each group (COMMON, RARE, UNSEEN) --per-group held-out layouts (`dataset.query`, seed
@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from . import dataset, model_marker, world
+from ..shapes import dataset, model_marker, renderer
 from .figure6 import parse_shard
 
 GROUPS = ("common", "rare", "unseen")
@@ -40,7 +40,7 @@ FORMAT_VERSION = 1
 
 def _shade(elements, rng: random.Random):
     """Each element's colour shifted by up to 20 levels per channel (inside the world's range)."""
-    return world.render([replace(e, rgb=tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in world.RGB[e.colour]))
+    return renderer.render([replace(e, rgb=tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in renderer.RGB[e.colour]))
                          for e in elements])
 
 
@@ -48,12 +48,12 @@ def _shade(elements, rng: random.Random):
 # the world's own sizes: another shade, a slightly larger radius, aliased edges, another
 # resolution, lossy compression.
 DRAWINGS: dict[str, Callable] = {
-    "exact": lambda els, rng: world.render(els),
+    "exact": lambda els, rng: renderer.render(els),
     "shade": _shade,
-    "radius+8%": lambda els, rng: world.render([replace(e, scale=1.08) for e in els]),
-    "plain-edges": lambda els, rng: world.render(els, supersample=False),
-    "256px": lambda els, rng: world.render(els, size=256),
-    "jpeg85": lambda els, rng: world.jpeg(world.render(els), 85),
+    "radius+8%": lambda els, rng: renderer.render([replace(e, scale=1.08) for e in els]),
+    "plain-edges": lambda els, rng: renderer.render(els, supersample=False),
+    "256px": lambda els, rng: renderer.render(els, size=256),
+    "jpeg85": lambda els, rng: renderer.jpeg(renderer.render(els), 85),
 }
 
 
@@ -121,9 +121,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..config import PRESETS  # noqa: PLC0415
-    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m originality.shapes.robustness", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m originality.experiments.robustness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=4, help="layouts per group (default: %(default)s)")
     ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))

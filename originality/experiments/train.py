@@ -1,6 +1,6 @@
 """Train the shapes world's model from scratch: the VAE, then the UNet and text encoder.
 
-    python -m originality.shapes.train --out assets/shapes-model
+    python -m originality.experiments.train --out assets/shapes-model
 
 Time-boxed (--max-minutes) and resumable: checkpoints go to --checkpoint-dir every
 few minutes, and a rerun of the same command continues where the last one stopped.
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from ..device import pick_device
-from . import is_shapes_model, model_marker
-from . import model as shapes_model
-from .dataset import drawing, sample, to_tensor
-from .world import COLOURS, SHAPES, Variation
+from ..shapes import is_shapes_model, model_marker
+from ..shapes import model as shapes_model
+from ..shapes.dataset import drawing, sample, to_tensor
+from ..shapes.renderer import COLOURS, SHAPES, Variation
 
 logger = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="save the pipeline from the latest checkpoints (EMA weights) without training")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     ap.add_argument("--vary", action=argparse.BooleanOptionalAction, default=True,
-                    help="train on varied drawings (shades, radii, edges, blur, JPEG: world.Variation) "
+                    help="train on varied drawings (shades, radii, edges, blur, JPEG: renderer.Variation) "
                          "instead of the exact renders only")
     ap.add_argument("--init-from", default=None,
                     help="fine-tune: start the UNet, text encoder and VAE from this saved pipeline; the VAE "

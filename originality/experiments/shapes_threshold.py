@@ -1,6 +1,6 @@
 """Calibrate the shapes world's distance threshold from what the model draws for its own words.
 
-    python -m originality.shapes.calibrate [--model assets/shapes-model] [--per-group 12]
+    python -m originality.experiments.shapes_threshold [--model assets/shapes-model] [--per-group 12]
                                            [--images 8] [--quantile 0.8] [--out outputs/calibrate]
 
 The threshold answers "how close must the reconstructions be for the learned tokens to count as
@@ -73,9 +73,9 @@ def summarise(rows: list[dict[str, Any]], q: float) -> dict[str, dict[str, float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m originality.shapes.calibrate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m originality.experiments.shapes_threshold", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHAPES_MODEL_DIR), help="shapes-world pipeline folder (default: %(default)s)")
     ap.add_argument("--per-group", type=int, default=12, help="query images per group (default: %(default)s)")

@@ -1,9 +1,9 @@
 """How repeatable is the score? Test-retest of the shapes world on varied drawings.
 
-    python -m originality.shapes.reliability [--preset fast] [--set key=value ...] [--split test]
+    python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1]
-    python -m originality.shapes.reliability --summary FILE.json [FILE.json ...]
+    python -m originality.experiments.reliability --summary FILE.json [FILE.json ...]
 
 Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
 another program would) is analysed --runs times, fully independently: run r uses the analysis seed
@@ -204,7 +204,7 @@ def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from ..config import PRESETS  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m originality.shapes.reliability", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m originality.experiments.reliability", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings of the preset")
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from ..analysis import analyze, resolve_config  # noqa: PLC0415
     from ..config import AnalysisConfig  # noqa: PLC0415
-    from . import SHAPES_MODEL_DIR, model_marker  # noqa: PLC0415
+    from ..shapes import SHAPES_MODEL_DIR, model_marker  # noqa: PLC0415
     from .evaluate import load_shapes_world  # noqa: PLC0415
     from .figure6 import parse_shard, query_image  # noqa: PLC0415
 

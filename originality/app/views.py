@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import citation
-from .analysis import (CheckReady, ComparingReferences, Decision, DistancesReady, Generating, LengthDone,
+from .. import citation
+from ..analysis import (CheckReady, ComparingReferences, Decision, DistancesReady, Generating, LengthDone,
                        ReconstructionsReady, SeedProgress, Started)
-from .inversion import InversionStep
-from .config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
-from .report import SCORED_RECONSTRUCTIONS, Report, drawn_note
-from .uncertainty import mean_interval
-from .worlds import all_worlds, get_world
+from ..inversion import InversionStep
+from ..config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
+from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
+from ..uncertainty import mean_interval
+from ..worlds import all_worlds, get_world
 
 INTRO = f"""# How original is this image to a text-to-image model?
 Progressive multi-token textual inversion ([{citation.SHORT}]({citation.URL})): the model

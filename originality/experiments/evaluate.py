@@ -1,6 +1,6 @@
 """Quality gate for a shapes-world model: does it draw the combinations it has seen?
 
-    python -m originality.shapes.evaluate [--model assets/shapes-model] [--per-prompt 8] [--seed 0]
+    python -m originality.experiments.evaluate [--model assets/shapes-model] [--per-prompt 8] [--seed 0]
                                           [--out outputs/evaluate]
 
 The originality analysis is only meaningful on a model that renders what it saw
@@ -46,9 +46,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import PRESETS, AnalysisConfig
-from .detector import detect
-from .model import colour_binding
-from .world import COLOURS, SHAPES, Element, caption
+from ..shapes.detector import detect
+from ..shapes.model import colour_binding
+from ..shapes.renderer import COLOURS, SHAPES, Element, caption
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +216,10 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 def load_shapes_world(path: str | Path, device: str | None = None):
     """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
     from ..models import load_model  # noqa: PLC0415
-    from . import WORLD_SHAPES  # noqa: PLC0415
+    from ..shapes import WORLD_SHAPES  # noqa: PLC0415
 
     if not Path(path).is_dir():
-        raise ValueError(f"no model folder at {path} (train one with python -m originality.shapes.train)")
+        raise ValueError(f"no model folder at {path} (train one with python -m originality.experiments.train)")
     model = load_model(str(Path(path)), device=device)
     if model.world != WORLD_SHAPES:
         raise ValueError(f"{path} is not a shapes-world model (no originality_world.json marker)")
@@ -227,9 +227,9 @@ def load_shapes_world(path: str | Path, device: str | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m originality.shapes.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m originality.experiments.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHAPES_MODEL_DIR), help="shapes-world pipeline folder (default: %(default)s)")
     ap.add_argument("--per-prompt", type=int, default=8, help="images per prompt (default: %(default)s)")

@@ -1,6 +1,6 @@
 """Reproduce Fig. 6 of Haviv et al. 2024: tokens needed per image, by frequency in training.
 
-    python -m originality.shapes.figure6 --per-group 20 [--preset fast] [--model assets/shapes-model]
+    python -m originality.experiments.figure6 --per-group 20 [--preset fast] [--model assets/shapes-model]
                                          [--seed 0] [--out outputs/figure6] [--compare-preset paper]
 
 For each group COMMON (circle + square), RARE (circle + triangle) and UNSEEN
@@ -48,8 +48,8 @@ from typing import Any
 from ..config import PRESETS, AnalysisConfig
 from ..report import label_rank
 from ..uncertainty import median_label
-from . import dataset, model_marker
-from .world import COLOURS, Variation, render
+from ..shapes import dataset, model_marker
+from ..shapes.renderer import COLOURS, Variation, render
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ GROUP_COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 def query_image(group: str, seed: int, index: int, varied: bool = False):
     """(caption, image) of the figure-6 query `index` of `group`: the exact render, or a varied drawing.
 
-    A varied drawing (`world.Variation`: another shade, radius, edges, blur or compression) is
+    A varied drawing (`renderer.Variation`: another shade, radius, edges, blur or compression) is
     what another program would draw of the same layout; its draws depend on the image only.
     """
     sample = dataset.query(group, seed, index)
@@ -284,9 +284,9 @@ def summary_lines(data: dict) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from ..cli import add_setting_options  # noqa: PLC0415
-    from . import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
-    ap = argparse.ArgumentParser(prog="python -m originality.shapes.figure6", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m originality.experiments.figure6", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per-group", type=int, default=20, help="query images per group (default: %(default)s, "
                     "as in the paper)")
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for torch (default: torch's choice; use 1 per process for parallel shards)")
     ap.add_argument("--fresh", action="store_true", help="discard an existing figure6.json in --out")
     ap.add_argument("--varied", action="store_true",
-                    help="draw each query as another program would (world.Variation: shade, radius, edges, blur, "
+                    help="draw each query as another program would (renderer.Variation: shade, radius, edges, blur, "
                          "JPEG) instead of the renderer's exact pixels")
     ap.add_argument("--save-reports", action="store_true",
                     help="also save every report folder under --out/reports/<preset>/<group>_<i>")

@@ -5,8 +5,7 @@ generator's yields back pickled, and limits each call's duration. The unit of wo
 therefore ONE TOKEN LENGTH (`length_events`): `length_runner` gives `iter_analyze` a runner
 that makes one such call per length, and the engine keeps the stop rule. The comparison with
 reference images, after the last length, is one more call (`comparer`). Without the `spaces`
-package the same functions run in-process, unchanged. Also the app's environment helpers (env_int,
-env_bytes, server_address).
+package the same functions run in-process, unchanged.
 
 Reservation for one length, from the settings:
     seconds = GPU_OVERHEAD_S                                     model load/move, query encoding, judges
@@ -22,11 +21,11 @@ fast preset: 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2 -> 86 s per length
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Iterator
 
-from . import gpu_costs
-from .config import AnalysisConfig
+from .. import gpu_costs
+from ..config import AnalysisConfig
+from .environment import env_int
 
 try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
     import spaces  # type: ignore[import-not-found]
@@ -36,36 +35,6 @@ except ImportError:
 # The three rates live in originality/gpu_costs.json with their source (an estimate until
 # `benchmarks/gpu_bench.py --update-costs` writes measured ones).
 GPU_OVERHEAD_S, GPU_S_PER_SAMPLE, GPU_S_PER_IMAGE_STEP = gpu_costs.rates()
-
-
-def env_int(name: str, default: int) -> int:
-    """A whole number from the environment (blank: `default`); ValueError names the variable."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as err:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from err
-
-
-def env_bytes(name: str, default: str) -> int:
-    """A size from the environment, "20mb" / "512kb" / "1gb" / bytes (blank: `default`); ValueError names it."""
-    raw = (os.environ.get(name, "").strip() or default).lower()
-    units = {"gb": 2**30, "mb": 2**20, "kb": 2**10, "b": 1}
-    unit = next((u for u in units if raw.endswith(u)), "b")
-    try:
-        return int(float(raw[: len(raw) - len(unit)] if raw.endswith(unit) else raw) * units[unit])
-    except ValueError as err:
-        raise ValueError(f"{name} must be a size such as 20mb, got {raw!r}") from err
-
-
-def server_address() -> tuple[str, int]:
-    """The app's (name, port) from Gradio's own variables, GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (PORT as a
-    fallback)."""
-    name = os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
-    port = env_int("GRADIO_SERVER_PORT", 0) or env_int("PORT", 7860)
-    return name, port
 
 
 def gpu_seconds(config: dict) -> int:
@@ -97,8 +66,8 @@ def length_events(image: Any, config: dict, model_id: str, m: int) -> Iterator[A
     is loaded at import). Yields the `Prepared` query first (step 1, cheap, so redone by
     every call), then the engine's events for length m, ending with `LengthDone`.
     """
-    from .analysis import iter_length, prepare  # noqa: PLC0415 - the engine loads only in the worker
-    from .models import load_model  # noqa: PLC0415
+    from ..analysis import iter_length, prepare  # noqa: PLC0415 - the engine loads only in the worker
+    from ..models import load_model  # noqa: PLC0415
 
     model = load_model(model_id)
     prepared = prepare(image, AnalysisConfig.from_dict(config), model)
@@ -125,8 +94,8 @@ SIMILARITY_GPU_S = 60
 def similarity_call(query: Any, references: list, reconstructions: dict, copy_line: float, model_id: str):
     """The comparison with the references (`analysis.Comparer` arguments, and the model id): the work of one GPU
     call, on the model's device and dtype (the model is loaded here, in the worker, as for a token length)."""
-    from .analysis import local_comparer  # noqa: PLC0415 - the engine loads only in the worker
-    from .models import load_model  # noqa: PLC0415
+    from ..analysis import local_comparer  # noqa: PLC0415 - the engine loads only in the worker
+    from ..models import load_model  # noqa: PLC0415
 
     model = load_model(model_id)
     return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, references, reconstructions,

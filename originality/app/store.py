@@ -38,7 +38,7 @@ from typing import Any
 
 from huggingface_hub import HfApi, snapshot_download
 
-from .report import Report
+from ..report import Report
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class RunStore:
             dest.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{run_id}.", dir=dest))
             shutil.copy2(folder / "report.json", tmp / "report.json")
-            from .html_report import write as write_html  # noqa: PLC0415  (only when downloads are made)
+            from ..html_report import write as write_html  # noqa: PLC0415  (only when downloads are made)
 
             write_html(self.load(run_id), tmp / "report.html")
             for sub in sorted(folder.glob("m*/learned_embeds.safetensors")):
