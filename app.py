@@ -32,7 +32,7 @@ from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pai
                                row_header, sentence, setting_placeholder, setting_text, share_url, similarity_pair,
                                slider_pair, status_line, toast, uploaded_file, verdict_markdown, world_choices)
 from originality.app import zerogpu
-from originality.worlds import default_world, get_world
+from originality.worlds import default_world, get_world, world_model_id
 from originality.app.environment import env_bytes, env_int, server_address
 
 logger = logging.getLogger("originality.app")
@@ -50,9 +50,14 @@ UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app
 UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
 YIELD_EVERY_S = 0.5  # runs (the API's too) yield at least this often: Cancel, job.cancel(), a lost client stop them
 
-# ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset (public limits apply)
-DEFAULTS: dict[str, Any] = AnalysisConfig.from_json(os.environ.get("ORIGINALITY_DEFAULTS"),
-                                                    where="ORIGINALITY_DEFAULTS", public=True)
+
+def parse_defaults(raw: str | None) -> dict[str, Any]:
+    """ORIGINALITY_DEFAULTS: a JSON object of AnalysisConfig fields on top of the chosen preset, checked against the
+    public limits (a value above a setting's public maximum is refused); blank: none."""
+    return AnalysisConfig.from_json(raw, where="ORIGINALITY_DEFAULTS", public=True)
+
+
+DEFAULTS: dict[str, Any] = parse_defaults(os.environ.get("ORIGINALITY_DEFAULTS"))
 
 
 def build_config(preset: str, domain: str | None, custom_word: str | None, values: dict | str | None) -> AnalysisConfig:
@@ -77,12 +82,12 @@ def analysis_events(image: Any, world: str, config: AnalysisConfig, references: 
     timeout = float(env_int("ORIGINALITY_RUN_TIMEOUT", 900)) if timeout is None else timeout
     try:
         spec = get_world(world)
-        model_id = spec.model_id()
+        model_id = world_model_id(spec)
         spec.check_available(model_id)
         check_file_size(image, UPLOAD_LIMIT)
         refs = load_references([uploaded_file(r) for r in references or []], config, spec, max_bytes=UPLOAD_LIMIT)
-        events = iter_analyze(image, config, references=refs, run_length=zerogpu.length_runner(image, config, model_id),
-                              compare_references=zerogpu.comparer(model_id), deadline=time.monotonic() + timeout)
+        events = iter_analyze(image, config, references=refs, runner=zerogpu.ZeroGPURunner(model_id, spec),
+                              deadline=time.monotonic() + timeout)
         yield from events
     except DeadlineExceeded as err:
         raise refused(f"Stopped: the run took longer than the {timeout:.0f} s limit of this server. "

@@ -38,10 +38,8 @@ sys.path.insert(0, str(ROOT))
 from originality import gpu_costs  # noqa: E402
 from originality.gpu_costs import unet_passes  # noqa: E402
 from originality.config import PRESETS, AnalysisConfig  # noqa: E402
-from originality.report import label_rank  # noqa: E402
+from originality.labels import label_rank, median_label  # noqa: E402
 from originality.experiments.figure6 import rank_correlation  # noqa: E402
-from originality.stopping import STOP_PROBE  # noqa: E402
-from originality.uncertainty import median_label  # noqa: E402
 
 GROUPS = ("common", "rare", "unseen")
 BASELINE = "fast"  # the fixed-step preset the adaptive one replaces

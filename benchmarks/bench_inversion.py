@@ -42,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,8 @@ from originality.config import AnalysisConfig  # noqa: E402
 from originality.device import DTYPES, frozen_dtype, pick_device  # noqa: E402
 from originality.inversion import TokenSession, encode_query, initializer_id, invert  # noqa: E402
 from originality.metrics import CheckResult  # noqa: E402
-from originality.models import WORLD_SD, OriginalityModel  # noqa: E402
+from originality.models import OriginalityModel  # noqa: E402
+from originality.sd import WORLD as SD_WORLD  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -132,9 +134,8 @@ class AlwaysPassCheck:
 
 def stand_in_model(pipeline, name: str, threshold: float) -> OriginalityModel:
     return OriginalityModel(
-        pipeline=pipeline, name=name, world=WORLD_SD, distance=PixelL1Distance(),
-        in_distribution=AlwaysPassCheck(), default_domain="house", default_threshold=threshold,
-        default_guidance_scale=7.5,
+        pipeline=pipeline, name=name, world=dataclasses.replace(SD_WORLD, threshold=threshold),
+        distance=PixelL1Distance(), in_distribution=AlwaysPassCheck(),
     )
 
 

@@ -28,7 +28,8 @@ _EXPORTS = {
     **dict.fromkeys(["OriginalityModel", "load_model"], "models"),
     **dict.fromkeys(["Report", "SeedRun", "TokenResult"], "report"),
     **dict.fromkeys(["Reference", "Similarity", "load_references"], "similarity"),
-    **dict.fromkeys(["World", "default_model_id", "all_worlds", "get_world"], "worlds"),
+    "World": "world",
+    **dict.fromkeys(["default_model_id", "all_worlds", "get_world"], "worlds"),
 }
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

@@ -7,12 +7,12 @@ reconstruct it from "a photo of S*_m", measure the distance to the query, check
 that the tokens can be edited ("cat in S*_m"), and stop at the first length that
 passes both. `iter_analyze` yields an event at every stage so a UI can stream it.
 
-The stop rule lives here once. A caller that must run each token length elsewhere (one
-ZeroGPU call per length, see `originality.app.zerogpu`) passes `iter_analyze` a `run_length`
-(m -> that length's events, the first call starting with a `Prepared`) and a deadline; the
-pieces it runs are public: `check_inputs` (needs no model), `prepare` (step 1),
-`iter_length` (steps 2-7 for one m, with its own model lock and token session) and `decide`
-(step 8).
+One path: `check_inputs` checks the settings, the image and the references once (no model needed);
+a `LengthRunner` prepares the query once (`prepare_checked`: the world's defaults, the domain, the
+record) and runs each token length on the resolved `Prepared` (`iter_length`, steps 2-7); the stop
+rule (`_stop_rule`) and the score (`decide`, step 8) live here once. `LocalRunner` runs everything in
+this process; a caller that must run the work elsewhere (one ZeroGPU call per length,
+`originality.app.zerogpu`; several processes, `originality.parallel`) passes its own runner.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Protocol, Union
 
 import torch
 from diffusers import StableDiffusionPipeline
@@ -35,11 +35,15 @@ from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .stopping import STOP_PROBE
 from .models import OriginalityModel, load_model
-from .worlds import World, default_model_id, get_world, world_of_model
-from .record import finish_record, image_seed, input_sha256, similarity_record, start_record
+from .sd import pick_domain
+from .world import World
+from .worlds import default_model_id, world_of_model
+from .provenance import input_sha256
+from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
-from .report import (SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult, first_pass, mean_and_std,
-                     score_of)
+from .labels import can_still_pass, distance_passes, median_score
+from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
+from .uncertainty import mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +126,26 @@ class Decision:
 
 Event = Union[Started, InversionStep, Generating, ReconstructionsReady, DistancesReady, CheckReady, LengthDone,
               SeedProgress, ComparingReferences, Decision]
-# One token length run by the caller (e.g. in a ZeroGPU worker): (m, seed) -> its events, ending with
-# `LengthDone`; the first call's events start with the `Prepared` query when `iter_analyze` has none.
-LengthRunner = Callable[[int, int], Iterator[Union[Event, "Prepared"]]]
-# The comparison with the references, run by the caller (e.g. in a ZeroGPU worker): (query, references,
-# {m: reconstructions}, copy_line) -> `similarity.Similarity`.
+# The comparison with the references: (query, references, {m: reconstructions}, copy_line) -> `Similarity`.
 Comparer = Callable[[Image.Image, list[Reference], dict[int, list[Image.Image]], float], Similarity]
+
+
+class LengthRunner(Protocol):
+    """Where an analysis's work runs: here (`LocalRunner`), one ZeroGPU call per length
+    (`app.zerogpu.ZeroGPURunner`) or several processes (`parallel.ParallelRunner`). `iter_analyze` keeps
+    the checks, the stop rule and the score; a runner only does the heavy work on what it is given."""
+
+    world: World  # whose check the query and the references pass before any heavy work
+
+    def prepare(self, image: Image.Image, config: AnalysisConfig, source: dict) -> "Prepared":
+        """Step 1 on checked inputs (`check_inputs`'s image and settings): `prepare_checked`."""
+
+    def run_length(self, prepared: "Prepared", m: int) -> Iterator[Event]:
+        """Steps 2-7 for length m under `prepared.config.seed`: its events, ending with `LengthDone`."""
+
+    def compare(self, query: Image.Image, refs: list[Reference], reconstructions: dict[int, list[Image.Image]],
+                copy_line: float) -> Similarity:
+        """Step 10: the query and the reconstructions against the references (a `Comparer`)."""
 
 
 class DeadlineExceeded(TimeoutError):
@@ -135,14 +153,20 @@ class DeadlineExceeded(TimeoutError):
 
 
 def resolve_config(config: AnalysisConfig | None, model: OriginalityModel) -> AnalysisConfig:
-    """Fill the world's defaults into the fields left as None, then validate."""
+    """Validate `config` (None: the `fast` preset) and fill the world's defaults into the fields left as None."""
     config = config or AnalysisConfig.preset("fast")
     config.validate()
+    return _with_world_defaults(config, model)
+
+
+def _with_world_defaults(config: AnalysisConfig, model: OriginalityModel) -> AnalysisConfig:
+    """`config` (already validated) with the world's defaults in the fields left as None."""
+    world = model.world
     return config.replace(
-        domain=config.domain or model.default_domain,
-        threshold=model.default_threshold if config.threshold is None else config.threshold,
-        guidance_scale=model.default_guidance_scale if config.guidance_scale is None else config.guidance_scale,
-        copy_line=get_world(model.world).copy_line if config.copy_line is None else config.copy_line,
+        domain=config.domain or world.domain,
+        threshold=world.threshold if config.threshold is None else config.threshold,
+        guidance_scale=world.guidance_scale if config.guidance_scale is None else config.guidance_scale,
+        copy_line=world.copy_line if config.copy_line is None else config.copy_line,
     )
 
 
@@ -236,6 +260,10 @@ class Prepared:
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
 
+    def with_seed(self, seed: int) -> "Prepared":
+        """The same preparation under another analysis seed (the `seeds` setting's repeats)."""
+        return self if seed == self.config.seed else replace(self, config=self.config.replace(seed=seed))
+
 
 def check_inputs(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
                  world: World | None = None):
@@ -252,9 +280,9 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
     config.validate()
     loaded = None if image is None else load_image(image)
     if model is not None:
-        config = resolve_config(config, model)
+        config = _with_world_defaults(config, model)
         initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
-        world = world or get_world(model.world)
+        world = world or model.world
     if loaded is not None and world is not None and config.world_check == "on":
         problem = world.check_query(loaded)
         if problem:
@@ -264,17 +292,21 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
 
 def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
             source: dict | None = None) -> Prepared:
-    """Step 1 of an analysis: check the inputs and prepare the query; no heavy work.
-
-    `source`: `record.input_sha256` of the image as the user gave it, when `image` is already decoded.
-
-    Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
+    """Step 1 of an analysis, from raw inputs: `check_inputs` (against the model's world), then
+    `prepare_checked`. `source`: `provenance.input_sha256` of the image as the user gave it, when `image` is
+    already decoded. Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
     """
-    # 1. Check inputs (the image and settings first: they need no model)
-    loaded, config = check_inputs(image, config)
     model = model or load_model()
+    loaded, checked = check_inputs(image, config, world=model.world)
+    return prepare_checked(loaded, checked, model, source or input_sha256(image))
+
+
+def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: OriginalityModel, source: dict) -> Prepared:
+    """Step 1 on inputs `check_inputs` has passed: normalise the query, fill in the world's defaults (and the
+    domain picked for the image when none was chosen), the edit subject, the token the learned rows start
+    from, and the reproducibility record. The one place the settings are resolved; no heavy work.
+    Raises `ValueError` on a domain word that is not one token of the model's tokenizer."""
     given = config  # as the caller gave it: the record says which settings were the world's defaults
-    check_inputs(loaded, config, model)  # the world's check of the image, the default domain word
     query = prepare_image(loaded, model.resolution)
     notes: list[str] = []
     pick = None
@@ -283,14 +315,14 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
         if pick is not None:
             config = config.replace(domain=pick.domain)
             notes.append(pick.sentence())
-    config = resolve_config(config, model)
+    config = _with_world_defaults(config, model)
     if model.in_distribution.uses_edits:
         config, note = switch_edit_subject(config, model.initial_word(config.domain))
         if note:
             notes.append(note)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
-    record = start_record(source or input_sha256(image), query, model, given=given, resolved=config)
+    record = start_record(source, query, model, given=given, resolved=config)
     return Prepared(query, config, model.describe(), init_id, templates, record, tuple(notes),
                     pick.to_dict() if pick else None, record["threshold"]["source"])
 
@@ -299,10 +331,8 @@ def auto_domain(model: OriginalityModel, query: Image.Image):
     """The domain picked for `query` when the user chose none, in a world that picks one
     (`World.picks_domain`: CLIP zero-shot over the presets, `sd.pick_domain`); else None (the
     world's default word)."""
-    if not get_world(model.world).picks_domain:
+    if not model.world.picks_domain:
         return None
-    from .sd import pick_domain  # noqa: PLC0415
-
     return pick_domain(model, query)
 
 
@@ -384,7 +414,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
         mean, std = mean_and_std(distances)
-        distance_passed = mean <= config.threshold
+        distance_passed = distance_passes(mean, config.threshold)
         yield DistancesReady(m, distances, mean, std, distance_passed)
 
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
@@ -438,7 +468,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
         distances.extend(float(d) for d in model.distance(query, batch))
         timings["distance"] += time.perf_counter() - t0
 
-    while len(images) < n and not (config.decide_early and sum(distances) > config.threshold * n):
+    while len(images) < n and not (config.decide_early and not can_still_pass(distances, n, config.threshold)):
         t0 = time.perf_counter()
         batch = generate(pipe, prompt, min(config.generation_batch_size, n - len(images)),
                          seed=image_seed(config.seed) + len(images), config=config, resolution=model.resolution)
@@ -460,33 +490,60 @@ SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length
 
 def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0,
            seed_runs: tuple | list = ()) -> Report:
-    """Step 8, the stop rule: the score is the first length that passes (None: none did, "max_tokens+").
-
-    `results` are the lengths tried, in order (a progressive run stops after the first pass).
-    `seed_runs`: with the `seeds` setting, every seed's `SeedRun` (this run's first); the score is
-    then the median of their scores, since one seed's label is one draw. Needs no model:
-    `prepared.model` describes it.
-    """
+    """Step 8: the report of `results`, the lengths tried in order (the stop rule ends at the first that
+    passes). The score is the first passing length (`SeedRun.of`, None: none did, "max_tokens+"); with the
+    `seeds` setting (`seed_runs`: every seed's `SeedRun`, this run's first) it is the median of their scores
+    (`labels.median_score`), since one seed's label is one draw. Needs no model: `prepared.model`
+    describes it."""
     # 8. Score: the fewest tokens that pass (over several seeds: the median of each seed's)
-    score = first_pass(results)
+    runs = list(seed_runs) or [SeedRun.of(prepared.config.seed, results, prepared.config.threshold,
+                                          prepared.config.max_tokens)]
+    score = runs[0].score if len(runs) == 1 else median_score(r.score for r in runs)
     config = prepared.config
-    report = Report(
+    return Report(
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
         threshold=config.threshold, config=config.to_dict(), model=dict(prepared.model),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
         notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
-        seed_runs=list(seed_runs),
+        seed_runs=runs if len(runs) > 1 else [],
     )
-    if report.label_distribution is not None:
-        report.score = score_of(report.label_distribution.median)
-    return report
+
+
+class LocalRunner:
+    """A `LengthRunner` that runs every step in this process, on `model` (loaded on first use by `load`,
+    default `models.load_model()`, so that the inputs are checked before any weights load). Keeps each
+    length's learned rows for the next length's warm start (`token_init` "previous")."""
+
+    def __init__(self, model: OriginalityModel | None = None, *, world: World | None = None,
+                 load: Callable[[], OriginalityModel] | None = None):
+        self._model, self._load = model, load or load_model
+        self.world = world or (model.world if model is not None else world_of_model(default_model_id()))
+        self._learned: dict[tuple[int, int], torch.Tensor] = {}  # (seed, m) -> rows
+
+    @property
+    def model(self) -> OriginalityModel:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def prepare(self, image: Image.Image, config: AnalysisConfig, source: dict) -> Prepared:
+        return prepare_checked(image, config, self.model, source)
+
+    def run_length(self, prepared: Prepared, m: int) -> Iterator[Event]:
+        seed = prepared.config.seed
+        result = yield from iter_length(prepared, self.model, m, self._learned.get((seed, m - 1)))
+        self._learned[seed, m] = result.embeddings
+
+    def compare(self, query, refs, reconstructions, copy_line) -> Similarity:
+        model = self.model
+        return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, refs, reconstructions,
+                                                                                      copy_line)
 
 
 def iter_analyze(
     image, config: AnalysisConfig | None = None, model: OriginalityModel | None = None, *,
-    references=None, run_length: LengthRunner | None = None, deadline: float | None = None,
-    compare_references: Comparer | None = None, world: str | None = None,
+    references=None, runner: LengthRunner | None = None, deadline: float | None = None,
 ) -> Iterator[Event]:
     """Run the analysis, yielding progress events; the last event is a `Decision`.
 
@@ -500,52 +557,42 @@ def iter_analyze(
     copy and style similarity of the query to each, and the reference nearest to each length's reconstructions
     (`originality.similarity`; the score and the stop rule do not depend on it). None: nothing is compared or loaded.
 
-    `run_length`: run each token length elsewhere ((m, seed) -> its events, see `LengthRunner`; the
-    model is then loaded there, not here), with `world` (its name) for the references' check and
-    `compare_references` for the comparison (default: here, on the CPU). `deadline`: a `time.monotonic()`
-    value after which the run stops with `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again
-    with the seeds seed+1 .. seed+K-1 (their events come wrapped in `SeedProgress`), and the report's
-    score is the median over the K seeds, with their labels in `label_distribution`.
+    `runner`: where the work runs (`LengthRunner`; default `LocalRunner(model)`, which loads the default
+    model when `model` is None). `deadline`: a `time.monotonic()` value after which the run stops with
+    `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again with the seeds seed+1 .. seed+K-1 (their
+    events come wrapped in `SeedProgress`), and the report's score is the median over the K seeds, with
+    their labels in `label_distribution`.
     """
-    # 1. Check inputs (the references too); prepare here unless the lengths run elsewhere
-    source = input_sha256(image)  # the file as given, for the record
-    loaded, checked = check_inputs(image, config)
-    refs = load_references(references, checked, _references_world(model, world) if references else None)
-    prepared: Prepared | None = None
-    if run_length is None:
-        model = model or load_model()
-        prepared = prepare(loaded, checked, model, source=source)  # decoded: a file object reads only once
-        run_length = _local_runner(prepared, model)
-        compare_references = compare_references or local_comparer(model.world, model.device, model.pipeline.unet.dtype)
-        yield prepared.started()
-
-    started = time.perf_counter()
-
-    def first_prepared(event):  # a remote runner prepares the query on every call: start once
-        nonlocal prepared, started
-        if not isinstance(event, Prepared):
-            return event
-        if prepared is not None:
-            return None
-        prepared, started = event, time.perf_counter()
-        return event.started()
-
-    results = yield from _relay(_stop_rule(run_length, checked.seed, checked.max_tokens, deadline), first_prepared)
-    if prepared is None:
-        raise RuntimeError("the token lengths ran without preparing the query")
-    # 9. Optionally, the label over more inversion seeds (the same stop rule, other seeds)
-    seed_runs = [SeedRun.of(checked.seed, results)] if checked.seeds > 1 else []
-    for index, seed in enumerate(range(checked.seed + 1, checked.seed + checked.seeds), start=2):
-        def wrapped(event, seed=seed, index=index):
-            return None if isinstance(event, Prepared) else SeedProgress(seed, index, checked.seeds, event)
-        other = yield from _relay(_stop_rule(run_length, seed, checked.max_tokens, deadline), wrapped)
-        seed_runs.append(SeedRun.of(seed, other))
-    report = decide(prepared, results, time.perf_counter() - started, seed_runs)
+    runner = runner or LocalRunner(model)
+    # 1. Check the inputs once (settings, image, the world's check, the references), before any heavy work
+    loaded, checked = check_inputs(image, config, world=runner.world)
+    source = input_sha256(image)  # the file as given, for the record (a file object's position is restored)
+    refs = load_references(references, checked, runner.world) if references else []
+    prepared = runner.prepare(loaded, checked, source)  # decoded: a file object reads only once
+    yield prepared.started()
+    report = yield from iter_score(runner, prepared, deadline)
     # 10. Beside the score: similarity to the references (after the decision, which it cannot change)
     if refs:
-        yield from iter_similarity(report, refs, compare_references or local_comparer(prepared.model["world"]),
-                                   prepared.config.copy_line)
+        yield from iter_similarity(report, refs, runner.compare, prepared.config.copy_line)
     yield Decision(report)
+
+
+def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None = None) -> Iterator[Event]:
+    """Steps 2-9 on a prepared query: the token lengths under the stop rule, again under each further
+    inversion seed of the `seeds` setting (events wrapped in `SeedProgress`), and the score (`decide`).
+    Yields the events; returns the `Report` (`report = yield from iter_score(...)`)."""
+    config, started = prepared.config, time.perf_counter()
+    # 2.-7. The lengths under the stop rule
+    results = yield from _stop_rule(runner, prepared, deadline)
+    seed_runs = [SeedRun.of(config.seed, results, config.threshold, config.max_tokens)]
+    # 9. The same stop rule under the further seeds
+    for index, seed in enumerate(range(config.seed + 1, config.seed + config.seeds), start=2):
+        def wrapped(event, seed=seed, index=index):
+            return SeedProgress(seed, index, config.seeds, event)
+        other = yield from _relay(_stop_rule(runner, prepared.with_seed(seed), deadline), wrapped)
+        seed_runs.append(SeedRun.of(seed, other, config.threshold, config.max_tokens))
+    # 8. The score
+    return decide(prepared, results, time.perf_counter() - started, seed_runs)
 
 
 def iter_similarity(report: Report, refs: list[Reference], compare_references: Comparer,
@@ -575,18 +622,17 @@ def _relay(events: Iterator, convert: Callable) -> Iterator:
         events.close()
 
 
-def _stop_rule(run_length: LengthRunner, seed: int, max_tokens: int, deadline: float | None
-               ) -> Iterator[Event | Prepared]:
-    """Steps 2-8 with one inversion seed: the lengths m = 1, 2, ... until the first that passes
-    (the stop rule). Yields their events; returns their `TokenResult`s."""
+def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None) -> Iterator[Event]:
+    """Steps 2-7 under `prepared.config.seed`: the lengths m = 1, 2, ... until the first that passes (the
+    stop rule). Yields their events; returns their `TokenResult`s."""
     results: list[TokenResult] = []
-    for m in range(1, max_tokens + 1):
+    for m in range(1, prepared.config.max_tokens + 1):
         # 2.-7. One token length
         result = None
-        events = run_length(m, seed)
+        events = runner.run_length(prepared, m)
         try:
             for event in events:
-                if isinstance(event, LengthDone):
+                if isinstance(event, LengthDone) and event.result.num_tokens == m:
                     result = event.result
                 yield event
                 if deadline is not None and time.monotonic() > deadline:
@@ -602,28 +648,11 @@ def _stop_rule(run_length: LengthRunner, seed: int, max_tokens: int, deadline: f
     return results
 
 
-def _references_world(model: OriginalityModel | None, world: str | None) -> World:
-    """The world whose check the references pass: the model's, the named one, else the default model's."""
-    if model is not None:
-        return get_world(model.world)
-    return get_world(world) if world else world_of_model(default_model_id())
-
-
 def local_comparer(world: str, device="cpu", dtype=None) -> Comparer:
     """A `Comparer` that runs here: the world's judge (`similarity.judge_for`) on `device` in `dtype`."""
     def run(query, refs, reconstructions, copy_line):
         return compare(judge_for(world, device, dtype), query, refs, reconstructions, copy_line=copy_line)
     return run
-
-
-def _local_runner(prepared: Prepared, model: OriginalityModel) -> LengthRunner:
-    learned: dict[tuple[int, int], torch.Tensor] = {}  # (seed, m) -> rows, for the next length's warm start
-
-    def run_length(m: int, seed: int) -> Iterator[Event]:
-        here = prepared if seed == prepared.config.seed else replace(prepared, config=prepared.config.replace(seed=seed))
-        result = yield from iter_length(here, model, m, learned.get((seed, m - 1)))
-        learned[seed, m] = result.embeddings
-    return run_length
 
 
 def _tracking(inversion, losses: list[float], stop: dict):

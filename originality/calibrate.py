@@ -19,10 +19,7 @@ then record `threshold_source: "setting"`).
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -88,71 +85,3 @@ def summarise(familiar: list[float], original: list[float] | None, q: float) -> 
                            "pass_at_m1": sum(v <= suggested for v in original) / len(original)}
         out["auc_familiar_lower"] = auc_lower(familiar, original)
     return out
-
-
-def add_parser(sub) -> None:
-    """The `calibrate` subcommand of `python -m originality` (cli.py)."""
-    from .cli import _add_analysis_options  # noqa: PLC0415
-
-    c = sub.add_parser(
-        "calibrate", help="suggest a distance threshold from images known to be familiar to the model",
-        description=__doc__.split("\n\n", 2)[2], formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    c.add_argument("folder", metavar="FOLDER", help="images known to be familiar to the model (famous paintings, "
-                                                    "landmark photos)")
-    c.add_argument("--original", metavar="FOLDER2", default=None,
-                   help="images known to be original to the model, to show the separation (default: none)")
-    c.add_argument("--quantile", type=float, default=0.8,
-                   help="quantile of the familiar images' m = 1 distances suggested as the threshold "
-                        "(default: %(default)s)")
-    c.add_argument("--out", metavar="DIR", default="outputs/calibrate",
-                   help="folder for calibration.json (default: %(default)s)")
-    _add_analysis_options(c)
-    c.set_defaults(handler=cmd_calibrate)
-
-
-def cmd_calibrate(args) -> int:
-    from .cli import UsageError, _check_device, _load, config_from_args, list_images  # noqa: PLC0415
-
-    if not 0.0 < args.quantile <= 1.0:
-        raise UsageError(f"--quantile must be in (0, 1], got {args.quantile}")
-    folders = {"familiar": Path(args.folder).expanduser()}
-    if args.original:
-        folders["original"] = Path(args.original).expanduser()
-    images = {}
-    for kind, folder in folders.items():
-        if not folder.is_dir():
-            raise UsageError(f"{kind} images: {folder} is not a folder")
-        images[kind] = list_images(folder)
-        if not images[kind]:
-            raise UsageError(f"no image files in {folder}")
-    config = config_from_args(args)
-    _check_device(args.device)
-    model = _load(args)
-    started = time.perf_counter()
-
-    def progress(i, n, name, mean):
-        if not args.quiet:
-            print(f"  {i}/{n} {name}: m=1 mean distance {mean:.3f}", file=sys.stderr, flush=True)
-
-    rows = {kind: one_token_distances(model, paths, config, progress) for kind, paths in images.items()}
-    summary = summarise([r["mean"] for r in rows["familiar"]],
-                        [r["mean"] for r in rows.get("original", [])] or None, args.quantile)
-    payload = {"model": model.describe(), "settings": {**config.to_dict(), "quantile": args.quantile,
-                                                       "preset": args.preset},
-               **summary, "images": rows, "seconds": time.perf_counter() - started,
-               "world_default_threshold": model.default_threshold}
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(payload, indent=2) + "\n")
-
-    f = summary["familiar"]
-    print(f"familiar images ({f['images']}): m=1 mean distance mean {f['mean']:.3f}, median {f['median']:.3f}, "
-          f"{quantile_key(args.quantile)} {f[quantile_key(args.quantile)]:.3f}")
-    if "original" in summary:
-        o = summary["original"]
-        print(f"original images ({o['images']}): mean {o['mean']:.3f}, median {o['median']:.3f}; "
-              f"{o['pass_at_m1']:.0%} would pass at m=1; AUC(familiar lower) {summary['auc_familiar_lower']:.2f}")
-    print(f"suggested threshold: {summary['suggested_threshold']:.3f} ({summary['rule']}; the world's default is "
-          f"{model.default_threshold}); use it with --threshold")
-    print(f"wrote {out / 'calibration.json'}")
-    return 0

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from . import citation
 from .config import PRESETS, AnalysisConfig, preset_values, settings
-from .worlds import all_worlds, resolve_model_id, world_of_model
+from .worlds import all_worlds, find_world, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse again images whose report folder already holds report.json (default: skip them)")
     _add_analysis_options(b)
     b.set_defaults(handler=cmd_batch)
-    from .calibrate import add_parser as add_calibrate_parser  # noqa: PLC0415
 
     add_calibrate_parser(sub)
     return parser
@@ -208,7 +207,7 @@ def _check_device(device: str | None) -> None:
 
 def _check_model_arg(model: str | None) -> None:
     """A local path that does not exist is a user mistake (not a Hub id to try downloading)."""
-    if model in (None, "", "auto") or any(model == w.name or model in w.aliases for w in all_worlds()):
+    if model in (None, "", "auto") or find_world(model) is not None:
         return
     path = Path(model).expanduser()
     if path.exists():
@@ -263,9 +262,10 @@ class _Progress:
             self.bar = None
 
 
-def length_line(result, threshold: float, planned: int | None = None) -> str:
-    """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit: 3/4 edits show a cat  steps 80 (converged)  -> pass`
-    (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer)."""
+def length_line(result, threshold: float, planned: int | None = None, check_name: str = "edit check") -> str:
+    """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit check: 3/4 edits show a cat  steps 80 (converged)  -> pass`
+    (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer;
+    `check_name`: the world's name for its in-distribution check, `World.check_name`)."""
     from .report import drawn_note  # noqa: PLC0415
     if result.passed:
         verdict = "pass"
@@ -274,7 +274,7 @@ def length_line(result, threshold: float, planned: int | None = None) -> str:
         if not result.distance_passed:
             why.append(f"distance > {threshold:g}")
         if not result.check_passed:
-            why.append("edit check")
+            why.append(check_name)
         verdict = f"fail ({', '.join(why)})"
     detail = result.check_detail or ("pass" if result.check_passed else "fail")
     ci = result.distance_interval()
@@ -283,15 +283,17 @@ def length_line(result, threshold: float, planned: int | None = None) -> str:
         if result.steps_used else ""
     drawn = drawn_note(len(result.distances), planned)
     return (f"m={result.num_tokens}  distance {result.mean_distance:.3f} {spread}{f'  {drawn}' if drawn else ''}  "
-            f"edit: {detail}{steps}  -> {verdict}")
+            f"{check_name}: {detail}{steps}  -> {verdict}")
 
 
 def score_line(report) -> str:
-    """`score: 2  (Original: ...)`, and with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)` (and
-    `Report.seeds_note` when the rows are a seed that gave another label)."""
+    """`score: 2  (Original: ...)  expected length 1.83` (`Report.expected_length`, the continuous score), and
+    with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)` (and `Report.seeds_note` when the rows
+    are a seed that gave another label)."""
     spread = report.label_distribution
     note = report.seeds_note()
-    return (f"score: {report.label}  ({report.verdict})" + (f"  over seeds: {spread.describe()}" if spread else "")
+    return (f"score: {report.label}  ({report.verdict})  expected length {report.expected_length:.2f}"
+            + (f"  over seeds: {spread.describe()}" if spread else "")
             + (f"  {note}" if note else ""))
 
 
@@ -305,23 +307,29 @@ def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
 
 
 def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None, references=None):
-    from .analysis import iter_analyze  # noqa: PLC0415
+    """`iter_analyze` shown as it runs; `model`: a loaded model, or a `LocalRunner` that loads it once the
+    inputs have passed their checks."""
+    from .analysis import LocalRunner, iter_analyze  # noqa: PLC0415
 
-    report = _consume(iter_analyze(image, config, model, references=references), progress, on_length)
+    runner = model if isinstance(model, LocalRunner) else LocalRunner(model)
+    report = _consume(iter_analyze(image, config, references=references, runner=runner), progress, on_length)
     if report is None:
         raise RuntimeError("analysis ended without a decision")
     return report
 
 
 def _consume(events, progress: _Progress, on_length=None):
-    """Show an analysis's events (bars, `on_length` per finished length); its report, None without a decision."""
-    from .analysis import Decision, LengthDone, SeedProgress  # noqa: PLC0415
+    """Show an analysis's events (bars, `on_length(result, threshold)` per finished length); its report, None
+    without a decision."""
+    from .analysis import Decision, LengthDone, SeedProgress, Started  # noqa: PLC0415
     from .inversion import InversionStep  # noqa: PLC0415
 
-    prefix = progress.prefix
+    prefix, threshold = progress.prefix, None
     try:
         for event in events:
-            if isinstance(event, SeedProgress):  # a repeat with another seed: its bar, not its lines
+            if isinstance(event, Started):
+                threshold = event.config.threshold  # resolved: the world's default when none was given
+            elif isinstance(event, SeedProgress):  # a repeat with another seed: its bar, not its lines
                 progress.prefix = f"{prefix}seed {event.index}/{event.total} "
                 if isinstance(event.event, InversionStep):
                     progress.step(event.event)
@@ -332,7 +340,7 @@ def _consume(events, progress: _Progress, on_length=None):
             elif isinstance(event, LengthDone):
                 progress.close()
                 if on_length is not None:
-                    on_length(event.result)
+                    on_length(event.result, threshold)
             elif isinstance(event, Decision):
                 return event.report
     finally:
@@ -345,26 +353,25 @@ def _consume(events, progress: _Progress, on_length=None):
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import check_inputs  # noqa: PLC0415
+    from .analysis import LocalRunner, check_inputs  # noqa: PLC0415
 
     config = config_from_args(args)
     _check_device(args.device)
     _check_model_arg(args.model)
-    # a missing or unreadable image, or one the world cannot judge, fails now, before the model loads
-    check_inputs(args.image, config, world=world_of_model(resolve_model_id(args.model)))
+    world = world_of_model(resolve_model_id(args.model))
     references = _references(args, config)
     if _launched_processes() > 1:
+        # a missing or unreadable image, or one the world cannot judge, fails now, before every process loads
+        check_inputs(args.image, config, world=world)
         return _analyze_parallel(args, config, references)
-    model = _load(args)
-    # the domain word, in this model's vocabulary; `config` stays as given, so that a domain left
-    # blank is picked per image and the report says where the threshold came from
-    threshold = check_inputs(None, config, model)[1].threshold
 
-    def on_length(result) -> None:
+    def on_length(result, threshold: float) -> None:
         if not args.json:
-            print(length_line(result, threshold, config.num_reconstructions), flush=True)
+            print(length_line(result, threshold, config.num_reconstructions, world.check_name), flush=True)
 
-    report = _run_analysis(args.image, config, model, _Progress(not args.quiet), on_length, references)
+    # the inputs are checked once, in iter_analyze, before the runner loads the model
+    runner = LocalRunner(world=world, load=lambda: _load(args))
+    report = _run_analysis(args.image, config, runner, _Progress(not args.quiet), on_length, references)
     return _show_report(args, report)
 
 
@@ -440,7 +447,8 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
         return 0
     if not args.json:
         for result in report.results:
-            print(length_line(result, report.threshold, config.num_reconstructions), flush=True)
+            print(length_line(result, report.threshold, config.num_reconstructions, model.world.check_name),
+                  flush=True)
     return _show_report(args, report)
 
 
@@ -660,3 +668,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def add_calibrate_parser(sub) -> None:
+    """The `calibrate` subcommand (the rule: `originality.calibrate`)."""
+    from . import calibrate  # noqa: PLC0415  (numpy: not for --help of other commands)
+
+    c = sub.add_parser(
+        "calibrate", help="suggest a distance threshold from images known to be familiar to the model",
+        description=calibrate.__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("folder", metavar="FOLDER", help="images known to be familiar to the model (famous paintings, "
+                                                    "landmark photos)")
+    c.add_argument("--original", metavar="FOLDER2", default=None,
+                   help="images known to be original to the model, to show the separation (default: none)")
+    c.add_argument("--quantile", type=float, default=0.8,
+                   help="quantile of the familiar images' m = 1 distances suggested as the threshold "
+                        "(default: %(default)s)")
+    c.add_argument("--out", metavar="DIR", default="outputs/calibrate",
+                   help="folder for calibration.json (default: %(default)s)")
+    _add_analysis_options(c)
+    c.set_defaults(handler=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from .calibrate import one_token_distances, quantile_key, summarise  # noqa: PLC0415  (numpy)
+
+    if not 0.0 < args.quantile <= 1.0:
+        raise UsageError(f"--quantile must be in (0, 1], got {args.quantile}")
+    folders = {"familiar": Path(args.folder).expanduser()}
+    if args.original:
+        folders["original"] = Path(args.original).expanduser()
+    images = {}
+    for kind, folder in folders.items():
+        if not folder.is_dir():
+            raise UsageError(f"{kind} images: {folder} is not a folder")
+        images[kind] = list_images(folder)
+        if not images[kind]:
+            raise UsageError(f"no image files in {folder}")
+    config = config_from_args(args)
+    _check_device(args.device)
+    model = _load(args)
+    started = time.perf_counter()
+
+    def progress(i, n, name, mean):
+        if not args.quiet:
+            print(f"  {i}/{n} {name}: m=1 mean distance {mean:.3f}", file=sys.stderr, flush=True)
+
+    rows = {kind: one_token_distances(model, paths, config, progress) for kind, paths in images.items()}
+    summary = summarise([r["mean"] for r in rows["familiar"]],
+                        [r["mean"] for r in rows.get("original", [])] or None, args.quantile)
+    payload = {"model": model.describe(), "settings": {**config.to_dict(), "quantile": args.quantile,
+                                                       "preset": args.preset},
+               **summary, "images": rows, "seconds": time.perf_counter() - started,
+               "world_default_threshold": model.world.threshold}
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+    f = summary["familiar"]
+    print(f"familiar images ({f['images']}): m=1 mean distance mean {f['mean']:.3f}, median {f['median']:.3f}, "
+          f"{quantile_key(args.quantile)} {f[quantile_key(args.quantile)]:.3f}")
+    if "original" in summary:
+        o = summary["original"]
+        print(f"original images ({o['images']}): mean {o['mean']:.3f}, median {o['median']:.3f}; "
+              f"{o['pass_at_m1']:.0%} would pass at m=1; AUC(familiar lower) {summary['auc_familiar_lower']:.2f}")
+    print(f"suggested threshold: {summary['suggested_threshold']:.3f} ({summary['rule']}; the world's default is "
+          f"{model.world.threshold}); use it with --threshold")
+    print(f"wrote {out / 'calibration.json'}")
+    return 0

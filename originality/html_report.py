@@ -29,7 +29,9 @@ from typing import Any, Iterable
 from PIL import Image
 
 from . import citation
+from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
+from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
 THUMB_SIDE = 256  # largest side of an embedded reconstruction or edit
@@ -41,13 +43,12 @@ DISTANCES = {
     "element-f1": "the element distance: 1 − F1 between the shapes and colours detected in the two images "
                   "(0 = the same elements, 1 = none in common)",
 }
+# What each in-distribution check does, for people; its title is the world's name for it (`World.check_name`).
 CHECKS = {
-    "clip-edit": ("Edit check",
-                  "The model also drew the learned words in a new sentence (“{prompt}”). Words that only copy "
+    "clip-edit": ("The model also drew the learned words in a new sentence (“{prompt}”). Words that only copy "
                   "the pixels of the image cannot be put in a new scene; words the model understands can. "
                   "CLIP, an image–text model, judges whether each edit shows a {subject}."),
-    "layout-variation": ("In-distribution check",
-                         "A concept the model has really learned is drawn at new positions from one image to the "
+    "layout-variation": ("A concept the model has really learned is drawn at new positions from one image to the "
                          "next; learned words that merely copy this image put every element back where it is "
                          "here. The check looks at where the reconstructions place the elements."),
 }
@@ -215,7 +216,7 @@ def _tokens(n: int) -> str:
 def headline(report: Report) -> tuple[str, str]:
     """(title, explanation) of the verdict in plain words."""
     name = report.model.get("name", "the model")
-    if report.score == 1:
+    if is_familiar(report.score):
         return ("Familiar to this model",
                 f"One learned token — one new word of the model's own vocabulary — was enough for {name} to draw "
                 "this image again. That is what happens with images made of things the model has seen many times.")
@@ -230,8 +231,9 @@ def headline(report: Report) -> tuple[str, str]:
 
 def _check_text(report: Report) -> tuple[str, str]:
     kind = report.model.get("in_distribution", "")
-    title, text = CHECKS.get(kind, ("In-distribution check", "A second test that the learned words describe a "
-                                                               "concept rather than copy pixels."))
+    text = CHECKS.get(kind, "A second test that the learned words describe a concept rather than copy pixels.")
+    name = check_name_of(report.model.get("world", ""))  # the check's one name (`World.check_name`)
+    title = name[:1].upper() + name[1:]
     config = report.config
     prompt = str(config.get("edit_prompt", "{}")).replace("{}", "S*")
     return title, text.format(prompt=prompt, subject=config.get("edit_subject", "subject"))

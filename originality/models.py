@@ -19,10 +19,11 @@ from diffusers import StableDiffusionPipeline
 from .config import DOMAINS
 from .device import frozen_dtype, pick_device
 from .metrics import DistanceMetric, InDistributionCheck
+from .sd import check_pipeline_support
+from .world import World
 from .worlds import (  # noqa: F401 - re-exported: where callers looked for them before the registry
     SD_MODEL_ID,
     WORLD_SD,
-    World,
     default_model_id,
     get_world,
     resolve_model_id,
@@ -39,13 +40,11 @@ class OriginalityModel:
 
     pipeline: StableDiffusionPipeline
     name: str
-    world: str  # the world's name in the registry (`originality.worlds`)
+    # the model's world (`originality.world.World`): its defaults (threshold, guidance scale, domain word and
+    # where the threshold comes from), templates and check name are read from it, never copied here
+    world: World
     distance: DistanceMetric
     in_distribution: InDistributionCheck
-    default_domain: str
-    default_threshold: float
-    default_guidance_scale: float
-    threshold_source: str = ""  # where default_threshold comes from (recorded in every report)
     # One analysis at a time per model: placeholder tokens live in the shared text encoder.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -61,12 +60,12 @@ class OriginalityModel:
         return DOMAINS.get(domain, domain)
 
     def templates(self, domain: str) -> tuple[str, ...]:
-        return get_world(self.world).templates(domain)
+        return self.world.templates(domain)
 
     def describe(self) -> dict:
         return {
             "name": self.name,
-            "world": self.world,
+            "world": self.world.name,
             "distance": self.distance.name,
             "in_distribution": self.in_distribution.name,
             "device": str(self.device),
@@ -130,9 +129,7 @@ def _quiet(prefixes: tuple[str, ...]):
 
 
 def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype, world: World) -> StableDiffusionPipeline:
-    from .sd import check_pipeline_support  # noqa: PLC0415
-
-    check_pipeline_support(model_id)  # one small file; refuses SDXL, SD3, ... before any weights
+    check_pipeline_support(model_id, world)  # one small file; refuses SDXL, SD3, ... before any weights
     try:
         with _quiet(world.quiet_messages):
             pipe = StableDiffusionPipeline.from_pretrained(
@@ -162,11 +159,7 @@ def _load(model_id, device, dtype, dreamsim_type, clip_model, cache_dir) -> Orig
     return OriginalityModel(
         pipeline=pipe,
         name=world.model_label(model_id),
-        world=world.name,
+        world=world,
         distance=distance,
         in_distribution=check,
-        default_domain=world.domain,
-        default_threshold=world.threshold,
-        default_guidance_scale=world.guidance_scale,
-        threshold_source=world.threshold_source,
     )

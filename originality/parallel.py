@@ -11,9 +11,10 @@ a SHORTER length that passed; if there is one, the length cannot be the score, s
 closed (`analysis.iter_length` unwinds cleanly) and it settles as cancelled. A longer length that
 passes never cancels a shorter one: the score is the first length that passes.
 
-The main process (rank 0) then loads the results of lengths 1, 2, ... up to the first that passed
-(or all of them) and builds the report with the engine's `analysis.decide`, whose score is the one
-stop rule (`report.first_pass`). A length's result depends only on (seed, m, query)
+The main process (rank 0) runs the engine's one stop rule (`analysis.iter_score`) over a
+`TeamRunner`: it asks for lengths 1, 2, ... in order, waits for those of other processes (running its
+own next lengths meanwhile) and stops at the first that passed, so the report is built by the engine's
+`analysis.decide` as in a sequential run. A length's result depends only on (seed, m, query)
 (`analysis.inversion_seed`), never on the length before it, so the label is the sequential run's.
 That is also why `token_init` "previous" (length m starts from length m-1's tokens) and `seeds` > 1
 (each further seed is its own sequential run) are refused here.
@@ -31,14 +32,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .analysis import (Decision, Event, LengthDone, Prepared, check_inputs, decide, iter_length, iter_similarity,
-                       local_comparer, prepare)
+from .analysis import (Decision, Event, LengthDone, LocalRunner, Prepared, check_inputs, iter_length, iter_score,
+                       iter_similarity)
 from .config import AnalysisConfig
 from .models import OriginalityModel
-from .record import input_sha256
-from .report import TokenResult, first_pass
+from .provenance import input_sha256
+from .report import TokenResult
 from .similarity import load_references
-from .worlds import get_world
 
 PASSED, FAILED, CANCELLED, ERROR = "passed", "failed", "cancelled", "error"
 STATES = (PASSED, FAILED, CANCELLED, ERROR)
@@ -158,10 +158,62 @@ class Board:
             return None
 
 
+class TeamRunner:
+    """The `analysis.LengthRunner` of process `team.rank`: it runs this process's lengths (`run_length`:
+    m -> that length's events here, e.g. `iter_length(prepared, model, m)`), each settled on the board and
+    cancelled as soon as a shorter length has passed. On the main process the engine's stop rule asks for
+    the lengths in order: one of another process is waited for (running this process's next own lengths
+    meanwhile, their `LengthDone` held back until the stop rule asks for them) and given as that process's
+    `LengthDone`."""
+
+    def __init__(self, run_length: RunLength, team: Team, board: Board, stall_timeout: float = STALL_TIMEOUT_S):
+        self.length_events, self.team, self.board, self.stall_timeout = run_length, team, board, stall_timeout
+        self._ran: set[int] = set()  # this process's lengths started (or settled without starting)
+        self._held: dict[int, TokenResult] = {}  # own lengths run ahead, until the stop rule asks for them
+
+    def run_length(self, prepared: Prepared, m: int) -> Iterator[Event]:
+        if self.team.owner(m) == self.team.rank:
+            if m in self._held:
+                yield LengthDone(self._held.pop(m))
+            elif m not in self._ran:
+                yield from self._own(m)
+            return
+        waiting_since = time.time()
+        while (settled := self.board.settled(m)) is None:
+            ahead = next((k for k in self.team.lengths(prepared.config.max_tokens) if k > m and k not in self._ran),
+                         None)
+            if ahead is not None:  # keep this process busy: its next own length
+                for event in self._own(ahead):
+                    if isinstance(event, LengthDone):
+                        self._held[ahead] = event.result
+                    else:
+                        yield event
+                continue
+            _check_stall(self.board, self.team.owner(m), m, waiting_since, self.stall_timeout)
+            time.sleep(POLL_S)
+        if settled.state == ERROR:
+            raise RuntimeError(f"token length {m} failed in process {settled.rank}: {settled.detail}")
+        if settled.state == CANCELLED:  # only a shorter pass cancels a length, and the stop rule ends at the first
+            raise RuntimeError(f"token length {m} was cancelled ({settled.detail}) though no shorter length passed")
+        yield LengthDone(self.board.result(m))
+
+    def work(self, max_tokens: int) -> Iterator[Event]:
+        """Every length of this process not yet run (settled as cancelled without starting once a shorter one
+        has passed): the whole job of a process other than the main one, and the main one's last."""
+        for m in self.team.lengths(max_tokens):
+            if m not in self._ran:
+                yield from self._own(m)
+
+    def _own(self, m: int) -> Iterator[Event]:
+        self._ran.add(m)
+        return _settle_length(self.board, self.length_events, m, self.team.rank)
+
+
 def iter_parallel(prepared: Prepared, run_length: RunLength, team: Team, shared_dir: str | os.PathLike, *,
                   sync: Callable[[], None], stall_timeout: float = STALL_TIMEOUT_S) -> Iterator[Event]:
     """Run this process's lengths of `prepared`'s analysis, yielding their events; on the main process
-    the last event is the `Decision` (its report is the sequential run's, see the module docstring).
+    the engine's stop rule and score (`analysis.iter_score` over a `TeamRunner`) run over every process's
+    lengths, and the last event is the `Decision` (the sequential run's report, see the module docstring).
 
     `run_length`: m -> that length's events here (e.g. `iter_length(prepared, model, m)`). `shared_dir`:
     the directory every process of `team` sees; the main process empties it first and removes it at the
@@ -172,21 +224,19 @@ def iter_parallel(prepared: Prepared, run_length: RunLength, team: Team, shared_
     # 1. Refuse settings whose lengths depend on each other
     check_parallel(prepared.config)
     board, max_tokens = Board(shared_dir), prepared.config.max_tokens
+    runner = TeamRunner(run_length, team, board, stall_timeout)
     # 2. Start clean: the main process removes a previous run's files, then all start together
     if team.is_main:
         board.clear()
     sync()
-    started = time.perf_counter()
-    # 3. This process's lengths, each cancelled as soon as a shorter one has passed
-    for m in team.lengths(max_tokens):
-        yield from _settle_length(board, run_length, m, team.rank)
     if not team.is_main:
+        # 3. This process's lengths, each cancelled as soon as a shorter one has passed
+        yield from runner.work(max_tokens)
         return
-    # 4. The lengths up to the first that passed (or all), in order, whichever process ran them
-    results = _collect(board, team, max_tokens, stall_timeout)
-    # 5. The report, with the engine's one stop rule
-    report = decide(prepared, results, time.perf_counter() - started)
-    # 6. The longer lengths settle within one event of the pass; then the shared files go
+    # 3.-8. The engine's stop rule and score over every process's lengths
+    report = yield from iter_score(runner, prepared)
+    # 9. This process's lengths the stop rule did not need settle as cancelled; the others' within one event
+    yield from runner.work(max_tokens)
     if _await_all(board, team, max_tokens, stall_timeout):
         board.remove()
     yield Decision(report)
@@ -223,30 +273,19 @@ def _settle_length(board: Board, run_length: RunLength, m: int, rank: int) -> It
     board.settle(Settled(m, PASSED if result.passed else FAILED, rank), result)
 
 
-def _collect(board: Board, team: Team, max_tokens: int, stall_timeout: float) -> list[TokenResult]:
-    """The results of lengths 1, 2, ... up to the first that passed (all when none did), in order."""
-    results: list[TokenResult] = []
-    for m in range(1, max_tokens + 1):
-        settled = _await(board, team, m, stall_timeout)
-        if settled.state == ERROR:
-            raise RuntimeError(f"token length {m} failed in process {settled.rank}: {settled.detail}")
-        if settled.state == CANCELLED:  # only a shorter pass cancels a length, and we stop at the first
-            raise RuntimeError(f"token length {m} was cancelled ({settled.detail}) though no shorter length passed")
-        results.append(board.result(m))
-        if first_pass(results) is not None:
-            break
-    return results
+def _check_stall(board: Board, owner: int, m: int, waiting_since: float, stall_timeout: float) -> None:
+    """`StalledError` when process `owner` has reported nothing for `stall_timeout` s while length m is open."""
+    quiet = time.time() - max(waiting_since, board.last_beat(owner) or 0.0)
+    if quiet > stall_timeout:
+        raise StalledError(f"process {owner} has reported nothing for {quiet:.0f} s while token length {m} "
+                           f"was not settled (did it crash? see its output); shared files in {board.root}")
 
 
 def _await(board: Board, team: Team, m: int, stall_timeout: float) -> Settled:
     """Wait until length m has settled; `StalledError` when its process reports nothing for `stall_timeout` s."""
     waiting_since = time.time()
-    owner = team.owner(m)
     while (settled := board.settled(m)) is None:
-        quiet = time.time() - max(waiting_since, board.last_beat(owner) or 0.0)
-        if quiet > stall_timeout:
-            raise StalledError(f"process {owner} has reported nothing for {quiet:.0f} s while token length {m} "
-                               f"was not settled (did it crash? see its output); shared files in {board.root}")
+        _check_stall(board, team.owner(m), m, waiting_since, stall_timeout)
         time.sleep(POLL_S)
     return settled
 
@@ -270,19 +309,17 @@ def iter_analyze_parallel(image, config: AnalysisConfig | None, model: Originali
     comparison with `references` (as `iter_analyze`'s). Raises `ValueError` on bad input or settings
     that need the lengths in order, before any heavy work.
     """
-    # 1. Check inputs (the references too) and the settings, before any heavy work
-    source = input_sha256(image)
-    loaded, checked = check_inputs(image, config)
+    # 1. Check the inputs and the settings, before any heavy work; prepare the query (the same in every process)
+    local = LocalRunner(model)
+    loaded, checked = check_inputs(image, config, world=local.world)
     check_parallel(checked)
-    refs = load_references(references, checked, get_world(model.world)) if references else []
-    # 2. Prepare the query: in every process, the same (it is cheap and deterministic)
-    prepared = prepare(loaded, checked, model, source=source)
+    refs = load_references(references, checked, local.world) if references and team.is_main else []
+    prepared = local.prepare(loaded, checked, input_sha256(image))
     yield prepared.started()
-    # 3.-8. The lengths, split over the processes; the main process decides
+    # 2.-8. The lengths, split over the processes; the main process decides
     for event in iter_parallel(prepared, lambda m: iter_length(prepared, model, m), team, shared_dir, sync=sync,
                                stall_timeout=stall_timeout):
         if isinstance(event, Decision) and refs:
             # 10. Beside the score: similarity to the references, on the main process only
-            compare = local_comparer(model.world, model.device, model.pipeline.unet.dtype)
-            yield from iter_similarity(event.report, refs, compare, prepared.config.copy_line)
+            yield from iter_similarity(event.report, refs, local.compare, prepared.config.copy_line)
         yield event

@@ -11,15 +11,16 @@ It is a plain JSON-able dict, saved in report.json under "record":
     query      sha256 of the normalised query's RGB bytes (width x height x 3, row-major), i.e. of
                `numpy.asarray(Image.open("query.png").convert("RGB")).tobytes()`, and its size
     model      id (Hub id or folder), source ("hub" or "local folder"), revision (the Hub commit of
-               the snapshot), content_sha256 (of a local folder: `folder_sha256`), bundled (the
-               shapes model shipped with this package), world
+               the snapshot), content_sha256 (of a local folder: `provenance.folder_sha256`), bundled
+               (the model its world ships with this package: `World.bundled`), world
     runtime    device, dtype, GPU name and CUDA version (None on a CPU)
     software   python, torch, diffusers, transformers, dreamsim, originality versions; the git
                commit of this package's checkout and whether it had uncommitted changes (None
                when the package is not a git checkout)
     seeds      config (the `seed` setting), inversion (per token length: the seed of its inversion,
                `analysis.inversion_seed`), reconstruction and edit (how generated image i is seeded)
-    threshold  value and where it came from (the world's default or the user's setting)
+    threshold  value and where it came from (`World.threshold_sentence`: the world's default or the user's
+               setting)
     similarity only with reference images: each reference's input (as `input`, with its name) and the
                backbones of the copy and style similarity (id and Hub revision, or a folder's content hash;
                none in the shapes world, whose detector has no weights)
@@ -30,94 +31,24 @@ It is a plain JSON-able dict, saved in report.json under "record":
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import logging
-import os
 import platform
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
+
+from . import __version__
+from .provenance import folder_sha256, pixels_sha256
 
 logger = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 PACKAGES = ("torch", "diffusers", "transformers", "dreamsim")
 _SNAPSHOT = re.compile(r"[/\\]snapshots[/\\]([0-9a-f]{40})(?:[/\\]|$)")
-_CHUNK = 1 << 20
-
-
-# --------------------------------------------------------------------------- hashes
-
-
-def input_sha256(source: Any) -> dict[str, Any]:
-    """{"sha256", "bytes", "kind"} of the image source as given to the analysis.
-
-    A path is hashed from its file, bytes as they are, a seekable file object from its
-    start (its position is restored); an in-memory image (PIL, numpy) has no file: sha256 None.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        digest, size = hashlib.sha256(), 0
-        with open(source, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-        return {"kind": "file", "name": Path(source).name, "sha256": digest.hexdigest(), "bytes": size}
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        return {"kind": "bytes", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    if hasattr(source, "read") and hasattr(source, "seek") and hasattr(source, "tell"):
-        try:
-            where = source.tell()
-            source.seek(0)
-            data = source.read()
-            source.seek(where)
-        except (OSError, ValueError):
-            data = None
-        if isinstance(data, (bytes, bytearray)):
-            return {"kind": "file object", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    return {"kind": f"in-memory {type(source).__name__} (no file)", "sha256": None, "bytes": None}
-
-
-def pixels_sha256(image: Image.Image) -> str:
-    """sha256 of an image's RGB bytes (width x height x 3, row-major): the same for the
-    normalised query in memory and for query.png read back."""
-    return hashlib.sha256(np.asarray(image.convert("RGB"), dtype=np.uint8).tobytes()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=8)
-def _folder_sha256(folder: str, stamp: tuple) -> str:
-    digest = hashlib.sha256()
-    for rel, _size, _mtime in stamp:
-        digest.update(f"{rel}\0{_file_sha256(Path(folder) / rel)}\n".encode())
-    return digest.hexdigest()
-
-
-def folder_sha256(folder: str | os.PathLike) -> str:
-    """Content hash of a model folder: sha256 over "relative/path\\0<sha256 of the file>\\n" for
-    every file in sorted order (hidden files and __pycache__ left out). Cached per folder
-    until a file changes (size or modification time)."""
-    root = Path(folder).resolve()
-    stamp = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if not path.is_file() or any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
-            continue
-        st = path.stat()
-        stamp.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
-    return _folder_sha256(str(root), tuple(stamp))
 
 
 # --------------------------------------------------------------------------- model, software, runtime
@@ -125,15 +56,13 @@ def folder_sha256(folder: str | os.PathLike) -> str:
 
 def model_source(model) -> dict[str, Any]:
     """Where the model's weights came from, exactly: a Hub commit or a folder's content hash."""
-    from .shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
-
     pipe = model.pipeline
     name = str(getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path") or model.name)
-    info: dict[str, Any] = {"id": name, "world": model.world, "source": None, "revision": None,
+    info: dict[str, Any] = {"id": name, "world": model.world.name, "source": None, "revision": None,
                             "content_sha256": None, "bundled": False}
     if Path(name).is_dir():
         info.update(source="local folder", content_sha256=folder_sha256(name),
-                    bundled=Path(name).resolve() == SHAPES_MODEL_DIR.resolve())
+                    bundled=model.world.bundles(name))  # the folder its world ships in assets/
         return info
     info["source"] = "hub"
     # diffusers loads each component from <cache>/models--owner--name/snapshots/<commit>/<component>
@@ -174,8 +103,6 @@ def _version(package: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def software() -> dict[str, Any]:
     """Versions of Python, the libraries that decide the numbers, this package, and its git commit."""
-    from . import __version__  # noqa: PLC0415
-
     info: dict[str, Any] = {"python": platform.python_version()}
     info.update({p: _version(p) for p in PACKAGES})
     info["originality"] = __version__
@@ -211,15 +138,6 @@ def runtime(model) -> dict[str, Any]:
             "gpu": gpu, "cuda": torch.version.cuda if gpu else None}
 
 
-def threshold_source(given: float | None, model) -> str:
-    """Where an analysis' threshold came from, for people (the record and `Report.threshold_source`)."""
-    if given is not None:
-        return "set for this run (threshold setting)"
-    return getattr(model, "threshold_source", "") or (
-        f"default of the {model.world} world ({model.distance.name} {model.default_threshold:g}; "
-        "see the README's Threshold section)")
-
-
 # --------------------------------------------------------------------------- the record
 
 
@@ -237,7 +155,8 @@ def start_record(source: dict[str, Any], query: Image.Image, model, *, given, re
         "software": software(),
         "seeds": {"config": resolved.seed},
         "threshold": {"value": resolved.threshold,
-                      "source": threshold_source(None if given is None else given.threshold, model)},
+                      # the one sentence of where it came from (also `Report.threshold_source`)
+                      "source": model.world.threshold_sentence(None if given is None else given.threshold)},
     }
 
 

@@ -12,7 +12,6 @@ A report folder holds:
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -24,7 +23,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
+from .uncertainty import MeanInterval, expected_length, mean_and_std, mean_interval
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
@@ -40,17 +41,6 @@ SCORED_RECONSTRUCTIONS = "reconstructions"
 def save_embeddings(path: str | os.PathLike, token: str, embeddings: torch.Tensor) -> None:
     """Write `{token: (m, dim)}` in the diffusers textual-inversion format."""
     save_file({token: embeddings.detach().float().cpu().contiguous()}, str(path))
-
-
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    """Mean (nan when empty) and sample standard deviation (0 below two values)."""
-    n = len(values)
-    if n == 0:
-        return math.nan, 0.0
-    mu = sum(values) / n
-    if n < 2:
-        return mu, 0.0
-    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
 
 
 @dataclass
@@ -79,7 +69,7 @@ class TokenResult:
 
     @property
     def passed(self) -> bool:
-        return self.distance_passed and self.check_passed
+        return length_passes(self.distance_passed, self.check_passed)
 
     @property
     def mean_distance(self) -> float:
@@ -89,10 +79,8 @@ class TokenResult:
     def std_distance(self) -> float:
         return mean_and_std(self.distances)[1]
 
-    def distance_interval(self):
-        """`uncertainty.MeanInterval` of the mean distance over the reconstructions (None for fewer than two)."""
-        from .uncertainty import mean_interval  # noqa: PLC0415
-
+    def distance_interval(self) -> MeanInterval | None:
+        """The interval of the mean distance over the reconstructions (None for fewer than two)."""
         return mean_interval(self.distances)
 
     @property
@@ -129,46 +117,31 @@ def drawn_note(drawn: int, planned: int | None) -> str:
     return f"decided after {drawn} of {planned} reconstructions" if planned and drawn < planned else ""
 
 
-def first_pass(results: list["TokenResult"]) -> int | None:
-    """The stop rule's score: the token length of the first result that passed (None: none did)."""
-    return next((r.num_tokens for r in results if r.passed), None)
-
-
-def label_for(score: int | None, max_tokens: int) -> str:
-    """The label people read: the score, or "M+" when no length up to M passed."""
-    return str(score) if score is not None else f"{max_tokens}+"
-
-
-def score_of(label: str) -> int | None:
-    """The score a label shows: "3" -> 3, "5+" -> None (no length passed); the inverse of `label_for`."""
-    return None if label.endswith("+") else int(label)
-
-
-def label_rank(label: str) -> int:
-    """A label as a number for ordering: "3" -> 3, "5+" -> 6 (more than any length tried)."""
-    return int(label[:-1]) + 1 if label.endswith("+") else int(label)
-
-
 @dataclass(frozen=True)
 class SeedRun:
     """One inversion seed's run of the stop rule (the `seeds` setting): its score (None: no length
-    passed) and the mean distance of each length it tried."""
+    passed), the mean distance of each length it tried and its expected length
+    (`uncertainty.expected_length`; None in reports written before it existed)."""
 
     seed: int
     score: int | None
     mean_distances: dict[int, float]
+    expected_length: float | None = None
 
     @classmethod
-    def of(cls, seed: int, results: list["TokenResult"]) -> "SeedRun":
-        return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results})
+    def of(cls, seed: int, results: list["TokenResult"], threshold: float, max_tokens: int) -> "SeedRun":
+        return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
+                   expected_length(results, threshold, max_tokens))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
-                "mean_distances": {str(m): d for m, d in self.mean_distances.items()}}
+                "mean_distances": {str(m): d for m, d in self.mean_distances.items()},
+                "expected_length": self.expected_length}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SeedRun":
-        return cls(d["seed"], d["score"], {int(m): v for m, v in d.get("mean_distances", {}).items()})
+        return cls(d["seed"], d["score"], {int(m): v for m, v in d.get("mean_distances", {}).items()},
+                   d.get("expected_length"))
 
 
 @dataclass
@@ -179,7 +152,7 @@ class Report:
     None when none within `max_tokens` did (shown as "5+" by `label`). A lower score
     means the image is more familiar to the model; a higher one, more original. With the
     `seeds` setting (K > 1 `seed_runs`) it is the median of the K seeds' scores
-    (`uncertainty.LabelDistribution.median`), and `results` are still the first seed's lengths
+    (`labels.median_score`), and `results` are still the first seed's lengths
     (`seeds_note` says so when the two differ).
     """
 
@@ -204,12 +177,21 @@ class Report:
         return label_for(self.score, self.max_tokens)
 
     @property
-    def label_distribution(self):
-        """The label over the inversion seeds (`uncertainty.LabelDistribution`), or None for one seed."""
+    def expected_length(self) -> float:
+        """The continuous score beside the label: the expected first passing length, in [1, max_tokens + 1]
+        ("M+" counts as M + 1), from each length's probability of passing (`uncertainty.expected_length`);
+        with the `seeds` setting, its mean over the seeds. Lower = more familiar, as the label; it moves
+        less than the label when a deciding mean sits near the threshold."""
+        per_seed = [r.expected_length for r in self.seed_runs]
+        if len(per_seed) > 1 and None not in per_seed:
+            return sum(per_seed) / len(per_seed)
+        return expected_length(self.results, self.threshold, self.max_tokens)
+
+    @property
+    def label_distribution(self) -> LabelDistribution | None:
+        """The label over the inversion seeds, or None for one seed."""
         if len(self.seed_runs) < 2:
             return None
-        from .uncertainty import LabelDistribution  # noqa: PLC0415
-
         return LabelDistribution(tuple(label_for(r.score, self.max_tokens) for r in self.seed_runs),
                                  tuple(r.seed for r in self.seed_runs))
 
@@ -227,7 +209,7 @@ class Report:
         if self.score is None:
             return (f"Original: no description of up to {self.max_tokens} learned tokens reproduces it "
                     f"({self.label}).")
-        if self.score == 1:
+        if is_familiar(self.score):
             return "Familiar: one learned token is enough for the model to reproduce it (1)."
         return f"Original: the model needs {self.score} learned tokens to reproduce it ({self.label})."
 
@@ -237,6 +219,7 @@ class Report:
             "score": self.score,
             "label": self.label,
             "verdict": self.verdict,
+            "expected_length": self.expected_length,
             "max_tokens": self.max_tokens,
             "threshold": self.threshold,
             "config": self.config,

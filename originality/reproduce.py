@@ -24,7 +24,7 @@ from pathlib import Path
 from .analysis import analyze
 from .config import AnalysisConfig
 from .images import prepare_image
-from .record import input_sha256, pixels_sha256
+from .provenance import input_sha256, pixels_sha256
 from .report import Report
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,8 @@
-"""What the Stable Diffusion world checks before and around an analysis.
+"""The Stable Diffusion world (`WORLD`) and what it checks before and around an analysis.
 
+- `WORLD`: its default model (`SD_MODEL_ID`), threshold and where that number comes from, guidance
+  scale, domain word, judges (DreamSim and the CLIP edit check) and when it can run here (`sd_available`).
+  It has no marker file: the registry (`originality.worlds`) gives it every model no other world claims.
 - `check_pipeline_support`: read a model's `model_index.json` (one small file from the folder or
   the Hub) and refuse, before any weights are downloaded, the pipelines the engine cannot invert
   (SDXL, SD3, Flux, Kandinsky, single-file checkpoints, text encoders that are not CLIP).
@@ -10,12 +13,73 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from .config import DOMAINS
+from .world import World
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+SD_MODEL_ID = "CompVis/stable-diffusion-v1-4"
+WORLD_SD = "stable-diffusion"
+# DreamSim threshold for Stable Diffusion. The paper gives none; its one anchor is that
+# single-token reconstructions of generic street-cat photos never seen in training
+# average 0.42 (supplementary, Sec. 5), and that familiar images score markedly lower.
+# 0.45 lets such a generic-but-unseen image pass at m = 1 and leaves no more slack than
+# that. Not yet validated on real weights.
+SD_THRESHOLD = 0.45
+SD_THRESHOLD_SOURCE = ("uncalibrated default of the Stable Diffusion world (0.45, from the paper's street-cat anchor; "
+                       "calibrate it with `python -m originality calibrate`)")
+SD_GUIDANCE = 7.5
+
+
+def sd_available(model_id: str = SD_MODEL_ID) -> bool:
+    """True where a Stable Diffusion run makes sense: a GPU, and weights cached or downloadable."""
+    import torch  # noqa: PLC0415 - start-up cost: torch only when the question is asked
+
+    if not torch.cuda.is_available():
+        from .device import gpu_problem  # noqa: PLC0415 - start-up cost (device imports torch)
+
+        if gpu_problem():
+            logger.warning(gpu_problem())
+        return False
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True"):
+        return True
+    from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up cost
+
+    return isinstance(try_to_load_from_cache(model_id, "model_index.json"), str)
+
+
+def _sd_unavailable(model_id: str) -> str | None:
+    if model_id == SD_MODEL_ID and not sd_available():
+        return ("Stable Diffusion needs a CUDA GPU and its weights; this server has no GPU (or cannot download "
+                "the weights). Choose the shapes world.")
+    return None
+
+
+def _sd_judges(device, *, dreamsim_type: str = "ensemble", clip_model: str = "openai/clip-vit-base-patch32",
+               cache_dir=None):
+    from .metrics import ClipEditCheck, DreamSimDistance, default_cache_dir  # noqa: PLC0415 - start-up cost (torch)
+
+    cache = Path(cache_dir) / "dreamsim" if cache_dir else default_cache_dir("dreamsim")
+    return (DreamSimDistance(dreamsim_type=dreamsim_type, device=device, cache_dir=cache),
+            ClipEditCheck(model_id=clip_model, device=device))
+
+
+WORLD = World(
+    name=WORLD_SD, title="Stable Diffusion", aliases=("sd",), default_model=SD_MODEL_ID,
+    threshold=SD_THRESHOLD, threshold_source=SD_THRESHOLD_SOURCE, guidance_scale=SD_GUIDANCE, domain="house",
+    picks_domain=True, distance_name="DreamSim", check_name="edit check",
+    judges=_sd_judges, unavailable=_sd_unavailable,  # similarity: None, the copy and style backbones
+    examples=(("sd_house.png", "SD: house"), ("sd_painting.png", "SD: painting")),
+)
 
 SUPPORTED = ("Stable Diffusion 1.x / 2.x pipelines in the diffusers layout (StableDiffusionPipeline with one "
              "CLIP text encoder and a UNet2DConditionModel, e.g. CompVis/stable-diffusion-v1-4, "
@@ -35,7 +99,6 @@ KNOWN_UNSUPPORTED = {
 }
 CLIP_TEXT_ENCODERS = frozenset({"CLIPTextModel"})
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
-WORLD_MARKER = "originality_world.json"  # the shapes world's marker file (see shapes.model)
 
 
 class UnsupportedModel(ValueError):
@@ -66,8 +129,11 @@ def read_model_index(model_id: str) -> dict:
     return json.loads(Path(local).read_text())
 
 
-def check_pipeline_support(model_id: str) -> dict:
-    """Raise `UnsupportedModel` unless `model_id` is a pipeline the engine can run; returns its model index."""
+def check_pipeline_support(model_id: str, world: World | None = None) -> dict:
+    """Raise `UnsupportedModel` unless `model_id` is a pipeline the engine can run; returns its model index.
+
+    `world`: the world the model belongs to (`worlds.world_of_model`; None: this one). Another world's
+    pipeline (the shapes world's, marked by its folder's marker file) brings its own text encoder."""
     index = read_model_index(model_id)
     name = index.get("_class_name", "?")
     if name in KNOWN_UNSUPPORTED:
@@ -82,8 +148,8 @@ def check_pipeline_support(model_id: str) -> dict:
     if unet != "UNet2DConditionModel":
         raise UnsupportedModel(f"{model_id!r} has no UNet2DConditionModel (unet: {unet}); supported: {SUPPORTED}.")
     text_encoder = (index.get("text_encoder") or [None, None])[1]
-    shapes_world = Path(model_id).is_dir() and (Path(model_id) / WORLD_MARKER).is_file()
-    if text_encoder not in CLIP_TEXT_ENCODERS and not shapes_world:
+    own_encoder = world is not None and world is not WORLD and world.marks(model_id)
+    if text_encoder not in CLIP_TEXT_ENCODERS and not own_encoder:
         raise UnsupportedModel(f"{model_id!r} has a {text_encoder} text encoder, not CLIP's (CLIPTextModel); "
                                f"supported: {SUPPORTED}.")
     return index

@@ -27,8 +27,8 @@ so style similarity is the cosine of CLIP ViT-L/14 image embeddings (`openai/cli
 CSD's strongest baseline; every report says so (`Similarity.style_measure`). Range [-1, 1], higher = more
 alike in style.
 
-A world decides how its images are compared (`World.similarity` in `originality.worlds`): Stable
-Diffusion uses the backbones above (`BackboneSimilarity`); the shapes world compares layouts with its
+A world decides how its images are compared (`World.similarity` in `originality.world`): Stable
+Diffusion uses the backbones above (`BackboneSimilarity`, the default); the shapes world compares layouts with its
 detector and has no style score (`originality.shapes.judges.LayoutSimilarity`).
 
 Models load lazily, once per (world, device, dtype) (`judge_for`), never at import; importing this
@@ -45,6 +45,12 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
+
+from .images import ImageInputError, check_file_size, list_images, load_image
+from .provenance import input_sha256
+from .record import backbone_source
+from .world import World
+from .worlds import get_world
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +216,6 @@ class BackboneSimilarity:
         return chunked_similarity(embeddings[:n], embeddings[n:], 1).tolist()
 
     def backbones(self) -> dict[str, Any]:
-        from .record import backbone_source  # noqa: PLC0415
-
         return {"copy": backbone_source(self.copy_model_id), "style": backbone_source(self.style_model_id)}
 
 
@@ -233,15 +237,15 @@ _JUDGES: dict[tuple, SimilarityJudge] = {}
 _JUDGES_LOCK = threading.Lock()
 
 
-def judge_for(world: str, device: Any = "cpu", dtype: Any = None) -> SimilarityJudge:
-    """The world's judge (`World.similarity`), built once per (world, device, dtype); its models load on first use."""
-    from .worlds import get_world  # noqa: PLC0415
-
-    spec = get_world(world)
+def judge_for(world: World | str, device: Any = "cpu", dtype: Any = None) -> SimilarityJudge:
+    """The world's judge (`World.similarity`; None: `BackboneSimilarity`), built once per (world, device, dtype);
+    its models load on first use. `world`: the world, or its name (a report's `model["world"]`)."""
+    spec = world if isinstance(world, World) else get_world(world)
     key = (spec.name, str(device), str(dtype))
     with _JUDGES_LOCK:
         if key not in _JUDGES:
-            _JUDGES[key] = spec.similarity(device=device, dtype=dtype)
+            build = spec.similarity or BackboneSimilarity
+            _JUDGES[key] = build(device=device, dtype=dtype)
         return _JUDGES[key]
 
 
@@ -251,7 +255,7 @@ def judge_for(world: str, device: Any = "cpu", dtype: Any = None) -> SimilarityJ
 @dataclass(frozen=True)
 class Reference:
     """One image the user named: its name for people, the image (RGB, at most REFERENCE_SIDE px) and
-    `record.input_sha256` of the file as given. Picklable."""
+    `provenance.input_sha256` of the file as given. Picklable."""
 
     name: str
     image: Image.Image
@@ -261,8 +265,6 @@ class Reference:
 def expand_references(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Files as given, folders as their image files (by extension, sorted, not recursive); a missing path is an
     error naming it (ValueError)."""
-    from .images import list_images  # noqa: PLC0415
-
     out: list[str] = []
     for given in paths:
         path = Path(given).expanduser()
@@ -293,9 +295,6 @@ def load_references(sources: Sequence[Any] | None, config, world=None, *, max_by
     message names the reference by its file name (never the folder it was uploaded to), or ValueError when there
     are more than `config.max_references`. None or [] gives [] (nothing else happens).
     """
-    from .images import ImageInputError, check_file_size, load_image  # noqa: PLC0415
-    from .record import input_sha256  # noqa: PLC0415
-
     sources = [s for s in (sources or []) if s is not None]
     if len(sources) > config.max_references:
         raise ValueError(f"too many reference images: {len(sources)} given, at most {config.max_references} "

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from .labels import can_still_pass
+
 # Why a length's inversion stopped (TokenResult.stop_reason).
 STOP_STEP_CAP = "step cap"  # ran all `steps`
 STOP_CONVERGED = "converged"  # the fixed-batch loss stopped moving (DVAR)
@@ -98,13 +100,13 @@ class ReconstructionProbe:
         """Draw and score the probe after step `step`; True when all `total` reconstructions pass."""
         images = list(self.draw(0, self.size))
         distances = [float(d) for d in self.score(images)]
-        if sum(distances) <= self.threshold * len(distances):  # the first ones pass: do they all?
-            while len(images) < self.total and sum(distances) <= self.threshold * self.total:
+        if can_still_pass(distances, len(distances), self.threshold):  # the first ones pass: do they all?
+            while len(images) < self.total and can_still_pass(distances, self.total, self.threshold):
                 more = list(self.draw(len(images), min(self.batch, self.total - len(images))))
                 distances += [float(d) for d in self.score(more)]
                 images += more
         self.history.append((step, float(np.mean(distances)), len(images)))
-        passed = len(images) == self.total and sum(distances) <= self.threshold * self.total
+        passed = len(images) == self.total and can_still_pass(distances, self.total, self.threshold)
         if passed:
             self.images, self.distances = images, distances
         return passed

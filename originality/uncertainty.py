@@ -1,20 +1,30 @@
-"""How sure a score is: an interval for each length's mean distance, and labels over seeds.
+"""How sure a score is: the statistics of a length's distances (mean, spread, the interval of the mean,
+its probability of passing) and the continuous score built from them.
 
-A label is one draw: N reconstructions per length, one inversion seed. A careful reader needs
-to know how close the deciding mean was to the threshold and whether another seed would have
-told another story. Both are cheap: the interval comes from the reconstructions already made,
-the seed distribution reruns only the lengths that decided the label.
+A label is one draw: N reconstructions per length, one inversion seed. A careful reader needs to know how
+close the deciding mean was to the threshold; the interval comes from the reconstructions already made.
+How the label moves with other inversion seeds is `labels.LabelDistribution`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 
-from .report import label_rank
+from .labels import distance_passes
 
 CONFIDENCE = 0.95
+
+
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean (nan when empty) and sample standard deviation (0 below two values)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, 0.0
+    mu = sum(values) / n
+    if n < 2:
+        return mu, 0.0
+    return mu, math.sqrt(sum((v - mu) ** 2 for v in values) / (n - 1))
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,7 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
     from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
 
     bounds = bounds or (0.0, max(1.0, max(distances)))
-    mean = sum(distances) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in distances) / (n - 1))
+    mean, sd = mean_and_std(distances)
     half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
 
@@ -69,10 +78,9 @@ def pass_probability(distances: list[float], threshold: float) -> float:
     n = len(distances)
     if n == 0:
         return 0.0
-    mean = sum(distances) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in distances) / (n - 1)) if n > 1 else 0.0
+    mean, sd = mean_and_std(distances)
     if sd == 0.0:
-        return 1.0 if mean <= threshold else 0.0
+        return 1.0 if distance_passes(mean, threshold) else 0.0
     from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
 
     return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)), n - 1))
@@ -94,48 +102,3 @@ def expected_length(results, threshold: float, max_tokens: int) -> float:
         expected += m * none_yet * p
         none_yet *= 1.0 - p
     return expected + (max_tokens + 1) * none_yet
-
-
-def median_label(labels) -> str:
-    """The middle label by length ("5+" above 5): with an even number the upper of the two middle ones,
-    so a tie leans to "original" rather than claim familiarity the labels do not share. A label is
-    ordinal, so the median, not the most frequent label, is its summary: for 1, 3 and 5+ it is 3, where
-    "the most frequent" would be whichever came first. `labels` must not be empty."""
-    return sorted(labels, key=label_rank)[len(labels) // 2]
-
-
-@dataclass(frozen=True)
-class LabelDistribution:
-    """Labels of one image over several inversion seeds."""
-
-    labels: tuple[str, ...]  # one per seed, in seed order
-    seeds: tuple[int, ...]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """How many seeds gave each label, shortest length first ("5+" last)."""
-        counts = Counter(self.labels)
-        return {label: counts[label] for label in sorted(counts, key=label_rank)}
-
-    @property
-    def median(self) -> str:
-        """The seeds' summary label (`median_label`)."""
-        return median_label(self.labels)
-
-    @property
-    def unanimous(self) -> bool:
-        return len(set(self.labels)) == 1
-
-    def describe(self) -> str:
-        """'2 in 3 of 3 seeds', '2 in 2 of 3 seeds (5+ in 1)', or 'median 3 of 3 seeds (1 in 1, 3 in 1, 5+ in 1)'
-        when no label has more than half of the seeds."""
-        counts = self.counts
-        top = self.median
-        if counts[top] * 2 > len(self.labels):
-            rest = ", ".join(f"{label} in {n}" for label, n in counts.items() if label != top)
-            return f"{top} in {counts[top]} of {len(self.labels)} seeds" + (f" ({rest})" if rest else "")
-        return f"median {top} of {len(self.labels)} seeds (" + ", ".join(f"{label} in {n}" for label, n in counts.items()) + ")"
-
-    def to_dict(self) -> dict:
-        return {"labels": list(self.labels), "seeds": list(self.seeds), "counts": self.counts,
-                "median": self.median}

@@ -1,5 +1,6 @@
 """The progressive loop: events, the stop rule, reproducibility, cancellation, the report folder."""
 
+import dataclasses
 import html
 import time
 
@@ -29,10 +30,12 @@ from originality import (
     iter_length,
     prepare,
 )
+from originality import analysis
 from originality.analysis import inversion_seed
 from originality.images import ImageInputError
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
+from originality.sd import WORLD as SD_WORLD
 from originality.testing import drain, tiny_sd_pipeline
 
 
@@ -69,9 +72,8 @@ def pipe():
 
 def make_model(pipe, distances, checks, threshold=0.5):
     return OriginalityModel(
-        pipeline=pipe, name="tiny-sd", world="stable-diffusion", distance=ScriptedDistance(distances),
-        in_distribution=ScriptedCheck(checks), default_domain="house", default_threshold=threshold,
-        default_guidance_scale=2.0,
+        pipeline=pipe, name="tiny-sd", world=dataclasses.replace(SD_WORLD, threshold=threshold, guidance_scale=2.0),
+        distance=ScriptedDistance(distances), in_distribution=ScriptedCheck(checks),
     )
 
 
@@ -293,23 +295,56 @@ def test_config_presets_and_validation():
 
 
 def test_a_pluggable_length_runner_gets_the_same_stop_rule(pipe, query):
-    """iter_analyze(run_length=...) (the app's ZeroGPU path: one call per length, each preparing the query
-    itself) gives the same events and report as the in-process loop, and stops at the first pass."""
+    """iter_analyze(runner=...) (the app's ZeroGPU path: one call to prepare, then one per length, each
+    receiving the resolved `Prepared` through pickle as a forked worker does) gives the same events and
+    report as the in-process loop, prepares once and stops at the first pass."""
+    import pickle
+
     whole = list(iter_analyze(query, TINY, make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])))
     model = make_model(pipe, [0.9, 0.3, 0.1], [True, True, True])
     calls = []
 
-    def run_length(m, seed):
-        calls.append(m)
-        prepared = prepare(query, TINY.replace(seed=seed), model)  # a fresh worker prepares again
-        yield prepared
-        yield from iter_length(prepared, model, m)
+    class Remote:
+        world = analysis.get_world(model.world) if isinstance(model.world, str) else model.world
 
-    remote = list(iter_analyze(query, TINY, run_length=run_length))
-    assert calls == [1, 2]  # length 2 passes: no third call
+        def prepare(self, image, config, source):
+            calls.append("prepare")
+            return pickle.loads(pickle.dumps(analysis.prepare_checked(image, config, model, source)))
+
+        def run_length(self, prepared, m):
+            calls.append(m)
+            yield from iter_length(pickle.loads(pickle.dumps(prepared)), model, m)
+
+        def compare(self, *args):
+            raise AssertionError("no references were given")
+
+    remote = list(iter_analyze(query, TINY, runner=Remote()))
+    assert calls == ["prepare", 1, 2]  # prepared once; length 2 passes: no third call
     assert [type(e) for e in remote] == [type(e) for e in whole]
     assert remote[-1].report.score == whole[-1].report.score == 2
     assert remote[-1].report.config == whole[-1].report.config
+    assert [r.distances for r in remote[-1].report.results] == [r.distances for r in whole[-1].report.results]
+
+
+def test_one_analysis_checks_its_inputs_once(pipe, query, monkeypatch):
+    """One path: a whole analysis (two seeds, so the stop rule runs twice) validates the settings once,
+    decodes the image once and runs the world's check of the image once."""
+    counts = {"validate": 0, "load_image": 0}
+    validate, load_image = AnalysisConfig.validate, analysis.load_image
+
+    def counted_validate(self):
+        counts["validate"] += 1
+        return validate(self)
+
+    def counted_load(image):
+        counts["load_image"] += 1
+        return load_image(image)
+
+    monkeypatch.setattr(AnalysisConfig, "validate", counted_validate)
+    monkeypatch.setattr(analysis, "load_image", counted_load)
+    report = analyze(query, TINY.replace(seeds=2), make_model(pipe, [0.9, 0.3, 0.9, 0.3], [True] * 4))
+    assert report.label == "2" and len(report.seed_runs) == 2
+    assert counts == {"validate": 1, "load_image": 1}
 
 
 def test_more_seeds_give_the_label_over_seeds_and_keep_the_first_run(pipe, query, tmp_path):
@@ -330,7 +365,12 @@ def test_more_seeds_give_the_label_over_seeds_and_keep_the_first_run(pipe, query
     assert [r.mean_distances for r in report.seed_runs] == [{1: 0.9, 2: 0.1}, {1: 0.2}, {1: 0.9, 2: 0.8, 3: 0.7}]
     again = Report.load(report.save(tmp_path / "run"))
     assert again.label_distribution == dist and again.summary()["label_distribution"]["counts"] == dist.counts
-    assert make_model(pipe, [0.1], [True]) and analyze(query, TINY, make_model(pipe, [0.1], [True])).label_distribution is None
+    # one seed (the default): one run of the stop rule, no repeats, so no label over seeds
+    single_model = make_model(pipe, [0.1], [True])
+    assert TINY.seeds == 1
+    single = analyze(query, TINY, single_model)
+    assert single.score == 1 and single_model.distance.calls == 1
+    assert single.seed_runs == [] and single.label_distribution is None
 
 
 def test_over_several_seeds_the_score_is_their_median(pipe, query, tmp_path):

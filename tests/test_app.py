@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import inspect
+import json
+import math
 import pickle
 import re
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -288,11 +293,11 @@ def test_plain_keeps_the_text_and_escapes_every_mark():
 
 
 def test_examples_the_server_cannot_run_are_left_out(app, monkeypatch):
-    monkeypatch.setattr(worlds, "sd_available", lambda model_id=None: False)
+    monkeypatch.setattr(worlds.sd, "sd_available", lambda model_id=None: False)  # the SD world's own module
     monkeypatch.delenv("ORIGINALITY_MODEL", raising=False)
     _, labels = views.examples_table(app.EXAMPLES_DIR)
     assert labels and not any(label.startswith("SD") for label in labels)
-    monkeypatch.setattr(worlds, "sd_available", lambda model_id=None: True)
+    monkeypatch.setattr(worlds.sd, "sd_available", lambda model_id=None: True)
     assert any(label.startswith("SD") for label in views.examples_table(app.EXAMPLES_DIR)[1])
 
 
@@ -320,7 +325,7 @@ def test_bad_advanced_value_is_refused_with_its_message(app, env):
 
 
 def test_unavailable_world_is_a_gradio_error(app, env, monkeypatch):
-    monkeypatch.setattr(worlds, "sd_available", lambda: False)
+    monkeypatch.setattr(worlds.sd, "sd_available", lambda: False)
     monkeypatch.delenv("ORIGINALITY_MODEL")
     status, message = refusal(app, world="sd")  # the status line says it, not "Loading the model…"
     assert "needs a CUDA GPU" in message and "needs a CUDA GPU" in status
@@ -387,19 +392,39 @@ def test_build_config_layers(app, monkeypatch):
         app.build_config("fast", "default", "", '{"steps": "many"}')
 
 
-def parse_defaults(raw):
-    return AnalysisConfig.from_json(raw, where="ORIGINALITY_DEFAULTS")  # what app.py reads its DEFAULTS with
-
-
-def test_parse_defaults(app):
-    assert parse_defaults("") == {}
+def test_parse_defaults(app, monkeypatch):
+    """ORIGINALITY_DEFAULTS as app.py reads it (`app.parse_defaults`, what DEFAULTS comes from): checked against the
+    public server's limits, not only the researcher-sized ones of the command line."""
+    parse_defaults = app.parse_defaults
+    assert parse_defaults("") == {} and parse_defaults(None) == {} and parse_defaults("  ") == {}
     assert parse_defaults('{"max_tokens": 2, "num_edits": 2}') == {"max_tokens": 2, "num_edits": 2}
-    with pytest.raises(ValueError, match="not valid JSON"):
+    with pytest.raises(ValueError, match="ORIGINALITY_DEFAULTS is not valid JSON"):
         parse_defaults("{max_tokens: 2}")
     with pytest.raises(ValueError, match="unknown settings"):
         parse_defaults('{"tokens": 2}')
     with pytest.raises(ValueError, match="max_tokens must be"):
         parse_defaults('{"max_tokens": 0}')
+    # public maxima: each numeric setting at its public maximum is accepted, one above is refused, even where the
+    # command line's own bound allows it (max_tokens: 16 for the CLI, 8 here; steps: no CLI bound, 2000 here)
+    for s in schema():
+        if s.kind not in (int, float) or s.public_max is None:
+            continue
+        top = int(s.public_max) if s.kind is int else s.public_max
+        above = top + 1 if s.kind is int else top * 2 + 1
+        if s.high is not None and above > s.high:
+            continue  # refused by the general bound too: not what is under test
+        assert parse_defaults(json.dumps({s.name: top})) == {s.name: top}
+        AnalysisConfig.from_dict({s.name: above})  # allowed off the public server ...
+        with pytest.raises(ValueError, match=f"{s.name} must be at most {top} on this public server"):
+            parse_defaults(json.dumps({s.name: above}))  # ... refused by the app
+    with pytest.raises(ValueError, match="max_tokens must be at most 8 on this public server, got 16"):
+        parse_defaults('{"max_tokens": 16}')
+    # and app.py reads its DEFAULTS with it: with a too large value the app refuses to start (a fresh copy of the
+    # module, executed beside the one under test; it stops at DEFAULTS, before building the page)
+    monkeypatch.setenv("ORIGINALITY_DEFAULTS", '{"steps": 5000}')
+    spec = importlib.util.spec_from_file_location("app_with_bad_defaults", ROOT / "app.py")
+    with pytest.raises(ValueError, match="steps must be at most 2000 on this public server"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
 def test_share_url(app):
@@ -413,13 +438,13 @@ def test_share_url(app):
 def test_world_resolution(tiny_shapes_model, monkeypatch):
     """The app's model world choice, from the registry: $ORIGINALITY_MODEL serves the world it belongs to."""
     monkeypatch.setenv("ORIGINALITY_MODEL", str(tiny_shapes_model))
-    assert worlds.get_world("shapes").model_id() == str(tiny_shapes_model)
-    assert worlds.get_world("sd").model_id() == models.SD_MODEL_ID
+    assert worlds.world_model_id(worlds.get_world("shapes")) == str(tiny_shapes_model)
+    assert worlds.world_model_id(worlds.get_world("sd")) == models.SD_MODEL_ID
     world, why = worlds.default_world()
     assert (world.name, why) == ("shapes", f"set by ORIGINALITY_MODEL ({tiny_shapes_model})")
     monkeypatch.setenv("ORIGINALITY_MODEL", "someone/custom-sd")
-    assert worlds.get_world("sd").model_id() == "someone/custom-sd"
-    assert worlds.get_world("shapes").model_id() == str(worlds.get_world("shapes").default_model)
+    assert worlds.world_model_id(worlds.get_world("sd")) == "someone/custom-sd"
+    assert worlds.world_model_id(worlds.get_world("shapes")) == str(worlds.get_world("shapes").default_model)
     with pytest.raises(ValueError, match="unknown model world"):
         worlds.get_world("dalle")
 
@@ -444,7 +469,46 @@ def test_edit_gallery_captions_for_an_edit_check(app):
     assert isinstance(views.curve_figure(view), Figure)
 
 
-def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
+def use_cost_table(monkeypatch, folder: Path, **rates: float) -> None:
+    """Make the reservation read a cost table with these rates (in place of originality/gpu_costs.json)."""
+    from originality import gpu_costs
+
+    path = folder / "gpu_costs.json"
+    path.write_text(json.dumps({**rates, "source": "test"}))
+    real = gpu_costs.load_costs
+    monkeypatch.setattr(gpu_costs, "load_costs", lambda *_: real(path))
+    monkeypatch.delenv("ORIGINALITY_GPU_MAX_SECONDS", raising=False)
+
+
+def test_gpu_reservation_follows_the_cost_table(monkeypatch, tmp_path):
+    """The reservation is the documented formula on the rates of originality/gpu_costs.json (estimated or measured),
+    rounded up and capped: the expectation is computed here from the rates in the file, so re-measured costs
+    (`benchmarks/gpu_bench.py --update-costs`) keep it true."""
+    from originality import gpu_costs
+
+    monkeypatch.delenv("ORIGINALITY_GPU_MAX_SECONDS", raising=False)
+    table = json.loads(gpu_costs.COSTS_FILE.read_text())
+    overhead, per_sample, per_image_step = table["overhead_s"], table["s_per_sample"], table["s_per_image_step"]
+    for preset in ("fast", "adaptive", "paper"):
+        c = AnalysisConfig.preset(preset)
+        estimate = (overhead + per_sample * c.steps * c.batch_size
+                    + per_image_step * (c.num_reconstructions + c.num_edits) * c.num_inference_steps)
+        assert zerogpu.gpu_seconds(c.to_dict()) == min(300, math.ceil(estimate)), preset
+    # known rates, known reservations: the estimate the table shipped with gives the fast preset
+    # 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2 -> 86 s and the paper preset the 300 s cap
+    fast, paper = AnalysisConfig.preset("fast").to_dict(), AnalysisConfig.preset("paper").to_dict()
+    use_cost_table(monkeypatch, tmp_path, overhead_s=30.0, s_per_sample=0.04, s_per_image_step=0.03)
+    assert zerogpu.gpu_seconds(fast) == 86 and zerogpu.gpu_seconds(paper) == 300
+    monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
+    assert zerogpu.gpu_seconds(fast) == 60
+    # other rates, another reservation: 10 + 0.01 * 150 * 8 = 22; 10 + 0.5 * 1200 = 610 -> the cap
+    use_cost_table(monkeypatch, tmp_path, overhead_s=10, s_per_sample=0.01, s_per_image_step=0)
+    assert zerogpu.gpu_seconds(fast) == 22
+    use_cost_table(monkeypatch, tmp_path, overhead_s=10, s_per_sample=0.5, s_per_image_step=0)
+    assert zerogpu.gpu_seconds(fast) == 300
+
+
+def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch, tmp_path):
     """ZeroGPU: with the `spaces` package, ONE spaces.GPU call per token length, each reserved for a
     duration sized from the settings; arguments and streamed events must survive pickling (a forked
     worker). Without `spaces`, functions are left as they are."""
@@ -458,40 +522,46 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch):
         def GPU(duration=None):
             def wrap(fn):
                 def call(*args):
-                    calls.append((args, duration(*args)))
-                    args = pickle.loads(pickle.dumps(args))
-                    for event in fn(*args):
-                        yield pickle.loads(pickle.dumps(event))
+                    calls.append((fn.__name__, args, duration(*args) if callable(duration) else duration))
+                    out = fn(*pickle.loads(pickle.dumps(args)))
+                    if inspect.isgenerator(out):
+                        return (pickle.loads(pickle.dumps(event)) for event in out)
+                    return pickle.loads(pickle.dumps(out))
                 return call
             return wrap
 
     def fn(image, config, model_id, m):
         yield "event"
 
+    # the reservation's arithmetic on a known cost table (gpu_costs.json's first estimate), whatever rates
+    # `benchmarks/gpu_bench.py --update-costs` has measured since; test_gpu_reservation_follows_the_cost_table
+    # checks the shipped table
+    use_cost_table(monkeypatch, tmp_path, overhead_s=30.0, s_per_sample=0.04, s_per_image_step=0.03)
     assert zerogpu.gpu_call(fn) is fn  # no `spaces` here
     monkeypatch.setattr(zerogpu, "spaces", FakeSpaces)
+    monkeypatch.setattr(zerogpu, "engine_prepare", zerogpu.gpu_call(zerogpu.prepare_call, zerogpu.PREPARE_GPU_S))
     monkeypatch.setattr(zerogpu, "engine_length", zerogpu.gpu_call(zerogpu.length_events))
 
-    # max tokens 2 and a threshold no reconstruction meets: both lengths run, two GPU calls
+    # max tokens 2 and a threshold no reconstruction meets: step 1, then both lengths, three GPU calls
     updates = run(app, threshold="0")
-    assert [args[3] for args, _ in calls] == [1, 2]
-    for (image, config, model_id, m), seconds in calls:
-        assert isinstance(image, str) and isinstance(config, dict) and isinstance(model_id, str)
+    assert [name for name, _, _ in calls] == ["prepare_call", "length_events", "length_events"]
+    assert calls[0][2] == zerogpu.PREPARE_GPU_S and isinstance(calls[0][1][1], dict)  # settings travel as a dict
+    assert [args[2] for _, args, _ in calls[1:]] == [1, 2]
+    for _, (prepared, model_id, m), seconds in calls[1:]:
+        assert isinstance(model_id, str)
         # tiny settings: 30 + 0.04 * 2 * 2 + 0.03 * (2 + 4) * 2 = 30.52 -> 31 s
-        assert seconds == zerogpu.gpu_seconds(config) == 31
+        assert seconds == zerogpu.gpu_seconds(prepared.config.to_dict()) == 31
     run_id = updates[-1][app.ui.share].split("?run=")[1]
     report = env.load(run_id)
     assert report.score is None and [r.num_tokens for r in report.results] == [1, 2]
     statuses = [u[app.ui.status] for u in updates if app.ui.status in u]
     assert sum(s.startswith("Running on") for s in statuses) == 1  # one Started for the whole run
 
-    # the reservation follows the settings, within the cap
-    fast = AnalysisConfig.preset("fast").to_dict()
-    assert zerogpu.gpu_seconds(fast) == 86  # 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2
-    assert zerogpu._gpu_duration(None, fast, "m", 3) == 86
-    assert zerogpu.gpu_seconds(AnalysisConfig.preset("paper").to_dict()) == 300
+    # the reservation follows the settings, within the cap (the formula: test_gpu_reservation_follows_the_cost_table)
+    fast = AnalysisConfig.preset("fast")
+    assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == zerogpu.gpu_seconds(fast.to_dict()) == 86
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
-    assert zerogpu.gpu_seconds(fast) == 60
+    assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == 60
 
 
 def test_a_share_link_made_before_the_format_change_still_opens(app, env):

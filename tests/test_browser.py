@@ -148,26 +148,47 @@ def page_with_steps(server, browser, steps: int, batch_size: int | None = None):
     return page
 
 
+RUNNING = r"Running on |m=\d+: "  # a line of a run in progress (views.status_line), until it ends or is cancelled
+
+
+def wait_status(server, pages: dict, name: str, pattern: str, timeout: float) -> None:
+    """Wait until the status line of `pages[name]` matches `pattern`; on failure say what every page's status line
+    WAS, and show the end of the server's log."""
+    try:
+        status_matches(pages[name], pattern, timeout=timeout)
+    except Exception as err:  # noqa: BLE001 - a timeout: report the state instead
+        states = "; ".join(f"{key} page's status: {page.inner_text('#status')!r}" for key, page in pages.items())
+        log = (server["tmp"] / "server.log").read_text()[-3000:]
+        pytest.fail(f"{name} page: no status matching {pattern!r} within {timeout / 1000:.0f} s "
+                    f"({type(err).__name__}); {states}; server log:\n{log}")
+
+
 def test_queue_position_then_cancel_frees_the_model(server, browser):
     """Two visitors: the second waits in Gradio's queue (its position shown); Cancel stops the first
-    at once and the second starts, so the cancelled run released the model."""
-    pages = [page_with_steps(server, browser, 400) for _ in range(2)]  # long enough to cancel
-    first, second = pages
+    at once and the second starts, so the cancelled run released the model.
+
+    Each wait is on a state that lasts until the test itself ends it: both runs are far longer than the test
+    (2000 steps x batch 20 per length, the public maxima, on the tiny model), so a run in progress shows one of its
+    progress lines (`RUNNING`) until it is cancelled, and the second run waits in the queue until the first is
+    cancelled. (The test once waited for the exact line "m=1: step N/400": 400 steps of the tiny model could end
+    before the poll saw them, and the line was gone for good.)"""
+    first, second = pages = [page_with_steps(server, browser, 2000, batch_size=20) for _ in range(2)]
+    named = {"first": first, "second": second}
     first.click("#run")
-    status_matches(first, r"m=1: step \d+/400")
+    wait_status(server, named, "first", RUNNING, timeout=240_000)  # the model may load first
     second.click("#run")
-    second.wait_for_function("/queue: 1\\/1/.test(document.body.innerText)", timeout=30_000)
-    first.click("#cancel")
-    status_matches(first, "Cancelled")
     try:
-        status_matches(second, r"m=1: step \d+/400", timeout=120_000)
-    except Exception as err:  # say which side hung: the first run went on, or the second never started
-        log = (server["tmp"] / "server.log").read_text()[-3000:]
-        pytest.fail(f"the second run did not start after Cancel ({type(err).__name__}); first page's status: "
-                    f"{first.inner_text('#status')!r}; second's: {second.inner_text('#status')!r}; "
-                    f"server log:\n{log}")
+        second.wait_for_function("/queue: 1\\/1/.test(document.body.innerText)", timeout=60_000)
+    except Exception as err:  # noqa: BLE001
+        pytest.fail(f"the second run was not shown at queue position 1/1 ({type(err).__name__}); first page's "
+                    f"status: {first.inner_text('#status')!r}; second's: {second.inner_text('#status')!r}")
+    assert "Cancelled" not in first.inner_text("#status")
+    first.click("#cancel")
+    wait_status(server, named, "first", "Cancelled", timeout=30_000)
+    # the second run starts only once the cancelled one has released the model
+    wait_status(server, named, "second", RUNNING, timeout=240_000)
     second.click("#cancel")
-    status_matches(second, "Cancelled")
+    wait_status(server, named, "second", "Cancelled", timeout=30_000)
     for page in pages:
         page.close()
 

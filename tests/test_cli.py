@@ -91,7 +91,7 @@ def test_analyze_prints_lengths_and_score_and_saves(capsys, model_dir, images, t
     lines = length_lines(out)
     assert 1 <= len(lines) <= 2
     for m, line in enumerate(lines, 1):
-        assert line.startswith(f"m={m}  distance ") and "95% CI" in line and "  edit: " in line
+        assert line.startswith(f"m={m}  distance ") and "95% CI" in line and "  layout check: " in line
         assert line.endswith("-> pass") or "-> fail" in line
     score = [line for line in out.splitlines() if line.startswith("score: ")]
     assert len(score) == 1

@@ -172,7 +172,7 @@ def test_report_of_a_real_run_prints_to_pdf(tiny_shapes_model, tmp_path):
                 "seeds.inversion.1", "threshold.source"):
         assert key in words, f"the record's {key} is not in the report"
     assert report.record["query"]["sha256"] in words
-    assert "In-distribution check" in words and "python -m originality reproduce runs/x" in words
+    assert "Layout check" in words and "python -m originality reproduce runs/x" in words  # World.check_name
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

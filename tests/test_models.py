@@ -28,7 +28,7 @@ def test_sd_folder_loads_lazily_once_with_its_metrics(sd_world):
                   cache_dir=sd_world / "cache")
     model = load_model(str(sd_world / "tiny-sd"), **kwargs)
     assert load_model(str(sd_world / "tiny-sd"), **kwargs) is model  # cached, shared
-    assert model.world == WORLD_SD and model.resolution == 64
+    assert model.world.name == WORLD_SD and model.resolution == 64
     assert isinstance(model.distance, DreamSimDistance) and model.distance._model is None  # not loaded yet
     assert isinstance(model.in_distribution, ClipEditCheck)
     assert model.pipeline.unet.dtype == torch.float32  # CPU: full precision

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ import pytest
 from PIL import Image
 
 from originality import AnalysisConfig, analyze, citation, load_model
-from originality.record import folder_sha256, model_source, pixels_sha256
+from originality.provenance import folder_sha256, pixels_sha256
+from originality.record import model_source
 from originality.report import Report
 from originality.shapes.renderer import Element, render
+from originality.worlds import get_world
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(max_tokens=2, steps=2, batch_size=2, num_reconstructions=2, num_inference_steps=2, num_edits=1)
@@ -114,18 +117,49 @@ def test_hub_revision_comes_from_the_snapshot_path():
                                                     f"{commit}/unet"})
     pipe = SimpleNamespace(name_or_path="CompVis/stable-diffusion-v1-4", config={}, unet=unet)
     info = model_source(SimpleNamespace(pipeline=pipe, name="CompVis/stable-diffusion-v1-4",
-                                        world="stable-diffusion"))
+                                        world=get_world("stable-diffusion")))
     assert info["source"] == "hub" and info["revision"] == commit and info["content_sha256"] is None
 
 
+PATCHED = dict(URL="https://example.test/the-paper", SHORT="Somebody 1999",
+               TEXT="Somebody (1999). A Stand-in Title. arXiv:0000.00000.", ARXIV_ID="0000.00000")
+
+
 def test_one_citation_everywhere():
+    """The README quotes the one citation; the app's intro, the printable report and --help show it."""
+    from originality.app import views
+    from originality.html_report import render
+
     assert citation.ARXIV_ID == "2408.08184" and citation.URL.endswith("2408.08184")
     readme = (ROOT / "README.md").read_text()
-    app = (ROOT / "app.py").read_text() + (ROOT / "originality" / "views.py").read_text()
-    assert citation.URL in readme and citation.TEXT in readme
-    for text in (readme, app):
-        assert "2410.03657" not in text
-    assert "citation.URL" in app  # the page's intro (views.INTRO) reads the one constant
+    assert citation.URL in readme and citation.TEXT in readme and "2410.03657" not in readme
+    assert citation.URL in views.INTRO and citation.markdown() in views.INTRO
+    html = render(Report.load(ROOT / "tests" / "data" / "report-format1"))
+    assert citation.URL in html and citation.BIBTEX.splitlines()[1].strip() in html
+    for text in (views.INTRO, html):  # the method's paper is the only one linked there
+        assert set(re.findall(r"arxiv\.org/abs/([0-9.]+)", text)) == {citation.ARXIV_ID}
     help_text = subprocess.run([sys.executable, "-m", "originality", "--help"], cwd=ROOT, capture_output=True,
                                text=True, timeout=120).stdout
-    assert citation.URL in help_text and "Sarfaty" in help_text
+    help_text = " ".join(help_text.split())  # argparse wraps the epilog
+    assert citation.URL in help_text and citation.TEXT in help_text and "Sarfaty" in help_text
+
+
+def test_every_shell_takes_the_citation_from_the_one_module(monkeypatch, capsys):
+    """Change `originality.citation` and the page's intro, the printable report and --help change with it: none
+    keeps a copy of the reference of its own."""
+    from originality.cli import main
+    from originality.html_report import render
+
+    for name, value in PATCHED.items():
+        monkeypatch.setattr(citation, name, value)
+    assert main(["--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the epilog
+    assert PATCHED["URL"] in help_text and PATCHED["TEXT"] in help_text and "2408.08184" not in help_text
+    html = render(Report.load(ROOT / "tests" / "data" / "report-format1"))
+    assert f'href="{PATCHED["URL"]}"' in html and "arXiv:0000.00000" in html
+    # the intro is built when the app's views are imported: a fresh interpreter with the patched module
+    code = ("import originality.citation as c; " + "; ".join(f"c.{k} = {v!r}" for k, v in PATCHED.items())
+            + "; from originality.app import views; print(views.INTRO)")
+    intro = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert intro.returncode == 0, intro.stderr[-2000:]
+    assert f"[{PATCHED['SHORT']}]({PATCHED['URL']})" in intro.stdout and "2408.08184" not in intro.stdout

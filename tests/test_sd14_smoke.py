@@ -10,6 +10,7 @@ test on AVX-512), so there the frozen modules run in float32 and the test still 
 architecture end to end (bfloat16's numerics are tested on the tiny SD in test_precision.py).
 Marked slow: a few minutes on 2 CPU cores."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from PIL import Image
 
 from originality import AnalysisConfig, OriginalityModel, analyze
 from originality.metrics import ClipEditCheck, DreamSimDistance
+from originality.sd import WORLD as SD_WORLD
 from originality.testing import sd14_pipeline_from_configs
 from tests.offline_models import make_clip_l14, make_dreamsim_cache
 
@@ -46,10 +48,9 @@ def test_sd14_architecture_runs_through_the_engine(tmp_path):
     pipe.text_encoder.to(torch.float32)  # as models._load_pipeline keeps it
     clip, processor = make_clip_l14()
     model = OriginalityModel(
-        pipeline=pipe, name="sd14-random", world="stable-diffusion",
+        pipeline=pipe, name="sd14-random", world=dataclasses.replace(SD_WORLD, threshold=2.0),
         distance=DreamSimDistance(dreamsim_type="ensemble", cache_dir=make_dreamsim_cache(tmp_path / "ds", "ensemble")),
-        in_distribution=ClipEditCheck(model=clip, processor=processor), default_domain="house",
-        default_threshold=2.0, default_guidance_scale=7.5)
+        in_distribution=ClipEditCheck(model=clip, processor=processor))
     assert model.resolution == 512
     query = Image.fromarray(np.random.RandomState(0).randint(0, 255, (300, 400, 3)).astype(np.uint8))
     config = AnalysisConfig.preset("fast", max_tokens=1, steps=1, batch_size=2, micro_batch_size=1,

@@ -1,6 +1,7 @@
 """The Stable Diffusion path's engine: micro-batching, loss scaling, the edit check's alternatives,
 the edit-subject switch, skipped edits, the automatic domain, refused pipelines, a GPU torch cannot use."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,9 +25,11 @@ from originality.inversion import (
     tokenize,
 )
 from originality.metrics import CheckResult, ClipEditCheck
+from originality.sd import WORLD as SD_WORLD
 from originality.sd import UnsupportedModel, check_pipeline_support, pick_domain
 from originality.templates import OBJECT_TEMPLATES
 from originality.testing import drain, tiny_sd_pipeline
+from originality.worlds import world_of_model
 from tests.offline_models import make_tiny_clip
 
 
@@ -202,12 +205,12 @@ class RecordingCheck:
 
 TINY = AnalysisConfig.preset("fast", steps=1, batch_size=2, num_reconstructions=1, num_edits=2,
                              num_inference_steps=2, max_tokens=2)
+TINY_SD_WORLD = dataclasses.replace(SD_WORLD, threshold=0.5, guidance_scale=2.0)  # domain: SD's "house"
 
 
 def _model(pipe, distance, check):
-    return OriginalityModel(pipeline=pipe, name="tiny-sd", world="stable-diffusion", distance=CountingDistance(distance),
-                            in_distribution=check, default_domain="house", default_threshold=0.5,
-                            default_guidance_scale=2.0)
+    return OriginalityModel(pipeline=pipe, name="tiny-sd", world=TINY_SD_WORLD, distance=CountingDistance(distance),
+                            in_distribution=check)
 
 
 def test_failed_reconstruction_skips_the_edits_unless_asked(pipe, query):
@@ -233,9 +236,8 @@ def test_domain_cat_never_runs_a_vacuous_check_and_the_report_says_so(pipe, quer
 # ----------------------------------------------------------------------------- automatic domain
 
 def test_domain_is_picked_by_clip_and_recorded(pipe, query, clip):
-    model = OriginalityModel(pipeline=pipe, name="tiny-sd", world="stable-diffusion", distance=CountingDistance(0.1),
-                             in_distribution=clip, default_domain="house", default_threshold=0.5,
-                             default_guidance_scale=2.0)
+    model = OriginalityModel(pipeline=pipe, name="tiny-sd", world=TINY_SD_WORLD, distance=CountingDistance(0.1),
+                             in_distribution=clip)
     pick = pick_domain(model, query)
     assert set(pick.probabilities) == set(DOMAINS) and sum(pick.probabilities.values()) == pytest.approx(1.0)
     assert pick.domain == max(pick.probabilities, key=pick.probabilities.get)
@@ -294,9 +296,11 @@ def test_single_files_and_plain_folders_are_refused(tmp_path):
 def test_sd_folders_and_the_shapes_world_pass(tmp_path):
     assert check_pipeline_support(_folder(tmp_path, "sd", SD_INDEX))["_class_name"] == "StableDiffusionPipeline"
     bert = {**SD_INDEX, "text_encoder": ["transformers", "BertModel"]}
-    check_pipeline_support(_folder(tmp_path, "shapes", bert, marker=True))  # the shapes world's own encoder
+    shapes = _folder(tmp_path, "shapes", bert, marker=True)
+    check_pipeline_support(shapes, world_of_model(shapes))  # the shapes world's own encoder
+    bert_sd = _folder(tmp_path, "bert-sd", bert)
     with pytest.raises(UnsupportedModel):
-        check_pipeline_support(_folder(tmp_path, "bert-sd", bert))
+        check_pipeline_support(bert_sd, world_of_model(bert_sd))
 
 
 # ----------------------------------------------------------------------------- a GPU torch cannot use

@@ -73,10 +73,10 @@ def test_training_saves_a_loadable_pipeline(trained) -> None:
 def test_engine_recognises_the_shapes_world(trained) -> None:
     out, _, _ = trained
     model = load_model(str(out), device="cpu")
-    assert model.world == WORLD_SHAPES
+    assert model.world.name == WORLD_SHAPES
     assert model.resolution == 64
-    assert model.default_domain == shapes_model.INITIAL_WORD
-    assert model.templates(model.default_domain) == shapes_model.SHAPES_TEMPLATES
+    assert model.world.domain == shapes_model.INITIAL_WORD
+    assert model.templates(model.world.domain) == shapes_model.SHAPES_TEMPLATES
     assert model.describe()["distance"] == "element-f1"
     assert load_model(str(out), device="cpu") is model  # loaded once, then shared
 

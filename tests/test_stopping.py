@@ -164,7 +164,7 @@ def test_mean_interval_is_the_student_t_interval():
 def test_the_label_over_seeds_is_the_median_by_length():
     """The label is ordinal: its summary over seeds is the middle one ("5+" above 5), not whichever
     of several single labels came first; an even count takes the upper middle (the more original)."""
-    from originality.uncertainty import LabelDistribution
+    from originality.labels import LabelDistribution
 
     spread = LabelDistribution(("5+", "1", "3"), (0, 1, 2))
     assert spread.median == "3" and not spread.unanimous

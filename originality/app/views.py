@@ -16,10 +16,11 @@ from .. import citation
 from ..analysis import (CheckReady, ComparingReferences, Decision, DistancesReady, Generating, LengthDone,
                        ReconstructionsReady, SeedProgress, Started)
 from ..inversion import InversionStep
+from ..labels import is_familiar, length_passes
 from ..config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
 from ..uncertainty import mean_interval
-from ..worlds import all_worlds, get_world
+from ..worlds import all_worlds, check_name_of, world_model_id
 
 INTRO = f"""# How original is this image to a text-to-image model?
 Progressive multi-token textual inversion ([{citation.SHORT}]({citation.URL})): the model
@@ -84,7 +85,7 @@ class LengthView:
 
     @property
     def passed(self) -> bool:
-        return bool(self.distance_passed and self.check_passed)
+        return length_passes(self.distance_passed, self.check_passed)
 
     def interval(self) -> str:
         """'95% CI 0.11-0.26' of the mean distance over the reconstructions ('' for fewer than two)."""
@@ -155,10 +156,7 @@ class RunView:
 
     @property
     def check_name(self) -> str:
-        try:
-            return get_world(self.model.get("world", "")).check_name
-        except ValueError:  # a report of a world this installation does not know
-            return "in-distribution check"
+        return check_name_of(self.model.get("world", ""))  # generic for a world this installation does not know
 
     def images(self) -> dict:
         """What gallery clicks need: the query and each length's images."""
@@ -277,7 +275,7 @@ def edit_items(view: RunView, lv: LengthView) -> list:
 
 
 def verdict_markdown(report: Report) -> str:
-    if report.score == 1:
+    if is_familiar(report.score):
         head = "Familiar: needs 1 token"
     elif report.score is None:
         head = f"Original: needs more than {report.max_tokens} tokens"
@@ -319,7 +317,7 @@ def world_choices() -> list[tuple[str, str]]:
 def examples_table(folder) -> tuple[list, list]:
     """([[image path, world name]], [label]) of the example images present in `folder` of the worlds that can
     run on this server (a Stable Diffusion example on a CPU server is left out)."""
-    present = [(folder / f, w.name, label) for w in all_worlds() if w.unavailable(w.model_id()) is None
+    present = [(folder / f, w.name, label) for w in all_worlds() if w.unavailable(world_model_id(w)) is None
                for f, label in w.examples if (folder / f).is_file()]
     return [[str(p), w] for p, w, _ in present], [label for _, _, label in present]
 

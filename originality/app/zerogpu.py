@@ -2,10 +2,11 @@
 
 ZeroGPU runs each `@spaces.GPU` call in a forked worker: it pickles the arguments, streams a
 generator's yields back pickled, and limits each call's duration. The unit of work here is
-therefore ONE TOKEN LENGTH (`length_events`): `length_runner` gives `iter_analyze` a runner
-that makes one such call per length, and the engine keeps the stop rule. The comparison with
-reference images, after the last length, is one more call (`comparer`). Without the `spaces`
-package the same functions run in-process, unchanged.
+therefore ONE TOKEN LENGTH (`length_events`): `ZeroGPURunner` gives `iter_analyze` a runner that
+prepares the query in one short call (`prepare_call`) and makes one call per length on that resolved
+`Prepared`, and the engine keeps the checks, the stop rule and the score. The comparison with reference
+images, after the last length, is one more call. Without the `spaces` package the same functions run
+in-process, unchanged.
 
 Reservation for one length, from the settings:
     seconds = GPU_OVERHEAD_S                                     model load/move, query encoding, judges
@@ -32,22 +33,17 @@ try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
 except ImportError:
     spaces = None
 
-# The three rates live in originality/gpu_costs.json with their source (an estimate until
-# `benchmarks/gpu_bench.py --update-costs` writes measured ones).
-GPU_OVERHEAD_S, GPU_S_PER_SAMPLE, GPU_S_PER_IMAGE_STEP = gpu_costs.rates()
-
-
 def gpu_seconds(config: dict) -> int:
-    """Seconds to reserve on ZeroGPU for one token length with these settings (see the module docstring)."""
+    """Seconds to reserve on ZeroGPU for one token length with these settings: `gpu_costs.seconds` (the one
+    cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
     c = AnalysisConfig.from_dict(config)
-    estimate = (GPU_OVERHEAD_S + GPU_S_PER_SAMPLE * c.steps * c.batch_size
-                + GPU_S_PER_IMAGE_STEP * (c.num_reconstructions + c.num_edits) * c.num_inference_steps)
+    estimate = gpu_costs.seconds(c.steps, c.batch_size, c.num_reconstructions + c.num_edits, c.num_inference_steps)
     return min(env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
 
 
-def _gpu_duration(image: Any, config: dict, model_id: str, m: int) -> int:
+def _gpu_duration(prepared: Any, model_id: str, m: int) -> int:
     """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call."""
-    return gpu_seconds(config)
+    return gpu_seconds(prepared.config.to_dict())
 
 
 def gpu_call(fn, duration=_gpu_duration):
@@ -58,33 +54,31 @@ def gpu_call(fn, duration=_gpu_duration):
     return spaces.GPU(duration=duration)(fn)
 
 
-def length_events(image: Any, config: dict, model_id: str, m: int) -> Iterator[Any]:
-    """One token length of one analysis: the work of one GPU call.
+# Step 1 (the domain pick runs CLIP on the model's device, the record hashes the model): one short GPU call.
+PREPARE_GPU_S = 60
 
-    Arguments are picklable (a file path or PIL image, a dict of settings, the model id, m).
-    The model is loaded here, in the GPU worker (`load_model` caches it per process; nothing
-    is loaded at import). Yields the `Prepared` query first (step 1, cheap, so redone by
-    every call), then the engine's events for length m, ending with `LengthDone`.
-    """
-    from ..analysis import iter_length, prepare  # noqa: PLC0415 - the engine loads only in the worker
+
+def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
+    """Step 1 of one analysis on checked inputs (`analysis.prepare_checked`): the work of one GPU call, whose
+    picklable `Prepared` every length's call then receives. The model is loaded here, in the GPU worker
+    (`load_model` caches it per process; nothing is loaded at import)."""
+    from ..analysis import prepare_checked  # noqa: PLC0415 - torch and diffusers: only in the worker
     from ..models import load_model  # noqa: PLC0415
 
-    model = load_model(model_id)
-    prepared = prepare(image, AnalysisConfig.from_dict(config), model)
-    yield prepared
-    yield from iter_length(prepared, model, m)
+    return prepare_checked(image, AnalysisConfig.from_dict(config), load_model(model_id), source)
 
 
+def length_events(prepared: Any, model_id: str, m: int) -> Iterator[Any]:
+    """One token length of one analysis on its resolved `Prepared`: the work of one GPU call (arguments and
+    yields are pickled by ZeroGPU). Yields the engine's events for length m, ending with `LengthDone`."""
+    from ..analysis import iter_length  # noqa: PLC0415 - torch and diffusers: only in the worker
+    from ..models import load_model  # noqa: PLC0415
+
+    yield from iter_length(prepared, load_model(model_id), m)
+
+
+engine_prepare = gpu_call(prepare_call, PREPARE_GPU_S)
 engine_length = gpu_call(length_events)
-
-
-def length_runner(image: Any, config: AnalysisConfig, model_id: str):
-    """A `run_length` for `iter_analyze`: each length (of each inversion seed) is one `engine_length` call."""
-    settings = config.to_dict()
-
-    def run_length(m: int, seed: int) -> Iterator[Any]:
-        return engine_length(image, {**settings, "seed": seed}, model_id, m)
-    return run_length
 
 
 # The comparison with reference images (two ViT forwards per image; `originality.similarity`): one GPU call.
@@ -105,8 +99,19 @@ def similarity_call(query: Any, references: list, reconstructions: dict, copy_li
 engine_similarity = gpu_call(similarity_call, SIMILARITY_GPU_S)
 
 
-def comparer(model_id: str):
-    """A `compare_references` for `iter_analyze`: the comparison is one `engine_similarity` call."""
-    def run(query, references, reconstructions, copy_line):
-        return engine_similarity(query, references, reconstructions, copy_line, model_id)
-    return run
+class ZeroGPURunner:
+    """The `analysis.LengthRunner` of the app: step 1, each token length (of each inversion seed) and the
+    comparison with the references are one GPU call each (`engine_prepare`, `engine_length`,
+    `engine_similarity`); `iter_analyze` keeps the checks, the stop rule and the score in this process."""
+
+    def __init__(self, model_id: str, world: Any):
+        self.model_id, self.world = model_id, world
+
+    def prepare(self, image, config: AnalysisConfig, source: dict):
+        return engine_prepare(image, config.to_dict(), self.model_id, source)
+
+    def run_length(self, prepared, m: int) -> Iterator[Any]:
+        return engine_length(prepared, self.model_id, m)
+
+    def compare(self, query, references, reconstructions, copy_line):
+        return engine_similarity(query, references, reconstructions, copy_line, self.model_id)

@@ -216,13 +216,13 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 def load_shapes_world(path: str | Path, device: str | None = None):
     """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
     from ..models import load_model  # noqa: PLC0415
-    from ..shapes import WORLD_SHAPES  # noqa: PLC0415
+    from ..shapes import WORLD as SHAPES  # noqa: PLC0415
 
     if not Path(path).is_dir():
         raise ValueError(f"no model folder at {path} (train one with python -m originality.experiments.train)")
     model = load_model(str(Path(path)), device=device)
-    if model.world != WORLD_SHAPES:
-        raise ValueError(f"{path} is not a shapes-world model (no originality_world.json marker)")
+    if model.world is not SHAPES:
+        raise ValueError(f"{path} is not a shapes-world model (no {SHAPES.marker} marker)")
     return model
 
 

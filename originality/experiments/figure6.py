@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PRESETS, AnalysisConfig
-from ..report import label_rank
-from ..uncertainty import median_label
+from ..labels import label_rank, median_label
 from ..shapes import dataset, model_marker
 from ..shapes.renderer import COLOURS, Variation, render
 

@@ -41,26 +41,22 @@ from typing import Any
 
 import numpy as np
 
+from ..labels import label_rank
+
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
 RUN_SEED_STRIDE = 1000  # run r's analysis seed is seed + r * 1000: no seed of a --seeds K run is shared
 FORMAT_VERSION = 1
 
 
-def label_number(label: str, max_tokens: int) -> int:
-    """"3" -> 3, "5+" -> max_tokens + 1."""
-    return max_tokens + 1 if label.endswith("+") else int(label)
-
-
 def analysis_record(report, seconds: float) -> dict[str, Any]:
     """What the benchmark keeps of one analysis: enough to recompute every summary (and any continuous score)."""
     from ..gpu_costs import unet_passes  # noqa: PLC0415  (torch-free, but only when analyses run)
-    from ..uncertainty import expected_length  # noqa: PLC0415
 
     return {
         "label": report.label,
         "score": report.score,
-        "continuous": expected_length(report.results, report.threshold, report.max_tokens),
+        "continuous": report.expected_length,
         "seconds": round(seconds, 2),
         "passes": unet_passes(report),
         "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
@@ -104,14 +100,14 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def summarize(data: dict) -> dict[str, Any]:
     """The benchmark's figures, per group and overall, over the images every run of which is done."""
-    runs, max_tokens = data["runs"], data["config"]["max_tokens"]
+    runs = data["runs"]
     out: dict[str, Any] = {}
     for scope in (*data["groups"], "all"):
         images = [img for img in data["images"] if (scope == "all" or img["group"] == scope)
                   and all(str(r) in img["runs"] for r in range(runs))]
         if not images:
             continue
-        labels = [[label_number(img["runs"][str(r)]["label"], max_tokens) for r in range(runs)] for img in images]
+        labels = [[label_rank(img["runs"][str(r)]["label"]) for r in range(runs)] for img in images]
         cont = [[img["runs"][str(r)]["continuous"] for r in range(runs)] for img in images]
         groups = [GROUPS.index(img["group"]) for img in images for _ in range(runs)]
         icc_label, icc_cont = icc_2_1(np.array(labels, float)), icc_2_1(np.array(cont, float))

@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..calibrate import quantile, quantile_key  # noqa: F401 - the rule shared with every world
 from ..config import PRESETS, AnalysisConfig
+from ..shapes import SHAPES_MODEL_DIR
+from ..shapes import WORLD as SHAPES
 from .figure6 import GROUPS, query_image
 
 # Query images of the calibration never coincide with figure-6 queries (which use --seed 0).
@@ -73,8 +74,6 @@ def summarise(rows: list[dict[str, Any]], q: float) -> dict[str, dict[str, float
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
-
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.shapes_threshold", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHAPES_MODEL_DIR), help="shapes-world pipeline folder (default: %(default)s)")
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {group.upper():<7s} done ({time.perf_counter() - started:.0f}s)", flush=True)
     summary = summarise(rows, args.quantile)
     suggested = summary["common"][quantile_key(args.quantile)]
-    payload = {"model": str(args.model), "model_marker": json.loads((Path(args.model) / "originality_world.json")
-                                                                      .read_text()),
+    payload = {"model": str(args.model), "model_marker": json.loads((Path(args.model) / SHAPES.marker).read_text()),
                "settings": {"per_group": args.per_group, "images": args.images, "quantile": args.quantile,
                             "preset": args.preset, "seed": CALIBRATION_SEED,
                             "num_inference_steps": config.num_inference_steps,

@@ -16,7 +16,6 @@ colours and the model swapped colours between shapes.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import logging
 import math

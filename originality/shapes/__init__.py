@@ -1,6 +1,6 @@
 """The shapes world: a small text-to-image model of rendered shapes, trained here (see README).
 
-Importing this package registers the world with the engine (`originality.worlds`); it is
+It defines the world (`WORLD`, listed by the registry `originality.worlds`); importing it is
 cheap (no torch): the pipeline and the judges are built only when a model is loaded.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..worlds import World, register
+from ..world import World
 
 SHAPES_MODEL_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "shapes-model"
 WORLD_SHAPES = "shapes"
@@ -40,13 +40,13 @@ SHAPES_GUIDANCE = 3.0
 
 
 def is_shapes_model(path) -> bool:
-    return (Path(path) / MARKER_FILE).is_file()
+    return WORLD.marks(str(path))
 
 
 def model_marker(path) -> dict:
     """The shapes model's marker (how it was trained), {} for a folder without one: what a benchmark
     records to tell models apart, whatever path spelled the folder."""
-    marker = Path(path) / MARKER_FILE
+    marker = Path(path) / WORLD.marker
     return json.loads(marker.read_text()) if marker.is_file() else {}
 
 
@@ -75,12 +75,12 @@ def _unavailable(model_id: str) -> str | None:
     return None
 
 
-WORLD = register(World(
+WORLD = World(
     name=WORLD_SHAPES, title="shapes", aliases=(), default_model=str(SHAPES_MODEL_DIR),
     threshold=SHAPES_THRESHOLD, threshold_source=SHAPES_THRESHOLD_SOURCE, guidance_scale=SHAPES_GUIDANCE,
     domain=INITIAL_WORD,
     distance_name="element distance", check_name="layout check",
-    owns=lambda model_id: Path(model_id).is_dir() and is_shapes_model(model_id),
+    marker=MARKER_FILE, bundled=True,
     judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,
     templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query, similarity=_similarity,
     copy_line=1.0,  # the layout match: a copy holds every element of the reference, in place
@@ -89,4 +89,4 @@ WORLD = register(World(
     quiet_messages=("Expected types for text_encoder",),
     examples=(("shapes_common.png", "shapes: common pair"), ("shapes_rare.png", "shapes: rare pair"),
               ("shapes_unseen.png", "shapes: unseen pair")),
-))
+)
