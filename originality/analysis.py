@@ -296,8 +296,10 @@ def prepare(image, config: AnalysisConfig | None = None, model: OriginalityModel
     `prepare_checked`. `source`: `provenance.input_sha256` of the image as the user gave it, when `image` is
     already decoded. Raises `ValueError` (`images.ImageInputError` for the image) with a message for people.
     """
+    # the inputs fail before any model loads (`load_model()` loads the default model, of this world)
+    loaded, checked = check_inputs(image, config,
+                                   world=model.world if model is not None else world_of_model(default_model_id()))
     model = model or load_model()
-    loaded, checked = check_inputs(image, config, world=model.world)
     return prepare_checked(loaded, checked, model, source or input_sha256(image))
 
 

@@ -46,8 +46,8 @@ def one_token_distances(model, images: list[Path], config, progress=None) -> lis
     The analysis runs with threshold 0 so the length "fails" and its edits are skipped: only
     the distances are wanted here.
     """
-    from .analysis import iter_length, prepare  # noqa: PLC0415
-    from .inversion import InversionStep  # noqa: PLC0415
+    from .analysis import iter_length, prepare  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .inversion import InversionStep  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     rows = []
     run_config = config.replace(max_tokens=1, threshold=0.0, always_check_edits=False)

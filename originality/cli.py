@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import citation
+from . import __version__
 from .config import PRESETS, AnalysisConfig, preset_values, settings
 from .worlds import all_worlds, find_world, resolve_model_id, world_of_model
 
@@ -117,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "the image; lower means more familiar to the model.",
         epilog=f"Method: {citation.TEXT} {citation.URL}",
     )
-    from . import __version__  # noqa: PLC0415
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -190,7 +190,7 @@ def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
 def _check_device(device: str | None) -> None:
     if device is None:
         return
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - start-up: torch only when used
 
     try:
         dev = torch.device(device)
@@ -225,7 +225,7 @@ def _check_model_arg(model: str | None) -> None:
 
 
 def _load(args: argparse.Namespace, device: Any = None):
-    from .models import load_model  # noqa: PLC0415
+    from .models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     _check_model_arg(args.model)
     model_arg = str(Path(args.model).expanduser()) if args.model and Path(args.model).expanduser().exists() \
@@ -245,7 +245,7 @@ class _Progress:
     def step(self, event) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm  # noqa: PLC0415 - start-up: tqdm only when used
 
         if self.bar is None:
             self.bar = tqdm(total=event.total, desc=f"{self.prefix}m={event.num_tokens} inversion",
@@ -266,7 +266,7 @@ def length_line(result, threshold: float, planned: int | None = None, check_name
     """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit check: 3/4 edits show a cat  steps 80 (converged)  -> pass`
     (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer;
     `check_name`: the world's name for its in-distribution check, `World.check_name`)."""
-    from .report import drawn_note  # noqa: PLC0415
+    from .report import drawn_note  # noqa: PLC0415 - start-up: loads torch/numpy only when used
     if result.passed:
         verdict = "pass"
     else:
@@ -299,7 +299,7 @@ def score_line(report) -> str:
 
 def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
     """--reference files and folders, read and checked like the query (before any model loads)."""
-    from .similarity import expand_references, load_references  # noqa: PLC0415
+    from .similarity import expand_references, load_references  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if not args.reference:
         return []
@@ -309,7 +309,7 @@ def _references(args: argparse.Namespace, config: AnalysisConfig) -> list:
 def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_length=None, references=None):
     """`iter_analyze` shown as it runs; `model`: a loaded model, or a `LocalRunner` that loads it once the
     inputs have passed their checks."""
-    from .analysis import LocalRunner, iter_analyze  # noqa: PLC0415
+    from .analysis import LocalRunner, iter_analyze  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     runner = model if isinstance(model, LocalRunner) else LocalRunner(model)
     report = _consume(iter_analyze(image, config, references=references, runner=runner), progress, on_length)
@@ -321,8 +321,8 @@ def _run_analysis(image, config: AnalysisConfig, model, progress: _Progress, on_
 def _consume(events, progress: _Progress, on_length=None):
     """Show an analysis's events (bars, `on_length(result, threshold)` per finished length); its report, None
     without a decision."""
-    from .analysis import Decision, LengthDone, SeedProgress, Started  # noqa: PLC0415
-    from .inversion import InversionStep  # noqa: PLC0415
+    from .analysis import Decision, LengthDone, SeedProgress, Started  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .inversion import InversionStep  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     prefix, threshold = progress.prefix, None
     try:
@@ -353,7 +353,7 @@ def _consume(events, progress: _Progress, on_length=None):
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import LocalRunner, check_inputs  # noqa: PLC0415
+    from .analysis import LocalRunner, check_inputs  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     config = config_from_args(args)
     _check_device(args.device)
@@ -381,7 +381,7 @@ def _show_report(args: argparse.Namespace, report) -> int:
         folder = report.save(args.out)
         logger.info("report saved to %s", folder)
     if args.html:
-        from .html_report import write  # noqa: PLC0415
+        from .html_report import write  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
         write(report, args.html, run_dir=args.out)
         logger.info("HTML report written to %s", args.html)
@@ -413,8 +413,8 @@ def _process_state(args: argparse.Namespace):
     """accelerate's state of this process (one process per device under `accelerate launch`; cpu=True lets
     CPU-only launches, with gloo, split the work too) and the device its model loads on (--device picks
     only cpu vs cuda when there are several processes)."""
-    import torch  # noqa: PLC0415
-    from accelerate import PartialState  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - start-up: torch only when used
+    from accelerate import PartialState  # noqa: PLC0415 - start-up: accelerate only when used
 
     on_cpu = (args.device or "").startswith("cpu") or not torch.cuda.is_available()
     state = PartialState(cpu=on_cpu)
@@ -428,7 +428,7 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
     """`analyze` under a launcher with several processes: the token lengths of the image are split over
     them (`parallel.iter_analyze_parallel`); the main process prints and saves the report, the others
     exit 0 quietly."""
-    from .parallel import Team, check_parallel, iter_analyze_parallel  # noqa: PLC0415
+    from .parallel import Team, check_parallel, iter_analyze_parallel  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if not args.out:
         raise UsageError("analyze under `accelerate launch` with several processes splits the token lengths over "
@@ -456,7 +456,7 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import format_lines, reproduce  # noqa: PLC0415
+    from .reproduce import format_lines, reproduce  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     run_dir = Path(args.run_dir).expanduser()
     if not (run_dir / "report.json").is_file():
@@ -472,7 +472,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for line in format_lines(result):
         print(line)
     if args.html:
-        from .html_report import write  # noqa: PLC0415
+        from .html_report import write  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
         write(result.new, args.html)
     return 0 if result.labels_match else EXIT_MISMATCH
@@ -552,7 +552,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     _check_model_arg(args.model)
     images = list_images(folder)
     if not images:
-        from .images import IMAGE_EXTENSIONS  # noqa: PLC0415
+        from .images import IMAGE_EXTENSIONS  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
         raise UsageError(f"no image files in {args.folder} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     references = _references(args, config)
@@ -565,7 +565,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     names = report_names(images)
     mine = images[rank::world]
     model = _load(args, device=device)
-    from .analysis import check_inputs  # noqa: PLC0415
+    from .analysis import check_inputs  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     check_inputs(None, config, model)  # fail before the first image on a bad domain word (config stays as given)
 
@@ -636,8 +636,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def _quiet_libraries() -> None:
     """--quiet: no loading bars or warnings from diffusers / transformers either."""
     try:
-        import diffusers.utils.logging as dlog  # noqa: PLC0415
-        import transformers.utils.logging as tlog  # noqa: PLC0415
+        import diffusers.utils.logging as dlog  # noqa: PLC0415 - start-up: diffusers only when used
+        import transformers.utils.logging as tlog  # noqa: PLC0415 - start-up: transformers only when used
     except ImportError:  # pragma: no cover
         return
     for lib in (dlog, tlog):
@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         _quiet_libraries()
-    from .device import gpu_problem  # noqa: PLC0415
+    from .device import gpu_problem  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if gpu_problem():
         print(f"warning: {gpu_problem()}", file=sys.stderr)

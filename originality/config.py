@@ -258,7 +258,7 @@ class AnalysisConfig:
         None when off. Needs the threshold filled in."""
         if not self.probe_every:
             return None
-        from .stopping import ReconstructionProbe  # noqa: PLC0415
+        from .stopping import ReconstructionProbe  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
         return ReconstructionProbe(every=self.probe_every, size=min(self.probe_size, self.num_reconstructions),
                                    total=self.num_reconstructions, batch=self.generation_batch_size,

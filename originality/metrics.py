@@ -22,6 +22,8 @@ from typing import ClassVar, Protocol, runtime_checkable
 import torch
 from PIL import Image
 
+from .config import DOMAINS
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,7 +103,7 @@ class DreamSimDistance:
             return
         cache_dir = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir("dreamsim")
         cache_dir.mkdir(parents=True, exist_ok=True)
-        from dreamsim import dreamsim  # heavy import, only when the metric is used
+        from dreamsim import dreamsim  # noqa: PLC0415 - start-up: dreamsim, only when the metric is used
 
         logger.info("loading DreamSim (%s) from %s", self.dreamsim_type, cache_dir)
         hub_dir = torch.hub.get_dir()  # dreamsim points torch.hub at its cache for DINO; undo that after
@@ -168,12 +170,12 @@ class ClipEditCheck:
         if self._ready:
             return
         if self.model is None:
-            from transformers import CLIPModel
+            from transformers import CLIPModel  # noqa: PLC0415 - start-up: transformers only when used
 
             logger.info("loading CLIP model %s", self.model_id)
             self.model = CLIPModel.from_pretrained(self.model_id)
         if self.processor is None:
-            from transformers import CLIPProcessor
+            from transformers import CLIPProcessor  # noqa: PLC0415 - start-up: transformers only when used
 
             self.processor = CLIPProcessor.from_pretrained(self.model_id)
         self.model = self.model.to(device=torch.device(self.device), dtype=self.dtype).eval()
@@ -182,7 +184,6 @@ class ClipEditCheck:
     @staticmethod
     def alternatives(subject: str, domain: str | None = None) -> list[str]:
         """The prompts P(subject) competes with: generic ones, the domain word's and every preset word's."""
-        from .config import DOMAINS  # noqa: PLC0415
 
         words = ([domain] if domain else []) + list(DOMAINS.values())
         words = [w for w in dict.fromkeys(words) if w.lower() != subject.lower()]

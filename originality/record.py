@@ -75,7 +75,7 @@ def model_source(model) -> dict[str, Any]:
 def hub_revision(model_id: str, filename: str) -> str | None:
     """The Hub commit of the cached snapshot holding `filename` of `model_id` (None: not cached, or unknown)."""
     try:
-        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - start-up: huggingface_hub only when used
 
         cached = try_to_load_from_cache(model_id, filename)
         found = _SNAPSHOT.search(cached) if isinstance(cached, str) else None
@@ -130,7 +130,7 @@ def git_commit(folder: Path | None = None) -> dict[str, Any]:
 
 
 def runtime(model) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - start-up: torch only when used
 
     device = model.device
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None

@@ -123,7 +123,7 @@ def reproduce(
     Raises ValueError when the image is not the recorded one (a different file or different
     pixels) or when the model cannot be found.
     """
-    from .models import load_model  # noqa: PLC0415
+    from .models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     # 1. Read the run and its record
     recorded = Report.load(run_dir)
@@ -138,7 +138,7 @@ def reproduce(
     runtime = record.get("runtime") or {}
     device = device or runtime.get("device")
     if device and device.startswith("cuda"):
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         if not torch.cuda.is_available():
             logger.warning("the run was on %s; no GPU here, rerunning on cpu", device)

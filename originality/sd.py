@@ -118,7 +118,7 @@ def read_model_index(model_id: str) -> dict:
             raise UnsupportedModel(f"the folder {model_id!r} has no model_index.json, so it is not a diffusers "
                                    f"pipeline; supported: {SUPPORTED}")
         return json.loads(index.read_text())
-    from huggingface_hub import hf_hub_download  # noqa: PLC0415
+    from huggingface_hub import hf_hub_download  # noqa: PLC0415 - start-up: huggingface_hub only when used
 
     try:
         local = hf_hub_download(model_id, "model_index.json")
@@ -176,7 +176,7 @@ class DomainPick:
 
 def domain_prompt(domain: str) -> str:
     """CLIP prompt of a domain preset ("painting" is artwork: "a painting", the rest "a photo of a ...")."""
-    from .metrics import subject_prompt  # noqa: PLC0415
+    from .metrics import subject_prompt  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     return subject_prompt(DOMAINS[domain])
 
@@ -184,7 +184,7 @@ def domain_prompt(domain: str) -> str:
 def pick_domain(model, query: Image.Image) -> DomainPick | None:
     """CLIP zero-shot over the domain presets (with "a painting" for artwork) on the query; None
     when the model world has no CLIP judge (the shapes world keeps its own default word)."""
-    from .metrics import ClipEditCheck  # noqa: PLC0415
+    from .metrics import ClipEditCheck  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     check = model.in_distribution
     if not isinstance(check, ClipEditCheck):

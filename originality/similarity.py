@@ -72,7 +72,7 @@ def chunked_similarity(a, b, chunks: int):
     1 when some piece points the same way in both (an image against itself), higher = more alike.
     `chunks=1` is the plain cosine of the whole embeddings.
     """
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415 - start-up: torch only when used
 
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"embeddings must be (n, d) and (k, d), got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -142,12 +142,12 @@ class BackboneSimilarity:
                        "59.4 against CSD's 64.6)")
 
     def _torch_dtype(self):
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         return self.dtype or torch.float32
 
     def _load_copy(self) -> None:
-        from transformers import AutoImageProcessor, ViTModel  # noqa: PLC0415
+        from transformers import AutoImageProcessor, ViTModel  # noqa: PLC0415 - start-up: transformers only when used
 
         with self._lock:
             if self._copy_model is None:
@@ -159,7 +159,7 @@ class BackboneSimilarity:
     def _load_style(self) -> None:
         # The whole CLIPModel, as the Hub holds it: CLIPVisionModelWithProjection would build its projection from the
         # vision config's projection_dim, which need not be the checkpoint's, and re-initialise it at random.
-        from transformers import CLIPImageProcessor, CLIPModel  # noqa: PLC0415
+        from transformers import CLIPImageProcessor, CLIPModel  # noqa: PLC0415 - start-up: transformers only when used
 
         with self._lock:
             if self._style_model is None:
@@ -178,7 +178,7 @@ class BackboneSimilarity:
 
     def copy_embeddings(self, images: list[Image.Image]):
         """(n, (1 + grid^2) * hidden) float32: the CLS token, then the patch tokens averaged per region."""
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         self._load_copy()
         out = []
@@ -194,7 +194,7 @@ class BackboneSimilarity:
 
     def style_embeddings(self, images: list[Image.Image]):
         """(n, projection) float32 CLIP image embeddings."""
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         self._load_style()
         with torch.no_grad():

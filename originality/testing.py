@@ -22,7 +22,7 @@ def clip_bpe_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's real BPE vocabulary (49408 tokens) and merges, rebuilt from the
     `bpe_simple_vocab_16e6.txt.gz` that ships inside `open_clip`, the same way
     CLIP's own `SimpleTokenizer` builds them."""
-    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe  # noqa: PLC0415 - start-up: open_clip only when used
 
     with gzip.open(default_bpe(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")

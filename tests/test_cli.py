@@ -98,10 +98,13 @@ def test_analyze_prints_lengths_and_score_and_saves(capsys, model_dir, images, t
     label = score[0].split()[1]
     passed = lines[-1].endswith("-> pass")
     assert label == (str(len(lines)) if passed else "2+")
-    assert score[0].endswith(")") and ("Original" in score[0] or "Familiar" in score[0])
+    assert "Original" in score[0] or "Familiar" in score[0]
+    expected = float(score[0].rsplit("  expected length ", 1)[1])  # the continuous score ends the line
 
     report = Report.load(out_dir)
     assert report.label == label
+    assert 1.0 <= expected <= 3.0 and expected == round(report.expected_length, 2)
+    assert json.loads((out_dir / "report.json").read_text())["expected_length"] == report.expected_length
     assert len(report.results) == len(lines)
     assert report.config["steps"] == 2 and report.config["max_tokens"] == 2
     assert "Traceback" not in err

@@ -149,7 +149,10 @@ def test_backbones_are_recorded(judge, backbone_dirs):
 
 
 def test_the_stable_diffusion_world_uses_dino_and_clip_l14():
-    built = get_world("sd").similarity(device="cpu", dtype=None)
+    """The SD world names no judge of its own (`World.similarity` None): the engine's `judge_for` builds the
+    backbone judge, once per (world, device, dtype)."""
+    built = similarity.judge_for(get_world("sd"), device="cpu", dtype="test-dtype")
+    assert similarity.judge_for("stable-diffusion", device="cpu", dtype="test-dtype") is built
     assert isinstance(built, BackboneSimilarity)
     assert (built.copy_model_id, built.style_model_id) == ("facebook/dino-vitb16", "openai/clip-vit-large-patch14")
     assert built._copy_model is None  # nothing loaded until used

@@ -63,7 +63,7 @@ def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
     picklable `Prepared` every length's call then receives. The model is loaded here, in the GPU worker
     (`load_model` caches it per process; nothing is loaded at import)."""
     from ..analysis import prepare_checked  # noqa: PLC0415 - torch and diffusers: only in the worker
-    from ..models import load_model  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     return prepare_checked(image, AnalysisConfig.from_dict(config), load_model(model_id), source)
 
@@ -72,7 +72,7 @@ def length_events(prepared: Any, model_id: str, m: int) -> Iterator[Any]:
     """One token length of one analysis on its resolved `Prepared`: the work of one GPU call (arguments and
     yields are pickled by ZeroGPU). Yields the engine's events for length m, ending with `LengthDone`."""
     from ..analysis import iter_length  # noqa: PLC0415 - torch and diffusers: only in the worker
-    from ..models import load_model  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     yield from iter_length(prepared, load_model(model_id), m)
 
@@ -89,7 +89,7 @@ def similarity_call(query: Any, references: list, reconstructions: dict, copy_li
     """The comparison with the references (`analysis.Comparer` arguments, and the model id): the work of one GPU
     call, on the model's device and dtype (the model is loaded here, in the worker, as for a token length)."""
     from ..analysis import local_comparer  # noqa: PLC0415 - the engine loads only in the worker
-    from ..models import load_model  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     model = load_model(model_id)
     return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, references, reconstructions,

@@ -46,6 +46,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..config import PRESETS, AnalysisConfig
+from ..shapes import SHAPES_MODEL_DIR
+from ..shapes import WORLD as SHAPES_WORLD
 from ..shapes.detector import detect
 from ..shapes.model import colour_binding
 from ..shapes.renderer import COLOURS, SHAPES, Element, caption
@@ -116,7 +118,7 @@ def evaluate(model, specs: list[PromptSpec], config: AnalysisConfig, per_prompt:
     Prompt k's image i comes from seed `seed + 1000 * k + i`. Returns the results and
     the images (by prompt text). `config` must be resolved (guidance scale filled in).
     """
-    from ..analysis import generate  # noqa: PLC0415
+    from ..analysis import generate  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     results, images = [], {}
     for k, spec in enumerate(specs):
@@ -215,19 +217,17 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 
 def load_shapes_world(path: str | Path, device: str | None = None):
     """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
-    from ..models import load_model  # noqa: PLC0415
-    from ..shapes import WORLD as SHAPES  # noqa: PLC0415
+    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if not Path(path).is_dir():
         raise ValueError(f"no model folder at {path} (train one with python -m originality.experiments.train)")
     model = load_model(str(Path(path)), device=device)
-    if model.world is not SHAPES:
-        raise ValueError(f"{path} is not a shapes-world model (no {SHAPES.marker} marker)")
+    if model.world is not SHAPES_WORLD:
+        raise ValueError(f"{path} is not a shapes-world model (no {SHAPES_WORLD.marker} marker)")
     return model
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(message)s")
-    from ..analysis import resolve_config  # noqa: PLC0415
+    from ..analysis import resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     # 1. Check inputs
     if args.per_prompt < 1:

@@ -47,7 +47,7 @@ from typing import Any
 
 from ..config import PRESETS, AnalysisConfig
 from ..labels import label_rank, median_label
-from ..shapes import dataset, model_marker
+from ..shapes import SHAPES_MODEL_DIR, dataset, model_marker
 from ..shapes.renderer import COLOURS, Variation, render
 
 logger = logging.getLogger(__name__)
@@ -159,11 +159,11 @@ def agreement(a: list[dict], b: list[dict]) -> dict[str, Any]:
 
 def plot_histogram(images: list[dict], max_tokens: int, path: Path, title: str, groups=GROUPS) -> None:
     """Grouped bars like the paper's Fig. 6: x = token count 1..max_tokens and '+', one bar per group."""
-    import matplotlib  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - start-up: only when used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - start-up: only when used
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - start-up: only when used
 
     labels = histogram_labels(max_tokens)
     table = counts(images, max_tokens, groups)
@@ -282,8 +282,7 @@ def summary_lines(data: dict) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import add_setting_options  # noqa: PLC0415
-    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
+    from ..cli import add_setting_options  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.figure6", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -318,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    from ..analysis import analyze, check_inputs  # noqa: PLC0415
-    from ..cli import overrides_from_args  # noqa: PLC0415
-    from .evaluate import load_shapes_world  # noqa: PLC0415
+    from ..analysis import analyze, check_inputs  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from ..cli import overrides_from_args  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     # 1. Check inputs and settings
     presets = [args.preset] + ([args.compare_preset] if args.compare_preset and args.compare_preset != args.preset
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.threads:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
     run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out

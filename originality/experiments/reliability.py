@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from ..labels import label_rank
+from ..config import PRESETS, AnalysisConfig
+from ..shapes import SHAPES_MODEL_DIR, model_marker
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -198,7 +200,6 @@ def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..config import PRESETS  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.reliability", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,14 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.summary:
             print("\n".join(summary_lines(json.loads(Path(path).read_text()))))
         return 0
-    from ..analysis import analyze, resolve_config  # noqa: PLC0415
-    from ..config import AnalysisConfig  # noqa: PLC0415
-    from ..shapes import SHAPES_MODEL_DIR, model_marker  # noqa: PLC0415
-    from .evaluate import load_shapes_world  # noqa: PLC0415
-    from .figure6 import parse_shard, query_image  # noqa: PLC0415
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .figure6 import parse_shard, query_image  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if args.threads:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
     try:

@@ -31,7 +31,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..shapes import dataset, model_marker, renderer
+from ..config import PRESETS, AnalysisConfig
+from ..shapes import SHAPES_MODEL_DIR, dataset, model_marker, renderer
 from .figure6 import parse_shard
 
 GROUPS = ("common", "rare", "unseen")
@@ -120,8 +121,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..config import PRESETS  # noqa: PLC0415
-    from ..shapes import SHAPES_MODEL_DIR  # noqa: PLC0415
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.robustness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,12 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..analysis import analyze, resolve_config  # noqa: PLC0415
-    from ..config import AnalysisConfig  # noqa: PLC0415
-    from .evaluate import load_shapes_world  # noqa: PLC0415
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if args.threads:
-        import torch  # noqa: PLC0415
+        import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
     overrides = {k: v for k, v in (("steps", args.steps), ("num_reconstructions", args.reconstructions),

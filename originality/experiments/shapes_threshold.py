@@ -46,7 +46,7 @@ CALIBRATION_SEED = 104_729
 def true_caption_distances(model, config: AnalysisConfig, group: str, per_group: int, images: int,
                            seed: int = CALIBRATION_SEED) -> list[dict[str, Any]]:
     """Per query of `group`: its caption and the element distances of `images` true-caption generations."""
-    from ..analysis import generate  # noqa: PLC0415
+    from ..analysis import generate  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     rows = []
     for i in range(per_group):
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    from ..analysis import resolve_config  # noqa: PLC0415
-    from .evaluate import load_shapes_world  # noqa: PLC0415
+    from ..analysis import resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     try:
         if args.per_group < 1 or args.images < 1:

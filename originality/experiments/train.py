@@ -107,8 +107,8 @@ def _variation(args) -> Variation | None:
 
 def load_initial_weights(components: dict, path: str) -> float:
     """Start from a saved pipeline's weights (fine-tuning); returns its latent scaling factor."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import BertModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: PLC0415 - start-up: diffusers only when used
+    from transformers import BertModel  # noqa: PLC0415 - start-up: transformers only when used
 
     for name, cls in (("unet", UNet2DConditionModel), ("text_encoder", BertModel), ("vae", AutoencoderKL)):
         loaded = cls.from_pretrained(Path(path) / name)

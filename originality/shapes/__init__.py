@@ -51,13 +51,13 @@ def model_marker(path) -> dict:
 
 
 def _judges(device, **options):
-    from .judges import ElementDistance, LayoutVariationCheck  # noqa: PLC0415
+    from .judges import ElementDistance, LayoutVariationCheck  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     return ElementDistance(), LayoutVariationCheck()
 
 
 def _similarity(device, dtype):
-    from .judges import LayoutSimilarity  # noqa: PLC0415
+    from .judges import LayoutSimilarity  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     return LayoutSimilarity()
 

@@ -118,7 +118,7 @@ def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_si
     silhouette as a full one. Pillow's own wide polygon outlines break on the
     concave star (gaps, stray strokes inside), hence the distance transform.
     """
-    from scipy import ndimage  # only empty elements need it
+    from scipy import ndimage  # noqa: PLC0415 - start-up: scipy, only empty elements need it
 
     # Draw on a local canvas with a blank margin (integer offset: same pixels), so
     # that the edge of the image does not count as the shape's edge.
@@ -183,7 +183,7 @@ class Variation:
         varied = self.vary(elements, rng)
         image = render(varied, size, supersample=rng.random() >= self.plain_edges)
         if rng.random() < self.blur:
-            from PIL import ImageFilter
+            from PIL import ImageFilter  # noqa: PLC0415 - start-up: only varied drawings blur
 
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, self.max_blur) * size / IMAGE_SIZE))
         if rng.random() < self.jpeg:
