@@ -104,12 +104,10 @@ def counts(images: list[dict], max_tokens: int, groups=GROUPS) -> dict[str, dict
     return out
 
 
-def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
-    """Spearman's rank correlation of label vs group (COMMON < RARE < UNSEEN), ties at their mean rank, in
-    [-1, 1]: 1 when every COMMON label is below every RARE one and those below every UNSEEN one. None when
+def spearman(x, y) -> float | None:
+    """Spearman's rank correlation of two sequences of numbers, ties at their mean rank, in [-1, 1]; None when
     either side has a single value."""
-    x = np.array([GROUPS.index(g) for g in groups], float)
-    y = np.array([label_rank(label) for label in labels], float)
+    x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 2 or x.std() == 0 or y.std() == 0:
         return None
 
@@ -120,6 +118,13 @@ def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
         return np.array([r[v == value].mean() for value in v])  # ties share their mean rank
 
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def rank_correlation(groups: list[str], labels: list[str]) -> float | None:
+    """Spearman's rank correlation of label vs group (COMMON < RARE < UNSEEN), ties at their mean rank, in
+    [-1, 1]: 1 when every COMMON label is below every RARE one and those below every UNSEEN one. None when
+    either side has a single value."""
+    return spearman([GROUPS.index(g) for g in groups], [label_rank(label) for label in labels])
 
 
 def colour_kind(caption: str) -> str:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..labels import label_rank
+from .figure6 import parse_shard, query_image, spearman
 from ..config import PRESETS, AnalysisConfig
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 
@@ -58,6 +59,7 @@ def analysis_record(report, seconds: float) -> dict[str, Any]:
     return {
         "label": report.label,
         "score": report.score,
+        "seed": report.config["seed"],
         "continuous": report.expected_length,
         "seconds": round(seconds, 2),
         "passes": unet_passes(report),
@@ -83,21 +85,6 @@ def icc_2_1(table: np.ndarray) -> float | None:
     ms_e = (resid ** 2).sum() / ((n - 1) * (k - 1))
     denom = ms_r + (k - 1) * ms_e + k * (ms_c - ms_e) / n
     return None if denom <= 0 else float((ms_r - ms_e) / denom)
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rank correlation, ties at their mean rank; None when either side is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
-        return None
-
-    def ranks(v):
-        order = v.argsort(kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        return np.array([r[v == value].mean() for value in v])
-
-    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
 def summarize(data: dict) -> dict[str, Any]:
@@ -227,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
     from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-    from .figure6 import parse_shard, query_image  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if args.threads:
         import torch  # noqa: PLC0415 - start-up: torch only when used

@@ -1,0 +1,60 @@
+"""The test-retest benchmark (`python -m originality.experiments.reliability`): its statistics on known
+numbers, and a tiny run end to end (resumable, each run with its own seed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from originality.experiments import reliability
+
+
+def test_icc_2_1_matches_shrout_and_fleiss():
+    # Shrout & Fleiss (1979), Table 2: six targets rated by four judges; ICC(2,1) = 0.29
+    table = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
+    assert reliability.icc_2_1(table) == pytest.approx(0.29, abs=0.005)
+    assert reliability.icc_2_1(np.array([[1, 1], [2, 2], [5, 5]], float)) == pytest.approx(1.0)
+    assert reliability.icc_2_1(np.ones((3, 2))) is None and reliability.icc_2_1(np.ones((1, 2))) is None
+
+
+def run_record(label: str, continuous: float) -> dict:
+    return {"label": label, "continuous": continuous, "passes": 100, "seconds": 1.0}
+
+
+def test_summary_counts_agreement_within_one_and_order():
+    data = {"runs": 2, "groups": ["common", "unseen"], "config": {"max_tokens": 5}, "name": "x", "split": "test",
+            "images": [
+                {"group": "common", "index": 0, "runs": {"0": run_record("1", 1.1), "1": run_record("1", 1.2)}},
+                {"group": "common", "index": 1, "runs": {"0": run_record("1", 1.4), "1": run_record("2", 1.8)}},
+                {"group": "unseen", "index": 0, "runs": {"0": run_record("5+", 5.8), "1": run_record("3", 3.5)}},
+                {"group": "unseen", "index": 1, "runs": {"0": run_record("4", 4.1)}},  # one run: not counted
+            ]}
+    s = reliability.summarize(data)
+    assert s["all"]["images"] == 3 and s["common"]["images"] == 2 and s["unseen"]["images"] == 1
+    assert s["all"]["same_label"] == pytest.approx(1 / 3) and s["all"]["within_one"] == pytest.approx(2 / 3)
+    assert s["common"]["same_label"] == 0.5 and s["common"]["within_one"] == 1.0
+    assert s["all"]["spearman_label"] > 0.8 and s["all"]["median_label"] == 1.5  # "5+" counts as 6
+    assert "ALL" in "\n".join(reliability.summary_lines(data))
+
+
+def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_path, capsys):
+    args = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
+            "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
+            "world_check=\"off\"", "--name", "tiny"]
+    assert reliability.main(args) == 0
+    data = json.loads((tmp_path / "tiny-test.json").read_text())
+    runs = data["images"][0]["runs"]
+    assert set(runs) == {"0", "1"} and data["layout_seed"] == reliability.SPLITS["test"]
+    for record in runs.values():
+        assert record["label"] in ("1", "1+") and 1.0 <= record["continuous"] <= 2.0 and record["passes"] > 0
+        assert len(record["lengths"][0]["distances"]) == 2
+    # each run is its own analysis seed (its own inversion noise and reconstruction latents), apart from any
+    # seed a `seeds` K run of the other would use
+    assert [runs[r]["seed"] for r in ("0", "1")] == [0, reliability.RUN_SEED_STRIDE]
+    assert reliability.RUN_SEED_STRIDE > data["config"]["seeds"]
+    capsys.readouterr()
+    assert reliability.main(args) == 0  # a rerun finds both runs done and analyses nothing
+    assert " run " not in capsys.readouterr().out
+    assert reliability.main([*args[:-2], "--name", "tiny", "--runs", "3"]) == 2  # other settings: refused
