@@ -187,6 +187,13 @@ class Report:
             return sum(per_seed) / len(per_seed)
         return expected_length(self.results, self.threshold, self.max_tokens)
 
+    def expected_length_sentence(self) -> str:
+        """The continuous score in words for people (the page, the share page and the printable report)."""
+        return (f"Expected length {self.expected_length:.2f} on a scale of 1 to {self.max_tokens + 1} "
+                f"({self.max_tokens + 1} = no length up to {self.max_tokens} passes): the first passing length "
+                "that each length's chance of passing predicts, so a length that passed or failed by a hair "
+                "counts as the near coin toss it was. Lower = more familiar.")
+
     @property
     def label_distribution(self) -> LabelDistribution | None:
         """The label over the inversion seeds, or None for one seed."""

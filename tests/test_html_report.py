@@ -149,6 +149,22 @@ def test_the_label_over_seeds_is_shown_everywhere_a_score_is(crafted):
     assert "every seed gave the same score" in " ".join(parse(html_report.render(agree)).text)
 
 
+def test_the_expected_length_is_shown_everywhere_a_score_is(crafted):
+    """The continuous score beside the label: the HTML report, the page's (and share page's) verdict, the CLI's
+    score line and report.json give the same number, computed from the lengths' distances."""
+    from originality.app.views import verdict_markdown
+    from originality.cli import score_line
+    from originality.uncertainty import expected_length
+
+    value = expected_length(crafted.results, crafted.threshold, crafted.max_tokens)
+    assert crafted.expected_length == value and 1.0 <= value <= crafted.max_tokens + 1
+    shown = f"Expected length {value:.2f} on a scale of 1 to {crafted.max_tokens + 1}"
+    assert shown in " ".join(" ".join(parse(html_report.render(crafted)).text).split())
+    assert shown in verdict_markdown(crafted)
+    assert score_line(crafted).endswith(f"expected length {value:.2f}")
+    assert crafted.summary()["expected_length"] == value
+
+
 def test_user_strings_are_escaped(crafted):
     text = html_report.render(crafted)
     assert "<script" not in text
