@@ -132,7 +132,7 @@ Comparer = Callable[[Image.Image, list[Reference], dict[int, list[Image.Image]],
 
 class LengthRunner(Protocol):
     """Where an analysis's work runs: here (`LocalRunner`), one ZeroGPU call per length
-    (`app.zerogpu.ZeroGPURunner`) or several processes (`parallel.ParallelRunner`). `iter_analyze` keeps
+    (`app.zerogpu.ZeroGPURunner`) or several processes (`parallel.TeamRunner`). `iter_analyze` keeps
     the checks, the stop rule and the score; a runner only does the heavy work on what it is given."""
 
     world: World  # whose check the query and the references pass before any heavy work
@@ -539,8 +539,8 @@ class LocalRunner:
 
     def compare(self, query, refs, reconstructions, copy_line) -> Similarity:
         model = self.model
-        return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, refs, reconstructions,
-                                                                                      copy_line)
+        return compare(judge_for(model.world, model.device, model.pipeline.unet.dtype), query, refs, reconstructions,
+                       copy_line=copy_line)
 
 
 def iter_analyze(
@@ -648,13 +648,6 @@ def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None)
         if result.passed:
             break
     return results
-
-
-def local_comparer(world: str, device="cpu", dtype=None) -> Comparer:
-    """A `Comparer` that runs here: the world's judge (`similarity.judge_for`) on `device` in `dtype`."""
-    def run(query, refs, reconstructions, copy_line):
-        return compare(judge_for(world, device, dtype), query, refs, reconstructions, copy_line=copy_line)
-    return run
 
 
 def _tracking(inversion, losses: list[float], stop: dict):

@@ -33,6 +33,7 @@ try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
 except ImportError:
     spaces = None
 
+
 def gpu_seconds(config: dict) -> int:
     """Seconds to reserve on ZeroGPU for one token length with these settings: `gpu_costs.seconds` (the one
     cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
@@ -58,23 +59,25 @@ def gpu_call(fn, duration=_gpu_duration):
 PREPARE_GPU_S = 60
 
 
+def _worker(model_id: str):
+    """The engine's `LocalRunner` inside a GPU worker: the model is loaded here (`load_model` caches it per
+    process; nothing is loaded at import)."""
+    from ..analysis import LocalRunner  # noqa: PLC0415 - start-up: torch and diffusers only in the worker
+    from ..models import load_model  # noqa: PLC0415 - start-up: torch and diffusers only in the worker
+
+    return LocalRunner(load_model(model_id))
+
+
 def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
     """Step 1 of one analysis on checked inputs (`analysis.prepare_checked`): the work of one GPU call, whose
-    picklable `Prepared` every length's call then receives. The model is loaded here, in the GPU worker
-    (`load_model` caches it per process; nothing is loaded at import)."""
-    from ..analysis import prepare_checked  # noqa: PLC0415 - torch and diffusers: only in the worker
-    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-
-    return prepare_checked(image, AnalysisConfig.from_dict(config), load_model(model_id), source)
+    picklable `Prepared` every length's call then receives."""
+    return _worker(model_id).prepare(image, AnalysisConfig.from_dict(config), source)
 
 
 def length_events(prepared: Any, model_id: str, m: int) -> Iterator[Any]:
     """One token length of one analysis on its resolved `Prepared`: the work of one GPU call (arguments and
     yields are pickled by ZeroGPU). Yields the engine's events for length m, ending with `LengthDone`."""
-    from ..analysis import iter_length  # noqa: PLC0415 - torch and diffusers: only in the worker
-    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-
-    yield from iter_length(prepared, load_model(model_id), m)
+    yield from _worker(model_id).run_length(prepared, m)
 
 
 engine_prepare = gpu_call(prepare_call, PREPARE_GPU_S)
@@ -88,12 +91,7 @@ SIMILARITY_GPU_S = 60
 def similarity_call(query: Any, references: list, reconstructions: dict, copy_line: float, model_id: str):
     """The comparison with the references (`analysis.Comparer` arguments, and the model id): the work of one GPU
     call, on the model's device and dtype (the model is loaded here, in the worker, as for a token length)."""
-    from ..analysis import local_comparer  # noqa: PLC0415 - the engine loads only in the worker
-    from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-
-    model = load_model(model_id)
-    return local_comparer(model.world, model.device, model.pipeline.unet.dtype)(query, references, reconstructions,
-                                                                                  copy_line)
+    return _worker(model_id).compare(query, references, reconstructions, copy_line)
 
 
 engine_similarity = gpu_call(similarity_call, SIMILARITY_GPU_S)

@@ -228,7 +228,6 @@ def load_shapes_world(path: str | Path, device: str | None = None):
 
 
 def build_parser() -> argparse.ArgumentParser:
-
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.evaluate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(SHAPES_MODEL_DIR), help="shapes-world pipeline folder (default: %(default)s)")
