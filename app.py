@@ -31,7 +31,7 @@ from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pai
                                domain_fields, edit_items, examples_table, form_config, form_values, plain, recon_items,
                                row_header, sentence, setting_placeholder, setting_text, share_url, similarity_pair,
                                slider_pair, status_line, toast, uploaded_file, verdict_markdown, world_choices)
-from originality.app import zerogpu
+from originality.app import startup, zerogpu
 from originality.worlds import default_world, get_world, world_model_id
 from originality.app.environment import env_bytes, env_int, server_address
 
@@ -399,6 +399,9 @@ demo = build_demo()
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every world's weights before the first visitor, and before launch(): under ZeroGPU `spaces` packs at launch what
+    # the main process has loaded, and each GPU call's worker, forked from it, reads nothing (originality.app.startup)
+    startup.load_models()
     name, port = server_address()
     demo.launch(server_name=name, server_port=port, max_file_size=UPLOAD_CEILING,
                 allowed_paths=[str(EXAMPLES_DIR)], css=CSS,

@@ -98,7 +98,9 @@ class DreamSimDistance:
     _model: object = field(init=False, default=None, repr=False)
     _preprocess: object = field(init=False, default=None, repr=False)
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Read the weights now (once; later calls do nothing). The first distance does it otherwise; a server
+        calls it at start-up so that no visitor's run reads them (`originality.app.startup`)."""
         if self._model is not None:
             return
         cache_dir = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir("dreamsim")
@@ -127,7 +129,7 @@ class DreamSimDistance:
     def __call__(self, query: Image.Image, images: list[Image.Image]) -> list[float]:
         if not images:
             return []
-        self._load()
+        self.load()
         device = torch.device(self.device)
         distances: list[float] = []
         with torch.no_grad():
@@ -166,7 +168,9 @@ class ClipEditCheck:
     NEGATIVE_PROMPTS: ClassVar[tuple[str, ...]] = ("a photo", "a photo of an object", "a photo of a scene")
     THRESHOLD: ClassVar[float] = 0.5
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Read the weights now (once; later calls do nothing). The first check does it otherwise; a server
+        calls it at start-up so that no visitor's run reads them (`originality.app.startup`)."""
         if self._ready:
             return
         if self.model is None:
@@ -193,7 +197,7 @@ class ClipEditCheck:
         """Softmax over `prompts` for each image: (n_images, n_prompts) as lists."""
         if not images:
             return []
-        self._load()
+        self.load()
         inputs = self.processor(text=prompts, images=[im.convert("RGB") for im in images],
                                 return_tensors="pt", padding=True)
         device = torch.device(self.device)

@@ -146,6 +146,12 @@ class BackboneSimilarity:
 
         return self.dtype or torch.float32
 
+    def load(self) -> None:
+        """Read both backbones' weights now (once; later calls do nothing). The first comparison does it otherwise;
+        a server calls it at start-up so that no visitor's run reads them (`originality.app.startup`)."""
+        self._load_copy()
+        self._load_style()
+
     def _load_copy(self) -> None:
         from transformers import AutoImageProcessor, ViTModel  # noqa: PLC0415 - start-up: transformers only when used
 

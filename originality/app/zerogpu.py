@@ -1,37 +1,41 @@
 """Running each token length as its own GPU call (Hugging Face ZeroGPU), and what it reserves.
 
-ZeroGPU runs each `@spaces.GPU` call in a forked worker: it pickles the arguments, streams a
-generator's yields back pickled, and limits each call's duration. The unit of work here is
-therefore ONE TOKEN LENGTH (`length_events`): `ZeroGPURunner` gives `iter_analyze` a runner that
-prepares the query in one short call (`prepare_call`) and makes one call per length on that resolved
-`Prepared`, and the engine keeps the checks, the stop rule and the score. The comparison with reference
-images, after the last length, is one more call. Without the `spaces` package the same functions run
-in-process, unchanged.
+ZeroGPU runs each `@spaces.GPU` call in a worker forked from the main process: it pickles the arguments, streams a
+generator's yields back pickled, and limits each call's duration. The unit of work here is therefore ONE TOKEN LENGTH
+(`length_events`): `ZeroGPURunner` gives `iter_analyze` a runner that prepares the query in one short call
+(`prepare_call`) and makes one call per length on that resolved `Prepared`, and the engine keeps the checks, the stop
+rule and the score. The comparison with reference images, after the last length, is one more call. Every call runs on
+the models the main process loaded at start-up (`startup.load_models`, before `launch()`): the forked worker holds
+them, and reads no weights from disk. Without the `spaces` package the same functions run in-process, unchanged.
 
-Reservation for one length, from the settings:
-    seconds = GPU_OVERHEAD_S                                     model load/move, query encoding, judges
+Reservation for one length, from the settings (`gpu_costs`, the one cost formula):
+    seconds = GPU_OVERHEAD_S          the worker's start: CUDA, the loaded weights copied onto its GPU, the query
             + GPU_S_PER_SAMPLE * steps * batch_size              inversion: a UNet forward + backward per copy
-            + GPU_S_PER_IMAGE_STEP * (num_reconstructions + num_edits) * num_inference_steps   generation (CFG)
+            + GPU_S_PER_IMAGE_STEP * images * num_inference_steps   generation (CFG): reconstructions and edits
 rounded up and capped at ORIGINALITY_GPU_MAX_SECONDS (default 300 s, the most one ZeroGPU call may ask for).
-The rates are rough figures for SD v1.x at 512 px in half precision on a ZeroGPU slice. The cost hardly
-depends on m (prompts are padded to 77 tokens either way), so every length gets the same reservation.
-fast preset: 30 + 0.04 * 150 * 8 + 0.03 * (8 + 4) * 20 = 85.2 -> 86 s per length; the paper preset
-(2000 steps x batch 20) is far over the cap and cannot run on ZeroGPU.
+The rates (`gpu_costs.json`) are rough figures for SD v1.x at 512 px in half precision on a ZeroGPU slice until
+`benchmarks/gpu_bench.py --update-costs` measures them. The cost hardly depends on m (prompts are padded to 77 tokens
+either way), so every length gets the same reservation; the paper preset (2000 steps x batch 20) is far over the cap
+and cannot run on ZeroGPU.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Iterator
 
 from .. import gpu_costs
 from ..config import AnalysisConfig
+from . import startup
 from .environment import env_int
 
 try:  # Hugging Face ZeroGPU: GPU work must run inside @spaces.GPU functions
     import spaces  # type: ignore[import-not-found]
 except ImportError:
     spaces = None
+
+logger = logging.getLogger(__name__)
 
 
 def gpu_seconds(config: dict) -> int:
@@ -60,12 +64,19 @@ PREPARE_GPU_S = 60
 
 
 def _worker(model_id: str):
-    """The engine's `LocalRunner` inside a GPU worker: the model is loaded here (`load_model` caches it per
-    process; nothing is loaded at import)."""
-    from ..analysis import LocalRunner  # noqa: PLC0415 - start-up: torch and diffusers only in the worker
-    from ..models import load_model  # noqa: PLC0415 - start-up: torch and diffusers only in the worker
+    """The engine's `LocalRunner` inside a GPU call, on the model loaded at start-up (`startup.loaded`): under
+    ZeroGPU the call's worker is forked from the main process that loaded it, so the call reads no weights. A model
+    not loaded at start-up (its load failed there, or a script never called `startup.load_models`) loads here, once
+    per process (`load_model` caches it): under ZeroGPU, in every worker that runs it."""
+    from ..analysis import LocalRunner  # noqa: PLC0415 - start-up: torch and diffusers only when a run starts
 
-    return LocalRunner(load_model(model_id))
+    model = startup.loaded(model_id)
+    if model is None:
+        from ..models import load_model  # noqa: PLC0415 - start-up: torch and diffusers only when a run starts
+
+        logger.info("%s was not loaded at start-up: loading it in this process", model_id)
+        model = load_model(model_id)
+    return LocalRunner(model)
 
 
 def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
@@ -90,7 +101,7 @@ SIMILARITY_GPU_S = 60
 
 def similarity_call(query: Any, references: list, reconstructions: dict, copy_line: float, model_id: str):
     """The comparison with the references (`analysis.Comparer` arguments, and the model id): the work of one GPU
-    call, on the model's device and dtype (the model is loaded here, in the worker, as for a token length)."""
+    call, on the model's device and dtype, with the reference judge loaded at start-up (`startup.load_models`)."""
     return _worker(model_id).compare(query, references, reconstructions, copy_line)
 
 
