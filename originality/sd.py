@@ -40,11 +40,17 @@ SD_THRESHOLD_SOURCE = ("uncalibrated default of the Stable Diffusion world (0.45
 SD_GUIDANCE = 7.5
 
 
+# ORIGINALITY_SD_ON_CPU=1: the server's operator runs the Stable Diffusion world without a GPU (minutes per
+# inversion step at 512 px: for the dress rehearsal, benchmarks/rehearsal.py, or a CPU host with time to spare)
+SD_ON_CPU_ENV = "ORIGINALITY_SD_ON_CPU"
+
+
 def sd_available(model_id: str = SD_MODEL_ID) -> bool:
-    """True where a Stable Diffusion run makes sense: a GPU, and weights cached or downloadable."""
+    """True where a Stable Diffusion run makes sense: a GPU (or $ORIGINALITY_SD_ON_CPU=1), and weights cached or
+    downloadable."""
     import torch  # noqa: PLC0415 - start-up cost: torch only when the question is asked
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and os.environ.get(SD_ON_CPU_ENV) != "1":
         from .device import gpu_problem  # noqa: PLC0415 - start-up cost (device imports torch)
 
         if gpu_problem():

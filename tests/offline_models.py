@@ -62,30 +62,47 @@ def make_dreamsim_cache(path: str | Path, dreamsim_type: str = OFFLINE_DREAMSIM_
     return path
 
 
-# DINO's torch.hub entry point, as dreamsim calls it (`torch.hub.load("facebookresearch/dino:main",
-# "dino_vitb16")` with the hub dir set to the cache): the same ViT-B/16 (dreamsim ships DINO's
-# vision_transformer.py) with random weights instead of a download.
-_DINO_HUBCONF = """\
+# DINO's torch.hub repository as dreamsim fetches it: `torch.hub.load("facebookresearch/dino:main", "dino_vitb16")`
+# with the hub dir set to the DreamSim cache reads <cache>/facebookresearch_dino_main/hubconf.py, whose
+# dino_vitb16(pretrained=True) builds DINO's ViT-B/16 and loads its weights (strict) through
+# torch.hub.load_state_dict_from_url, which finds <cache>/checkpoints/dino_vitbase16_pretrain.pth and downloads
+# nothing. The stand-in keeps that contract (same URL, same checkpoint file) with dreamsim's copy of DINO's
+# vision_transformer.py and random weights.
+DINO_HUB_REPO = "facebookresearch_dino_main"
+DINO_CHECKPOINT = "dino_vitbase16_pretrain.pth"
+_DINO_HUBCONF = f"""\
+import torch
 from dreamsim.feature_extraction.vision_transformer import vit_base
+
+dependencies = ["torch", "torchvision"]
 
 
 def dino_vitb16(pretrained=True, **kwargs):
-    return vit_base(patch_size=16, num_classes=0, **kwargs)
+    model = vit_base(patch_size=16, num_classes=0, **kwargs)
+    if pretrained:
+        state_dict = torch.hub.load_state_dict_from_url(
+            url="https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/{DINO_CHECKPOINT}", map_location="cpu")
+        model.load_state_dict(state_dict, strict=True)
+    return model
 """
 
 
 def make_ensemble_cache(path: str | Path, seed: int = 0) -> Path:
     """A DreamSim cache for the default "ensemble" (DINO ViT-B/16 + CLIP ViT-B/16 + OpenCLIP ViT-B/16,
     LoRA on all three) with random weights, loadable offline: the three backbones in dreamsim's
-    file layout, DINO's projection head, the ensemble LoRA adapter, and a stand-in for DINO's
-    torch.hub repository."""
+    file layout, DINO's projection head, the ensemble LoRA adapter, and what dreamsim fetches through
+    torch.hub (DINO's repository, as a stand-in, and its checkpoint)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    repo = path / "facebookresearch_dino_main"
+    repo = path / DINO_HUB_REPO
     repo.mkdir(exist_ok=True)
     (repo / "hubconf.py").write_text(_DINO_HUBCONF)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        from dreamsim.feature_extraction.vision_transformer import vit_base
+
+        (path / "checkpoints").mkdir(exist_ok=True)
+        torch.save(vit_base(patch_size=16, num_classes=0).state_dict(), path / "checkpoints" / DINO_CHECKPOINT)
         for name in ("clip_vitb16", "open_clip_vitb16"):
             torch.save({"state_dict": _clip_backbone_state(16)}, path / f"{name}_pretrain.pth.tar")
         head = {"module.head.mlp.0.weight": torch.randn(2048, 768) * 0.02, "module.head.mlp.0.bias": torch.zeros(2048),
