@@ -79,7 +79,7 @@ REFERENCE = ROOT / "assets" / "examples" / "sd_painting.png"
 # analysis that still goes through every stage (within the public limits, so the app accepts it); random weights
 # never reconstruct the query, so always_check_edits makes the edit and its CLIP check run all the same.
 TINY_SETTINGS = {"max_tokens": 1, "steps": 1, "batch_size": 1, "num_reconstructions": 1, "num_edits": 1,
-                 "num_inference_steps": 1, "restarts": 1, "always_check_edits": True}
+                 "num_inference_steps": 1, "always_check_edits": True}
 VERDICT_JS = "document.querySelector('#verdict') && /needs/.test(document.querySelector('#verdict').innerText)"
 # huggingface_hub stores files of these kinds (and any over 10 MB) as LFS: their etag is the content's sha256
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".h5", ".msgpack")
