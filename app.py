@@ -28,9 +28,10 @@ from originality.config import PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.app.store import InvalidRunId, RunNotFound, default_store
 from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
-                               domain_fields, edit_items, examples_table, form_config, form_values, plain, recon_items,
-                               row_header, sentence, setting_placeholder, setting_text, share_url, similarity_pair,
-                               slider_pair, status_line, toast, uploaded_file, verdict_markdown, world_choices)
+                               domain_fields, edit_items, examples_table, form_config, form_values, plain,
+                               progress_count, recon_items, remember_run, row_header, sentence, setting_placeholder,
+                               setting_text, share_url, similarity_pair, slider_pair, status_line, toast, uploaded_file,
+                               verdict_markdown, world_choices, your_run, your_runs_html)
 from originality.app import startup, zerogpu
 from originality.worlds import default_world, get_world, world_model_id
 from originality.app.environment import env_bytes, env_int, server_address
@@ -49,6 +50,10 @@ DOWNLOAD_KEEP = 32
 UPLOAD_LIMIT = env_bytes("ORIGINALITY_MAX_UPLOAD", "20mb")  # refused by the app with its message; Gradio's own
 UPLOAD_CEILING = 4 * UPLOAD_LIMIT  # limit (its message) only stops larger uploads, so disk use stays bounded
 YIELD_EVERY_S = 0.5  # runs (the API's too) yield at least this often: Cancel, job.cancel(), a lost client stop them
+# "Your runs" lives in the visitor's localStorage (gr.BrowserState). Gradio gives the page this key to encrypt it
+# there, so it is no secret; it is fixed because Gradio's default, a random key per server start, would make every
+# restart of the server forget every visitor's list.
+YOUR_RUNS_KEY, YOUR_RUNS_CIPHER = "originality-your-runs", "originality-your-runs-v1"
 
 
 def parse_defaults(raw: str | None) -> dict[str, Any]:
@@ -154,7 +159,7 @@ def _final_updates(view: RunView, run_id: str | None, request: gr.Request | None
 
 def _event_updates(view: RunView, event: Any, elapsed: float) -> dict:
     """What changes on the page after an engine event (already applied to `view`)."""
-    m = view.apply(event)
+    m = view.apply(event, elapsed)
     updates = _row_updates(view, m)
     line = status_line(view, event, elapsed)
     if line is not None:
@@ -167,10 +172,12 @@ def _event_updates(view: RunView, event: Any, elapsed: float) -> dict:
 
 
 def run_analysis(image, world, domain, custom_word, preset, settings: dict | None = None,
-                 request: gr.Request = None, references: list | None = None) -> Iterator[dict]:
+                 request: gr.Request = None, references: list | None = None,
+                 your_runs: list | None = None) -> Iterator[dict]:
     """The Run button: stream the analysis into the page, store the result, show the share link.
 
-    `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default); `references`.
+    `settings`: the Advanced fields by AnalysisConfig name (None or blank: preset / world default); `references`;
+    `your_runs`: the visitor's list of their runs (from their browser), which a stored run joins.
     Yields at least every YIELD_EVERY_S (Gradio closes a cancelled or disconnected run at a yield); a refusal
     or failure ends the run with its message in the status line and a warning popup.
     """
@@ -193,6 +200,9 @@ def run_analysis(image, world, domain, custom_word, preset, settings: dict | Non
                         logger.exception("could not store the run")
                         note = f" It could not be stored for sharing ({type(err).__name__})."
                     updates = _final_updates(view, run_id, request, f"Done in {time.monotonic() - started:.0f} s.{note}")
+                    if run_id:
+                        name = os.path.basename(str(image)) if isinstance(image, (str, os.PathLike)) else None
+                        updates[ui.your_runs] = remember_run(your_runs, your_run(run_id, event.report, preset, name))
                 if updates or time.monotonic() - last > YIELD_EVERY_S:
                     last = time.monotonic()
                     yield updates or {ui.status: gr.skip()}
@@ -205,7 +215,8 @@ def _on_run(data: dict, request: gr.Request):
     """Gradio's Run event: the form as {component: value}, passed on to `run_analysis`."""
     settings = {name: data[comp] for name, comp in zip(ADVANCED_NAMES, ui.advanced)}
     form = (data[ui.world], data[ui.domain], data[ui.custom_word], data[ui.preset])
-    yield from run_analysis(uploaded_file(data[ui.image]), *form, settings, request, data[ui.references])
+    yield from run_analysis(uploaded_file(data[ui.image]), *form, settings, request, data[ui.references],
+                            data[ui.your_runs])
 
 
 def _settings_updates(report: Report, preset: str | None) -> dict:
@@ -254,7 +265,8 @@ def _make_select(m: int, kind: str):
 
 
 def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
-                settings: str = "{}", request: gr.Request = None, references: list | None = None) -> Iterator[dict]:
+                settings: str = "{}", request: gr.Request = None, references: list | None = None,
+                progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
     """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
 
     Args:
@@ -268,14 +280,22 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
 
     Returns:
         {"run_id", "share_url", "summary"}: summary holds score, label, verdict and the per-length numbers.
+        While it runs, its progress events say the stage and the time left (the page's status line).
     """
     image = uploaded_file(image)
     if image is None:
         raise refused("Give an image.")
     config = build_config(preset or "fast", domain, custom_word, settings)
-    report, last = None, time.monotonic()
+    report, started = None, time.monotonic()
+    last, view, count = started, RunView(), None
     with contextlib.closing(analysis_events(image, world or default_world()[0].name, config, references)) as events:
         for event in events:  # closed explicitly: job.cancel() frees the model now
+            elapsed = time.monotonic() - started
+            view.apply(event, elapsed)
+            count = progress_count(event) or count
+            line = status_line(view, event, elapsed)
+            if line is not None:  # the page's status line, time left included, as the API's progress
+                progress(count, desc=line, unit="steps")
             if isinstance(event, Decision):
                 report = event.report
             elif time.monotonic() - last > YIELD_EVERY_S:
@@ -300,13 +320,15 @@ def _length_row(m: int) -> None:
     with gr.Column(visible=False, elem_id=f"row-m{m}", elem_classes=["length-row"]) as row:
         ui.row_md.append(gr.Markdown("", elem_id=f"row-md-m{m}"))
         with gr.Row(equal_height=False):
-            ui.recon.append(gr.Gallery(label=f"m = {m}: reconstructions", columns=5, height=230, format="png",
+            # no fixed height (and CSS's .all-images): the gallery grows a row per 5 images, so every
+            # reconstruction shows whatever their number (a fixed height cut the second row in half)
+            ui.recon.append(gr.Gallery(label=f"m = {m}: reconstructions", columns=5, height=None, format="png",
                                        fit_columns=False, object_fit="contain", interactive=False,
-                                       elem_id=f"recon-m{m}"))
+                                       elem_id=f"recon-m{m}", elem_classes=["all-images"]))
             with gr.Column(visible=False) as edit_col:
-                ui.edits.append(gr.Gallery(label=f"m = {m}: edits (editability check)", columns=4, height=230,
+                ui.edits.append(gr.Gallery(label=f"m = {m}: edits (editability check)", columns=4, height=None,
                                            fit_columns=False, object_fit="contain", format="png", interactive=False,
-                                           elem_id=f"edits-m{m}"))
+                                           elem_id=f"edits-m{m}", elem_classes=["all-images"]))
     ui.rows.append(row)
     ui.edit_col.append(edit_col)
 
@@ -350,6 +372,12 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                with gr.Group(elem_id="your-runs-box"):
+                    gr.Markdown("**Your runs** <small>(kept in this browser only; each opens its share link)</small>",
+                                elem_id="your-runs-title", padding=True)
+                    ui.your_runs_list = gr.HTML(your_runs_html([]), elem_id="your-runs", padding=True)
+                    clear_runs_btn = gr.Button("Clear the list", size="sm", variant="secondary",
+                                               elem_id="clear-your-runs")
             with gr.Column(scale=6, min_width=360):
                 ui.status = gr.Markdown("Upload an image (or click an example) and press **Run**.", elem_id="status")
                 ui.verdict = gr.Markdown("", elem_id="verdict")
@@ -369,6 +397,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Accordion("Reproducibility record", open=False, elem_id="record-box"):
                     ui.record = gr.JSON(label="rerun with: python -m originality reproduce RUN_DIR", elem_id="record")
         ui.images = gr.State(None)
+        ui.your_runs = gr.BrowserState([], storage_key=YOUR_RUNS_KEY, secret=YOUR_RUNS_CIPHER)
         with gr.Column(visible=False):  # inputs/outputs of the API endpoints only
             api_settings = gr.Textbox(value="{}", label="settings (JSON of AnalysisConfig fields)")
             api_run_id = gr.Textbox(label="run_id")
@@ -377,7 +406,8 @@ def build_demo() -> gr.Blocks:
             load_btn = gr.Button("load run")
 
         run_event = run_btn.click(
-            _on_run, inputs=set(ui.settings), outputs=ui.outputs, api_name="run", api_visibility="undocumented",
+            _on_run, inputs={*ui.settings, ui.your_runs}, outputs=[*ui.outputs, ui.your_runs], api_name="run",
+            api_visibility="undocumented",
             concurrency_id="analysis", show_progress="minimal", show_progress_on=[ui.status], preprocess=False)
         cancel_btn.click(lambda: "Cancelled. Press **Run** to start again.", None, [ui.status], cancels=[run_event], queue=False, api_visibility="private")
         for i in range(MAX_ROWS):
@@ -390,6 +420,9 @@ def build_demo() -> gr.Blocks:
         load_btn.click(load_run_api, inputs=[api_run_id], outputs=[api_result], api_name="load_run",
                        concurrency_limit=None)
         demo.load(on_page_load, None, ui.outputs + ui.settings, api_visibility="private")
+        gr.on([demo.load, ui.your_runs.change], your_runs_html, [ui.your_runs], [ui.your_runs_list], queue=False,
+              api_visibility="private")
+        clear_runs_btn.click(lambda: [], None, [ui.your_runs], queue=False, api_visibility="private")
 
     return demo.queue(default_concurrency_limit=env_int("ORIGINALITY_CONCURRENCY", 1),
                       max_size=env_int("ORIGINALITY_QUEUE_SIZE", 16))

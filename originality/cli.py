@@ -234,26 +234,56 @@ def _load(args: argparse.Namespace, device: Any = None):
 
 
 class _Progress:
-    """A tqdm bar on stderr per inversion ("m=2 inversion", loss as postfix)."""
+    """A tqdm bar on stderr per stage of a length ("m=2 inversion", "m=2 reconstructions"), the loss and the time
+    left (`eta`, from the rates measured during the run) as its postfix. `observe` every event; `clock`: seconds
+    on a monotonic clock (tests pass a scripted one)."""
 
-    def __init__(self, enabled: bool, prefix: str = "", position: int = 0):
+    def __init__(self, enabled: bool, prefix: str = "", position: int = 0, clock=time.monotonic):
         self.enabled = enabled
         self.prefix = prefix
         self.position = position
         self.bar = None
+        self.clock = clock
+        self.timer = None  # eta.RunTimer, made on the first event
 
-    def step(self, event) -> None:
+    def observe(self, event) -> None:
+        """Fold an engine event into the time left; a bar for an inversion step or a generation batch (inside a
+        `SeedProgress` too)."""
         if not self.enabled:
             return
+        from .analysis import Generating, SeedProgress  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+        from .eta import RunTimer  # noqa: PLC0415 - start-up: loads numpy only when used
+        from .inversion import InversionStep  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+
+        self.timer = self.timer or RunTimer()
+        self.timer.observe(event, self.clock())
+        inner = event.event if isinstance(event, SeedProgress) else event
+        if isinstance(inner, InversionStep):
+            self._show(f"m={inner.num_tokens} inversion", inner.step, inner.total, loss=f"{inner.loss:.4f}")
+        elif isinstance(inner, Generating):
+            self._show(f"m={inner.num_tokens} {inner.what}", inner.done, inner.total)
+
+    def left(self) -> str:
+        """The time left as the page says it ('' before an estimate)."""
+        from .eta import describe  # noqa: PLC0415 - start-up: loads numpy only when used
+
+        return describe(self.timer.estimate()) if self.timer is not None else ""
+
+    def _show(self, stage: str, done: int, total: int, **postfix) -> None:
         from tqdm.auto import tqdm  # noqa: PLC0415 - start-up: tqdm only when used
 
+        desc = f"{self.prefix}{stage}"
+        if self.bar is not None and (self.bar.desc != desc or done < self.bar.n):
+            self.close()  # another stage, or the inversion started again (restarts)
         if self.bar is None:
-            self.bar = tqdm(total=event.total, desc=f"{self.prefix}m={event.num_tokens} inversion",
-                            postfix={"loss": f"{event.loss:.4f}"}, file=sys.stderr, leave=False,
-                            dynamic_ncols=True, position=self.position)
-        self.bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
-        self.bar.update(event.step - self.bar.n)
-        if event.step >= event.total:
+            self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
+                            position=self.position)
+        if total != self.bar.total:  # more images drawn while a length is undecided
+            self.bar.total = total
+        left = self.left()
+        self.bar.set_postfix(**postfix, **({"left": left} if left else {}), refresh=False)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
             self.close()
 
     def close(self) -> None:
@@ -322,21 +352,18 @@ def _consume(events, progress: _Progress, on_length=None):
     """Show an analysis's events (bars, `on_length(result, threshold)` per finished length); its report, None
     without a decision."""
     from .analysis import Decision, LengthDone, SeedProgress, Started  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-    from .inversion import InversionStep  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     prefix, threshold = progress.prefix, None
     try:
         for event in events:
+            if isinstance(event, SeedProgress):  # a repeat with another seed: its bar, not its lines
+                progress.prefix = f"{prefix}seed {event.index}/{event.total} "
+            progress.observe(event)  # the bars and the time left
             if isinstance(event, Started):
                 threshold = event.config.threshold  # resolved: the world's default when none was given
-            elif isinstance(event, SeedProgress):  # a repeat with another seed: its bar, not its lines
-                progress.prefix = f"{prefix}seed {event.index}/{event.total} "
-                if isinstance(event.event, InversionStep):
-                    progress.step(event.event)
-                elif isinstance(event.event, LengthDone):
+            elif isinstance(event, SeedProgress):
+                if isinstance(event.event, LengthDone):
                     progress.close()
-            elif isinstance(event, InversionStep):
-                progress.step(event)
             elif isinstance(event, LengthDone):
                 progress.close()
                 if on_length is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import citation
+from ..eta import RunTimer, describe
 from ..analysis import (CheckReady, ComparingReferences, Decision, DistancesReady, Generating, LengthDone,
                        ReconstructionsReady, SeedProgress, Started)
 from ..inversion import InversionStep
@@ -21,6 +22,7 @@ from ..config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, s
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
 from ..uncertainty import mean_interval
 from ..worlds import all_worlds, check_name_of, world_model_id
+from .store import RUN_ID_PATTERN
 
 INTRO = f"""# How original is this image to a text-to-image model?
 Progressive multi-token textual inversion ([{citation.SHORT}]({citation.URL})): the model
@@ -32,6 +34,9 @@ CSS = """
 #verdict h2 { margin: 0.2em 0; }
 .length-row { border-top: 1px solid var(--border-color-primary); padding-top: 0.4em; }
 #query-image img { width: 100%; height: 100%; object-fit: contain; }
+/* a length's galleries show every image: Gradio's gallery without a height keeps between 450 px and 55% of the
+   window (a scrollbar clips rows beyond it, blank space pads fewer) */
+.all-images .grid-wrap { min-height: 0 !important; max-height: none !important; overflow-y: visible !important; }
 """
 STEP_UPDATES = 20  # status lines per inversion (every 5% of the steps)
 MAX_REFERENCES = int(next(s.public_max for s in settings() if s.name == "max_references"))  # the app's upload
@@ -102,6 +107,7 @@ class RunView:
     model: dict = field(default_factory=dict)
     lengths: dict[int, LengthView] = field(default_factory=dict)
     report: Report | None = None
+    timer: RunTimer = field(default_factory=RunTimer)  # the time left (`eta`), from the events' arrival times
 
     def length(self, m: int) -> LengthView:
         return self.lengths.setdefault(m, LengthView(m))
@@ -117,8 +123,11 @@ class RunView:
                 steps_used=r.steps_used, stop_reason=r.stop_reason, done=True)
         return view
 
-    def apply(self, event: Any) -> int | None:
-        """Fold an engine event into the view; returns the token length it changed (None: none)."""
+    def apply(self, event: Any, at: float | None = None) -> int | None:
+        """Fold an engine event into the view; returns the token length it changed (None: none). `at`: when the
+        event arrived (seconds on a monotonic clock), for the time left (`timer`)."""
+        if at is not None:
+            self.timer.observe(event, at)
         if isinstance(event, Started):
             self.query, self.config, self.model = event.query, event.config.to_dict(), dict(event.model)
         elif isinstance(event, InversionStep) and event.stop_reason:
@@ -165,12 +174,19 @@ class RunView:
                 "edits": {m: lv.edits for m, lv in self.lengths.items()}}
 
 
+def time_left(view: RunView) -> str:
+    """' · about 40 s left for m = 2, at most about 3 min if it goes on to m = 5' (`eta.describe`), or ''."""
+    text = describe(view.timer.estimate())
+    return f" · {text}" if text else ""
+
+
 def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
-    """One line for the status bar after `event` (None: nothing new to say)."""
+    """One line for the status bar after `event` (None: nothing new to say); while a length runs it ends with
+    the time left (`time_left`)."""
     if isinstance(event, SeedProgress):  # a repeat with another seed: its progress, not the page's rows
         inner, where = event.event, f"seed {event.index} of {event.total}"
         if isinstance(inner, InversionStep) and (inner.step == 1 or inner.step == inner.total):
-            return f"{where}: m={inner.num_tokens}: step {inner.step}/{inner.total} · {elapsed:.0f} s"
+            return f"{where}: m={inner.num_tokens}: step {inner.step}/{inner.total} · {elapsed:.0f} s{time_left(view)}"
         if isinstance(inner, LengthDone):
             return f"{where}: m={inner.result.num_tokens}: {'passes' if inner.result.passed else 'fails'} · {elapsed:.0f} s"
         return None
@@ -180,10 +196,12 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
     if isinstance(event, InversionStep):
         every = max(1, int(view.config.get("steps") or 1) // STEP_UPDATES)
         if event.step == 1 or event.step % every == 0 or event.step == event.total:
-            return f"m={event.num_tokens}: step {event.step}/{event.total}, loss {event.loss:.4f} · {elapsed:.0f} s"
+            return (f"m={event.num_tokens}: step {event.step}/{event.total}, loss {event.loss:.4f} · {elapsed:.0f} s"
+                    f"{time_left(view)}")
         return None
     if isinstance(event, Generating):
-        return f"m={event.num_tokens}: generating {event.what} {event.done}/{event.total} · {elapsed:.0f} s"
+        return (f"m={event.num_tokens}: generating {event.what} {event.done}/{event.total} · {elapsed:.0f} s"
+                f"{time_left(view)}")
     if isinstance(event, ReconstructionsReady):
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
@@ -274,13 +292,17 @@ def edit_items(view: RunView, lv: LengthView) -> list:
             for i, im in enumerate(lv.edits)]
 
 
-def verdict_markdown(report: Report) -> str:
+def verdict_head(report: Report) -> str:
+    """'Familiar: needs 1 token', 'Original: needs 3 tokens', 'Original: needs more than 5 tokens'."""
     if is_familiar(report.score):
-        head = "Familiar: needs 1 token"
-    elif report.score is None:
-        head = f"Original: needs more than {report.max_tokens} tokens"
-    else:
-        head = f"Original: needs {report.score} tokens"
+        return "Familiar: needs 1 token"
+    if report.score is None:
+        return f"Original: needs more than {report.max_tokens} tokens"
+    return f"Original: needs {report.score} tokens"
+
+
+def verdict_markdown(report: Report) -> str:
+    head = verdict_head(report)
     model = report.model
     details = (f"model {model.get('name', '?')} ({model.get('world', '?')}) · {model.get('distance', 'distance')} "
                f"threshold {report.threshold:g} · {len(report.results)} length(s) tried in "
@@ -411,6 +433,58 @@ def slider_pair(images: dict | None, m: int, kind: str, index: int | list | None
         return None
     what = "reconstruction" if kind == "recon" else "edit"
     return (images["query"], pool[index]), f"query ↔ {what} #{index + 1} (m = {m})"
+
+
+def progress_count(event: Any) -> tuple[int, int] | None:
+    """(done, total) of the inversion steps or images an event reports (inside a `SeedProgress` too), for a
+    progress bar; None for other events."""
+    if isinstance(event, SeedProgress):
+        event = event.event
+    if isinstance(event, InversionStep):
+        return event.step, event.total
+    if isinstance(event, Generating):
+        return event.done, event.total
+    return None
+
+
+# --------------------------------------------------------------------------- "Your runs": the visitor's own runs
+
+YOUR_RUNS_KEEP = 50  # entries kept in the browser, newest first
+YOUR_RUNS_EMPTY = "No runs yet: each run you finish on this page is listed here, in this browser only."
+
+
+def your_run(run_id: str, report: Report, preset: str | None, image_name: str | None = None) -> dict:
+    """The entry of a finished, stored run in the visitor's list (kept in their browser, `gr.BrowserState`):
+    what they need to recognise it and its id, which opens it through its share link."""
+    return {"id": run_id, "verdict": verdict_head(report), "world": report.model.get("world", ""),
+            "preset": preset or "", "created": report.created, "image": image_name or ""}
+
+
+def remember_run(runs: Any, entry: dict) -> list[dict]:
+    """`runs` (the list as the browser kept it; anything else counts as empty) with `entry` first, an older entry
+    of the same id dropped, at most YOUR_RUNS_KEEP entries."""
+    kept = [r for r in runs if isinstance(r, dict) and r.get("id") != entry["id"]] if isinstance(runs, list) else []
+    return [entry, *kept][:YOUR_RUNS_KEEP]
+
+
+def your_runs_html(runs: Any) -> str:
+    """The visitor's runs as HTML: one link per run to its share address (`?run=<id>`, on this page), with its
+    verdict, image name, world, preset and time. The list comes from the browser, so it is treated as untrusted:
+    an entry without a well-formed run id is left out and every text is escaped."""
+    items = []
+    for run in runs if isinstance(runs, list) else []:
+        run_id = run.get("id") if isinstance(run, dict) else None
+        if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+            continue
+        created = str(run.get("created") or "")[:16].replace("T", " ")
+        details = " · ".join(html.escape(str(run.get(k) or "")) for k in ("image", "world", "preset")
+                             if run.get(k))
+        when = f" · {html.escape(created)} UTC" if created else ""
+        items.append(f'<li><a href="?run={run_id}" target="_self">{html.escape(str(run.get("verdict") or run_id))}'
+                     f'</a>{" · " + details if details else ""}{when}</li>')
+    if not items:
+        return f"<p class='your-runs-empty'>{YOUR_RUNS_EMPTY}</p>"
+    return f"<ol class='your-runs'>{''.join(items)}</ol>"
 
 
 # --------------------------------------------------------------------------- similarity to the references
