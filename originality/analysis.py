@@ -43,7 +43,7 @@ from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, median_score
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
-from .uncertainty import mean_and_std
+from .uncertainty import mean_and_std, undecided
 
 logger = logging.getLogger(__name__)
 
@@ -226,15 +226,17 @@ def prompt_inputs(pipeline, prompts: list[str], guidance_scale: float) -> tuple[
                   "negative_prompt_embeds": None if negative is None else negative.to(unet.dtype)}
 
 
-def inversion_seed(seed: int, num_tokens: int, query: Image.Image) -> int:
-    """Seed of the inversion of length `num_tokens` for `query`: a hash of the three.
+def inversion_seed(seed: int, num_tokens: int, query: Image.Image, restart: int = 0) -> int:
+    """Seed of the inversion of length `num_tokens` for `query` (restart `restart` of the `restarts` setting): a
+    hash of them (restart 0 hashes as before restarts existed, so older records rerun).
 
     Depends on the query's pixels so that the inversion noise (timesteps, noise, template
     draws) is independent from one image to the next: with one seed per length for every
     query, a whole batch of images shares one lucky or unlucky draw at a length (measured
     on the shapes world: benchmarks/RESULTS.md, session 3). Same seed and image, same result.
     """
-    digest = hashlib.sha256(f"{seed}:{num_tokens}:{query.mode}:{query.size}:".encode())
+    again = f"restart {restart}:" if restart else ""
+    digest = hashlib.sha256(f"{again}{seed}:{num_tokens}:{query.mode}:{query.size}:".encode())
     digest.update(query.tobytes())
     return int.from_bytes(digest.digest()[:8], "big") >> 1  # < 2**63, as torch's manual_seed wants
 
@@ -385,14 +387,12 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # 2. Encode the query to latents (cheap next to the inversion)
         latent_mean, latent_std = encode_query(pipe, query)
         timings: dict[str, float] = {}
-        # 3. Invert: learn m tokens
+        # 3. Invert: learn m tokens (with `restarts`, several inversions; the one chosen on its selection images)
         t0 = time.perf_counter()
         placeholder = session.add(f"<s{m}>", m, prepared.init_id)
         warm = config.token_init == "previous" and previous is not None and len(previous) == m - 1 > 0
         if warm:
             session.set_rows(placeholder, previous)
-        losses: list[float] = []
-        seed = inversion_seed(config.seed, m, query)
         # Prompts name only the base token: diffusers expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would
         # mangle an already expanded prompt).
         prompt = config.reconstruction_prompt.format(placeholder.token)
@@ -400,19 +400,14 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
                                                            seed=image_seed(config.seed) + start,
                                                            config=config, resolution=model.resolution),
                              lambda images: model.distance(query, images))
-        inversion = invert(
-            pipe, latent_mean, latent_std, placeholder, prepared.templates,
-            steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-            micro_batch_size=config.micro_batch_size, probe=probe,
-        )
-        stop: dict = {}
-        embeddings = yield from _tracking(inversion, losses, stop)
+        kept, tried = yield from invert_with_restarts(pipe, model, prepared, session, placeholder, prompt,
+                                                      (latent_mean, latent_std), probe)
+        embeddings, losses = kept.embeddings, kept.losses
         timings["inversion"] = time.perf_counter() - t0
 
         # 4.-5. Reconstruct from "a photo of S*_m" and score each image's distance to the query (a probe
         # that stopped the inversion made them from these very tokens)
-        first = (probe.images, probe.distances) if stop.get("reason") == STOP_PROBE else ([], [])
+        first = (probe.images, probe.distances) if kept.stop_reason == STOP_PROBE else ([], [])
         recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
         mean, std = mean_and_std(distances)
@@ -442,13 +437,80 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             num_tokens=m, token=placeholder.token, embeddings=embeddings, losses=losses,
             reconstructions=recon, distances=distances, edits=edits, check_scores=list(check.scores),
             distance_passed=distance_passed, check_passed=check.passed, check_detail=check.detail,
-            check_scored=scored, timings=timings, inversion_seed=seed,
-            steps_used=len(losses), stop_reason=stop.get("reason", ""), warm_start=warm,
+            check_scored=scored, timings=timings, inversion_seed=kept.seed,
+            steps_used=len(losses), stop_reason=kept.stop_reason, warm_start=warm,
             probes=list(probe.history) if probe else [],
+            restarts=[t.summary() for t in tried] if len(tried) > 1 or config.restarts > 1 else [],
+            kept_restart=kept.index,
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
     yield LengthDone(result)
     return result
+
+
+@dataclass
+class Restart:
+    """One inversion of a token length (the `restarts` setting): its index and seed, what it learned, its losses,
+    why it stopped, and the distances of its selection images (none with a single inversion)."""
+
+    index: int
+    seed: int
+    embeddings: torch.Tensor
+    losses: list[float]
+    stop_reason: str
+    selection_distances: list[float]
+
+    @property
+    def selection_distance(self) -> float:
+        """Mean distance of the selection images (lower = closer); 0 when none were drawn."""
+        return mean_and_std(self.selection_distances)[0] if self.selection_distances else 0.0
+
+    def summary(self) -> dict:
+        return {"restart": self.index, "seed": self.seed, "steps": len(self.losses), "stop_reason": self.stop_reason,
+                "selection_distances": self.selection_distances}
+
+
+def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, session: TokenSession,
+                         placeholder, prompt: str, latents: tuple[torch.Tensor, torch.Tensor],
+                         probe=None) -> Iterator[Event]:
+    """Step 3 of one length: `restarts` inversions of `placeholder`, all from the rows it holds now (the domain
+    word's, or the warm start's), each from its own seed (`inversion_seed(seed, m, query, r)`).
+
+    With more than one, each restart draws `selection_images` images of `prompt` from its tokens, from latents
+    set apart from the reconstructions the length is judged on (`image_seed(seed, "selection", r)`), and the
+    restart whose mean distance to the query is lowest is kept (the earliest on a tie); restarting stops once one
+    restart's selection images pass the threshold. The score asks whether *some* m-token description
+    reproduces the image, and one failed optimisation is no evidence that none does; since the choice never sees
+    the judged reconstructions, it cannot flatter them. Yields `InversionStep`s (with their `restart`) and the
+    selection images' `Generating`s; leaves the kept rows in the placeholder; returns (kept, every `Restart`).
+    """
+    config, query, m = prepared.config, prepared.query, placeholder.num_tokens
+    start = session.rows(placeholder)
+    tried: list[Restart] = []
+    for r in range(config.restarts):
+        session.set_embeddings(placeholder, start)
+        seed = inversion_seed(config.seed, m, query, r)
+        inversion = invert(
+            pipe, *latents, placeholder, prepared.templates,
+            steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+            seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
+            micro_batch_size=config.micro_batch_size, probe=probe,
+        )
+        losses: list[float] = []
+        stop: dict = {}
+        embeddings = yield from _tracking(inversion, losses, stop, restart=r)
+        distances: list[float] = []
+        if config.restarts > 1:
+            images = yield from iter_generate(pipe, prompt, config.selection_images,
+                                              seed=image_seed(config.seed, "selection", r), config=config,
+                                              resolution=model.resolution, num_tokens=m, what="selection images")
+            distances = [float(d) for d in model.distance(query, images)]
+        tried.append(Restart(r, seed, embeddings, losses, stop.get("reason", ""), distances))
+        if distances and distance_passes(tried[-1].selection_distance, config.threshold):
+            break
+    kept = min(tried, key=lambda t: (t.selection_distance, t.index))
+    session.set_embeddings(placeholder, kept.embeddings)
+    return kept, tried
 
 
 def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str, m: int,
@@ -462,6 +524,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
     config, query = prepared.config, prepared.query
     images, distances = list(first[0]), list(first[1])
     n, unscored = config.num_reconstructions, []
+    most = max(n, config.max_reconstructions)  # sequential reconstructions: up to this many while undecided
     timings.setdefault("reconstruction", 0.0)
     timings.setdefault("distance", 0.0)
 
@@ -470,20 +533,25 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
         distances.extend(float(d) for d in model.distance(query, batch))
         timings["distance"] += time.perf_counter() - t0
 
-    while len(images) < n and not (config.decide_early and not can_still_pass(distances, n, config.threshold)):
-        t0 = time.perf_counter()
-        batch = generate(pipe, prompt, min(config.generation_batch_size, n - len(images)),
-                         seed=image_seed(config.seed) + len(images), config=config, resolution=model.resolution)
-        timings["reconstruction"] += time.perf_counter() - t0
-        images += batch
-        if config.decide_early:
-            score(batch)
-        else:
-            unscored += batch
-        yield Generating(m, "reconstructions", len(images), n)
-    if unscored:
-        score(unscored)
-    return images, distances
+    while True:
+        while len(images) < n and not (config.decide_early and not can_still_pass(distances, n, config.threshold)):
+            t0 = time.perf_counter()
+            batch = generate(pipe, prompt, min(config.generation_batch_size, n - len(images)),
+                             seed=image_seed(config.seed) + len(images), config=config, resolution=model.resolution)
+            timings["reconstruction"] += time.perf_counter() - t0
+            images += batch
+            if config.decide_early:
+                score(batch)
+            else:
+                unscored += batch
+            yield Generating(m, "reconstructions", len(images), n)
+        if unscored:
+            score(unscored)
+            unscored = []
+        # while the interval of the mean still holds the threshold, the decision is a coin toss: draw a batch more
+        if len(images) < n or n >= most or not undecided(distances, config.threshold):
+            return images, distances
+        n = min(most, n + config.generation_batch_size)
 
 
 SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length cannot pass "
@@ -535,7 +603,12 @@ class LocalRunner:
     def run_length(self, prepared: Prepared, m: int) -> Iterator[Event]:
         seed = prepared.config.seed
         result = yield from iter_length(prepared, self.model, m, self._learned.get((seed, m - 1)))
-        self._learned[seed, m] = result.embeddings
+        self.keep_learned(seed, m, result.embeddings)
+
+    def keep_learned(self, seed: int, m: int, rows: torch.Tensor) -> None:
+        """Length m's learned rows ((m, dim)) under the analysis seed `seed`, which length m + 1 starts from with
+        `token_init` "previous"; a runner whose lengths run in other processes (`app.zerogpu`) hands them back."""
+        self._learned[seed, m] = rows
 
     def compare(self, query, refs, reconstructions, copy_line) -> Similarity:
         model = self.model
@@ -650,15 +723,15 @@ def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None)
     return results
 
 
-def _tracking(inversion, losses: list[float], stop: dict):
-    """Re-yield inversion steps, recording their losses and (in `stop["reason"]`) why the inversion
-    stopped; returns the learned embeddings. Closing it closes the inversion, which unwraps the text
-    encoder before the session shrinks it."""
+def _tracking(inversion, losses: list[float], stop: dict, restart: int = 0):
+    """Re-yield inversion steps (marked with their `restart`), recording their losses and (in `stop["reason"]`)
+    why the inversion stopped; returns the learned embeddings. Closing it closes the inversion, which unwraps
+    the text encoder before the session shrinks it."""
     def record(event: InversionStep) -> InversionStep:
         losses.append(event.loss)
         if event.stop_reason:
             stop["reason"] = event.stop_reason
-        return event
+        return replace(event, restart=restart) if restart else event
     return (yield from _relay(inversion, record))
 
 

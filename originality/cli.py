@@ -317,12 +317,15 @@ def length_line(result, threshold: float, planned: int | None = None, check_name
 
 
 def score_line(report) -> str:
-    """`score: 2  (Original: ...)  expected length 1.83` (`Report.expected_length`, the continuous score), and
+    """`score: 2  (Original: ...)  expected length 1.83 (a rerun: 0.2-3.4)` (`Report.expected_length`, the continuous
+    score, and where a rerun's is expected to land, when the settings have been benchmarked), and
     with the seeds setting `  over seeds: 2 in 2 of 3 seeds (1 in 1)` (and `Report.seeds_note` when the rows
     are a seed that gave another label)."""
     spread = report.label_distribution
     note = report.seeds_note()
-    return (f"score: {report.label}  ({report.verdict})  expected length {report.expected_length:.2f}"
+    interval = report.expected_length_interval()
+    rerun = f" (a rerun: {interval[0]:.1f}-{interval[1]:.1f})" if interval else ""
+    return (f"score: {report.label}  ({report.verdict})  expected length {report.expected_length:.2f}{rerun}"
             + (f"  over seeds: {spread.describe()}" if spread else "")
             + (f"  {note}" if note else ""))
 
@@ -416,6 +419,7 @@ def _show_report(args: argparse.Namespace, report) -> int:
         print(json.dumps(report.summary(), indent=2))
     else:
         print(score_line(report))
+        print(report.rerun_sentence())
         for line in report.similarity.lines() if report.similarity else []:
             print(f"similarity: {line}")
         for note in [*report.notes, f"threshold: {report.threshold:g}, {report.threshold_source}"]:

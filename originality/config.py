@@ -181,10 +181,23 @@ class AnalysisConfig:
         "domain", "where the tokens of length m start: 'domain' (every token from the domain word, as the paper) "
                   "or 'previous' (length m-1's learned tokens plus one from the domain word)",
         label="token start (domain / previous)", choices=TOKEN_INITS)
+    # Restarts (`analysis.invert_with_restarts`): an optimisation that failed is no evidence that no m-token
+    # description exists, so a length may run several and keep one, chosen on images it is not judged on.
+    restarts: int = setting(
+        1, "inversions per token length, each from its own seed; the length keeps the one whose selection images "
+           "(drawn apart from the reconstructions it is judged on) come closest to the query, and stops restarting "
+           "once one's selection images pass; 1: one inversion, as the paper", metavar="R",
+        label="restarts per length (keep the best)", low=1, high=8, public_max=3)
+    selection_images: int = setting(4, "images drawn from each restart's tokens to choose among the restarts (never "
+                                       "judged)", metavar="N", low=1, high=64, public_max=8)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
     num_reconstructions: int = setting(20, "images generated from 'a photo of S*' and scored against the query",
                                        flag="--reconstructions", metavar="N", label="reconstructions", low=1,
                                        public_max=20)
+    max_reconstructions: int = setting(
+        0, "sequential reconstructions: while the 95% interval of a length's mean distance still contains the "
+           "threshold, draw another batch, up to this many in all; 0: exactly `reconstructions`", metavar="N",
+        label="most reconstructions while undecided (0: fixed)", low=0, high=1000, public_max=32)
     num_inference_steps: int = setting(35, "denoising steps per generated image", flag="--inference-steps",
                                        metavar="N", label="inference steps", low=1, public_max=50)
     guidance_scale: float | None = setting(None, "classifier-free guidance when generating", metavar="F",
@@ -308,6 +321,12 @@ class AnalysisConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or value.count("{}") != 1:
                 raise ValueError(f"{name} must contain exactly one '{{}}' for the learned tokens, got {value!r}")
+        if self.max_reconstructions and self.max_reconstructions < self.num_reconstructions:
+            raise ValueError(f"max_reconstructions must be 0 (off) or at least num_reconstructions "
+                             f"({self.num_reconstructions}), got {self.max_reconstructions}")
+        if self.restarts > 1 and self.probe_every:
+            raise ValueError("restarts > 1 cannot be combined with the reconstruction probe (probe_every): the probe "
+                             "would judge a restart on the images it stopped at; set probe_every to 0")
         if self.domain is not None and (not isinstance(self.domain, str) or not self.domain.strip()
                                         or len(self.domain.split()) != 1):
             raise ValueError(f"domain must be a preset ({', '.join(DOMAINS)}) or one word, got {self.domain!r}")
@@ -362,6 +381,13 @@ PRESETS: dict[str, AnalysisConfig] = {
     # that gap without closing it (COMMON 0.32 against fast's 0.26: benchmarks/RESULTS.md, session 10).
     # A failing length stops drawing reconstructions once the decision is known (in batches of 4). See
     # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
+    # fast's judges and steps, built to repeat (issue #27, benchmarks/RESULTS.md): each length keeps the better of
+    # two inversions (chosen on 4 selection images apart from the judged ones), starts from the previous length's
+    # tokens (a monotone search), and draws up to 24 reconstructions while its interval still holds the threshold.
+    "steady": AnalysisConfig(
+        steps=150, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4,
+        token_init="previous", restarts=2, selection_images=4, max_reconstructions=24,
+    ),
     "adaptive": AnalysisConfig(
         steps=300, batch_size=8, learning_rate=1.5e-2, num_reconstructions=8, num_inference_steps=20, num_edits=4,
         early_stop_every=5, early_stop_window=6, early_stop_min_steps=80, decide_early=True, generation_batch_size=4,

@@ -38,20 +38,36 @@ def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path
     return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
 
 
+def length_seconds(config, path: str | Path = COSTS_FILE) -> float:
+    """Projected GPU seconds of one token length at most, under `config` (an `AnalysisConfig`): every restart's
+    inversion (`restarts` x steps, its selection images when there are several), the most reconstructions the
+    sequential rule may draw (`max_reconstructions`) and the edits. The ZeroGPU reservation."""
+    images = max(config.num_reconstructions, config.max_reconstructions) + config.num_edits
+    if config.restarts > 1:
+        images += config.restarts * config.selection_images
+    return seconds(config.restarts * config.steps, config.batch_size, images, config.num_inference_steps, path)
+
+
 def unet_passes(report) -> int:
     """UNet sample-passes of one analysis (`report.Report`), the work measure that does not depend on the machine:
 
-        sum over lengths of  (steps_used + early-stopping evaluations) * batch_size     (inversion: forward + backward)
-                           + (reconstructions + edits + images drawn by probes and not kept)
+        sum over lengths of  (steps_used + early-stopping evaluations) * batch_size     (inversion: forward + backward;
+                                                                                    every restart's)
+                           + (reconstructions + edits + restarts' selection images + images drawn by probes
+                              and not kept)
                              * inference_steps * (2 with guidance, else 1)
     """
     c = report.config
     per_image = c["num_inference_steps"] * (2 if (c.get("guidance_scale") or 0) > 1 else 1)
     total = 0
     for r in report.results:
-        steps = r.steps_used or len(r.losses)
-        evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
-        total += (steps + evaluations) * c["batch_size"]
+        # every inversion of the length (`restarts`), and the selection images drawn to choose among them
+        inversions = [t["steps"] for t in r.restarts] or [r.steps_used or len(r.losses)]
+        for steps in inversions:
+            evaluations = (steps // c["early_stop_every"] + 1) if c.get("early_stop_every") else 0
+            total += (steps + evaluations) * c["batch_size"]
+        selection = sum(len(t["selection_distances"]) for t in r.restarts)
         kept_from_probe = len(r.reconstructions) if r.stop_reason == STOP_PROBE else 0
-        total += (len(r.reconstructions) + len(r.edits) + sum(p[2] for p in r.probes) - kept_from_probe) * per_image
+        total += (len(r.reconstructions) + len(r.edits) + selection + sum(p[2] for p in r.probes)
+                  - kept_from_probe) * per_image
     return total

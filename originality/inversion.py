@@ -76,6 +76,7 @@ class InversionStep:
     eval_loss: float | None = None
     stop_reason: str | None = None
     probe_distance: float | None = None
+    restart: int = 0  # which of the length's inversions (`restarts` setting; 0 the first) this step belongs to
 
 
 def initializer_id(tokenizer, word: str) -> int:
@@ -136,6 +137,10 @@ class TokenSession:
         weight = self.text_encoder.get_input_embeddings().weight
         with torch.no_grad():
             weight[list(placeholder.ids[:len(rows)])] = rows.to(weight.device, weight.dtype)
+
+    def rows(self, placeholder: Placeholder) -> torch.Tensor:
+        """The placeholder's rows as they are now ((m, dim), a copy)."""
+        return self.text_encoder.get_input_embeddings().weight[list(placeholder.ids)].detach().clone()
 
     def set_embeddings(self, placeholder: Placeholder, embeddings: torch.Tensor) -> None:
         weight = self.text_encoder.get_input_embeddings().weight

@@ -174,14 +174,21 @@ def similarity_record(record: dict[str, Any], references, similarity) -> dict[st
 # reconstruction noise as well as the inversion's. (Until 2026-12-03 image i used s + i, so seeds s and s + 1
 # shared all but one latent.) Seed 0 draws what it always drew.
 IMAGE_SEED_STRIDE = 100_000
-EDIT_SEED_OFFSET = 10_000  # edits and reconstructions of one seed never share a latent (at most 20 + 16 images)
+EDIT_SEED_OFFSET = 10_000  # edits and reconstructions of one seed never share a latent (at most 1000 + 16 images)
+# Restart r's selection images (`restarts`) start at SELECTION_SEED_OFFSET + r * SELECTION_SEED_STRIDE: apart from
+# the reconstructions a length is judged on, so choosing a restart cannot flatter its judgement.
+SELECTION_SEED_OFFSET = 20_000
+SELECTION_SEED_STRIDE = 1_000
+_IMAGE_SEED_OFFSETS = {"reconstruction": 0, "edit": EDIT_SEED_OFFSET, "selection": SELECTION_SEED_OFFSET}
 
 
-def image_seed(seed: int, what: str = "reconstruction") -> int:
-    """Latent seed of image 0 of `what` ("reconstruction" or "edit") under the analysis seed `seed`."""
-    if what not in ("reconstruction", "edit"):
-        raise ValueError(f"what must be 'reconstruction' or 'edit', got {what!r}")
-    return seed * IMAGE_SEED_STRIDE + (EDIT_SEED_OFFSET if what == "edit" else 0)
+def image_seed(seed: int, what: str = "reconstruction", restart: int = 0) -> int:
+    """Latent seed of image 0 of `what` ("reconstruction", "edit", or "selection": restart `restart`'s selection
+    images) under the analysis seed `seed`."""
+    if what not in _IMAGE_SEED_OFFSETS:
+        raise ValueError(f"what must be one of {', '.join(_IMAGE_SEED_OFFSETS)}, got {what!r}")
+    return seed * IMAGE_SEED_STRIDE + _IMAGE_SEED_OFFSETS[what] + (SELECTION_SEED_STRIDE * restart
+                                                                    if what == "selection" else 0)
 
 
 def finish_record(record: dict[str, Any], results, config) -> dict[str, Any]:
@@ -195,5 +202,9 @@ def finish_record(record: dict[str, Any], results, config) -> dict[str, Any]:
         "reconstruction": f"image i (from 0) of every length: seed {image_seed(config.seed)} + i",
         "edit": f"image i (from 0) of every length: seed {image_seed(config.seed, 'edit')} + i",
     }
+    if any(r.restarts for r in results):
+        out["seeds"]["restarts"] = {str(r.num_tokens): [t["seed"] for t in r.restarts] for r in results}
+        out["seeds"]["selection"] = (f"image i (from 0) of restart r (from 0) of every length: seed "
+                                     f"{image_seed(config.seed, 'selection')} + {SELECTION_SEED_STRIDE}·r + i")
     return out
 

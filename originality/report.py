@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
+from .repeatability import Repeatability, expected_repeatability, unmeasured_sentence
 from .uncertainty import MeanInterval, expected_length, mean_and_std, mean_interval
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
@@ -66,6 +67,10 @@ class TokenResult:
     warm_start: bool = False  # the first m-1 tokens started from length m-1's (token_init "previous")
     # Reconstruction probes drawn during the inversion (`probe_every`): (step, mean distance, images drawn) each
     probes: list[tuple[int, float, int]] = field(default_factory=list)
+    # Every inversion of this length (`restarts`), in order: {"restart", "seed", "steps", "stop_reason",
+    # "selection_distances"}; the kept one is `kept_restart`. Empty with one inversion (and in older reports).
+    restarts: list[dict] = field(default_factory=list)
+    kept_restart: int = 0
 
     @property
     def passed(self) -> bool:
@@ -109,6 +114,8 @@ class TokenResult:
             "stop_reason": self.stop_reason,
             "warm_start": self.warm_start,
             "probes": [list(p) for p in self.probes],
+            "restarts": self.restarts,
+            "kept_restart": self.kept_restart,
         }
 
 
@@ -189,10 +196,32 @@ class Report:
 
     def expected_length_sentence(self) -> str:
         """The continuous score in words for people (the page, the share page and the printable report)."""
-        return (f"Expected length {self.expected_length:.2f} on a scale of 1 to {self.max_tokens + 1} "
+        interval = self.expected_length_interval()
+        rerun = f" (a rerun is expected between {interval[0]:.1f} and {interval[1]:.1f})" if interval else ""
+        return (f"Expected length {self.expected_length:.2f}{rerun} on a scale of 1 to {self.max_tokens + 1} "
                 f"({self.max_tokens + 1} = no length up to {self.max_tokens} passes): the first passing length "
                 "that each length's chance of passing predicts, so a length that passed or failed by a hair "
                 "counts as the near coin toss it was. Lower = more familiar.")
+
+    @property
+    def repeatability(self) -> Repeatability | None:
+        """The reliability benchmark's test-retest figures for this report's world and settings
+        (`repeatability.expected_repeatability`); None when they have not been benchmarked."""
+        return expected_repeatability(self.model.get("world", ""), self.config)
+
+    def expected_length_interval(self) -> tuple[float, float] | None:
+        """Where a rerun's expected length is expected to land: this one +- 2 SEM of the benchmark
+        (`repeatability`), within [1, max_tokens + 1]; None when the settings have not been benchmarked."""
+        figures = self.repeatability
+        if figures is None or figures.sem is None:
+            return None
+        return (max(1.0, self.expected_length - 2 * figures.sem),
+                min(self.max_tokens + 1.0, self.expected_length + 2 * figures.sem))
+
+    def rerun_sentence(self) -> str:
+        """How repeatable this label is expected to be, in words for people (every shell shows it)."""
+        figures = self.repeatability
+        return figures.sentence() if figures else unmeasured_sentence(self.model.get("world", "this"))
 
     @property
     def label_distribution(self) -> LabelDistribution | None:
@@ -227,6 +256,8 @@ class Report:
             "label": self.label,
             "verdict": self.verdict,
             "expected_length": self.expected_length,
+            "expected_length_interval": self.expected_length_interval(),
+            "repeatability": (figures.to_dict() if (figures := self.repeatability) else None),
             "max_tokens": self.max_tokens,
             "threshold": self.threshold,
             "config": self.config,
@@ -348,6 +379,7 @@ def _load_result(sub: Path, r: dict[str, Any]) -> TokenResult:
         stop_reason=r.get("stop_reason", ""),
         warm_start=r.get("warm_start", False),
         probes=[tuple(p) for p in r.get("probes", [])],
+        restarts=list(r.get("restarts", [])), kept_restart=r.get("kept_restart", 0),
     )
 
 

@@ -71,6 +71,13 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
     return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
 
 
+def undecided(distances: list[float], threshold: float, level: float = CONFIDENCE) -> bool:
+    """Whether the `level` interval of the mean of `distances` (`mean_interval`) still contains `threshold`: the
+    sequential reconstructions' rule (`max_reconstructions`) draws more while it does. True below two distances."""
+    interval = mean_interval(distances, level)
+    return interval is None or interval.low <= threshold <= interval.high
+
+
 def pass_probability(distances: list[float], threshold: float) -> float:
     """How likely the true mean distance of these reconstructions is at or below `threshold`, in [0, 1]:
     the Student-t probability of the mean's sampling distribution (as `mean_interval`); 1 or 0 where the

@@ -547,8 +547,8 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch, tmp_path):
     assert [name for name, _, _ in calls] == ["prepare_call", "length_events", "length_events"]
     assert calls[0][2] == zerogpu.PREPARE_GPU_S and isinstance(calls[0][1][1], dict)  # settings travel as a dict
     assert [args[2] for _, args, _ in calls[1:]] == [1, 2]
-    for _, (prepared, model_id, m), seconds in calls[1:]:
-        assert isinstance(model_id, str)
+    for _, (prepared, model_id, m, previous), seconds in calls[1:]:
+        assert isinstance(model_id, str) and previous is None  # no warm start asked for (token_init "domain")
         # tiny settings: 30 + 0.04 * 2 * 2 + 0.03 * (2 + 4) * 2 = 30.52 -> 31 s
         assert seconds == zerogpu.gpu_seconds(prepared.config.to_dict()) == 31
     run_id = updates[-1][app.ui.share].split("?run=")[1]

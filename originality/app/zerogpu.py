@@ -42,11 +42,11 @@ def gpu_seconds(config: dict) -> int:
     """Seconds to reserve on ZeroGPU for one token length with these settings: `gpu_costs.seconds` (the one
     cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
     c = AnalysisConfig.from_dict(config)
-    estimate = gpu_costs.seconds(c.steps, c.batch_size, c.num_reconstructions + c.num_edits, c.num_inference_steps)
+    estimate = gpu_costs.length_seconds(c)
     return min(env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
 
 
-def _gpu_duration(prepared: Any, model_id: str, m: int) -> int:
+def _gpu_duration(prepared: Any, model_id: str, m: int, previous: Any = None) -> int:
     """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call."""
     return gpu_seconds(prepared.config.to_dict())
 
@@ -85,10 +85,15 @@ def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
     return _worker(model_id).prepare(image, AnalysisConfig.from_dict(config), source)
 
 
-def length_events(prepared: Any, model_id: str, m: int) -> Iterator[Any]:
+def length_events(prepared: Any, model_id: str, m: int, previous: Any = None) -> Iterator[Any]:
     """One token length of one analysis on its resolved `Prepared`: the work of one GPU call (arguments and
-    yields are pickled by ZeroGPU). Yields the engine's events for length m, ending with `LengthDone`."""
-    yield from _worker(model_id).run_length(prepared, m)
+    yields are pickled by ZeroGPU). `previous`: length m-1's learned rows, for the warm start (`token_init`
+    "previous"; each call is a fresh runner, so the main process hands them over). Yields the engine's events
+    for length m, ending with `LengthDone`."""
+    runner = _worker(model_id)
+    if previous is not None:
+        runner.keep_learned(prepared.config.seed, m - 1, previous)
+    yield from runner.run_length(prepared, m)
 
 
 engine_prepare = gpu_call(prepare_call, PREPARE_GPU_S)
@@ -115,12 +120,19 @@ class ZeroGPURunner:
 
     def __init__(self, model_id: str, world: Any):
         self.model_id, self.world = model_id, world
+        self._learned: dict[tuple[int, int], Any] = {}  # (seed, m) -> learned rows, for the next length's start
 
     def prepare(self, image, config: AnalysisConfig, source: dict):
         return engine_prepare(image, config.to_dict(), self.model_id, source)
 
     def run_length(self, prepared, m: int) -> Iterator[Any]:
-        return engine_length(prepared, self.model_id, m)
+        seed = prepared.config.seed
+        previous = self._learned.get((seed, m - 1)) if prepared.config.token_init == "previous" else None
+        for event in engine_length(prepared, self.model_id, m, previous):
+            result = getattr(event, "result", None)  # `LengthDone` (duck-typed: the engine loads torch)
+            if result is not None and result.num_tokens == m:
+                self._learned[seed, m] = result.embeddings
+            yield event
 
     def compare(self, query, references, reconstructions, copy_line):
         return engine_similarity(query, references, reconstructions, copy_line, self.model_id)

@@ -3,7 +3,7 @@
     python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1]
-    python -m originality.experiments.reliability --summary FILE.json [FILE.json ...]
+    python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--publish]
 
 Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
 another program would) is analysed --runs times, fully independently: run r uses the analysis seed
@@ -20,6 +20,9 @@ two runs of the CLI with different `--seed` do). Printed per group and overall (
 
 Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout seed 307) is what the
 figures report; neither holds training items (`dataset.query`).
+
+`--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
+what every report with those settings says of how repeatable its label is (`repeatability`).
 
 Everything needed to recompute any summary is kept per analysis (each length's distances and checks),
 in --out/<name>-<split>.json, rewritten after every analysis (resumable: a rerun skips what is there;
@@ -44,6 +47,7 @@ import numpy as np
 from ..labels import label_rank
 from .figure6 import parse_shard, query_image, spearman
 from ..config import PRESETS, AnalysisConfig
+from ..repeatability import TABLE_FILE, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 
 GROUPS = ("common", "rare", "unseen")
@@ -118,6 +122,20 @@ def summarize(data: dict) -> dict[str, Any]:
             "mean_seconds": float(np.mean([img["runs"][str(r)]["seconds"] for img in images for r in range(runs)])),
         }
     return out
+
+
+def published_entry(data: dict, source: str) -> dict[str, Any]:
+    """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
+    run is published (the dev split is where settings are chosen, so its figures flatter them)."""
+    if data["split"] != "test":
+        raise ValueError(f"{source}: only test-split results are published (this one is {data['split']})")
+    overall = summarize(data).get("all")
+    if overall is None or overall["images"] < len(data["groups"]) * 2:
+        raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
+    return {"world": "shapes", "name": data["name"], "config": data["config"],
+            "figures": {"images": overall["images"], "same_label": overall["same_label"],
+                        "within_one": overall["within_one"], "icc": overall["icc_continuous"],
+                        "sem": overall["sem_continuous"], "source": source}}
 
 
 def summary_lines(data: dict, name: str = "") -> list[str]:
@@ -203,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard", default=None, metavar="K/N")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--summary", nargs="+", default=None, metavar="FILE", help="print the summary of result files")
+    ap.add_argument("--publish", action="store_true",
+                    help="with --summary: write each (test-split) result's figures into originality/repeatability.json")
     return ap
 
 
@@ -210,7 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.summary:
         for path in args.summary:
-            print("\n".join(summary_lines(json.loads(Path(path).read_text()))))
+            data = json.loads(Path(path).read_text())
+            print("\n".join(summary_lines(data)))
+            if args.publish:
+                try:
+                    publish(published_entry(data, str(path)))
+                except ValueError as err:
+                    print(f"error: {err}", file=sys.stderr)
+                    return 2
+                print(f"published {data['name']} to {TABLE_FILE}")
         return 0
     from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
     from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used

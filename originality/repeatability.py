@@ -1,0 +1,102 @@
+"""How repeatable a label is expected to be: the reliability benchmark's figures for a world and its settings,
+and what a report says of them to a reader.
+
+`repeatability.json` (beside this file) holds one entry per benchmarked setting, written by
+`python -m originality.experiments.reliability --publish FILE` from a result file: the world, the setting's name
+(a preset), the resolved settings it ran with, and its test-retest figures (terms: `../shared/RELIABILITY.md`).
+A report finds the entry whose settings match its own on every setting that changes what is measured
+(`MEASURED`); other settings get no figure, and the report says so rather than borrow one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import AnalysisConfig
+
+TABLE_FILE = Path(__file__).with_name("repeatability.json")
+
+# The settings that change what a score measures (the work per length, the judges, the rule); the others (seed,
+# domain, batching, references, ...) do not, so a report under other values of them still matches an entry.
+MEASURED = (
+    "max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "early_stop_every", "early_stop_window",
+    "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early", "token_init",
+    "restarts", "selection_images", "num_reconstructions", "max_reconstructions", "num_inference_steps",
+    "guidance_scale", "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds",
+)
+
+
+@dataclass(frozen=True)
+class Repeatability:
+    """Test-retest figures of one setting in one world: two fully independent runs (other inversion seeds, other
+    reconstruction latents) of each of `images` varied drawings.
+
+    `same_label` and `within_one` are shares of the drawings in [0, 1]; `icc` is ICC(2,1) of the expected length
+    (the continuous score); `sem` its standard error of measurement in token lengths (a rerun lands within
+    about +- 2 SEM of a score); `source` the result file it was computed from."""
+
+    world: str
+    name: str
+    images: int
+    same_label: float
+    within_one: float
+    icc: float
+    sem: float
+    source: str
+
+    def sentence(self) -> str:
+        """The figures in words a non-specialist reads."""
+        return (f"How repeatable: a rerun with other seeds gives the same label about {_in_ten(self.same_label)} "
+                f"times in 10, and a label within one length of it about {_in_ten(self.within_one)} in 10; the "
+                f"expected length of a rerun lands within about ±{2 * self.sem:.1f} of this one (the reliability "
+                f"benchmark: {self.images} drawings of the {self.world} world, each analysed twice with the "
+                f"{self.name} settings).")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _in_ten(share: float) -> int:
+    return int(round(10 * share))
+
+
+def load_table(path: str | Path | None = None) -> list[dict]:
+    """The published entries of the table at `path` (default `TABLE_FILE`): [{"world", "name", "config",
+    "figures": {...}}]; [] when the file is absent."""
+    path = Path(path or TABLE_FILE)
+    return json.loads(path.read_text())["entries"] if path.is_file() else []
+
+
+def matches(config: dict, measured: dict) -> bool:
+    """Whether `config` (a resolved `AnalysisConfig.to_dict()`) equals `measured` on every `MEASURED` setting (a
+    setting missing from either, as in results written before it existed, counts as its default)."""
+    defaults = AnalysisConfig().to_dict()
+    return all(config.get(k, defaults[k]) == measured.get(k, defaults[k]) for k in MEASURED)
+
+
+def expected_repeatability(world: str, config: dict, path: str | Path | None = None) -> Repeatability | None:
+    """The benchmark's figures for `world` under `config`'s measured settings, or None when that setting has not
+    been benchmarked in that world."""
+    for entry in load_table(path):
+        if entry["world"] == world and matches(config, entry["config"]):
+            return Repeatability(world=world, name=entry["name"], **entry["figures"])
+    return None
+
+
+def unmeasured_sentence(world: str) -> str:
+    """What a report says when its world and settings have no benchmark figures."""
+    return (f"How repeatable: not measured for these settings in the {world} world (the reliability benchmark "
+            "has figures for the shapes world's presets); run the analysis again with another --seed, or use "
+            "--seeds 3, to see how much the label moves.")
+
+
+def publish(entry: dict, path: str | Path | None = None) -> list[dict]:
+    """Add or replace (same world and name) `entry` in the table at `path` (default `TABLE_FILE`); returns the
+    new entries."""
+    entries = [e for e in load_table(path) if (e["world"], e["name"]) != (entry["world"], entry["name"])]
+    entries.append(entry)
+    entries.sort(key=lambda e: (e["world"], e["name"]))
+    Path(path or TABLE_FILE).write_text(json.dumps({"entries": entries}, indent=1) + "\n")
+    return entries

@@ -1,0 +1,266 @@
+"""The levers of a repeatable score (restarts chosen on their own images, sequential reconstructions) and what a
+report says of its repeatability (`originality.repeatability`)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from originality import AnalysisConfig, Generating, InversionStep, OriginalityModel, analyze, gpu_costs, iter_analyze
+from originality import analysis
+from originality.analysis import inversion_seed
+from originality.inversion import TokenSession, encode_query, invert
+from originality.metrics import CheckResult
+from originality.record import image_seed
+from originality.repeatability import expected_repeatability, matches, publish
+from originality.sd import WORLD as SD_WORLD
+from originality.testing import drain, tiny_sd_pipeline
+
+
+class SequenceDistance:
+    """Each call answers the next list of the script, one distance per image (the decision logic is under test)."""
+
+    name = "sequence"
+
+    def __init__(self, script):
+        self.script, self.calls = list(script), []
+
+    def __call__(self, query, images):
+        answer = self.script.pop(0)
+        assert len(answer) == len(images), (answer, len(images))
+        self.calls.append(len(images))
+        return answer
+
+
+class PassingCheck:
+    name = "passing-check"
+    uses_edits = False
+
+    def __call__(self, query, reconstructions, edits, *, subject, pass_fraction, domain=None):
+        return CheckResult(True, [1.0] * len(reconstructions), "ok")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd_pipeline(seed=0)
+
+
+@pytest.fixture
+def query():
+    arr = np.full((64, 64, 3), 240, np.uint8)
+    arr[10:40, 20:50] = (30, 60, 200)
+    return Image.fromarray(arr)
+
+
+def model_of(pipe, script, threshold=0.3):
+    return OriginalityModel(pipeline=pipe, name="tiny-sd",
+                            world=dataclasses.replace(SD_WORLD, threshold=threshold, guidance_scale=2.0),
+                            distance=SequenceDistance(script), in_distribution=PassingCheck())
+
+
+TINY = AnalysisConfig.preset("fast", steps=1, batch_size=2, num_reconstructions=2, num_inference_steps=2,
+                             max_tokens=1, generation_batch_size=2, learning_rate=0.5)
+
+
+def test_restarts_keep_the_one_whose_selection_images_come_closest(pipe, query, monkeypatch):
+    drawn = []  # (what, first latent seed, count) of every generation
+
+    real = analysis.iter_generate
+
+    def recording(pipeline, prompt, n, *, seed, what="images", **kw):
+        drawn.append((what, seed, n))
+        return (yield from real(pipeline, prompt, n, seed=seed, what=what, **kw))
+
+    monkeypatch.setattr(analysis, "iter_generate", recording)
+    # selection images: restart 0 at 0.6, restart 1 at 0.4, restart 2 at 0.5 (none passes 0.3, so all three run);
+    # then the kept one's reconstructions
+    model = model_of(pipe, [[0.6, 0.6], [0.4, 0.4], [0.5, 0.5], [0.9, 0.9]])
+    config = TINY.replace(restarts=3, selection_images=2)
+    events = list(iter_analyze(query, config, model))
+    (r,) = events[-1].report.results
+    assert [t["restart"] for t in r.restarts] == [0, 1, 2] and r.kept_restart == 1
+    assert [t["selection_distances"] for t in r.restarts] == [[0.6, 0.6], [0.4, 0.4], [0.5, 0.5]]
+    assert r.inversion_seed == inversion_seed(0, 1, events[0].query, 1) == r.restarts[1]["seed"]
+    assert len({t["seed"] for t in r.restarts}) == 3
+    assert [e.restart for e in events if isinstance(e, InversionStep)] == [0, 1, 2]
+    # the choice is made before any judged reconstruction is drawn, on latents of its own
+    whats = [w for w, _, _ in drawn]
+    assert whats == ["selection images"] * 3 + ["images"]  # then the reconstructions (`analysis.generate`)
+    selection = {s + i for w, s, n in drawn[:3] for i in range(n)}
+    judged = {s + i for w, s, n in drawn[3:] for i in range(n)}
+    assert not selection & judged and judged == {image_seed(0), image_seed(0) + 1}
+    # the kept rows are restart 1's: the same inversion run on its own gives them
+    with TokenSession(pipe) as session:
+        domain = events[0].config.domain
+        ph = session.add("<x>", 1, analysis.initializer_id(session.tokenizer, model.initial_word(domain)))
+        mean, std = encode_query(session.pipeline, events[0].query)
+        _, alone = drain(invert(session.pipeline, mean, std, ph, list(model.templates(domain)), steps=1,
+                                batch_size=2, learning_rate=0.5, seed=r.inversion_seed))
+    assert np.allclose(alone.numpy(), r.embeddings.numpy(), atol=1e-6)
+    # the record names every restart's seed
+    assert events[-1].report.record["seeds"]["restarts"]["1"] == [t["seed"] for t in r.restarts]
+
+
+def test_restarting_stops_once_one_restarts_images_pass(pipe, query):
+    model = model_of(pipe, [[0.6, 0.6], [0.2, 0.3], [0.1, 0.1]])
+    report = analyze(query, TINY.replace(restarts=3, selection_images=2), model)
+    (r,) = report.results
+    assert len(r.restarts) == 2 and r.kept_restart == 1 and report.label == "1"
+    assert model.distance.calls == [2, 2, 2]  # two restarts' selection images, then the reconstructions
+
+
+def test_restarts_give_a_fixed_result_for_a_fixed_seed(pipe, query):
+    script = [[0.6, 0.6], [0.4, 0.4], [0.9, 0.9]]
+    one = analyze(query, TINY.replace(restarts=2, selection_images=2), model_of(pipe, list(script)))
+    two = analyze(query, TINY.replace(restarts=2, selection_images=2), model_of(pipe, list(script)))
+    assert one.results[0].restarts == two.results[0].restarts
+    assert np.array_equal(one.results[0].embeddings.numpy(), two.results[0].embeddings.numpy())
+    assert all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(one.results[0].reconstructions, two.results[0].reconstructions))
+
+
+def reconstructions_drawn(pipe, query, script, **settings):
+    config = TINY.replace(num_reconstructions=4, generation_batch_size=4, **settings)
+    events = list(iter_analyze(query, config, model_of(pipe, script)))
+    counts = [(e.done, e.total) for e in events if isinstance(e, Generating) and e.what == "reconstructions"]
+    return counts, events[-1].report.results[0]
+
+
+def test_sequential_reconstructions_draw_while_the_interval_holds_the_threshold(pipe, query):
+    # 4 images at 0.2/0.8 (mean 0.5, 95% CI about 0 to 1: holds 0.3) -> 4 more at 0.9: 8 images, mean 0.7,
+    # sd 0.31, 95% CI 0.44-0.96, which excludes 0.3: decided at 8 of at most 12
+    counts, r = reconstructions_drawn(pipe, query, [[0.2, 0.8, 0.2, 0.8], [0.9] * 4], max_reconstructions=12)
+    assert counts == [(4, 4), (8, 8)] and len(r.distances) == 8
+    assert r.mean_distance == pytest.approx(0.7) and not r.distance_passed
+
+
+def test_sequential_reconstructions_stop_at_their_cap_and_are_off_by_default(pipe, query):
+    # a mean on the threshold itself never leaves the interval: drawn up to the cap
+    counts, r = reconstructions_drawn(pipe, query, [[0.1, 0.5, 0.1, 0.5]] * 3, max_reconstructions=12)
+    assert counts == [(4, 4), (8, 8), (12, 12)] and len(r.distances) == 12
+    counts, r = reconstructions_drawn(pipe, query, [[0.1, 0.5, 0.1, 0.5]])
+    assert counts == [(4, 4)] and len(r.distances) == 4
+    # a decided first batch draws no more
+    counts, _ = reconstructions_drawn(pipe, query, [[0.0, 0.0, 0.0, 0.0]], max_reconstructions=12)
+    assert counts == [(4, 4)]
+
+
+def test_lever_settings_are_checked():
+    with pytest.raises(ValueError, match="max_reconstructions must be 0"):
+        AnalysisConfig.preset("fast", max_reconstructions=4).validate()
+    with pytest.raises(ValueError, match="probe"):
+        AnalysisConfig.preset("fast", restarts=2, probe_every=10).validate()
+    with pytest.raises(ValueError, match="restarts must be at most 3 on this public server"):
+        AnalysisConfig.preset("fast", restarts=4).validate(public=True)
+
+
+def test_the_gpu_reservation_and_the_work_count_every_restart(pipe, query):
+    steady = AnalysisConfig.preset("steady")
+    overhead, per_sample, per_image_step = gpu_costs.rates()
+    # 2 restarts x 150 steps x batch 8; up to 24 reconstructions, 4 edits and 2 x 4 selection images, 20 steps each
+    assert gpu_costs.length_seconds(steady) == pytest.approx(
+        overhead + per_sample * 2 * 150 * 8 + per_image_step * (24 + 4 + 8) * 20)
+    assert gpu_costs.length_seconds(AnalysisConfig.preset("fast")) == gpu_costs.seconds(150, 8, 12, 20)
+    report = analyze(query, TINY.replace(restarts=3, selection_images=2),
+                     model_of(pipe, [[0.6, 0.6], [0.4, 0.4], [0.5, 0.5], [0.9, 0.9]]))
+    # 3 inversions of 1 step at batch 2, 6 selection images and 2 reconstructions at 2 steps with guidance
+    assert gpu_costs.unet_passes(report) == 3 * 1 * 2 + (6 + 2) * 2 * 2
+
+
+# ---------------------------------------------------------------------------- what a report says
+
+def table(tmp_path, config, world="shapes", **figures):
+    path = tmp_path / "repeatability.json"
+    publish({"world": world, "name": "fast", "config": config,
+             "figures": {"images": 30, "same_label": 0.27, "within_one": 0.63, "icc": 0.6, "sem": 0.8,
+                         "source": "x.json", **figures}}, path)
+    return path
+
+
+def test_a_report_finds_the_figures_of_its_world_and_measured_settings(tmp_path):
+    measured = AnalysisConfig.preset("fast", threshold=0.3, guidance_scale=3.0, domain="shapes").to_dict()
+    path = table(tmp_path, measured)
+    mine = dict(measured, seed=7, domain="house", generation_batch_size=2)  # not measured settings
+    figures = expected_repeatability("shapes", mine, path)
+    assert figures.same_label == 0.27 and figures.name == "fast"
+    assert "same label about 3 times in 10" in figures.sentence()
+    assert "within one length of it about 6 in 10" in figures.sentence() and "±1.6" in figures.sentence()
+    assert expected_repeatability("stable-diffusion", mine, path) is None
+    assert expected_repeatability("shapes", dict(mine, restarts=2), path) is None
+    assert expected_repeatability("shapes", dict(mine, threshold=0.25), path) is None
+    # a result written before a setting existed counts it at its default
+    old = {k: v for k, v in measured.items() if k not in ("restarts", "max_reconstructions")}
+    assert matches(mine, old) and not matches(dict(mine, max_reconstructions=16), old)
+    # publishing the same name again replaces it
+    table(tmp_path, measured, same_label=0.9)
+    assert expected_repeatability("shapes", mine, path).same_label == 0.9
+    assert len(json.loads(path.read_text())["entries"]) == 1
+
+
+def test_every_shell_says_how_repeatable_the_label_is(pipe, query, tmp_path, monkeypatch):
+    from originality import repeatability
+    from originality.cli import score_line
+    from originality.html_report import render
+    from originality.app.views import verdict_markdown
+
+    report = analyze(query, TINY, model_of(pipe, [[0.9, 0.9]]))
+    assert report.repeatability is None and report.expected_length_interval() is None
+    assert "not measured for these settings" in report.rerun_sentence()
+    monkeypatch.setattr(repeatability, "TABLE_FILE", table(tmp_path, report.config, report.model["world"]))
+    figures = report.repeatability
+    assert figures is not None and "about 3 times in 10" in report.rerun_sentence()
+    low, high = report.expected_length_interval()
+    top = report.max_tokens + 1.0
+    assert (low, high) == (max(1.0, report.expected_length - 1.6), min(top, report.expected_length + 1.6))
+    summary = report.summary()
+    assert summary["repeatability"]["same_label"] == 0.27
+    assert json.loads(json.dumps(summary["expected_length_interval"])) == [low, high]
+    assert f"(a rerun: {low:.1f}-{high:.1f})" in score_line(report)
+    assert "about 3 times in 10" in render(report)
+    assert "about 3 times in 10" in verdict_markdown(report)
+
+
+def test_the_warm_start_survives_one_gpu_call_per_length(pipe, query, monkeypatch):
+    """Under ZeroGPU every length is a fresh worker; the main process hands length m-1's rows to length m's call."""
+    from originality.analysis import LocalRunner
+    from originality.app import zerogpu
+
+    model = model_of(pipe, [[0.9, 0.9], [0.9, 0.9]])
+    handed = []
+
+    def fresh_worker(model_id):
+        return LocalRunner(model)  # nothing survives from one call to the next
+
+    real = zerogpu.length_events
+
+    def recording(prepared, model_id, m, previous=None):
+        handed.append(previous)
+        return real(prepared, model_id, m, previous)
+
+    monkeypatch.setattr(zerogpu, "_worker", fresh_worker)
+    monkeypatch.setattr(zerogpu, "engine_length", recording)
+    runner = zerogpu.ZeroGPURunner("tiny", model.world)
+    events = list(iter_analyze(query, TINY.replace(max_tokens=2, token_init="previous"), runner=runner))
+    report = events[-1].report
+    assert handed[0] is None and np.array_equal(handed[1].numpy(), report.results[0].embeddings.numpy())
+    assert [r.warm_start for r in report.results] == [False, True]
+
+
+def test_only_a_complete_test_split_result_is_published():
+    from originality.experiments.reliability import published_entry
+
+    config = AnalysisConfig.preset("fast").to_dict()
+    run = {"label": "2", "continuous": 2.0, "passes": 1, "seconds": 1.0}
+    images = [{"group": g, "index": i, "caption": "", "runs": {"0": dict(run, label=str(1 + i)),
+                                                                "1": dict(run, label=str(1 + i), continuous=2.5)}}
+              for g in ("common", "rare", "unseen") for i in range(2)]
+    data = {"name": "fast", "split": "test", "runs": 2, "config": config, "groups": ["common", "rare", "unseen"],
+            "images": images}
+    entry = published_entry(data, "x.json")
+    assert entry["figures"]["same_label"] == 1.0 and entry["figures"]["images"] == 6 and entry["config"] == config
+    with pytest.raises(ValueError, match="only test-split"):
+        published_entry(dict(data, split="dev"), "x.json")
+    with pytest.raises(ValueError, match="too few"):
+        published_entry(dict(data, images=images[:3]), "x.json")
