@@ -24,7 +24,7 @@ import gradio as gr
 
 from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded, DistancesReady, ReconstructionsReady,
                          Report, Started, iter_analyze, load_references)
-from originality.config import PRESETS, advanced_settings
+from originality.config import DEFAULT_PRESET, PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.app.store import InvalidRunId, RunNotFound, default_store
 from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
@@ -264,7 +264,7 @@ def _make_select(m: int, kind: str):
 # --------------------------------------------------------------------------- API endpoints
 
 
-def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = "fast",
+def analyze_api(image: str, world: str = "shapes", domain: str = "default", custom_word: str = "", preset: str = DEFAULT_PRESET,
                 settings: str = "{}", request: gr.Request = None, references: list | None = None,
                 progress: gr.Progress = gr.Progress()) -> Iterator[dict]:
     """Measure how original an image is to a text-to-image model: the fewest learned tokens that reproduce it.
@@ -274,7 +274,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
         world: the model world: "shapes" (small, runs on a CPU) or "stable-diffusion" ("sd").
         domain: "default" (the world's), a domain preset (house, painting, dog, cat, bird, sport, person) or "custom".
         custom_word: the one-word domain when domain is "custom".
-        preset: "fast", "adaptive" or "paper" (`originality.config.PRESETS`).
+        preset: a name in `originality.config.PRESETS` ("fast", "steady", "adaptive", "paper"; default DEFAULT_PRESET).
         settings: a JSON object of AnalysisConfig overrides, e.g. '{"max_tokens": 2}'.
         references: optional reference images (file paths or URLs) to compare the image with (copy and style).
 
@@ -285,7 +285,7 @@ def analyze_api(image: str, world: str = "shapes", domain: str = "default", cust
     image = uploaded_file(image)
     if image is None:
         raise refused("Give an image.")
-    config = build_config(preset or "fast", domain, custom_word, settings)
+    config = build_config(preset or DEFAULT_PRESET, domain, custom_word, settings)
     report, started = None, time.monotonic()
     last, view, count = started, RunView(), None
     with contextlib.closing(analysis_events(image, world or default_world()[0].name, config, references)) as events:
@@ -359,7 +359,7 @@ def build_demo() -> gr.Blocks:
                                             info="the word the learned tokens start from", elem_id="domain")
                     ui.custom_word = gr.Textbox(value=word, label="Custom domain word",
                                                 placeholder="one word, e.g. castle", elem_id="custom-word")
-                ui.preset = gr.Radio(list(PRESETS), value="fast", label="Preset",
+                ui.preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                                      info="fast: about a minute on a GPU · adaptive: each length stops once it has converged · "
                                           "paper: the paper's settings (slow)",
                                      elem_id="preset")

@@ -29,7 +29,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from .config import AnalysisConfig
+from .config import DEFAULT_PRESET, AnalysisConfig
 from .images import ImageInputError, load_image, prepare_image
 from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
@@ -154,7 +154,7 @@ class DeadlineExceeded(TimeoutError):
 
 def resolve_config(config: AnalysisConfig | None, model: OriginalityModel) -> AnalysisConfig:
     """Validate `config` (None: the `fast` preset) and fill the world's defaults into the fields left as None."""
-    config = config or AnalysisConfig.preset("fast")
+    config = config or AnalysisConfig.preset(DEFAULT_PRESET)
     config.validate()
     return _with_world_defaults(config, model)
 
@@ -278,7 +278,7 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
     with the world's defaults filled in when `model` is given. Raises `ValueError`
     (`images.ImageInputError` for the image) with a message for people.
     """
-    config = config or AnalysisConfig.preset("fast")
+    config = config or AnalysisConfig.preset(DEFAULT_PRESET)
     config.validate()
     loaded = None if image is None else load_image(image)
     if model is not None:

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from . import citation
 from . import __version__
-from .config import PRESETS, AnalysisConfig, preset_values, settings
+from .config import DEFAULT_PRESET, PRESETS, AnalysisConfig, preset_values, settings
 from .worlds import all_worlds, find_world, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class UsageError(ValueError):
 def _preset_default(field: str) -> str:
     """'default: 150 with --preset fast, 2000 with --preset paper' (or just the value when presets agree)."""
     value = preset_values(field, "{value} with --preset {preset}")
-    return f'default: "{value}"' if isinstance(getattr(PRESETS["fast"], field), str) else f"default: {value}"
+    return f'default: "{value}"' if isinstance(getattr(PRESETS[DEFAULT_PRESET], field), str) else f"default: {value}"
 
 
 def _world_default(field: str) -> str:
@@ -97,9 +97,11 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
              "(default: None = bfloat16 on GPUs that have it, else float16 with loss scaling; float32 on CPU)")
 
     a = parser.add_argument_group("analysis (each overrides the preset)")
-    a.add_argument("--preset", default="fast", choices=sorted(PRESETS),
+    a.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
-                        '20 reconstructions) or "fast" (about a minute per image on a GPU) (default: fast)')
+                        '20 reconstructions), "fast" (about a minute per image on a GPU), "steady" (fast that '
+                        'repeats better: 2 restarts per length, warm start, up to 24 reconstructions) or "adaptive" '
+                        f'(default: {DEFAULT_PRESET})')
     add_setting_options(a)
     a.add_argument("--reference", metavar="FILE_OR_DIR", action="append", default=None,
                    help="an image to compare the query with (a folder: its image files); repeatable, at most "

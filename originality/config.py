@@ -310,7 +310,7 @@ class AnalysisConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{where} is not valid JSON ({err}): {text!r}") from err
-        cls.from_dict(data, base=PRESETS["fast"], where=where, public=public)
+        cls.from_dict(data, base=PRESETS[DEFAULT_PRESET], where=where, public=public)
         return data
 
     def validate(self, public: bool = False) -> None:
@@ -353,11 +353,11 @@ def settings() -> tuple[Setting, ...]:
 
 def preset_values(name: str, each: str = "{value} with {preset}", sep: str = ", ") -> str:
     """A field's value in each preset, for help texts: '150 with fast, 2000 with paper' (`each` joined by
-    `sep`, fast first), or just the value when the presets agree."""
+    `sep`, the default preset first), or just the value when the presets agree."""
     values = {p: getattr(c, name) for p, c in PRESETS.items()}
     if len(set(map(repr, values.values()))) == 1:
         return str(next(iter(values.values())))
-    order = ["fast"] + [p for p in values if p != "fast"]
+    order = [DEFAULT_PRESET] + [p for p in values if p != DEFAULT_PRESET]
     return sep.join(each.format(value=values[p], preset=p) for p in order)
 
 
@@ -365,6 +365,10 @@ def advanced_settings() -> tuple[Setting, ...]:
     """The settings the app shows under Advanced: those with a label."""
     return tuple(s for s in settings() if s.label)
 
+
+# The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
+# best within 3x fast's work on the reliability benchmark (benchmarks/RESULTS.md, session 13).
+DEFAULT_PRESET = "fast"
 
 PRESETS: dict[str, AnalysisConfig] = {
     # Haviv et al. 2024: batch 20, lr 5e-4, 2000 steps, 20 reconstructions, 35 inference steps.

@@ -179,6 +179,20 @@ def make_tiny_clip(path: str | Path | None = None, *, image_size: int = 32, seed
     return model, processor
 
 
+def make_tiny_dino(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random ViT in DINO's layout (no pooler, as facebook/dino-vitb16 is stored) with its image processor,
+    saved at `path` for `from_pretrained`. Leaves torch's global random state as it was."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 image_size=32, patch_size=8), add_pooling_layer=False)
+    vit.save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return Path(path)
+
+
 def make_clip_l14(seed: int = 0):
     """A `CLIPModel` of OpenAI's ViT-L/14 shape (224 px, 24 vision layers of 1024, 12 text layers of
     768, projection 768) with random weights, and its processor with CLIP's real tokenizer."""

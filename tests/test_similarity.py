@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from offline_models import make_tiny_clip
+from offline_models import make_tiny_clip, make_tiny_dino
 from originality import AnalysisConfig, analyze, citation, similarity
 from originality.images import ImageInputError
 from originality.report import Report
@@ -90,15 +90,8 @@ def test_chunked_similarity_shapes_and_errors():
 def backbone_dirs(tmp_path_factory):
     """A DINO-layout ViTModel (no pooler, as facebook/dino-vitb16) and a CLIP model, tiny and random, each saved
     with its image processor as the Hub holds them."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
     root = tmp_path_factory.mktemp("backbones")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                 image_size=32, patch_size=8), add_pooling_layer=False)
-    vit.save_pretrained(root / "dino")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "dino")
+    make_tiny_dino(root / "dino")
     make_tiny_clip(root / "clip")
     return root / "dino", root / "clip"
 

@@ -35,7 +35,7 @@ from originality.sd import SD_MODEL_ID
 from originality.shapes import SHAPES_MODEL_DIR
 from originality.testing import tiny_sd_pipeline
 from originality.worlds import get_world
-from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip
+from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip, make_tiny_dino
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".tar", ".pt")
@@ -149,19 +149,12 @@ def forking_engine_calls(monkeypatch, folder: Path) -> ForkingSpaces:
 def sd_world(tmp_path_factory, dreamsim_cache):
     """The Stable Diffusion world with random weights on disk: the pipeline, DreamSim's cache, the CLIP check and
     the two reference backbones (the layouts the real libraries read)."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
     root = tmp_path_factory.mktemp("sd-world-startup")
     tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
     (root / "cache").mkdir()
     (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
     make_tiny_clip(root / "tiny-clip")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        vit = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                 image_size=32, patch_size=8), add_pooling_layer=False)
-    vit.save_pretrained(root / "dino")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "dino")
+    make_tiny_dino(root / "dino")
     make_tiny_clip(root / "style-clip")
     return root
 

@@ -18,7 +18,7 @@ from ..analysis import (CheckReady, ComparingReferences, Decision, DistancesRead
                        ReconstructionsReady, SeedProgress, Started)
 from ..inversion import InversionStep
 from ..labels import is_familiar, length_passes
-from ..config import DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
+from ..config import DEFAULT_PRESET, DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
 from ..uncertainty import mean_interval
 from ..worlds import all_worlds, check_name_of, world_model_id
@@ -397,7 +397,7 @@ def form_values(report: Report, preset: str | None, names: list[str]) -> dict[st
     config, world = report.config, report.model.get("world")
     domain_value, word = domain_fields(config.get("domain"), world)
     values = {"image": report.query, "world": world, "domain": domain_value, "custom_word": word,
-              "preset": preset if preset in PRESETS else "fast"}
+              "preset": preset if preset in PRESETS else DEFAULT_PRESET}
     values.update({name: setting_text(config.get(name)) for name in names})
     return values
 
