@@ -249,7 +249,8 @@ def _summary_section(report: Report) -> str:
     <p class="score">Score: {esc(report.label)}</p>
     <p class="verdict"><strong>{esc(title)}.</strong> {esc(text)}</p>
     <p class="muted">{esc(report.verdict)}</p>{_seeds_paragraph(report)}
-    <p class="muted">{esc(report.expected_length_sentence())} {esc(report.rerun_sentence())}</p>
+    <p class="muted">{esc(report.expected_length_sentence())}</p>
+    <p class="muted">{esc(report.rerun_sentence())}</p>
     <p class="muted">Model: {esc(report.model.get("name", "?"))} ({esc(report.model.get("world", "?"))} world) ·
       {len(report.results)} of up to {report.max_tokens} token lengths tried · {report.total_seconds:.0f} s</p>
   </div>

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from originality import cli
+from originality.config import DEFAULT_PRESET
 from originality.report import Report
 from originality.shapes.renderer import Element, render
 
@@ -71,7 +72,7 @@ def test_help_documents_every_flag_with_its_default():
     assert sub.returncode == 0, sub.stderr
     for flag in ANALYSIS_FLAGS + ["--out", "--json"]:
         assert flag in sub.stdout, f"analyze --help does not document {flag}"
-    assert "default: 150 with --preset fast" in sub.stdout  # --steps: the preset's value
+    assert f"default: 150 with --preset {DEFAULT_PRESET}" in sub.stdout  # --steps: the default preset's first
     assert "None = the model world's default" in sub.stdout  # --threshold, --guidance-scale, --domain
 
     for command, extra in (("analyze", ["--out", "--json"]), ("batch", ["--out", "--overwrite"])):

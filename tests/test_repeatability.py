@@ -142,14 +142,14 @@ def test_sequential_reconstructions_stop_at_their_cap_and_are_off_by_default(pip
     assert counts == [(4, 4), (8, 8), (12, 12)] and len(r.distances) == 12
     counts, r = reconstructions_drawn(pipe, query, [[0.1, 0.5, 0.1, 0.5]])
     assert counts == [(4, 4)] and len(r.distances) == 4
+    counts, r = reconstructions_drawn(pipe, query, [[0.1, 0.5, 0.1, 0.5]], max_reconstructions=3)  # below: off
+    assert counts == [(4, 4)]
     # a decided first batch draws no more
     counts, _ = reconstructions_drawn(pipe, query, [[0.0, 0.0, 0.0, 0.0]], max_reconstructions=12)
     assert counts == [(4, 4)]
 
 
 def test_lever_settings_are_checked():
-    with pytest.raises(ValueError, match="max_reconstructions must be 0"):
-        AnalysisConfig.preset("fast", max_reconstructions=4).validate()
     with pytest.raises(ValueError, match="probe"):
         AnalysisConfig.preset("fast", restarts=2, probe_every=10).validate()
     with pytest.raises(ValueError, match="restarts must be at most 3 on this public server"):

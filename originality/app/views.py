@@ -312,7 +312,7 @@ def verdict_markdown(report: Report) -> str:
     seeds = (f"\n\n**Over {len(spread.labels)} inversion seeds:** {spread.describe()}. {report.seeds_note()}".rstrip()
              if spread else "")
     similarity = f"\n\n{similarity_markdown(report)}" if report.similarity is not None else ""
-    return (f"## {head}\n\n{report.verdict}{seeds}\n\n{report.expected_length_sentence()} {report.rerun_sentence()}"
+    return (f"## {head}\n\n{report.verdict}{seeds}\n\n{report.expected_length_sentence()}\n\n{report.rerun_sentence()}"
             f"\n\n<small>{details}</small>{notes}{similarity}")
 
 

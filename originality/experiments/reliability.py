@@ -70,7 +70,8 @@ def analysis_record(report, seconds: float) -> dict[str, Any]:
         "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
         "lengths": [{"m": r.num_tokens, "distances": [round(d, 5) for d in r.distances],
                      "distance_passed": r.distance_passed, "check_passed": r.check_passed,
-                     "steps_used": r.steps_used} for r in report.results],
+                     "steps_used": r.steps_used, "kept_restart": r.kept_restart,
+                     "selection_distances": [t["selection_distances"] for t in r.restarts]} for r in report.results],
     }
 
 
