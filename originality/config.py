@@ -365,7 +365,8 @@ def advanced_settings() -> tuple[Setting, ...]:
 
 
 # The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
-# best within 3x fast's work on the reliability benchmark (benchmarks/RESULTS.md, session 13).
+# best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 50% against fast's 27%,
+# ICC of the expected length 0.81 against 0.60, 2.1x fast's UNet passes; benchmarks/RESULTS.md, session 13).
 DEFAULT_PRESET = "steady"
 
 PRESETS: dict[str, AnalysisConfig] = {
