@@ -32,7 +32,7 @@ def table(text: str) -> dict[str, list[str]]:
 def test_the_quota_table_is_the_runner_s_reservations(monkeypatch):
     text = section("What a visitor's run costs")
     rows = table(text)
-    for preset in ("fast", "adaptive"):
+    for preset in ("steady", "fast", "adaptive"):
         config = AnalysisConfig.preset(preset)
         per_length = zerogpu.gpu_seconds(config.to_dict())
         assert rows[preset][0] == f"{per_length} s", preset
