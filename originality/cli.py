@@ -266,10 +266,10 @@ class _Progress:
             self._show(f"m={inner.num_tokens} {inner.what}", inner.done, inner.total)
 
     def left(self) -> str:
-        """The time left as the page says it ('' before an estimate)."""
-        from .eta import describe  # noqa: PLC0415 - start-up: loads numpy only when used
+        """The time left, as the page says it but short enough for the bar (`eta.brief`; '' before an estimate)."""
+        from .eta import brief  # noqa: PLC0415 - start-up: loads numpy only when used
 
-        return describe(self.timer.estimate()) if self.timer is not None else ""
+        return brief(self.timer.estimate()) if self.timer is not None else ""
 
     def _show(self, stage: str, done: int, total: int, **postfix) -> None:
         from tqdm.auto import tqdm  # noqa: PLC0415 - start-up: tqdm only when used

@@ -109,6 +109,17 @@ def describe(estimate: Estimate | None) -> str:
     return text if estimate.measured else f"{text} (a first guess)"
 
 
+def brief(estimate: Estimate | None) -> str:
+    """`describe` short enough for a progress bar's postfix on an 80-column terminal ('' without an estimate):
+    '40 s (m=2), <= 3 min to m=5', with ', guess' while stored rates stand in."""
+    if estimate is None:
+        return ""
+    text = f"{duration(estimate.length_s)} (m={estimate.m})"
+    if estimate.more_lengths:
+        text += f", <= {duration(estimate.total_s)} to m={estimate.max_tokens}"
+    return text if estimate.measured else f"{text}, guess"
+
+
 def _about(seconds: float) -> str:
     text = duration(seconds)
     return text if text == "a few seconds" else f"about {text}"

@@ -32,6 +32,7 @@ from originality import (
 )
 from originality import analysis
 from originality.analysis import inversion_seed
+from originality.config import DEFAULT_PRESET
 from originality.images import ImageInputError
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
@@ -407,7 +408,7 @@ def test_check_inputs_needs_no_model(monkeypatch, query, tmp_path):
     monkeypatch.setattr(analysis, "load_model", lambda *a, **k: pytest.fail("check_inputs must not load a model"))
     image, config = check_inputs(query, TINY)
     assert image.size == query.size and config == TINY
-    assert check_inputs(None, None)[1] == AnalysisConfig.preset("fast")
+    assert check_inputs(None, None)[1] == AnalysisConfig.preset(DEFAULT_PRESET)
     with pytest.raises(ValueError, match="steps"):
         check_inputs(query, TINY.replace(steps=0))
     (tmp_path / "notes.png").write_text("not an image")

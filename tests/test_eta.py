@@ -13,7 +13,7 @@ from originality import analysis, eta, gpu_costs
 from originality.analysis import (CheckReady, Decision, DistancesReady, Generating, LengthDone, ReconstructionsReady,
                                   SeedProgress, Started)
 from originality.config import AnalysisConfig
-from originality.eta import Estimate, Rates, RunTimer, describe, duration, stored_rates
+from originality.eta import Estimate, Rates, RunTimer, brief, describe, duration, stored_rates
 from originality.inversion import InversionStep
 
 # steps 10 x batch 2 = 20 samples per length; 4 reconstructions + 2 edits of 5 denoising steps = 30 image-steps
@@ -89,6 +89,7 @@ def test_the_first_length_calibrates_the_rest():
     assert est.length_s == pytest.approx(9 * 2 * 0.25 + 30 * 0.2 + 1.0)
     assert est.total_s == pytest.approx(est.length_s + per_length)
     assert describe(est) == "about 10 s left for m = 2, at most about 25 s if it goes on to m = 3"
+    assert brief(est) == "10 s (m=2), <= 25 s to m=3"  # the CLI bar's
 
 
 def test_the_estimate_counts_down_within_a_length_and_ends_with_the_run():
@@ -182,6 +183,7 @@ def test_a_started_event_picks_the_worlds_stored_rates():
     assert timer.stored is eta.SHAPES_CPU
     timer.observe(InversionStep(1, 1, 10, 0.5), 1.0)
     assert not timer.estimate().measured and describe(timer.estimate()).endswith("(a first guess)")
+    assert brief(timer.estimate()).endswith(", guess")
 
 
 @pytest.mark.parametrize("seconds, text", [(3, "a few seconds"), (42, "40 s"), (58, "1 min"), (170, "3 min"),

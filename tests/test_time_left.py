@@ -71,12 +71,12 @@ def test_the_cli_bar_shows_each_stage_and_the_time_left_on_a_scripted_clock():
             stages.append((progress.bar.desc, progress.bar.total, progress.bar.postfix))
     assert [s[0] for s in dict.fromkeys(stages)][:1] == ["m=1 inversion"]
     assert ("m=1 reconstructions", 4) in {(d, t) for d, t, _ in stages}
-    assert all("left=about" in postfix for _, _, postfix in stages)
+    assert all("left=" in postfix and "(m=1)" in postfix for _, _, postfix in stages)
     assert progress.bar is None  # every stage's bar closed at its end
     # the next length's bar; a step number that goes back (another inversion of the length) starts a new bar
     for step in (1, 2):
         progress.observe(InversionStep(2, step, 10, 0.5))
-    assert progress.bar.n == 2 and "about 10 s left for m = 2" in progress.bar.postfix
+    assert progress.bar.n == 2 and "left=10 s (m=2)" in progress.bar.postfix
     progress.observe(InversionStep(2, 1, 10, 0.5))
     assert progress.bar.n == 1
     progress.observe(Generating(2, "reconstructions", 2, 4))
