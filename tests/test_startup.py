@@ -245,6 +245,7 @@ def test_startup_loads_every_world_that_can_run_here_the_configured_first(monkey
     monkeypatch.setenv("ORIGINALITY_MODEL", str(tiny_shapes_model))
     assert startup.startup_model_ids() == [str(tiny_shapes_model)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU: both worlds, the configured one first
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # (offline, SD counts only with its weights cached: CI runs offline)
     assert startup.startup_model_ids() == [str(tiny_shapes_model), SD_MODEL_ID]
     monkeypatch.delenv("ORIGINALITY_MODEL")
     assert startup.startup_model_ids() == [SD_MODEL_ID, str(SHAPES_MODEL_DIR)]
