@@ -278,8 +278,10 @@ class _Progress:
         if self.bar is not None and (self.bar.desc != desc or done < self.bar.n):
             self.close()  # another stage, or the inversion started again (restarts)
         if self.bar is None:
+            # mininterval 0: every step is drawn with its loss and time left (a step takes far longer than the
+            # drawing; with tqdm's 0.1 s default a short stage could close without ever showing its postfix)
             self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                            position=self.position)
+                            position=self.position, mininterval=0)
         if total != self.bar.total:  # more images drawn while a length is undecided
             self.bar.total = total
         left = self.left()
