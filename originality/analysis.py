@@ -440,7 +440,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             check_scored=scored, timings=timings, inversion_seed=kept.seed,
             steps_used=len(losses), stop_reason=kept.stop_reason, warm_start=warm,
             probes=list(probe.history) if probe else [],
-            restarts=[t.summary() for t in tried] if len(tried) > 1 or config.restarts > 1 else [],
+            restarts=[t.summary() for t in tried] if config.restarts > 1 else [],
             kept_restart=kept.index,
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
