@@ -88,3 +88,25 @@ def test_the_rehearsal_figures_are_the_recorded_run_s():
     load = FIGURES["machine_before"]["load_avg_1_5_15"][0], FIGURES["machine_after"]["load_avg_1_5_15"][0]
     assert f"load average {min(load):.1f} to {max(load):.1f}" in text
     assert re.search(rf"peaked at \*\*{FIGURES['peak_rss_mb'] / 1000:.1f} GB\*\*", section("The Space"))
+
+
+def test_the_gpu_figures_are_the_recorded_run_s():
+    """The 'On a real GPU' tables are benchmarks/gpu_h200.json's (gpu_check.sh's run on an H200)."""
+    gpu = json.loads((ROOT / "benchmarks" / "gpu_h200.json").read_text())
+    text = section("On a real GPU")
+    rates = table(text)
+    for column, dtype in enumerate(("bfloat16", "float16")):
+        inversion = gpu["rates"]["runs"][dtype]["inversion"]
+        assert rates["inversion step, batch 8 / 16 / 32 / 64 (s)"][column] == " / ".join(
+            f"{r['s_per_step']:.3f}" for r in inversion)
+        assert rates["generated image step (s, guidance 7.5, 8 images)"][column] == \
+            f"{gpu['rates']['runs'][dtype]['generation']['s_per_image_step']:.4f}"
+    run = table("| the CLI run" + text.split("| the CLI run")[1])
+    lengths = gpu["cli_run"]["per_length"]
+    assert run["each length in all"][0] == ", ".join(f"{t['total']:.1f}" for t in lengths) + " s"
+    assert run["the analysis (five lengths, label 5+)"][0] == f"{gpu['cli_run']['analysis_s']} s"
+    assert gpu["cli_run"]["label"] == "5+" and len(lengths) == 5
+    assert run["peak GPU memory (nvidia-smi, sampled each second)"][0] == \
+        f"{gpu['cli_run']['peak_gpu_memory_mib'] / 1000:.1f} GB"
+    per_length = gpu_costs.length_seconds(AnalysisConfig.preset("steady").replace(num_reconstructions=24))
+    assert per_length > max(t["total"] for t in lengths)  # today's table reserves more than the H200 used
