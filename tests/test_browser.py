@@ -54,11 +54,22 @@ def browser():
 
 
 def wait_images_loaded(page, selector: str, minimum: int, timeout: float = 60_000) -> int:
-    page.locator(selector).first.scroll_into_view_if_needed(timeout=timeout)  # gallery images load lazily
-    page.wait_for_function(
-        "([sel, n]) => { const ims = [...document.querySelectorAll(sel)];"
-        " return ims.length >= n && ims.every(im => im.complete && im.naturalWidth > 0); }",
-        arg=[selector, minimum], timeout=timeout)
+    """Waits until `selector` matches at least `minimum` images, every one loaded; returns how many match.
+    Gallery images load lazily (loading="lazy"): each poll scrolls the first one not yet loaded into view, so an
+    image far from the viewport (a fifth row, a long page) loads too. A timeout says how far it got."""
+    page.locator(selector).first.scroll_into_view_if_needed(timeout=timeout)
+    try:
+        page.wait_for_function(
+            "([sel, n]) => { const ims = [...document.querySelectorAll(sel)];"
+            " const waiting = ims.find(im => !(im.complete && im.naturalWidth > 0));"
+            " if (waiting) waiting.scrollIntoView({block: 'center'});"
+            " return ims.length >= n && !waiting; }",
+            arg=[selector, minimum], timeout=timeout, polling=500)
+    except Exception as err:
+        state = page.evaluate("(sel) => [...document.querySelectorAll(sel)].map(im => [im.complete, im.naturalWidth,"
+                              " (im.currentSrc || im.src || '').slice(-60)])", selector)
+        raise AssertionError(f"{selector}: {len(state)} images (want >= {minimum}), not loaded: "
+                             f"{[s for s in state if not (s[0] and s[1])]}") from err
     return page.locator(selector).count()
 
 

@@ -25,6 +25,7 @@ if not Path("/usr/bin/chromium").exists():
 # high) and enough steps that the time left shows before the run ends
 RECONSTRUCTIONS = 20
 DEFAULTS = {"max_tokens": 2, "steps": 40, "batch_size": 2, "num_reconstructions": RECONSTRUCTIONS,
+            "max_reconstructions": RECONSTRUCTIONS,  # no sequential extension: a length shows exactly this many
             "num_inference_steps": 2}
 
 
