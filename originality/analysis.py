@@ -390,7 +390,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # 3. Invert: learn m tokens (with `restarts`, several inversions; the one chosen on its selection images)
         t0 = time.perf_counter()
         placeholder = session.add(f"<s{m}>", m, prepared.init_id)
-        warm = config.token_init == "previous" and previous is not None and len(previous) == m - 1 > 0
+        warm = config.starts_warm(m, None if previous is None else len(previous))
         if warm:
             session.set_rows(placeholder, previous)
         # Prompts name only the base token: diffusers expands "<s3>" to "<s3> <s3>_1 <s3>_2" (and would
@@ -401,7 +401,8 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
                                                            config=config, resolution=model.resolution),
                              lambda images: model.distance(query, images))
         kept, tried = yield from invert_with_restarts(pipe, model, prepared, session, placeholder, prompt,
-                                                      (latent_mean, latent_std), probe)
+                                                      (latent_mean, latent_std), probe,
+                                                      steps=config.inversion_steps(warm))
         embeddings, losses = kept.embeddings, kept.losses
         timings["inversion"] = time.perf_counter() - t0
 
@@ -472,7 +473,7 @@ class Restart:
 
 def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, session: TokenSession,
                          placeholder, prompt: str, latents: tuple[torch.Tensor, torch.Tensor],
-                         probe=None) -> Iterator[Event]:
+                         probe=None, steps: int | None = None) -> Iterator[Event]:
     """Step 3 of one length: `restarts` inversions of `placeholder`, all from the rows it holds now (the domain
     word's, or the warm start's), each from its own seed (`inversion_seed(seed, m, query, r)`).
 
@@ -483,6 +484,7 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
     reproduces the image, and one failed optimisation is no evidence that none does; since the choice never sees
     the judged reconstructions, it cannot flatter them. Yields `InversionStep`s (with their `restart`) and the
     selection images' `Generating`s; leaves the kept rows in the placeholder; returns (kept, every `Restart`).
+    `steps`: each inversion's steps (default: the config's `steps`).
     """
     config, query, m = prepared.config, prepared.query, placeholder.num_tokens
     start = session.rows(placeholder)
@@ -492,7 +494,7 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
         seed = inversion_seed(config.seed, m, query, r)
         inversion = invert(
             pipe, *latents, placeholder, prepared.templates,
-            steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+            steps=steps or config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
             seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
             micro_batch_size=config.micro_batch_size, probe=probe,
         )

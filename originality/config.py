@@ -181,6 +181,10 @@ class AnalysisConfig:
         "domain", "where the tokens of length m start: 'domain' (every token from the domain word, as the paper) "
                   "or 'previous' (length m-1's learned tokens plus one from the domain word)",
         label="token start (domain / previous)", choices=TOKEN_INITS)
+    warm_steps: int = setting(
+        0, "inversion steps of a length that starts from the previous length's tokens (token_init 'previous', "
+           "m > 1), which begins near where it ends; 0: `steps` as every other length", metavar="N",
+        label="inversion steps of a warm-started length (0: steps)", low=0, public_max=2000)
     # Restarts (`analysis.invert_with_restarts`): an optimisation that failed is no evidence that no m-token
     # description exists, so a length may run several and keep one, chosen on images it is not judged on.
     restarts: int = setting(
@@ -313,6 +317,16 @@ class AnalysisConfig:
             raise ValueError(f"{where} is not valid JSON ({err}): {text!r}") from err
         cls.from_dict(data, base=PRESETS[DEFAULT_PRESET], where=where, public=public)
         return data
+
+    def starts_warm(self, m: int, previous_rows: int | None) -> bool:
+        """Whether length `m` starts from the previous length's tokens: token_init 'previous', m > 1, and the m - 1
+        rows learned for length m - 1 at hand (`previous_rows`: how many; None when none were kept)."""
+        return self.token_init == "previous" and previous_rows is not None and previous_rows == m - 1 > 0
+
+    def inversion_steps(self, warm: bool) -> int:
+        """Inversion steps of one length: `warm_steps` for a warm-started one (`warm`: it starts from the previous
+        length's tokens) when set, else `steps`."""
+        return self.warm_steps if warm and self.warm_steps else self.steps
 
     def validate(self, public: bool = False) -> None:
         """Raise ValueError naming the first bad field and its value (`public`: the public app's limits too)."""

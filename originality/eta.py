@@ -295,9 +295,18 @@ class RunTimer:
         """True once this run has timed every rate itself (after its first length)."""
         return bool(self._samples and self._image_steps and self._finished)
 
+    def _steps(self, m: int) -> int:
+        """Inversion steps of length m: a later length starts warm when the settings say so (the runners keep each
+        length's tokens for the next), which may give it fewer (`AnalysisConfig.inversion_steps`)."""
+        steps_of = getattr(self.config, "inversion_steps", None)
+        starts_warm = getattr(self.config, "starts_warm", None)
+        if steps_of is None or starts_warm is None:
+            return int(self._get("steps", 1))
+        return int(steps_of(starts_warm(m, m - 1)))
+
     def _left_in_length(self, length: _Length) -> tuple[int, int]:
         """(inversion samples, images) the length in progress may still take."""
-        steps, batch, selection = int(self._get("steps", 1)), self._batch(), self._images(_SELECTION)
+        steps, batch, selection = self._steps(length.m), self._batch(), self._images(_SELECTION)
         later = max(0, self._attempts() - 1 - length.attempt)  # inversions not started yet
         samples, images = 0, 0
         if length.phase != "images":
@@ -319,7 +328,7 @@ class RunTimer:
         length, rates = self._length, self.rates()
         if self._done or length is None or self.config is None or not rates.complete():
             return None
-        steps, batch, inference = int(self._get("steps", 1)), self._batch(), self._inference_steps()
+        batch, inference = self._batch(), self._inference_steps()
         max_tokens, seeds = int(self._get("max_tokens", length.m)), int(self._get("seeds", 1))
         # the length in progress: its inversions and images still possible, and the rest of its fixed cost
         samples, images = self._left_in_length(length)
@@ -328,10 +337,14 @@ class RunTimer:
         # every later length at worst: the rest of this seed's, then every length of each seed still to come
         per_length_images = (self._attempts() * self._images(_SELECTION) + self._images("reconstructions") +
                              self._images("edits"))
-        whole = (self._attempts() * steps * batch * rates.per_sample +
-                 per_length_images * inference * rates.per_image_step + rates.per_length)
-        later = max(0, max_tokens - length.m) + max(0, seeds - length.seed_index) * max_tokens
-        return Estimate(m=length.m, length_s=now, total_s=now + later * whole, max_tokens=max_tokens, seeds=seeds,
+
+        def whole(m: int) -> float:
+            return (self._attempts() * self._steps(m) * batch * rates.per_sample +
+                    per_length_images * inference * rates.per_image_step + rates.per_length)
+
+        later = (sum(whole(m) for m in range(length.m + 1, max_tokens + 1))
+                 + max(0, seeds - length.seed_index) * sum(whole(m) for m in range(1, max_tokens + 1)))
+        return Estimate(m=length.m, length_s=now, total_s=now + later, max_tokens=max_tokens, seeds=seeds,
                         measured=self._measured())
 
 

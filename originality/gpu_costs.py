@@ -38,14 +38,16 @@ def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path
     return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
 
 
-def length_seconds(config, path: str | Path = COSTS_FILE) -> float:
+def length_seconds(config, path: str | Path = COSTS_FILE, warm: bool = False) -> float:
     """Projected GPU seconds of one token length at most, under `config` (an `AnalysisConfig`): every restart's
-    inversion (`restarts` x steps, its selection images when there are several), the most reconstructions the
-    sequential rule may draw (`max_reconstructions`) and the edits. The ZeroGPU reservation."""
+    inversion (`restarts` x its steps: `warm_steps` for a length that starts warm, `warm`), its selection images
+    when there are several, the most reconstructions the sequential rule may draw (`max_reconstructions`) and the
+    edits. The ZeroGPU reservation."""
     images = max(config.num_reconstructions, config.max_reconstructions) + config.num_edits
     if config.restarts > 1:
         images += config.restarts * config.selection_images
-    return seconds(config.restarts * config.steps, config.batch_size, images, config.num_inference_steps, path)
+    return seconds(config.restarts * config.inversion_steps(warm), config.batch_size, images,
+                   config.num_inference_steps, path)
 
 
 def unet_passes(report) -> int:

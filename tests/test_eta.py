@@ -160,6 +160,20 @@ def test_further_seeds_count_in_the_worst_case():
     assert describe(est).endswith("if every seed goes on to m = 3")
 
 
+def test_later_lengths_that_start_warm_count_their_own_steps():
+    """With token_init 'previous' and warm_steps, every length after the first runs warm_steps inversion steps:
+    the worst case counts those, not `steps`."""
+    config = CONFIG.replace(token_init="previous", warm_steps=4)
+    script = Script(RunTimer(stored=STORED))
+    script.feed(Started(None, config, SD_GPU))
+    script.length(1, step_s=0.5, first_s=3.0, image_s=2.0)
+    est = script.feed(InversionStep(2, 1, 4, 0.5), 3.0)
+    # measured as in test_the_first_length_calibrates_the_rest: 0.25 s a sample, 0.2 s an image step, 4 s a length;
+    # m = 2 has 3 of its 4 steps left, m = 3 runs 4 steps at batch 2
+    assert est.length_s == pytest.approx(3 * 2 * 0.25 + 30 * 0.2 + 1.0)
+    assert est.total_s == pytest.approx(est.length_s + 4 * 2 * 0.25 + 30 * 0.2 + 4.0)
+
+
 def test_stored_rates_of_the_worlds():
     assert stored_rates("shapes", "cpu") is eta.SHAPES_CPU is eta.CPU_RATES["shapes"]
     overhead, per_sample, per_image_step = gpu_costs.rates()

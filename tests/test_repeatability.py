@@ -248,6 +248,45 @@ def test_the_warm_start_survives_one_gpu_call_per_length(pipe, query, monkeypatc
     assert [r.warm_start for r in report.results] == [False, True]
 
 
+def test_a_warm_started_length_runs_its_own_step_count(pipe, query):
+    """warm_steps: a length that starts from the previous length's tokens runs that many inversion steps (every
+    restart of it); the first length, and every length without the warm start, runs `steps`."""
+    def steps_run(config):
+        model = model_of(pipe, [[0.9, 0.9]] * 12)
+        events = list(iter_analyze(query, config, model))
+        totals = {}
+        for e in events:
+            if isinstance(e, InversionStep):
+                totals.setdefault((e.num_tokens, e.restart), set()).add(e.total)
+        return totals, [r.steps_used for r in events[-1].report.results]
+
+    config = TINY.replace(max_tokens=3, steps=4, warm_steps=2, token_init="previous", restarts=2, selection_images=2)
+    totals, used = steps_run(config)
+    assert totals == {(1, 0): {4}, (1, 1): {4}, (2, 0): {2}, (2, 1): {2}, (3, 0): {2}, (3, 1): {2}}
+    assert used == [4, 2, 2]
+    totals, used = steps_run(config.replace(token_init="domain"))  # no warm start: warm_steps does nothing
+    assert used == [4, 4, 4]
+    totals, used = steps_run(config.replace(warm_steps=0))  # 0: the same steps as every length
+    assert used == [4, 4, 4]
+
+
+def test_the_reservation_of_a_warm_length_counts_its_steps(pipe):
+    from originality.app import zerogpu
+
+    config = AnalysisConfig.preset("steady", warm_steps=50)
+    overhead, per_sample, per_image_step = gpu_costs.rates()
+    images = (24 + 4 + 8) * 20 * per_image_step
+    assert gpu_costs.length_seconds(config) == pytest.approx(overhead + per_sample * 2 * 150 * 8 + images)
+    assert gpu_costs.length_seconds(config, warm=True) == pytest.approx(overhead + per_sample * 2 * 50 * 8 + images)
+    prepared = analysis.Prepared.__new__(analysis.Prepared)
+    object.__setattr__(prepared, "config", config)
+    rows = np.zeros((1, 4), np.float32)
+    # ZeroGPU's duration callable sees the previous length's rows: length 2 with them is warm, length 1 is not
+    assert zerogpu._gpu_duration(prepared, "tiny", 2, rows) == zerogpu.gpu_seconds(config.to_dict(), warm=True)
+    assert zerogpu._gpu_duration(prepared, "tiny", 1, None) == zerogpu.gpu_seconds(config.to_dict())
+    assert zerogpu.gpu_seconds(config.to_dict(), warm=True) < zerogpu.gpu_seconds(config.to_dict())
+
+
 def test_only_a_complete_test_split_result_is_published():
     from originality.experiments.reliability import published_entry
 

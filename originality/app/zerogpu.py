@@ -38,17 +38,19 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 
-def gpu_seconds(config: dict) -> int:
-    """Seconds to reserve on ZeroGPU for one token length with these settings: `gpu_costs.seconds` (the one
-    cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
+def gpu_seconds(config: dict, warm: bool = False) -> int:
+    """Seconds to reserve on ZeroGPU for one token length with these settings (`warm`: a length that starts from
+    the previous one's tokens): `gpu_costs.length_seconds` (the one cost formula) rounded up, capped at
+    ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
     c = AnalysisConfig.from_dict(config)
-    estimate = gpu_costs.length_seconds(c)
+    estimate = gpu_costs.length_seconds(c, warm=warm)
     return min(env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
 
 
 def _gpu_duration(prepared: Any, model_id: str, m: int, previous: Any = None) -> int:
     """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call."""
-    return gpu_seconds(prepared.config.to_dict())
+    config = prepared.config
+    return gpu_seconds(config.to_dict(), warm=config.starts_warm(m, None if previous is None else len(previous)))
 
 
 def gpu_call(fn, duration=_gpu_duration):
