@@ -114,16 +114,17 @@ def time_generation(pipe, args) -> dict:
 
 
 def projected(inv: dict[int, dict], gen: dict, overhead: float) -> dict:
-    """One token length's GPU seconds with each preset, from the measured rates (a preset with early
-    stopping at its step cap: an upper bound, marked "at_step_cap")."""
+    """One token length's GPU seconds at most with each preset (`gpu_costs.length_work`: every restart, selection
+    images, the most reconstructions), from the measured rates (a preset with early stopping at its step cap:
+    an upper bound, marked "at_step_cap")."""
     out = {}
     for name, preset in PRESETS.items():
         step = inv.get(preset.batch_size, {}).get("s_per_step")
         if step is None:  # a batch not measured: scale the closest per-sample rate
             step = min(inv.values(), key=lambda r: abs(r["batch"] - preset.batch_size))["s_per_sample"] \
                 * preset.batch_size
-        images = preset.num_reconstructions + preset.num_edits
-        out[name] = {"inversion_s": step * preset.steps,
+        steps, images = gpu_costs.length_work(preset)
+        out[name] = {"inversion_s": step * steps,
                      "generation_s": gen["s_per_image_step"] * images * preset.num_inference_steps,
                      "overhead_s": overhead}
         out[name]["per_length_s"] = sum(out[name].values())

@@ -38,16 +38,22 @@ def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path
     return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
 
 
-def length_seconds(config, path: str | Path = COSTS_FILE, warm: bool = False) -> float:
-    """Projected GPU seconds of one token length at most, under `config` (an `AnalysisConfig`): every restart's
-    inversion (`restarts` x its steps: `warm_steps` for a length that starts warm, `warm`), its selection images
-    when there are several, the most reconstructions the sequential rule may draw (`max_reconstructions`) and the
-    edits. The ZeroGPU reservation."""
+def length_work(config, warm: bool = False) -> tuple[int, int]:
+    """The most work one token length can do under `config` (an `AnalysisConfig`), as (inversion steps at
+    `batch_size`, generated images at `num_inference_steps`): every restart's inversion (`restarts` x its steps:
+    `warm_steps` for a length that starts warm, `warm`), its selection images when there are several, the most
+    reconstructions the sequential rule may draw (`max_reconstructions`) and the edits."""
     images = max(config.num_reconstructions, config.max_reconstructions) + config.num_edits
     if config.restarts > 1:
         images += config.restarts * config.selection_images
-    return seconds(config.restarts * config.inversion_steps(warm), config.batch_size, images,
-                   config.num_inference_steps, path)
+    return config.restarts * config.inversion_steps(warm), images
+
+
+def length_seconds(config, path: str | Path = COSTS_FILE, warm: bool = False) -> float:
+    """Projected GPU seconds of one token length at most (`length_work` at the table's rates): the ZeroGPU
+    reservation."""
+    steps, images = length_work(config, warm)
+    return seconds(steps, config.batch_size, images, config.num_inference_steps, path)
 
 
 def unet_passes(report) -> int:
