@@ -4,7 +4,7 @@
     originality reproduce reports/photo     # rerun from the record; exit 0 when the labels match
     originality batch photos/ --out reports/ --preset fast
     accelerate launch -m originality batch photos/ --out reports/   # one process per GPU
-    accelerate launch -m originality analyze photo.jpg --out reports/photo   # its token lengths over the GPUs
+    accelerate launch -m originality analyze photo.jpg --token-init domain --out reports/photo   # lengths over GPUs
 
 User mistakes (a missing or unreadable image, a bad setting, an unknown model folder)
 print `error: <message>` on stderr and exit with status 2; no traceback.

@@ -93,9 +93,9 @@ class Settled:
 def check_parallel(config) -> None:
     """Refuse the settings under which lengths cannot run apart (`ValueError`, a message for people)."""
     if config.token_init == "previous":
-        raise ValueError("token_init 'previous' starts length m from length m-1's learned tokens, so the lengths "
-                         "must run one after another: use token_init 'domain' to split the lengths over processes, "
-                         "or run a single process")
+        raise ValueError("token_init 'previous' (the default preset's warm start) starts length m from length "
+                         "m-1's learned tokens, so the lengths must run one after another: use token_init 'domain' "
+                         "(--token-init domain) to split the lengths over processes, or run a single process")
     if config.seeds > 1:
         raise ValueError(f"seeds {config.seeds}: the label over several seeds reruns the stop rule per seed, which "
                          "is not split over processes; use seeds 1, or run a single process")

@@ -17,8 +17,9 @@ from conftest import free_port
 from PIL import Image
 
 from originality.analysis import Decision, LengthDone, Prepared
-from originality.config import AnalysisConfig
-from originality.parallel import CANCELLED, FAILED, PASSED, Board, Settled, StalledError, Team, iter_parallel
+from originality.config import DEFAULT_PRESET, AnalysisConfig
+from originality.parallel import (CANCELLED, FAILED, PASSED, Board, Settled, StalledError, Team, check_parallel,
+                                  iter_parallel)
 from originality.report import Report, TokenResult
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,3 +195,15 @@ def test_launched_analyze_says_what_is_missing_before_loading_a_model(tmp_path, 
     monkeypatch.setattr(cli, "_load", lambda *a, **k: pytest.fail("the model loaded"))
     code = cli.main(["analyze", str(ROOT / SHAPES[0]), *[a.format(tmp=tmp_path) for a in argv]])
     assert code == cli.EXIT_USAGE and message in capsys.readouterr().err
+
+
+def test_settings_that_need_the_lengths_in_order_are_refused_with_the_way_out():
+    """The default preset starts each length from the previous one's tokens: a parallel run refuses it and names
+    the flag that lets it split the lengths; the same preset with token_init 'domain' runs."""
+    default = AnalysisConfig.preset(DEFAULT_PRESET)
+    assert default.token_init == "previous"
+    with pytest.raises(ValueError, match="--token-init domain"):
+        check_parallel(default)
+    check_parallel(default.replace(token_init="domain"))
+    with pytest.raises(ValueError, match="seeds 3"):
+        check_parallel(default.replace(token_init="domain", seeds=3))
