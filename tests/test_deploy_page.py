@@ -107,6 +107,6 @@ def test_the_gpu_figures_are_the_recorded_run_s():
     assert run["the analysis (five lengths, label 5+)"][0] == f"{gpu['cli_run']['analysis_s']} s"
     assert gpu["cli_run"]["label"] == "5+" and len(lengths) == 5
     assert run["peak GPU memory (nvidia-smi, sampled each second)"][0] == \
-        f"{gpu['cli_run']['peak_gpu_memory_mib'] / 1000:.1f} GB"
+        f"{gpu['cli_run']['peak_gpu_memory_mib'] / 1024:.1f} GiB"
     per_length = gpu_costs.length_seconds(AnalysisConfig.preset("steady").replace(num_reconstructions=24))
     assert per_length > max(t["total"] for t in lengths)  # today's table reserves more than the H200 used
