@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import pickle
 import re
 import zipfile
@@ -469,6 +470,34 @@ def test_edit_gallery_captions_for_an_edit_check(app):
     assert "edit check: 1/2 edits show a cat (pass)" in ups[app.ui.row_md[0]]
     assert ups[app.ui.row_md[0]].endswith("**passes**")
     assert isinstance(views.curve_figure(view), Figure)
+
+
+def test_gallery_images_are_written_once_however_often_a_gallery_is_updated(app, tmp_path, monkeypatch):
+    """A run re-sends a length's galleries with every event of that length and at the end. Handed PIL images,
+    Gradio rewrote each image's cache file on every update, truncating files the browser was fetching (the
+    clean-clone CI run's browser test then waited for reconstructions that never loaded). Gallery items are
+    files written once: the same path on every update, and Gradio's cached copy is never rewritten."""
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    ims = [Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)) for i in range(3)]
+    view = views.RunView(query=ims[0], config={"threshold": 0.3, "max_tokens": 1},
+                         model={"world": "shapes", "in_distribution": "layout-variation", "distance": "element"})
+    lv = view.length(1)
+    lv.reconstructions, lv.distances = ims, [0.1, 0.2, 0.3]
+    first = app._row_updates(view, 1)[app.ui.recon[0]]
+    again = app._row_updates(view, 1)[app.ui.recon[0]]
+    assert [p for p, _ in first] == [p for p, _ in again] and len({p for p, _ in first}) == 3
+    for (path, _), im in zip(first, ims):
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(im))
+    written = {p: os.stat(p).st_mtime_ns for p, _ in first}
+    gallery = gr.Gallery(format="png")
+    cached = [item.image.path for item in gallery.postprocess(first).root]
+    stamps = [os.stat(c).st_ino for c in cached]
+    cached_again = [item.image.path for item in gallery.postprocess(again).root]
+    assert cached_again == cached and [os.stat(c).st_ino for c in cached] == stamps
+    assert {p: os.stat(p).st_mtime_ns for p, _ in again} == written
 
 
 def use_cost_table(monkeypatch, folder: Path, **rates: float) -> None:

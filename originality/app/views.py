@@ -7,8 +7,14 @@ what the event means. Tests and other front ends use these without a page.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
+import os
 import re
+import tempfile
+import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,6 +278,39 @@ def row_header(view: RunView, lv: LengthView) -> str:
     return " · ".join(parts)
 
 
+# Gallery images as files of their own (`gallery_file`): one folder per app process, files named by content.
+_GALLERY_DIR: list[Path] = []
+_GALLERY_LOCK = threading.Lock()
+
+
+def gallery_file(image) -> str:
+    """A gallery item as a file written once. Handed a PIL image, Gradio encodes it and rewrites its cache file
+    on every update that carries it, truncating a file the browser may be fetching at that moment (the image
+    then never loads: "Too much data for declared Content-Length" in the server's log); a path is copied into its
+    cache once, atomically. `image`: a PIL image, written as PNG (named by its content, written under a temporary
+    name and renamed into place) into a folder of the system's temp directory, which Gradio serves from, and
+    remembered on the image; or a path, returned as it is."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    known = getattr(image, "_gallery_file", None)
+    if known and os.path.exists(known):
+        return known
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    with _GALLERY_LOCK:
+        if not _GALLERY_DIR:
+            _GALLERY_DIR.append(Path(tempfile.mkdtemp(prefix="originality-gallery-")))
+        folder = _GALLERY_DIR[0]
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        staging = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
+        staging.write_bytes(data)
+        os.replace(staging, path)
+    image._gallery_file = str(path)
+    return str(path)
+
+
 def recon_items(view: RunView, lv: LengthView) -> list:
     """(image, caption) per reconstruction: its distance, and the check's verdict where it scored them."""
     scored_here = lv.check_scored == SCORED_RECONSTRUCTIONS and len(lv.check_scores) == len(lv.reconstructions)
@@ -282,14 +321,14 @@ def recon_items(view: RunView, lv: LengthView) -> list:
         if scored_here:
             s = lv.check_scores[i]
             caption += (" moved" if s >= 0.5 else " copy") if layout else f" check {s:.2f}"
-        items.append((im, caption))
+        items.append((gallery_file(im), caption))
     return items
 
 
 def edit_items(view: RunView, lv: LengthView) -> list:
     subject = view.config.get("edit_subject", "subject")
-    return [(im, f"P({subject})={lv.check_scores[i]:.2f}" if i < len(lv.check_scores) else f"edit #{i + 1}")
-            for i, im in enumerate(lv.edits)]
+    return [(gallery_file(im), f"P({subject})={lv.check_scores[i]:.2f}" if i < len(lv.check_scores)
+             else f"edit #{i + 1}") for i, im in enumerate(lv.edits)]
 
 
 def verdict_head(report: Report) -> str:
