@@ -186,7 +186,8 @@ def test_two_cpu_processes_give_the_sequential_label_and_distances(tmp_path, thr
 
 @pytest.mark.parametrize("argv, message", [
     ([], "splits the token lengths over them, and they share files under --out: give --out DIR"),
-    (["--out", "{tmp}/r", "--token-init", "previous"], "token_init 'previous' starts length m from length m-1's"),
+    (["--out", "{tmp}/r", "--token-init", "previous"], "use token_init 'domain' (--token-init domain)"),
+    (["--out", "{tmp}/r"], "use token_init 'domain' (--token-init domain)"),  # the default preset's warm start
 ])
 def test_launched_analyze_says_what_is_missing_before_loading_a_model(tmp_path, monkeypatch, capsys, argv, message):
     from originality import cli
