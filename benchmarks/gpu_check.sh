@@ -9,9 +9,9 @@
 # 2. benchmarks/rehearsal.py --build-only: the Space's model cache with random weights under the real ids.
 # 3. The CLI as a user runs it on that cache (HF_HUB_OFFLINE=1) with the default preset at its worst case, the one
 #    a ZeroGPU reservation is sized for: random weights never pass, so every length runs both restarts and their
-#    selection images; --reconstructions 24 (the sequential cap) and --always-check-edits do the rest of the work a
-#    length can do. report.json holds each length's stage timings; GPU memory is sampled each second. Time-boxed
-#    by GPU_CHECK_RUN_S (default 240 s): a cut run still leaves its log.
+#    selection images; --reconstructions 24 (the sequential cap) and --always-check-edits true do the rest of the
+#    work a length can do. report.json holds each length's stage timings; GPU memory is sampled each second.
+#    Time-boxed by GPU_CHECK_RUN_S (default 240 s): a cut run still leaves its log.
 #
 # Packages the machine lacks travel as wheels in .whl/ (docs/deployment.md says which); the SD v1.4 configs from
 # $ORIGINALITY_SD14_CONFIGS (default .gpu/sd-v1-4-configs, a copy of ../shared/sd-v1-4-configs).
@@ -48,7 +48,7 @@ nvidia-smi --query-gpu=memory.used --format=csv,noheader -lms 1000 > "$OUT/gpu_m
 SAMPLER=$!
 HF_HOME=/tmp/rehearsal-cache/hf ORIGINALITY_CACHE=/tmp/rehearsal-cache/originality HF_HUB_OFFLINE=1 \
   timeout "${GPU_CHECK_RUN_S:-240}" $PY -m originality analyze assets/examples/sd_house.png \
-  --model CompVis/stable-diffusion-v1-4 --device cuda --reconstructions 24 --always-check-edits \
+  --model CompVis/stable-diffusion-v1-4 --device cuda --reconstructions 24 --always-check-edits true \
   --out "$OUT/run" 2>&1 | tr '\r' '\n' | grep -v "^\s*$" > "$OUT/cli.log"
 echo "cli: rc ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"
 kill $SAMPLER

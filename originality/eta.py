@@ -298,11 +298,7 @@ class RunTimer:
     def _steps(self, m: int) -> int:
         """Inversion steps of length m: a later length starts warm when the settings say so (the runners keep each
         length's tokens for the next), which may give it fewer (`AnalysisConfig.inversion_steps`)."""
-        steps_of = getattr(self.config, "inversion_steps", None)
-        starts_warm = getattr(self.config, "starts_warm", None)
-        if steps_of is None or starts_warm is None:
-            return int(self._get("steps", 1))
-        return int(steps_of(starts_warm(m, m - 1)))
+        return self.config.inversion_steps(self.config.starts_warm(m, m - 1))
 
     def _left_in_length(self, length: _Length) -> tuple[int, int]:
         """(inversion samples, images) the length in progress may still take."""

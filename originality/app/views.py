@@ -7,6 +7,7 @@ what the event means. Tests and other front ends use these without a page.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import io
@@ -278,9 +279,10 @@ def row_header(view: RunView, lv: LengthView) -> str:
     return " · ".join(parts)
 
 
-# Gallery images as files of their own (`gallery_file`): one folder per app process, files named by content.
-_GALLERY_DIR: list[Path] = []
-_GALLERY_LOCK = threading.Lock()
+@functools.cache
+def _gallery_dir() -> Path:
+    """The folder of `gallery_file`'s files: one per app process, made at its first image."""
+    return Path(tempfile.mkdtemp(prefix="originality-gallery-"))
 
 
 def gallery_file(image) -> str:
@@ -298,10 +300,7 @@ def gallery_file(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
-    with _GALLERY_LOCK:
-        if not _GALLERY_DIR:
-            _GALLERY_DIR.append(Path(tempfile.mkdtemp(prefix="originality-gallery-")))
-        folder = _GALLERY_DIR[0]
+    folder = _gallery_dir()
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
     if not path.exists():
         staging = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
