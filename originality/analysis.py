@@ -96,7 +96,11 @@ class CheckReady:
 
 @dataclass(frozen=True)
 class LengthDone:
+    """A length's last event: its `result`, and what the next length of the same analysis seed starts from
+    (`carry`; None where nothing is carried, e.g. a length run apart by `parallel`)."""
+
     result: TokenResult
+    carry: "Carried | None" = None
 
 
 @dataclass(frozen=True)
@@ -367,12 +371,14 @@ def switch_edit_subject(config: AnalysisConfig, domain_word: str) -> tuple[Analy
 
 
 def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
-                previous: torch.Tensor | None = None) -> Iterator[Event]:
+                carried: "Carried | None" = None) -> Iterator[Event]:
     """Steps 2-7 for one token length m: `InversionStep`s, `Generating`s, `ReconstructionsReady`,
-    `DistancesReady`, `CheckReady`, then `LengthDone`.
+    `DistancesReady`, `CheckReady`, then `LengthDone` (with what length m + 1 starts from).
 
-    `previous`: length m-1's learned rows ((m-1, dim)); with `token_init` "previous" the first
-    m-1 tokens start from them and the last from the domain word (a warm start).
+    `carried`: what the previous length of this analysis seed handed on (`Carried`; None at m = 1 or when
+    nothing was kept). With `token_init` "previous" the first m-1 tokens start from length m-1's rows and the
+    last from the domain word (a warm start); with "nested" the length reuses the nested inversions already
+    run and runs a restart's only when it needs one not run yet.
 
     Self-contained (its own `model.lock` and `TokenSession`), so each length can run in
     its own process or GPU call. Returns the `TokenResult` (`result = yield from ...`).
@@ -390,6 +396,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         # 3. Invert: learn m tokens (with `restarts`, several inversions; the one chosen on its selection images)
         t0 = time.perf_counter()
         placeholder = session.add(f"<s{m}>", m, prepared.init_id)
+        previous = carried.rows if carried is not None and carried.m == m - 1 else None
         warm = config.starts_warm(m, None if previous is None else len(previous))
         if warm:
             session.set_rows(placeholder, previous)
@@ -400,9 +407,9 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
                                                            seed=image_seed(config.seed) + start,
                                                            config=config, resolution=model.resolution),
                              lambda images: model.distance(query, images))
-        kept, tried = yield from invert_with_restarts(pipe, model, prepared, session, placeholder, prompt,
-                                                      (latent_mean, latent_std), probe,
-                                                      steps=config.inversion_steps(warm))
+        kept, tried, nested = yield from invert_with_restarts(
+            pipe, model, prepared, session, placeholder, prompt, (latent_mean, latent_std), probe,
+            steps=config.inversion_steps(warm), nested=carried.nested if carried is not None else ())
         embeddings, losses = kept.embeddings, kept.losses
         timings["inversion"] = time.perf_counter() - t0
 
@@ -445,7 +452,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             kept_restart=kept.index,
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
-    yield LengthDone(result)
+    yield LengthDone(result, Carried(m, embeddings, nested))
     return result
 
 
@@ -456,24 +463,44 @@ class Restart:
 
     index: int
     seed: int
-    embeddings: torch.Tensor
-    losses: list[float]
+    embeddings: torch.Tensor  # (m, dim); a nested inversion's: (max_tokens, dim)
+    losses: list[float]  # one per step run for this length (none where a nested inversion was reused)
     stop_reason: str
     selection_distances: list[float]
+    reused: bool = False  # a nested inversion run at an earlier length (token_init "nested")
 
     @property
     def selection_distance(self) -> float:
         """Mean distance of the selection images (lower = closer); 0 when none were drawn."""
         return mean_and_std(self.selection_distances)[0] if self.selection_distances else 0.0
 
+    def prefix(self, m: int, reused: bool) -> "Restart":
+        """Length m's share of a nested inversion: its first m rows, with its losses only where this length ran
+        it (a `reused` inversion's steps count at the length that ran it), and no selection images yet."""
+        return Restart(self.index, self.seed, self.embeddings[:m], [] if reused else list(self.losses),
+                       self.stop_reason, [], reused)
+
     def summary(self) -> dict:
-        return {"restart": self.index, "seed": self.seed, "steps": len(self.losses), "stop_reason": self.stop_reason,
-                "selection_distances": self.selection_distances}
+        summary = {"restart": self.index, "seed": self.seed, "steps": len(self.losses),
+                   "stop_reason": self.stop_reason, "selection_distances": self.selection_distances}
+        return summary | ({"reused": True} if self.reused else {})
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What length `m` hands the next length of the same analysis seed (the runners keep it; the ZeroGPU runner
+    passes it from call to call): its kept `rows` ((m, dim), the warm start of token_init "previous") and the
+    nested inversions run so far (`nested`, token_init "nested": `Restart`s whose embeddings hold all
+    max_tokens rows), which later lengths reuse instead of inverting again."""
+
+    m: int
+    rows: torch.Tensor
+    nested: tuple[Restart, ...] = ()
 
 
 def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, session: TokenSession,
                          placeholder, prompt: str, latents: tuple[torch.Tensor, torch.Tensor],
-                         probe=None, steps: int | None = None) -> Iterator[Event]:
+                         probe=None, steps: int | None = None, nested: tuple[Restart, ...] = ()) -> Iterator[Event]:
     """Step 3 of one length: `restarts` inversions of `placeholder`, all from the rows it holds now (the domain
     word's, or the warm start's), each from its own seed (`inversion_seed(seed, m, query, r)`).
 
@@ -483,36 +510,76 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
     restart's selection images pass the threshold. The score asks whether *some* m-token description
     reproduces the image, and one failed optimisation is no evidence that none does; since the choice never sees
     the judged reconstructions, it cannot flatter them. Yields `InversionStep`s (with their `restart`) and the
-    selection images' `Generating`s; leaves the kept rows in the placeholder; returns (kept, every `Restart`).
-    `steps`: each inversion's steps (default: the config's `steps`).
+    selection images' `Generating`s; leaves the kept rows in the placeholder; returns (kept, every `Restart`, the
+    nested inversions so far). `steps`: each inversion's steps (default: the config's `steps`).
+
+    With `token_init` "nested", restart r is nested inversion r (`nested`: those run at earlier lengths, reused;
+    one not run yet runs here, `_nested_inversion`) and the length takes its first m rows; the choice among them
+    is made on this length's own selection images, as above.
     """
     config, query, m = prepared.config, prepared.query, placeholder.num_tokens
     start = session.rows(placeholder)
+    runs, carried_in = {run.index: run for run in nested}, {run.index for run in nested}
     tried: list[Restart] = []
     for r in range(config.restarts):
-        session.set_embeddings(placeholder, start)
-        seed = inversion_seed(config.seed, m, query, r)
-        inversion = invert(
-            pipe, *latents, placeholder, prepared.templates,
-            steps=steps or config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-            micro_batch_size=config.micro_batch_size, probe=probe,
-        )
-        losses: list[float] = []
-        stop: dict = {}
-        embeddings = yield from _tracking(inversion, losses, stop, restart=r)
-        distances: list[float] = []
+        if config.token_init == "nested":
+            if r not in runs:
+                runs[r] = yield from _nested_inversion(pipe, prepared, session, latents, r, m)
+            restart = runs[r].prefix(m, reused=r in carried_in)
+        else:
+            session.set_embeddings(placeholder, start)
+            restart = yield from _inversion(pipe, prepared, placeholder, latents, r, steps or config.steps, probe)
+        session.set_embeddings(placeholder, restart.embeddings)
+        tried.append(restart)
         if config.restarts > 1:
             images = yield from iter_generate(pipe, prompt, config.selection_images,
                                               seed=image_seed(config.seed, "selection", r), config=config,
                                               resolution=model.resolution, num_tokens=m, what="selection images")
-            distances = [float(d) for d in model.distance(query, images)]
-        tried.append(Restart(r, seed, embeddings, losses, stop.get("reason", ""), distances))
-        if distances and distance_passes(tried[-1].selection_distance, config.threshold):
-            break
+            restart.selection_distances = [float(d) for d in model.distance(query, images)]
+            if distance_passes(restart.selection_distance, config.threshold):
+                break
     kept = min(tried, key=lambda t: (t.selection_distance, t.index))
     session.set_embeddings(placeholder, kept.embeddings)
-    return kept, tried
+    return kept, tried, tuple(runs[r] for r in sorted(runs))
+
+
+def _inversion(pipe, prepared: Prepared, placeholder, latents: tuple[torch.Tensor, torch.Tensor], restart: int,
+               steps: int, probe=None) -> Iterator[Event]:
+    """Inversion `restart` of one length: `steps` steps on `placeholder` from the rows it holds, from its own seed
+    (`inversion_seed(seed, m, query, restart)`). Returns its `Restart` (embeddings (m, dim))."""
+    config, m = prepared.config, placeholder.num_tokens
+    seed = inversion_seed(config.seed, m, prepared.query, restart)
+    inversion = invert(
+        pipe, *latents, placeholder, prepared.templates,
+        steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
+        micro_batch_size=config.micro_batch_size, probe=probe,
+    )
+    losses: list[float] = []
+    stop: dict = {}
+    embeddings = yield from _tracking(inversion, losses, stop, restart=restart)
+    return Restart(restart, seed, embeddings, losses, stop.get("reason", ""), [])
+
+
+def _nested_inversion(pipe, prepared: Prepared, session: TokenSession, latents: tuple[torch.Tensor, torch.Tensor],
+                      restart: int, m: int) -> Iterator[Event]:
+    """Nested inversion `restart` of an analysis (token_init "nested"): one inversion of max_tokens tokens from
+    the domain word, every prefix trained to stand alone (`invert(prefixes=True)`), from its own seed
+    (`inversion_seed(seed, max_tokens, query, restart)`). Its steps are reported under length `m`, the one that
+    needed it. Returns its `Restart` (embeddings (max_tokens, dim)), which later lengths reuse."""
+    config = prepared.config
+    placeholder = session.add(f"<nested{restart}>", config.max_tokens, prepared.init_id)
+    seed = inversion_seed(config.seed, config.max_tokens, prepared.query, restart)
+    inversion = invert(
+        pipe, *latents, placeholder, prepared.templates,
+        steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
+        micro_batch_size=config.micro_batch_size, prefixes=True,
+    )
+    losses: list[float] = []
+    stop: dict = {}
+    embeddings = yield from _tracking(inversion, losses, stop, restart=restart, length=m)
+    return Restart(restart, seed, embeddings, losses, stop.get("reason", ""), [])
 
 
 def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str, m: int,
@@ -584,14 +651,15 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
 
 class LocalRunner:
     """A `LengthRunner` that runs every step in this process, on `model` (loaded on first use by `load`,
-    default `models.load_model()`, so that the inputs are checked before any weights load). Keeps each
-    length's learned rows for the next length's warm start (`token_init` "previous")."""
+    default `models.load_model()`, so that the inputs are checked before any weights load). Keeps what each
+    length hands the next (`Carried`: the warm start of token_init "previous", the nested inversions of
+    "nested")."""
 
     def __init__(self, model: OriginalityModel | None = None, *, world: World | None = None,
                  load: Callable[[], OriginalityModel] | None = None):
         self._model, self._load = model, load or load_model
         self.world = world or (model.world if model is not None else world_of_model(default_model_id()))
-        self._learned: dict[tuple[int, int], torch.Tensor] = {}  # (seed, m) -> rows
+        self._carried: dict[int, Carried] = {}  # analysis seed -> what its last length handed on
 
     @property
     def model(self) -> OriginalityModel:
@@ -604,13 +672,16 @@ class LocalRunner:
 
     def run_length(self, prepared: Prepared, m: int) -> Iterator[Event]:
         seed = prepared.config.seed
-        result = yield from iter_length(prepared, self.model, m, self._learned.get((seed, m - 1)))
-        self.keep_learned(seed, m, result.embeddings)
+        carried = self._carried.get(seed) if m > 1 else None
+        for event in iter_length(prepared, self.model, m, carried):
+            if isinstance(event, LengthDone) and event.carry is not None:
+                self.keep_carried(seed, event.carry)
+            yield event
 
-    def keep_learned(self, seed: int, m: int, rows: torch.Tensor) -> None:
-        """Length m's learned rows ((m, dim)) under the analysis seed `seed`, which length m + 1 starts from with
-        `token_init` "previous"; a runner whose lengths run in other processes (`app.zerogpu`) hands them back."""
-        self._learned[seed, m] = rows
+    def keep_carried(self, seed: int, carried: Carried) -> None:
+        """What a length under the analysis seed `seed` handed on, which the next length starts from; a runner
+        whose lengths run in other processes (`app.zerogpu`) hands it back."""
+        self._carried[seed] = carried
 
     def compare(self, query, refs, reconstructions, copy_line) -> Similarity:
         model = self.model
@@ -725,15 +796,17 @@ def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None)
     return results
 
 
-def _tracking(inversion, losses: list[float], stop: dict, restart: int = 0):
-    """Re-yield inversion steps (marked with their `restart`), recording their losses and (in `stop["reason"]`)
-    why the inversion stopped; returns the learned embeddings. Closing it closes the inversion, which unwraps
-    the text encoder before the session shrinks it."""
+def _tracking(inversion, losses: list[float], stop: dict, restart: int = 0, length: int | None = None):
+    """Re-yield inversion steps (marked with their `restart`, and with the token `length` they run for where that
+    is not the inversion's own token count), recording their losses and (in `stop["reason"]`) why the inversion
+    stopped; returns the learned embeddings. Closing it closes the inversion, which unwraps the text encoder
+    before the session shrinks it."""
     def record(event: InversionStep) -> InversionStep:
         losses.append(event.loss)
         if event.stop_reason:
             stop["reason"] = event.stop_reason
-        return replace(event, restart=restart) if restart else event
+        changes = ({"restart": restart} if restart else {}) | ({"num_tokens": length} if length else {})
+        return replace(event, **changes) if changes else event
     return (yield from _relay(inversion, record))
 
 

@@ -31,7 +31,7 @@ ART_DOMAINS = frozenset({"painting"})
 # (--lr_scheduler); the decaying ones go from learning_rate to 0 over the steps.
 LR_SCHEDULES = ("constant", "linear", "cosine")
 # Where the tokens of length m start (`AnalysisConfig.token_init`).
-TOKEN_INITS = ("domain", "previous")
+TOKEN_INITS = ("domain", "previous", "nested")
 
 
 def setting(default: Any, help: str, *, flag: str | None = None, label: str | None = None,
@@ -178,9 +178,11 @@ class AnalysisConfig:
                "length that fails; its curve point is then the mean of the images drawn",
         label="stop drawing reconstructions once a length has failed")
     token_init: str = setting(
-        "domain", "where the tokens of length m start: 'domain' (every token from the domain word, as the paper) "
-                  "or 'previous' (length m-1's learned tokens plus one from the domain word)",
-        label="token start (domain / previous)", choices=TOKEN_INITS)
+        "domain", "where the tokens of length m come from: 'domain' (an inversion of m tokens from the domain word, "
+                  "as the paper), 'previous' (one that starts from length m-1's learned tokens plus one from the domain "
+                  "word) or 'nested' (one inversion of max_tokens tokens whose every prefix is trained to stand alone, "
+                  "run once at the first length; length m is its first m tokens)",
+        label="token start (domain / previous / nested)", choices=TOKEN_INITS)
     warm_steps: int = setting(
         0, "inversion steps of a length that starts from the previous length's tokens (token_init 'previous', "
            "m > 1), which begins near where it ends; 0: `steps` as every other length", metavar="N",
@@ -328,6 +330,15 @@ class AnalysisConfig:
         length's tokens) when set, else `steps`."""
         return self.warm_steps if warm and self.warm_steps else self.steps
 
+    def most_inversion_steps(self, m: int, previous_rows: int | None = None, nested_runs: int = 0) -> int:
+        """The most inversion steps (each at `batch_size`) length `m` can run over all its restarts: the work the
+        ZeroGPU reservation, the cost projection and the time left count. `previous_rows`: the rows kept from
+        length m - 1 (None: none); `nested_runs`: the nested inversions (token_init 'nested') already run under
+        this seed, which later lengths reuse instead of inverting again."""
+        if self.token_init == "nested":
+            return max(0, self.restarts - nested_runs) * self.steps
+        return self.restarts * self.inversion_steps(self.starts_warm(m, previous_rows))
+
     def validate(self, public: bool = False) -> None:
         """Raise ValueError naming the first bad field and its value (`public`: the public app's limits too)."""
         for s in settings():
@@ -339,6 +350,10 @@ class AnalysisConfig:
         if self.restarts > 1 and self.probe_every:
             raise ValueError("restarts > 1 cannot be combined with the reconstruction probe (probe_every): the probe "
                              "would judge a restart on the images it stopped at; set restarts to 1 or probe_every to 0")
+        if self.token_init == "nested" and self.probe_every:
+            raise ValueError("token_init 'nested' cannot be combined with the reconstruction probe (probe_every): the "
+                             "probe draws one length's images while the inversion learns every length's tokens; set "
+                             "probe_every to 0 or token_init to 'domain'")
         if self.domain is not None and (not isinstance(self.domain, str) or not self.domain.strip()
                                         or len(self.domain.split()) != 1):
             raise ValueError(f"domain must be a preset ({', '.join(DOMAINS)}) or one word, got {self.domain!r}")

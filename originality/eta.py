@@ -296,9 +296,12 @@ class RunTimer:
         return bool(self._samples and self._image_steps and self._finished)
 
     def _steps(self, m: int) -> int:
-        """Inversion steps of length m: a later length starts warm when the settings say so (the runners keep each
-        length's tokens for the next), which may give it fewer (`AnalysisConfig.inversion_steps`)."""
-        return self.config.inversion_steps(self.config.starts_warm(m, m - 1))
+        """Inversion steps of each of length m's inversions: a later length starts warm when the settings say so
+        (the runners keep each length's tokens for the next), which may give it fewer; with nested inversions
+        only the first length inverts (`AnalysisConfig.most_inversion_steps`; a restart first needed later is
+        counted once its steps come)."""
+        config = self.config
+        return config.most_inversion_steps(m, m - 1, config.restarts if m > 1 else 0) // config.restarts
 
     def _left_in_length(self, length: _Length) -> tuple[int, int]:
         """(inversion samples, images) the length in progress may still take."""

@@ -214,8 +214,14 @@ def invert(
     early_stopping: EarlyStopping | None = None,
     micro_batch_size: int | None = None,
     probe: ReconstructionProbe | None = None,
+    prefixes: bool = False,
 ) -> Iterator[InversionStep]:
     """Learn the placeholder rows on the query; yields one event per step.
+
+    `prefixes` trains every prefix of the placeholder's m tokens to stand alone (`token_init` "nested"): each
+    noisy copy's prompt holds the first k tokens, k drawn uniformly from 1..m with the template, so the first k
+    rows are a k-token description of the query for every k, from one optimisation (nested dropout over token
+    positions). Without it every prompt holds all m tokens.
 
     At most `steps` steps; with `early_stopping`, fewer once the loss on a fixed evaluation
     batch (drawn from `seed`, the same batch at every evaluation) has converged (DVAR, see
@@ -244,8 +250,8 @@ def invert(
     optimizer = torch.optim.AdamW([learned], lr=learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(lr_schedule, steps))
     scale = LossScale.for_dtype(unet.dtype)
-    # All templates tokenised once: (T, L)
-    template_ids = tokenize(pipeline.tokenizer, [t.format(placeholder.text) for t in templates], device)
+    # All prompts tokenised once: (T, L), or (m T, L) with every prefix
+    template_ids = tokenize(pipeline.tokenizer, prompt_texts(placeholder, templates, prefixes), device)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     target = LossTarget(pipeline, noise_scheduler, latent_mean.to(device), latent_std.to(device), template_ids)
 
@@ -293,6 +299,15 @@ def invert(
     with torch.no_grad():
         base.weight[list(placeholder.ids)] = learned.detach().to(base.weight.dtype)
     return learned.detach().float().cpu()
+
+
+def prompt_texts(placeholder: Placeholder, templates, prefixes: bool = False) -> list[str]:
+    """The inversion's prompts: each template with the placeholder's tokens; with `prefixes`, each template with
+    each prefix of them (1..m tokens; the k-token prompts first), whose pick per noisy copy is uniform."""
+    if not prefixes:
+        return [t.format(placeholder.text) for t in templates]
+    return [t.format(" ".join(placeholder.tokens[:k])) for k in range(1, placeholder.num_tokens + 1)
+            for t in templates]
 
 
 def lr_factor(schedule: str, steps: int):

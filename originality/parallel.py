@@ -96,6 +96,10 @@ def check_parallel(config) -> None:
         raise ValueError("token_init 'previous' (the default preset's warm start) starts length m from length "
                          "m-1's learned tokens, so the lengths must run one after another: use token_init 'domain' "
                          "(--token-init domain) to split the lengths over processes, or run a single process")
+    if config.token_init == "nested":
+        raise ValueError("token_init 'nested' learns every length's tokens in one inversion that the later lengths "
+                         "reuse, so the lengths must run one after another: use token_init 'domain' "
+                         "(--token-init domain) to split the lengths over processes, or run a single process")
     if config.seeds > 1:
         raise ValueError(f"seeds {config.seeds}: the label over several seeds reruns the stop rule per seed, which "
                          "is not split over processes; use seeds 1, or run a single process")

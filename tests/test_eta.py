@@ -174,6 +174,21 @@ def test_later_lengths_that_start_warm_count_their_own_steps():
     assert est.total_s == pytest.approx(est.length_s + 4 * 2 * 0.25 + 30 * 0.2 + 4.0)
 
 
+def test_later_lengths_that_reuse_a_nested_inversion_count_no_inversion():
+    """With token_init 'nested' the first length's inversion serves every length: after it, the worst case counts
+    each later length's images and fixed cost only."""
+    config = CONFIG.replace(token_init="nested")
+    script = Script(RunTimer(stored=STORED))
+    script.feed(Started(None, config, SD_GPU))
+    script.length(1, step_s=0.5, first_s=3.0, image_s=2.0)
+    est = script.feed(Generating(2, "reconstructions", 2, 4), 2.0)
+    # measured: 0.25 s a sample, 0.2 s an image step, 4 s a length; m = 2 has 2 reconstructions and 2 edits left
+    # (20 image steps) and its whole fixed cost (the 2 s so far were its images), m = 3 draws 4 + 2 images and runs
+    # no inversion
+    assert est.length_s == pytest.approx(20 * 0.2 + 4.0)
+    assert est.total_s == pytest.approx(est.length_s + 30 * 0.2 + 4.0)
+
+
 def test_stored_rates_of_the_worlds():
     assert stored_rates("shapes", "cpu") is eta.SHAPES_CPU is eta.CPU_RATES["shapes"]
     overhead, per_sample, per_image_step = gpu_costs.rates()

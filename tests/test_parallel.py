@@ -145,6 +145,7 @@ def test_a_silent_process_times_out_with_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("settings, message", [({"token_init": "previous"}, "token_init 'previous'"),
+                                               ({"token_init": "nested"}, "token_init 'nested'"),
                                                ({"seeds": 2}, "seeds 2")])
 def test_settings_that_need_the_lengths_in_order_are_refused(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):

@@ -235,16 +235,17 @@ def test_the_warm_start_survives_one_gpu_call_per_length(pipe, query, monkeypatc
 
     real = zerogpu.length_events
 
-    def recording(prepared, model_id, m, previous=None):
-        handed.append(previous)
-        return real(prepared, model_id, m, previous)
+    def recording(prepared, model_id, m, carried=None):
+        handed.append(carried)
+        return real(prepared, model_id, m, carried)
 
     monkeypatch.setattr(zerogpu, "_worker", fresh_worker)
     monkeypatch.setattr(zerogpu, "engine_length", recording)
     runner = zerogpu.ZeroGPURunner("tiny", model.world)
     events = list(iter_analyze(query, TINY.replace(max_tokens=2, token_init="previous"), runner=runner))
     report = events[-1].report
-    assert handed[0] is None and np.array_equal(handed[1].numpy(), report.results[0].embeddings.numpy())
+    assert handed[0] is None and handed[1].m == 1
+    assert np.array_equal(handed[1].rows.numpy(), report.results[0].embeddings.numpy())
     assert [r.warm_start for r in report.results] == [False, True]
 
 
@@ -277,14 +278,120 @@ def test_the_reservation_of_a_warm_length_counts_its_steps(pipe):
     overhead, per_sample, per_image_step = gpu_costs.rates()
     images = (24 + 4 + 8) * 20 * per_image_step
     assert gpu_costs.length_seconds(config) == pytest.approx(overhead + per_sample * 2 * 150 * 8 + images)
-    assert gpu_costs.length_seconds(config, warm=True) == pytest.approx(overhead + per_sample * 2 * 50 * 8 + images)
+    warm = config.most_inversion_steps(2, previous_rows=1)
+    assert warm == 2 * 50
+    assert gpu_costs.length_seconds(config, inversion_steps=warm) == pytest.approx(
+        overhead + per_sample * 2 * 50 * 8 + images)
     prepared = analysis.Prepared.__new__(analysis.Prepared)
     object.__setattr__(prepared, "config", config)
-    rows = np.zeros((1, 4), np.float32)
-    # ZeroGPU's duration callable sees the previous length's rows: length 2 with them is warm, length 1 is not
-    assert zerogpu._gpu_duration(prepared, "tiny", 2, rows) == zerogpu.gpu_seconds(config.to_dict(), warm=True)
+    carried = analysis.Carried(1, np.zeros((1, 4), np.float32))
+    # ZeroGPU's duration callable sees what the previous length handed on: length 2 with length 1's rows is warm,
+    # length 1 is not
+    assert zerogpu._gpu_duration(prepared, "tiny", 2, carried) == zerogpu.gpu_seconds(config.to_dict(), warm)
     assert zerogpu._gpu_duration(prepared, "tiny", 1, None) == zerogpu.gpu_seconds(config.to_dict())
-    assert zerogpu.gpu_seconds(config.to_dict(), warm=True) < zerogpu.gpu_seconds(config.to_dict())
+    assert zerogpu._gpu_duration(prepared, "tiny", 3, carried) == zerogpu.gpu_seconds(config.to_dict())  # not m-1's
+    assert zerogpu.gpu_seconds(config.to_dict(), warm) < zerogpu.gpu_seconds(config.to_dict())
+
+
+def test_nested_prompts_hold_every_prefix_of_the_tokens():
+    from originality.inversion import Placeholder, prompt_texts
+
+    ph = Placeholder("<x>", ("<x>", "<x>_1", "<x>_2"), (1, 2, 3))
+    assert prompt_texts(ph, ["a {}", "b {}"]) == ["a <x> <x>_1 <x>_2", "b <x> <x>_1 <x>_2"]
+    assert prompt_texts(ph, ["a {}", "b {}"], prefixes=True) == [
+        "a <x>", "b <x>", "a <x> <x>_1", "b <x> <x>_1", "a <x> <x>_1 <x>_2", "b <x> <x>_1 <x>_2"]
+
+
+NESTED = TINY.replace(max_tokens=3, steps=2, token_init="nested")
+
+
+def inversions_by_length(events):
+    """{(length the steps ran under, restart): steps} of a run's `InversionStep`s."""
+    counts = {}
+    for e in events:
+        if isinstance(e, InversionStep):
+            counts[e.num_tokens, e.restart] = counts.get((e.num_tokens, e.restart), 0) + 1
+    return counts
+
+
+def test_a_nested_inversion_runs_once_and_every_length_takes_its_prefix(pipe, query):
+    """token_init 'nested': length 1 runs one inversion of max_tokens tokens (every prefix trained), and each later
+    length reuses it, judged on its first m rows; its steps are counted once; a fixed seed gives a fixed result."""
+    def run():
+        events = list(iter_analyze(query, NESTED, model_of(pipe, [[0.9, 0.9]] * 3)))
+        return events, events[-1].report
+
+    events, report = run()
+    assert report.label == "3+" and inversions_by_length(events) == {(1, 0): 2}
+    rows = [r.embeddings for r in report.results]
+    assert [tuple(r.shape)[0] for r in rows] == [1, 2, 3]
+    assert all(np.array_equal(rows[2][:m].numpy(), rows[m - 1].numpy()) for m in (1, 2))
+    assert [r.steps_used for r in report.results] == [2, 0, 0]
+    # one inversion of 2 steps at batch 2, then 3 x 2 reconstructions of 2 steps with guidance
+    assert gpu_costs.unet_passes(report) == 2 * 2 + 3 * 2 * 2 * 2
+    # the nested inversion is its own seed's: the same inversion of all three tokens with every prefix trained
+    nested_seed = inversion_seed(0, 3, events[0].query, 0)
+    assert report.results[0].inversion_seed == nested_seed
+    with TokenSession(pipe) as session:
+        domain = events[0].config.domain
+        model = model_of(pipe, [])
+        ph = session.add("<x>", 3, analysis.initializer_id(session.tokenizer, model.initial_word(domain)))
+        mean, std = encode_query(session.pipeline, events[0].query)
+        _, alone = drain(invert(session.pipeline, mean, std, ph, list(model.templates(domain)), steps=2,
+                                batch_size=2, learning_rate=0.5, seed=nested_seed, prefixes=True))
+    assert np.allclose(alone.numpy(), rows[2].numpy(), atol=1e-6)
+    _, again = run()
+    assert all(np.array_equal(a.embeddings.numpy(), b.embeddings.numpy()) for a, b in zip(report.results, again.results))
+
+
+def test_nested_restarts_run_when_first_needed_and_are_chosen_per_length(pipe, query):
+    # length 1: restart 0's selection images pass (so restart 1 does not run), its reconstructions fail;
+    # length 2: restart 0 (reused) fails its selection, so restart 1 runs now, under length 2, and is kept;
+    # length 3: both reused, no inversion; restart 0 comes closer this time
+    script = [[0.1, 0.1], [0.9, 0.9],
+              [0.6, 0.6], [0.5, 0.5], [0.9, 0.9],
+              [0.4, 0.4], [0.45, 0.45], [0.2, 0.2]]
+    events = list(iter_analyze(query, NESTED.replace(restarts=2, selection_images=2), model_of(pipe, script)))
+    report = events[-1].report
+    assert inversions_by_length(events) == {(1, 0): 2, (2, 1): 2}
+    assert [r.kept_restart for r in report.results] == [0, 1, 0] and report.label == "3"
+    assert [[t.get("reused", False) for t in r.restarts] for r in report.results] == [
+        [False], [True, False], [True, True]]
+    assert [[t["steps"] for t in r.restarts] for r in report.results] == [[2], [0, 2], [0, 0]]
+    # two inversions of 2 steps at batch 2 in all; 2 + 4 + 4 selection and 6 judged images of 2 steps with guidance
+    assert gpu_costs.unet_passes(report) == 2 * 2 * 2 + (10 + 6) * 2 * 2
+
+
+def test_nested_inversions_survive_one_gpu_call_per_length(pipe, query, monkeypatch):
+    """Under ZeroGPU every length is a fresh worker: the main process hands the nested inversions on, so later
+    lengths reuse them, and their calls reserve no inversion."""
+    from originality.analysis import LocalRunner
+    from originality.app import zerogpu
+
+    model = model_of(pipe, [[0.9, 0.9]] * 3)
+    handed, reserved = [], []
+    real = zerogpu.length_events
+
+    def recording(prepared, model_id, m, carried=None):
+        handed.append(carried)
+        reserved.append(zerogpu._gpu_duration(prepared, model_id, m, carried))
+        return real(prepared, model_id, m, carried)
+
+    monkeypatch.setattr(zerogpu, "_worker", lambda model_id: LocalRunner(model))
+    monkeypatch.setattr(zerogpu, "engine_length", recording)
+    events = list(iter_analyze(query, NESTED, runner=zerogpu.ZeroGPURunner("tiny", model.world)))
+    assert inversions_by_length(events) == {(1, 0): 2}
+    assert handed[0] is None and [len(c.nested) for c in handed[1:]] == [1, 1]
+    config = events[0].config
+    assert reserved == [zerogpu.gpu_seconds(config.to_dict()), zerogpu.gpu_seconds(config.to_dict(), 0),
+                        zerogpu.gpu_seconds(config.to_dict(), 0)]
+    assert config.most_inversion_steps(2, nested_runs=1) == 0
+    assert config.replace(restarts=2).most_inversion_steps(2, nested_runs=1) == 2  # restart 1 may still run
+
+
+def test_nested_settings_are_checked():
+    with pytest.raises(ValueError, match="nested.*probe"):
+        AnalysisConfig.preset("fast", token_init="nested", probe_every=10).validate()
 
 
 def test_only_a_complete_test_split_result_is_published():

@@ -38,19 +38,24 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 
-def gpu_seconds(config: dict, warm: bool = False) -> int:
-    """Seconds to reserve on ZeroGPU for one token length with these settings (`warm`: a length that starts from
-    the previous one's tokens): `gpu_costs.length_seconds` (the one cost formula) rounded up, capped at
-    ORIGINALITY_GPU_MAX_SECONDS (default 300)."""
+def gpu_seconds(config: dict, inversion_steps: int | None = None) -> int:
+    """Seconds to reserve on ZeroGPU for one token length with these settings (`inversion_steps`: the most the
+    length can run over its restarts, `AnalysisConfig.most_inversion_steps`; None: a first length's):
+    `gpu_costs.length_seconds` (the one cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default
+    300)."""
     c = AnalysisConfig.from_dict(config)
-    estimate = gpu_costs.length_seconds(c, warm=warm)
+    estimate = gpu_costs.length_seconds(c, inversion_steps=inversion_steps)
     return min(env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
 
 
-def _gpu_duration(prepared: Any, model_id: str, m: int, previous: Any = None) -> int:
-    """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call."""
+def _gpu_duration(prepared: Any, model_id: str, m: int, carried: Any = None) -> int:
+    """`spaces.GPU`'s duration callable: called with the arguments of each `engine_length` call (`carried`: what
+    the previous length handed on, `analysis.Carried`: a warm start, nested inversions that need not run again)."""
     config = prepared.config
-    return gpu_seconds(config.to_dict(), warm=config.starts_warm(m, None if previous is None else len(previous)))
+    previous = carried.rows if carried is not None and carried.m == m - 1 else None
+    steps = config.most_inversion_steps(m, None if previous is None else len(previous),
+                                        len(carried.nested) if carried is not None else 0)
+    return gpu_seconds(config.to_dict(), inversion_steps=steps)
 
 
 def gpu_call(fn, duration=_gpu_duration):
@@ -87,14 +92,14 @@ def prepare_call(image: Any, config: dict, model_id: str, source: dict) -> Any:
     return _worker(model_id).prepare(image, AnalysisConfig.from_dict(config), source)
 
 
-def length_events(prepared: Any, model_id: str, m: int, previous: Any = None) -> Iterator[Any]:
+def length_events(prepared: Any, model_id: str, m: int, carried: Any = None) -> Iterator[Any]:
     """One token length of one analysis on its resolved `Prepared`: the work of one GPU call (arguments and
-    yields are pickled by ZeroGPU). `previous`: length m-1's learned rows, for the warm start (`token_init`
-    "previous"; each call is a fresh runner, so the main process hands them over). Yields the engine's events
-    for length m, ending with `LengthDone`."""
+    yields are pickled by ZeroGPU). `carried`: what length m-1 handed on (`analysis.Carried`: the warm start of
+    token_init "previous", the nested inversions of "nested"; each call is a fresh runner, so the main process
+    hands it over). Yields the engine's events for length m, ending with `LengthDone`."""
     runner = _worker(model_id)
-    if previous is not None:
-        runner.keep_learned(prepared.config.seed, m - 1, previous)
+    if carried is not None:
+        runner.keep_carried(prepared.config.seed, carried)
     yield from runner.run_length(prepared, m)
 
 
@@ -122,18 +127,18 @@ class ZeroGPURunner:
 
     def __init__(self, model_id: str, world: Any):
         self.model_id, self.world = model_id, world
-        self._learned: dict[tuple[int, int], Any] = {}  # (seed, m) -> learned rows, for the next length's start
+        self._carried: dict[int, Any] = {}  # analysis seed -> what its last length handed on (`analysis.Carried`)
 
     def prepare(self, image, config: AnalysisConfig, source: dict):
         return engine_prepare(image, config.to_dict(), self.model_id, source)
 
     def run_length(self, prepared, m: int) -> Iterator[Any]:
         seed = prepared.config.seed
-        previous = self._learned.get((seed, m - 1)) if prepared.config.token_init == "previous" else None
-        for event in engine_length(prepared, self.model_id, m, previous):
-            result = getattr(event, "result", None)  # `LengthDone` (duck-typed: the engine loads torch)
-            if result is not None and result.num_tokens == m:
-                self._learned[seed, m] = result.embeddings
+        carried = self._carried.get(seed) if m > 1 and prepared.config.token_init != "domain" else None
+        for event in engine_length(prepared, self.model_id, m, carried):
+            carry = getattr(event, "carry", None)  # `LengthDone` (duck-typed: the engine loads torch)
+            if carry is not None and carry.m == m:
+                self._carried[seed] = carry
             yield event
 
     def compare(self, query, references, reconstructions, copy_line):
