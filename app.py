@@ -27,7 +27,7 @@ from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded,
 from originality.config import DEFAULT_PRESET, PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.app.store import InvalidRunId, RunNotFound, default_store
-from originality.app.views import (CSS, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
+from originality.app.views import (CSS, FILE_MAX_AGE_S, FILE_SWEEP_EVERY_S, INTRO, MAX_REFERENCES, RunView, best_pair, curve_figure, domain_choices,
                                domain_fields, edit_items, examples_table, form_config, form_values, plain,
                                progress_count, recon_items, remember_run, row_header, sentence, setting_placeholder,
                                setting_text, share_url, similarity_pair, slider_pair, status_line, toast, uploaded_file,
@@ -336,7 +336,9 @@ def _length_row(m: int) -> None:
 def build_demo() -> gr.Blocks:
     world, why = default_world()
     domain_value, word = domain_fields(DEFAULTS.get("domain"))
-    with gr.Blocks(title="Originality: how original is an image to a text-to-image model?") as demo:
+    # Gradio's cache (uploads, the gallery's copies, downloads served) is swept like the gallery's own files
+    with gr.Blocks(title="Originality: how original is an image to a text-to-image model?",
+                   delete_cache=(FILE_SWEEP_EVERY_S, FILE_MAX_AGE_S)) as demo:
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
             with gr.Column(scale=4, min_width=320):

@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import re
+import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -491,13 +492,31 @@ def test_gallery_images_are_written_once_however_often_a_gallery_is_updated(app,
     assert [p for p, _ in first] == [p for p, _ in again] and len({p for p, _ in first}) == 3
     for (path, _), im in zip(first, ims):
         assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(im))
-    written = {p: os.stat(p).st_mtime_ns for p, _ in first}
+    written = {p: os.stat(p).st_ino for p, _ in first}
     gallery = gr.Gallery(format="png")
     cached = [item.image.path for item in gallery.postprocess(first).root]
     stamps = [os.stat(c).st_ino for c in cached]
     cached_again = [item.image.path for item in gallery.postprocess(again).root]
     assert cached_again == cached and [os.stat(c).st_ino for c in cached] == stamps
-    assert {p: os.stat(p).st_mtime_ns for p, _ in again} == written
+    assert {p: os.stat(p).st_ino for p, _ in again} == written
+
+
+def test_served_files_are_swept_once_a_day_old(app):
+    """A Space runs for weeks: the gallery's files not handed out for a day are deleted, an image whose file went
+    is written again when next shown, and Gradio's own cache is swept the same way."""
+    import numpy as np
+    from PIL import Image
+
+    old, kept = (Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (11, 12))
+    old_path, kept_path = views.gallery_file(old), views.gallery_file(kept)
+    day = views.FILE_MAX_AGE_S
+    for path in (old_path, kept_path):
+        os.utime(path, (time.time() - day - 60,) * 2)
+    assert views.gallery_file(kept) == kept_path  # shown again: handed out now, so it stays
+    assert views.sweep_gallery() == 1 and not os.path.exists(old_path) and os.path.exists(kept_path)
+    again = views.gallery_file(old)
+    assert again == old_path and np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(old))
+    assert app.demo.delete_cache == (views.FILE_SWEEP_EVERY_S, day)
 
 
 def use_cost_table(monkeypatch, folder: Path, **rates: float) -> None:

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -279,10 +280,35 @@ def row_header(view: RunView, lv: LengthView) -> str:
     return " · ".join(parts)
 
 
+# Served files (the gallery's, and Gradio's own cache: `app.build_demo`'s delete_cache) older than this are deleted,
+# so a Space that runs for weeks does not fill its disk; a page open for longer loses its images, and a saved run
+# (its share link) is drawn again from the run store.
+FILE_MAX_AGE_S = 24 * 3600
+FILE_SWEEP_EVERY_S = 3600
+
+
 @functools.cache
 def _gallery_dir() -> Path:
     """The folder of `gallery_file`'s files: one per app process, made at its first image."""
     return Path(tempfile.mkdtemp(prefix="originality-gallery-"))
+
+
+_last_sweep = [0.0]  # monotonic time of the gallery folder's last sweep (`sweep_gallery`)
+
+
+def sweep_gallery(max_age_s: float = FILE_MAX_AGE_S, now: float | None = None) -> int:
+    """Delete the gallery files not written or handed out for `max_age_s` seconds (`now`: the wall-clock time;
+    default time.time()); returns how many. An image whose file went is written again when next shown."""
+    now = time.time() if now is None else now
+    gone = 0
+    for path in _gallery_dir().glob("*.png"):
+        try:
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                gone += 1
+        except FileNotFoundError:  # another thread swept it first
+            continue
+    return gone
 
 
 def gallery_file(image) -> str:
@@ -295,19 +321,32 @@ def gallery_file(image) -> str:
     if isinstance(image, (str, Path)):
         return str(image)
     known = getattr(image, "_gallery_file", None)
-    if known and os.path.exists(known):
+    if known and _fresh(known):
         return known
+    if time.monotonic() - _last_sweep[0] > FILE_SWEEP_EVERY_S:
+        _last_sweep[0] = time.monotonic()
+        sweep_gallery()
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
     folder = _gallery_dir()
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-    if not path.exists():
+    if not _fresh(path):
         staging = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
         staging.write_bytes(data)
         os.replace(staging, path)
     image._gallery_file = str(path)
     return str(path)
+
+
+def _fresh(path: str | Path) -> bool:
+    """Whether a gallery file is there, marking it as handed out now (a sweep deletes only files not handed out
+    for FILE_MAX_AGE_S)."""
+    try:
+        os.utime(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def recon_items(view: RunView, lv: LengthView) -> list:
