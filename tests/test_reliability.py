@@ -39,6 +39,26 @@ def test_summary_counts_agreement_within_one_and_order():
     assert "ALL" in "\n".join(reliability.summary_lines(data))
 
 
+def test_length_noise_splits_a_lengths_movement_between_runs():
+    def run(*lengths):
+        return {"label": "5+", "continuous": 6.0, "passes": 1, "seconds": 1.0,
+                "lengths": [{"m": m, "distances": d} for m, d in enumerate(lengths, 1)]}
+
+    data = {"images": [
+        # m = 1: means 0.2 and 0.6, (0.4)^2 = 0.16 apart; each run's sampling variance 0.02 / 2 = 0.01
+        {"group": "common", "runs": {"0": run([0.1, 0.3], [0.5, 0.5]), "1": run([0.5, 0.7])}},
+        # m = 1 again: the same means, no sampling spread; its m = 2 has no partner (run 1 stopped at m = 1)
+        {"group": "rare", "runs": {"0": run([0.4, 0.4]), "1": run([0.4, 0.4])}},
+        {"group": "rare", "runs": {"0": run([0.9, 0.1])}},  # one run: not a pair
+    ]}
+    noise = reliability.length_noise(data)
+    assert list(noise) == [1] and noise[1]["pairs"] == 2
+    assert noise[1]["sd"] == pytest.approx((0.16 / 2 / 2) ** 0.5)  # E[diff^2] = (0.16 + 0) / 2, sd = sqrt(E / 2)
+    assert noise[1]["sampling"] == pytest.approx((0.02 / 2) / (0.16 / 2))
+    data["name"], data["split"], data["runs"], data["config"], data["groups"] = "x", "test", 2, {"max_tokens": 5}, []
+    assert "m=1 sd 0.200 (12% sampling, 2 pairs)" in "\n".join(reliability.summary_lines(data))
+
+
 def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_path, capsys):
     args = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
             "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",

@@ -16,7 +16,10 @@ two runs of the CLI with different `--seed` do). Printed per group and overall (
 - **ICC(2,1)** of the label as a number and of the continuous score (`uncertainty.expected_length`);
 - **Spearman** of the label and of the continuous score against the group (COMMON < RARE < UNSEEN),
   over every run;
-- medians of the label per group, and the mean **UNet sample-passes** per analysis (`gpu_costs.unet_passes`).
+- medians of the label per group, and the mean **UNet sample-passes** per analysis (`gpu_costs.unet_passes`);
+- per token length, how far its mean distance moves between the two runs and the share of that which the
+  reconstructions' sampling explains (`length_noise`): the rest is the inversion's, which more reconstructions
+  cannot remove.
 
 Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout seed 307) is what the
 figures report; neither holds training items (`dataset.query`).
@@ -125,6 +128,33 @@ def summarize(data: dict) -> dict[str, Any]:
     return out
 
 
+def length_noise(data: dict) -> dict[int, dict[str, float]]:
+    """How far one length's mean distance moves between two runs, and how much of that reconstruction sampling
+    explains: per token length m, over the images whose runs 0 and 1 both ran m: `pairs`, `sd` (the between-run
+    sd of one run's mean, sqrt(E[(mean0 - mean1)^2] / 2)) and `sampling` (the share of E[(mean0 - mean1)^2] that
+    the reconstructions' own sampling, s0^2/n0 + s1^2/n1, accounts for, at most 1). The rest comes from the
+    inversion (and, with a warm start, from the lengths before): more reconstructions cannot remove it.
+    Lengths a run reaches depend on its earlier ones, so the pairs at m > 1 are the images both runs got that far."""
+    by_m: dict[int, list[tuple[float, float]]] = {}
+    for img in data["images"]:
+        runs = img["runs"]
+        if "0" not in runs or "1" not in runs:
+            continue
+        for length in runs["0"].get("lengths", []):
+            other = next((x for x in runs["1"].get("lengths", []) if x["m"] == length["m"]), None)
+            a, b = np.asarray(length["distances"], float), np.asarray(other["distances"] if other else [], float)
+            if len(a) < 2 or len(b) < 2:
+                continue
+            sampling = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+            by_m.setdefault(length["m"], []).append(((a.mean() - b.mean()) ** 2, sampling))
+    out = {}
+    for m, pairs in sorted(by_m.items()):
+        squared, sampling = np.mean([p[0] for p in pairs]), np.mean([p[1] for p in pairs])
+        out[m] = {"pairs": len(pairs), "sd": float(math.sqrt(squared / 2)),
+                  "sampling": float(min(1.0, sampling / squared)) if squared > 0 else 1.0}
+    return out
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -152,6 +182,10 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"{f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} {f(s['sem_continuous']):>5s} "
                      f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
+    noise = length_noise(data)
+    if noise:
+        lines.append("  a length's mean between two runs: " + ", ".join(
+            f"m={m} sd {n['sd']:.3f} ({n['sampling']:.0%} sampling, {n['pairs']} pairs)" for m, n in noise.items()))
     return lines
 
 
