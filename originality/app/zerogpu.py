@@ -15,8 +15,9 @@ Reservation for one length, from the settings (`gpu_costs`, the one cost formula
 rounded up and capped at ORIGINALITY_GPU_MAX_SECONDS (default 300 s, the most one ZeroGPU call may ask for).
 The rates (`gpu_costs.json`) are rough figures for SD v1.x at 512 px in half precision on a ZeroGPU slice until
 `benchmarks/gpu_bench.py --update-costs` measures them. The cost hardly depends on m (prompts are padded to 77 tokens
-either way), so every length gets the same reservation; the paper preset (2000 steps x batch 20) is far over the cap
-and cannot run on ZeroGPU.
+either way); what differs from one length to the next is how much it inverts (`AnalysisConfig.most_inversion_steps`:
+a warm-started length may run `warm_steps`, and a length that reuses nested inversions runs none), which its call's
+reservation follows. The paper preset (2000 steps x batch 20) is far over the cap and cannot run on ZeroGPU.
 """
 
 from __future__ import annotations
