@@ -544,20 +544,22 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
 
 
 def _inversion(pipe, prepared: Prepared, placeholder, latents: tuple[torch.Tensor, torch.Tensor], restart: int,
-               steps: int, probe=None) -> Iterator[Event]:
-    """Inversion `restart` of one length: `steps` steps on `placeholder` from the rows it holds, from its own seed
-    (`inversion_seed(seed, m, query, restart)`). Returns its `Restart` (embeddings (m, dim))."""
-    config, m = prepared.config, placeholder.num_tokens
-    seed = inversion_seed(config.seed, m, prepared.query, restart)
+               steps: int, probe=None, prefixes: bool = False, length: int | None = None) -> Iterator[Event]:
+    """Inversion `restart` of `placeholder`'s tokens: `steps` steps from the rows it holds, from its own seed
+    (`inversion_seed(seed, its token count, query, restart)`); `prefixes` trains every prefix to stand alone, and
+    `length` is the token length its steps are reported under (default: its own token count). Returns its
+    `Restart` (embeddings (its token count, dim))."""
+    config = prepared.config
+    seed = inversion_seed(config.seed, placeholder.num_tokens, prepared.query, restart)
     inversion = invert(
         pipe, *latents, placeholder, prepared.templates,
         steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
         seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-        micro_batch_size=config.micro_batch_size, probe=probe,
+        micro_batch_size=config.micro_batch_size, probe=probe, prefixes=prefixes,
     )
     losses: list[float] = []
     stop: dict = {}
-    embeddings = yield from _tracking(inversion, losses, stop, restart=restart)
+    embeddings = yield from _tracking(inversion, losses, stop, restart=restart, length=length)
     return Restart(restart, seed, embeddings, losses, stop.get("reason", ""), [])
 
 
@@ -569,17 +571,8 @@ def _nested_inversion(pipe, prepared: Prepared, session: TokenSession, latents: 
     needed it. Returns its `Restart` (embeddings (max_tokens, dim)), which later lengths reuse."""
     config = prepared.config
     placeholder = session.add(f"<nested{restart}>", config.max_tokens, prepared.init_id)
-    seed = inversion_seed(config.seed, config.max_tokens, prepared.query, restart)
-    inversion = invert(
-        pipe, *latents, placeholder, prepared.templates,
-        steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-        micro_batch_size=config.micro_batch_size, prefixes=True,
-    )
-    losses: list[float] = []
-    stop: dict = {}
-    embeddings = yield from _tracking(inversion, losses, stop, restart=restart, length=m)
-    return Restart(restart, seed, embeddings, losses, stop.get("reason", ""), [])
+    return (yield from _inversion(pipe, prepared, placeholder, latents, restart, config.steps, prefixes=True,
+                                  length=m))
 
 
 def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str, m: int,
