@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from . import citation
 from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, AnalysisConfig, preset_values, settings
+from .config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig, preset_values, settings
 from .worlds import all_worlds, find_world, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
         help="cpu or cuda (or cuda:N) (default: None = cuda when available, else cpu; "
              "under `accelerate launch` each process's own device)")
     model.add_argument(
-        "--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+        "--dtype", default=None, choices=DTYPE_CHOICES,
         help="precision of the frozen UNet and VAE; the text encoder and learned tokens stay float32 "
              "(default: None = bfloat16 on GPUs that have it, else float16 with loss scaling; float32 on CPU)")
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model; the bundled shapes model is found by name)")
     r.add_argument("--device", default=None, help="default: None = the recorded device (cpu when it was a GPU "
                                                   "and there is none)")
-    r.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+    r.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
                    help="default: None = the recorded dtype")
     r.add_argument("--html", metavar="PATH", default=None,
                    help="also write the new run's HTML report there (default: None = not written)")

@@ -32,6 +32,8 @@ ART_DOMAINS = frozenset({"painting"})
 LR_SCHEDULES = ("constant", "linear", "cosine")
 # Where the tokens of length m start (`AnalysisConfig.token_init`).
 TOKEN_INITS = ("domain", "previous", "nested")
+# The frozen modules' precisions a user can ask for by name (device.DTYPES maps them, aliases too).
+DTYPE_CHOICES = ("float32", "float16", "bfloat16")
 
 
 def setting(default: Any, help: str, *, flag: str | None = None, label: str | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -199,3 +200,38 @@ def test_a_fine_tune_records_the_training_record_of_the_model_it_started_from(tm
     plain.mkdir()
     assert train._init_record(str(plain)) == {"path": str(plain)}
     assert train._init_record(None) is None
+
+
+def test_rendering_workers_give_each_step_the_batch_of_the_single_process_run() -> None:
+    args = SimpleNamespace(seed=3, batch=4, vary=True, steps=5, data_workers=0)
+    here = list(train.training_batches(args, start=2))
+    args.data_workers = 2
+    ahead = list(train.training_batches(args, start=2))
+    assert len(here) == len(ahead) == 3
+    for (images, captions), (images_w, captions_w) in zip(here, ahead):
+        assert captions == captions_w
+        torch.testing.assert_close(images, images_w, rtol=0, atol=0)
+    first_images, first_captions = train.batch_of(3, 2 * 4, 4, train.Variation())
+    assert here[0][1] == first_captions  # step 2's batch starts at item 2 x batch
+    torch.testing.assert_close(here[0][0], first_images, rtol=0, atol=0)
+
+
+def test_a_deeper_text_encoder_trains_beside_the_saved_unet_and_vae(trained, tmp_path) -> None:
+    start, _, _ = trained
+    out, ckpt = tmp_path / "deep", tmp_path / "deep-ckpt"
+    args = ["--out", str(out), "--checkpoint-dir", str(ckpt), "--init-from", str(start), "--init-parts", "unet", "vae",
+            "--text-layers", "3", "--batch", "4", "--device", "cpu", "--checkpoint-minutes", "100"]
+    train.main([*args, "--steps", "1"])
+    assert BertModel.from_pretrained(out / "text_encoder").config.num_hidden_layers == 3
+    marker = json.loads((out / shapes_model.MARKER_FILE).read_text())
+    assert (marker["text_layers"], marker["init_parts"], marker["denoiser_steps"]) == (3, ["unet", "vae"], 1)
+    saved_vae = (start / "vae" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == saved_vae  # kept, not retrained
+    assert load_model(str(out), device="cpu").world.name == WORLD_SHAPES
+    with pytest.raises(SystemExit):  # resuming its checkpoint with another depth is refused, not mangled
+        train.main(["--out", str(out), "--checkpoint-dir", str(ckpt), "--text-layers", "2", "--steps", "2",
+                    "--batch", "4", "--device", "cpu"])
+    exported = tmp_path / "exported"
+    train.main(["--out", str(exported), "--checkpoint-dir", str(ckpt), "--export-only", "--init-from", str(start),
+                "--device", "cpu"])  # the depth comes from the checkpoint
+    assert BertModel.from_pretrained(exported / "text_encoder").config.num_hidden_layers == 3

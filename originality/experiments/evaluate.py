@@ -45,7 +45,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..config import PRESETS, AnalysisConfig
+from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..shapes import SHAPES_MODEL_DIR
 from ..shapes import WORLD as SHAPES_WORLD
 from ..shapes.detector import detect
@@ -215,13 +215,13 @@ def sample_grid(results: list[PromptResult], images: dict[str, list[Image.Image]
 # --------------------------------------------------------------------------- CLI
 
 
-def load_shapes_world(path: str | Path, device: str | None = None):
+def load_shapes_world(path: str | Path, device: str | None = None, dtype: str | None = None):
     """load_model(path), refusing anything but a shapes-world folder with a clear ValueError."""
     from ..models import load_model  # noqa: PLC0415 - start-up: loads torch/numpy only when used
 
     if not Path(path).is_dir():
         raise ValueError(f"no model folder at {path} (train one with python -m originality.experiments.train)")
-    model = load_model(str(Path(path)), device=device)
+    model = load_model(str(Path(path)), device=device, dtype=dtype)
     if model.world is not SHAPES_WORLD:
         raise ValueError(f"{path} is not a shapes-world model (no {SHAPES_WORLD.marker} marker)")
     return model
@@ -249,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--generation-batch-size", type=int, default=None, help="images per denoising batch "
                     "(default: the preset's)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
+                    help="the frozen modules' precision (default: float32 on the CPU, bfloat16 on a GPU)")
     ap.add_argument("--columns", type=int, default=8, help="images per prompt shown in grid.png (default: 8)")
     ap.add_argument("--target", type=float, default=TARGET, help="exact accuracy each group must reach (default: 0.8)")
     ap.add_argument("--strict", action="store_true", help="exit with status 1 when a group misses the target")
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         config = AnalysisConfig.preset(args.preset, seed=args.seed, **overrides)
         config.validate()
         # 2. Load the model exactly as the analysis does
-        model = load_shapes_world(args.model, args.device)
+        model = load_shapes_world(args.model, args.device, args.dtype)
         config = resolve_config(config, model)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

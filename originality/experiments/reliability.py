@@ -49,7 +49,7 @@ import numpy as np
 
 from ..labels import label_rank
 from .figure6 import parse_shard, query_image, spearman
-from ..config import PRESETS, AnalysisConfig
+from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..repeatability import TABLE_FILE, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 
@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default="outputs/reliability")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
+                    help="the frozen modules' precision (default: float32 on the CPU, bfloat16 on a GPU); "
+                         "float32 on a GPU gives the CPU's figures")
     ap.add_argument("--shard", default=None, metavar="K/N")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--summary", nargs="+", default=None, metavar="FILE", help="print the summary of result files")
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     model_dir = args.model or str(SHAPES_MODEL_DIR)
-    model = load_shapes_world(model_dir, None)
+    model = load_shapes_world(model_dir, args.device, args.dtype)
     base = resolve_config(base_config, model)
     name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()])
     stem = f"{name}-{args.split}"

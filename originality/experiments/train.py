@@ -41,6 +41,34 @@ def batch_of(seed: int, start: int, size: int, variation: Variation | None = Non
     return to_tensor(images), [s.caption for s in items]
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Step s's training batch, `batch_of(seed, s * size, size, variation)`, for a DataLoader whose workers
+    render ahead of the GPU (rendering 64 drawings takes ~50 ms of one core, longer than a GPU step). The
+    batch of a step is the same whichever process renders it."""
+
+    def __init__(self, seed: int, size: int, variation: Variation | None, start: int, stop: int):
+        self.seed, self.size, self.variation, self.start, self.stop = seed, size, variation, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        return batch_of(self.seed, (self.start + k) * self.size, self.size, self.variation)
+
+
+def training_batches(args, start: int):
+    """The batches of steps start .. args.steps - 1 in order, rendered by --data-workers processes (0: here)."""
+    steps = StepBatches(args.seed, args.batch, _variation(args), start, args.steps)
+    if args.data_workers == 0:
+        return (steps[k] for k in range(len(steps)))
+    return iter(torch.utils.data.DataLoader(steps, batch_size=None, num_workers=args.data_workers,
+                                            prefetch_factor=4, worker_init_fn=_one_thread))
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # workers render; torch's own threads would only contend for the cores
+
+
 def prepare_captions(captions: list[str], rng: random.Random, drop: float = 0.1) -> list[str]:
     """Caption augmentation: templates for "a photo of S*", the initial word, and drops for guidance."""
     out = []
@@ -105,13 +133,19 @@ def _variation(args) -> Variation | None:
     return Variation() if args.vary else None
 
 
-def load_initial_weights(components: dict, path: str) -> float:
-    """Start from a saved pipeline's weights (fine-tuning); returns its latent scaling factor."""
+INIT_PARTS = ("unet", "text_encoder", "vae")
+
+
+def load_initial_weights(components: dict, path: str, parts: tuple[str, ...] = INIT_PARTS) -> float | None:
+    """Start `parts` from a saved pipeline's weights (fine-tuning; the others keep their fresh initialisation,
+    e.g. a text encoder of another depth); returns the saved latent scaling factor when the VAE is among them."""
     from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: PLC0415 - start-up: diffusers only when used
     from transformers import BertModel  # noqa: PLC0415 - start-up: transformers only when used
 
-    for name, cls in (("unet", UNet2DConditionModel), ("text_encoder", BertModel), ("vae", AutoencoderKL)):
-        loaded = cls.from_pretrained(Path(path) / name)
+    classes = {"unet": UNet2DConditionModel, "text_encoder": BertModel, "vae": AutoencoderKL}
+    factor = None
+    for name in parts:
+        loaded = classes[name].from_pretrained(Path(path) / name)
         components[name].load_state_dict(loaded.state_dict())
         if name == "vae":
             factor = loaded.config.scaling_factor
@@ -198,13 +232,14 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
     log = open(ckpt_dir / "losses.csv", "a", newline="")
     writer = csv.writer(log)
     step = start
+    batches = training_batches(args, start)
     for step in range(start, args.steps):
         if time.time() > deadline:
             logger.info("time box reached at step %d", step)
             break
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, args)
-        images, captions = batch_of(args.seed, step * args.batch, args.batch, _variation(args))
+        images, captions = next(batches)
         rng = random.Random(args.seed * 100_003 + step)
         g = torch.Generator(device="cpu").manual_seed(args.seed * 100_003 + step)
         captions = prepare_captions(captions, rng)
@@ -233,8 +268,7 @@ def train_denoiser(components, args, device, ckpt_dir: Path) -> int:
         opt.zero_grad(set_to_none=True)
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema, params):
-                e.lerp_(p.detach(), 1 - decay)
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         writer.writerow([step, f"{loss.item():.5f}", f"{bind.item():.5f}"])
         if step % 25 == 0:
             log.flush()
@@ -279,6 +313,8 @@ def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt, arg
         "binding_head": head.state_dict(),
         "binding_opt": head_opt.state_dict(),
         "binding": {"weight": args.binding_weight, "from": args.binding_from},
+        "text_layers": args.text_layers,
+        "init_parts": list(args.init_parts),
         "step": step,
     }
 
@@ -316,6 +352,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init-from", default=None,
                     help="fine-tune: start the UNet, text encoder and VAE from this saved pipeline; the VAE "
                          "and its latent scaling factor are kept unless --vae-steps trains it on")
+    ap.add_argument("--init-parts", nargs="+", default=list(INIT_PARTS), choices=INIT_PARTS,
+                    help="with --init-from: the parts started from it (default: all); leave out text_encoder to "
+                         "train one of another depth (--text-layers) from scratch beside the saved UNet")
+    ap.add_argument("--text-layers", type=int, default=shapes_model.ShapesModelConfig.text_layers,
+                    help="text encoder depth (default: %(default)s)")
+    ap.add_argument("--data-workers", type=int, default=0,
+                    help="processes that render training batches ahead of the GPU (default: 0, in this process)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -324,12 +367,6 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device) if args.device else pick_device()
     ckpt_dir = Path(args.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    config = shapes_model.ShapesModelConfig()
-    components = shapes_model.build_components(config)
-    for k in ("unet", "text_encoder", "vae"):
-        components[k].to(device)
-
     if args.export_only:
         # the step counts come from the checkpoints, so the exported marker says what was trained
         for name in ("denoiser.pt",) if args.init_from else ("vae.pt", "denoiser.pt"):
@@ -341,11 +378,25 @@ def main(argv: list[str] | None = None) -> None:
         args.steps = state["step"]
         binding = state.get("binding", {"weight": 0.0, "from": 0})  # older checkpoints trained without it
         args.binding_weight, args.binding_from = binding["weight"], binding["from"]
+        args.text_layers = state.get("text_layers", shapes_model.ShapesModelConfig.text_layers)
+        args.init_parts = state.get("init_parts", list(INIT_PARTS))
+    elif (ckpt_dir / "denoiser.pt").is_file():
+        saved = torch.load(ckpt_dir / "denoiser.pt", map_location="cpu").get(
+            "text_layers", shapes_model.ShapesModelConfig.text_layers)
+        if saved != args.text_layers:
+            ap.error(f"{ckpt_dir / 'denoiser.pt'} trains a {saved}-layer text encoder; resume with --text-layers "
+                     f"{saved} or use another --checkpoint-dir")
+
+    torch.manual_seed(args.seed)
+    config = shapes_model.ShapesModelConfig(text_layers=args.text_layers)
+    components = shapes_model.build_components(config)
+    for k in ("unet", "text_encoder", "vae"):
+        components[k].to(device)
     # 1. VAE (fine-tuning keeps the starting VAE and its scaling factor: the UNet was trained on them)
     factor = None
     if args.init_from:
-        factor = load_initial_weights(components, args.init_from)  # copies into the params on `device`
-    if not args.init_from or (ckpt_dir / "vae.pt").exists():
+        factor = load_initial_weights(components, args.init_from, tuple(args.init_parts))  # onto `device`
+    if not args.init_from or "vae" not in args.init_parts or (ckpt_dir / "vae.pt").exists():
         train_vae(components["vae"], args, device, ckpt_dir)
     components["vae"].eval()
     if factor is None:
@@ -364,7 +415,9 @@ def main(argv: list[str] | None = None) -> None:
         meta={"seed": args.seed, "vae_steps": args.vae_steps, "denoiser_steps": steps, "batch": args.batch,
               "binding_weight": args.binding_weight, "binding_from": args.binding_from,
               "lr": args.lr, "lr_schedule": args.lr_schedule, "lr_min": args.lr_min,
-              "varied_drawings": args.vary, "init_from": _init_record(args.init_from)},
+              "varied_drawings": args.vary, "text_layers": args.text_layers,
+              "init_from": _init_record(args.init_from),
+              "init_parts": list(args.init_parts) if args.init_from else None},
     )
     logger.info("saved pipeline to %s after %d denoiser steps", args.out, steps)
 
