@@ -39,6 +39,20 @@ def test_summary_counts_agreement_within_one_and_order():
     assert "ALL" in "\n".join(reliability.summary_lines(data))
 
 
+def test_the_one_token_gate_counts_runs_that_pass_at_the_first_length():
+    data = {"runs": 2, "groups": ["common", "unseen"], "config": {"max_tokens": 5}, "name": "x", "split": "test",
+            "images": [
+                {"group": "common", "index": 0, "runs": {"0": run_record("1", 1.1), "1": run_record("1", 1.2)}},
+                {"group": "common", "index": 1, "runs": {"0": run_record("1", 1.4), "1": run_record("2", 1.8)}},
+                {"group": "common", "index": 2, "runs": {"0": run_record("1", 1.0)}},  # one run: not counted
+                {"group": "unseen", "index": 0, "runs": {"0": run_record("5+", 5.8), "1": run_record("3", 3.5)}},
+            ]}
+    assert reliability.one_token_passes(data) == {"common": 0.75, "unseen": 0.0}
+    assert "COMMON 75%, UNSEEN 0% (gate: COMMON >= 90%, not met)" in "\n".join(reliability.summary_lines(data))
+    data["images"][1]["runs"]["1"]["label"] = "1"
+    assert "(gate: COMMON >= 90%, met)" in "\n".join(reliability.summary_lines(data))
+
+
 def test_length_noise_splits_a_lengths_movement_between_runs():
     def run(*lengths):
         return {"label": "5+", "continuous": 6.0, "passes": 1, "seconds": 1.0,

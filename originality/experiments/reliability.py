@@ -155,6 +155,23 @@ def length_noise(data: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+ONE_TOKEN_GATE = 0.9  # the model's quality gate (#27): one-token inversions of COMMON drawings pass this often
+
+
+def one_token_passes(data: dict) -> dict[str, float]:
+    """Per group, the share of runs (of images every run of which is done) whose first length, m = 1, passed:
+    label 1, i.e. one learned token reproduced the drawing and passed the edit check. The shapes model's gate is
+    COMMON >= ONE_TOKEN_GATE: familiar drawings must be one token to the model, whatever the settings decide
+    after that; RARE and UNSEEN show whether it passes everything (a model that cannot tell them apart)."""
+    out = {}
+    for group in data["groups"]:
+        labels = [img["runs"][str(r)]["label"] for img in data["images"] if img["group"] == group
+                  and all(str(r) in img["runs"] for r in range(data["runs"])) for r in range(data["runs"])]
+        if labels:
+            out[group] = sum(label_rank(label) == 1 for label in labels) / len(labels)
+    return out
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -182,6 +199,11 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"{f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} {f(s['sem_continuous']):>5s} "
                      f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
+    one = one_token_passes(data)
+    if one:
+        verdict = ("" if "common" not in one else
+                   f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {'met' if one['common'] >= ONE_TOKEN_GATE else 'not met'})")
+        lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     noise = length_noise(data)
     if noise:
         lines.append("  a length's mean between two runs: " + ", ".join(
