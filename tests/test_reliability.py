@@ -75,7 +75,7 @@ def test_length_noise_splits_a_lengths_movement_between_runs():
 
 def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_path, capsys):
     args = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
-            "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
+            "--device", "cpu", "--dtype", "float32", "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
             "world_check=\"off\"", "--name", "tiny"]
     assert reliability.main(args) == 0
     data = json.loads((tmp_path / "tiny-test.json").read_text())
@@ -84,6 +84,7 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
     for record in runs.values():
         assert record["label"] in ("1", "1+") and 1.0 <= record["continuous"] <= 2.0 and record["passes"] > 0
         assert len(record["lengths"][0]["distances"]) == 2
+        assert (record["device"], record["dtype"]) == ("cpu", "float32")  # where it ran, for GPU and CPU runs
     # each run is its own analysis seed (its own inversion noise and reconstruction latents), apart from any
     # seed a `seeds` K run of the other would use
     assert [runs[r]["seed"] for r in ("0", "1")] == [0, reliability.RUN_SEED_STRIDE]

@@ -70,6 +70,9 @@ def analysis_record(report, seconds: float) -> dict[str, Any]:
         "continuous": report.expected_length,
         "seconds": round(seconds, 2),
         "passes": unet_passes(report),
+        # where it ran: float32 on a GPU gives the CPU's figures, its half precisions need not
+        "device": report.model.get("device"),
+        "dtype": report.model.get("dtype"),
         "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
         "lengths": [{"m": r.num_tokens, "distances": [round(d, 5) for d in r.distances],
                      "distance_passed": r.distance_passed, "check_passed": r.check_passed,
