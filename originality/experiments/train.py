@@ -319,7 +319,7 @@ def _denoiser_state(unet, text_encoder, opt, ema, step: int, head, head_opt, arg
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="assets/shapes-model", help="where the trained pipeline is saved")
     ap.add_argument("--checkpoint-dir", default="checkpoints/shapes", help="resumable training state")
@@ -359,6 +359,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="text encoder depth (default: %(default)s)")
     ap.add_argument("--data-workers", type=int, default=0,
                     help="processes that render training batches ahead of the GPU (default: 0, in this process)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
