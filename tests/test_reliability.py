@@ -53,6 +53,22 @@ def test_the_one_token_gate_counts_runs_that_pass_at_the_first_length():
     assert "(gate: COMMON >= 90%, met)" in "\n".join(reliability.summary_lines(data))
 
 
+def test_coin_tosses_count_the_lengths_whose_interval_still_holds_the_threshold():
+    def run(*lengths):
+        return {"label": "2", "continuous": 2.0, "passes": 1, "seconds": 1.0,
+                "lengths": [{"m": m, "distances": list(d)} for m, d in enumerate(lengths, 1)]}
+
+    decided_fail, at_threshold, decided_pass = [0.9, 0.8, 0.9, 0.8], [0.0, 0.6, 0.0, 0.6], [0.0, 0.1, 0.0, 0.1]
+    data = {"runs": 2, "groups": ["common"], "config": {"max_tokens": 5, "threshold": 0.3}, "name": "x",
+            "split": "test", "images": [
+                {"group": "common", "index": 0, "runs": {"0": run(decided_fail, decided_pass),
+                                                         "1": run(at_threshold, decided_pass)}},
+                {"group": "common", "index": 1, "runs": {"0": run(at_threshold)}},  # one run: not counted
+            ]}
+    assert reliability.coin_tosses(data) == {"lengths": 0.25, "count": 4, "runs": 0.5}
+    assert "25% of 4 lengths; runs with one: 50%" in "\n".join(reliability.summary_lines(data))
+
+
 def test_length_noise_splits_a_lengths_movement_between_runs():
     def run(*lengths):
         return {"label": "5+", "continuous": 6.0, "passes": 1, "seconds": 1.0,

@@ -52,6 +52,7 @@ from .figure6 import parse_shard, query_image, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..repeatability import TABLE_FILE, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
+from ..uncertainty import undecided
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -158,6 +159,24 @@ def length_noise(data: dict) -> dict[int, dict[str, float]]:
     return out
 
 
+def coin_tosses(data: dict) -> dict[str, float]:
+    """How much of a result the threshold decided by chance, over the images every run of which is done:
+    `lengths`, the share of recorded lengths whose 95% interval of the mean still held the threshold at their last
+    reconstruction (`uncertainty.undecided`, the sequential rule's test: their pass or fail is the side the mean
+    fell on), and `runs`, the share of runs with at least one such length (their label could have gone either way
+    at that length). `count`: how many lengths."""
+    threshold = data["config"].get("threshold")  # resolved in every result file; absent only in hand-made data
+    if threshold is None:
+        return {}
+    runs = [img["runs"][str(r)] for img in data["images"] if all(str(r) in img["runs"] for r in range(data["runs"]))
+            for r in range(data["runs"])]
+    flags = [[undecided(length["distances"], threshold) for length in run.get("lengths", [])] for run in runs]
+    lengths = [f for fs in flags for f in fs]
+    if not lengths:
+        return {}
+    return {"lengths": sum(lengths) / len(lengths), "count": len(lengths), "runs": sum(any(fs) for fs in flags) / len(flags)}
+
+
 ONE_TOKEN_GATE = 0.9  # the model's quality gate (#27): one-token inversions of COMMON drawings pass this often
 
 
@@ -207,6 +226,10 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
         verdict = ("" if "common" not in one else
                    f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {'met' if one['common'] >= ONE_TOKEN_GATE else 'not met'})")
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
+    tosses = coin_tosses(data)
+    if tosses:
+        lines.append(f"  undecided at their last image (the threshold inside the 95% interval): {tosses['lengths']:.0%} "
+                     f"of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
     noise = length_noise(data)
     if noise:
         lines.append("  a length's mean between two runs: " + ", ".join(
