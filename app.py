@@ -27,11 +27,12 @@ from originality import (AnalysisConfig, CheckReady, Decision, DeadlineExceeded,
 from originality.config import DEFAULT_PRESET, PRESETS, advanced_settings
 from originality.images import check_file_size
 from originality.app.store import InvalidRunId, RunNotFound, default_store
-from originality.app.views import (CSS, FILE_MAX_AGE_S, FILE_SWEEP_EVERY_S, INTRO, MAX_REFERENCES, RunView,
-                               best_pair, curve_figure, domain_choices, domain_fields, edit_items, examples_table,
-                               form_config, form_values, plain, progress_count, recon_items, remember_run, row_header, sentence, setting_placeholder,
-                               setting_text, share_url, similarity_pair, slider_pair, status_line, toast, uploaded_file,
-                               verdict_markdown, world_choices, your_run, your_runs_html)
+from originality.app.views import (CSS, FILE_MAX_AGE_S, FILE_SWEEP_EVERY_S, INTRO, MAX_REFERENCES, RunView, best_pair,
+                                   curve_figure, domain_choices, domain_fields, edit_items, examples_table, form_config,
+                                   form_values, plain, progress_count, recon_items, remember_run, row_header, sentence,
+                                   setting_placeholder, setting_text, share_url, similarity_pair, slider_pair,
+                                   status_line, toast, uploaded_file, verdict_markdown, world_choices, your_run,
+                                   your_runs_html)
 from originality.app import startup, zerogpu
 from originality.worlds import default_world, get_world, world_model_id
 from originality.app.environment import env_bytes, env_int, server_address

@@ -91,7 +91,8 @@ def test_length_noise_splits_a_lengths_movement_between_runs():
 
 def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_path, capsys):
     args = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
-            "--device", "cpu", "--dtype", "float32", "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
+            "--device", "cpu", "--dtype", "float32",
+            "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
             "world_check=\"off\"", "--name", "tiny"]
     assert reliability.main(args) == 0
     data = json.loads((tmp_path / "tiny-test.json").read_text())

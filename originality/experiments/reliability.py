@@ -99,13 +99,18 @@ def icc_2_1(table: np.ndarray) -> float | None:
     return None if denom <= 0 else float((ms_r - ms_e) / denom)
 
 
+def complete_images(data: dict, group: str | None = None) -> list[dict]:
+    """The images (of `group`, or all) every run of which is done: the ones the figures count."""
+    return [img for img in data["images"] if (group is None or img["group"] == group)
+            and all(str(r) in img["runs"] for r in range(data["runs"]))]
+
+
 def summarize(data: dict) -> dict[str, Any]:
     """The benchmark's figures, per group and overall, over the images every run of which is done."""
     runs = data["runs"]
     out: dict[str, Any] = {}
     for scope in (*data["groups"], "all"):
-        images = [img for img in data["images"] if (scope == "all" or img["group"] == scope)
-                  and all(str(r) in img["runs"] for r in range(runs))]
+        images = complete_images(data, None if scope == "all" else scope)
         if not images:
             continue
         labels = [[label_rank(img["runs"][str(r)]["label"]) for r in range(runs)] for img in images]
@@ -168,13 +173,13 @@ def coin_tosses(data: dict) -> dict[str, float]:
     threshold = data["config"].get("threshold")  # resolved in every result file; absent only in hand-made data
     if threshold is None:
         return {}
-    runs = [img["runs"][str(r)] for img in data["images"] if all(str(r) in img["runs"] for r in range(data["runs"]))
-            for r in range(data["runs"])]
+    runs = [img["runs"][str(r)] for img in complete_images(data) for r in range(data["runs"])]
     flags = [[undecided(length["distances"], threshold) for length in run.get("lengths", [])] for run in runs]
     lengths = [f for fs in flags for f in fs]
     if not lengths:
         return {}
-    return {"lengths": sum(lengths) / len(lengths), "count": len(lengths), "runs": sum(any(fs) for fs in flags) / len(flags)}
+    return {"lengths": sum(lengths) / len(lengths), "count": len(lengths),
+            "runs": sum(any(fs) for fs in flags) / len(flags)}
 
 
 ONE_TOKEN_GATE = 0.9  # the model's quality gate (#27): one-token inversions of COMMON drawings pass this often
@@ -187,8 +192,7 @@ def one_token_passes(data: dict) -> dict[str, float]:
     after that; RARE and UNSEEN show whether it passes everything (a model that cannot tell them apart)."""
     out = {}
     for group in data["groups"]:
-        labels = [img["runs"][str(r)]["label"] for img in data["images"] if img["group"] == group
-                  and all(str(r) in img["runs"] for r in range(data["runs"])) for r in range(data["runs"])]
+        labels = [img["runs"][str(r)]["label"] for img in complete_images(data, group) for r in range(data["runs"])]
         if labels:
             out[group] = sum(label_rank(label) == 1 for label in labels) / len(labels)
     return out
@@ -223,13 +227,13 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
     one = one_token_passes(data)
     if one:
-        verdict = ("" if "common" not in one else
-                   f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {'met' if one['common'] >= ONE_TOKEN_GATE else 'not met'})")
+        met = "met" if one.get("common", 0.0) >= ONE_TOKEN_GATE else "not met"
+        verdict = f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {met})" if "common" in one else ""
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     tosses = coin_tosses(data)
     if tosses:
-        lines.append(f"  undecided at their last image (the threshold inside the 95% interval): {tosses['lengths']:.0%} "
-                     f"of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
+        lines.append("  undecided at their last image (the threshold inside the 95% interval): "
+                     f"{tosses['lengths']:.0%} of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
     noise = length_noise(data)
     if noise:
         lines.append("  a length's mean between two runs: " + ", ".join(
