@@ -43,7 +43,7 @@ from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, median_score
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
-from .uncertainty import mean_and_std, undecided
+from .uncertainty import distances_pass, mean_and_std, undecided
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class DistancesReady:
     distances: list[float]
     mean: float
     std: float
-    distance_passed: bool  # mean <= threshold
+    distance_passed: bool  # `uncertainty.distances_pass` under the config's undecided_as
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
         mean, std = mean_and_std(distances)
-        distance_passed = distance_passes(mean, config.threshold)
+        distance_passed = distances_pass(distances, config.threshold, config.undecided_as)
         yield DistancesReady(m, distances, mean, std, distance_passed)
 
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
@@ -536,6 +536,8 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
                                               seed=image_seed(config.seed, "selection", r), config=config,
                                               resolution=model.resolution, num_tokens=m, what="selection images")
             restart.selection_distances = [float(d) for d in model.distance(query, images)]
+            # by the mean whatever `undecided_as` says: the interval of a few selection images nearly always holds
+            # the threshold, so the benefit of the doubt here would end the restarts after the first
             if distance_passes(restart.selection_distance, config.threshold):
                 break
     kept = min(tried, key=lambda t: (t.selection_distance, t.index))
@@ -628,8 +630,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
     (`labels.median_score`), since one seed's label is one draw. Needs no model: `prepared.model`
     describes it."""
     # 8. Score: the fewest tokens that pass (over several seeds: the median of each seed's)
-    runs = list(seed_runs) or [SeedRun.of(prepared.config.seed, results, prepared.config.threshold,
-                                          prepared.config.max_tokens)]
+    runs = list(seed_runs) or [SeedRun.of(prepared.config.seed, results, prepared.config)]
     score = runs[0].score if len(runs) == 1 else median_score(r.score for r in runs)
     config = prepared.config
     return Report(
@@ -725,13 +726,13 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
     config, started = prepared.config, time.perf_counter()
     # 2.-7. The lengths under the stop rule
     results = yield from _stop_rule(runner, prepared, deadline)
-    seed_runs = [SeedRun.of(config.seed, results, config.threshold, config.max_tokens)]
+    seed_runs = [SeedRun.of(config.seed, results, config)]
     # 9. The same stop rule under the further seeds
     for index, seed in enumerate(range(config.seed + 1, config.seed + config.seeds), start=2):
         def wrapped(event, seed=seed, index=index):
             return SeedProgress(seed, index, config.seeds, event)
         other = yield from _relay(_stop_rule(runner, prepared.with_seed(seed), deadline), wrapped)
-        seed_runs.append(SeedRun.of(seed, other, config.threshold, config.max_tokens))
+        seed_runs.append(SeedRun.of(seed, other, config))
     # 8. The score
     return decide(prepared, results, time.perf_counter() - started, seed_runs)
 

@@ -301,8 +301,10 @@ def length_line(result, threshold: float, planned: int | None = None, check_name
     (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer;
     `check_name`: the world's name for its in-distribution check, `World.check_name`)."""
     from .report import drawn_note  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from .uncertainty import passed_on_doubt, threshold_comparison  # noqa: PLC0415 - as above
     if result.passed:
-        verdict = "pass"
+        verdict = "pass" + (f" (distance {threshold_comparison(result.distances, threshold, True)})"
+                            if passed_on_doubt(result.distances, threshold, result.distance_passed) else "")
     else:
         why = []
         if not result.distance_passed:

@@ -15,6 +15,8 @@ import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from .uncertainty import UNDECIDED_AS
+
 # Domain preset -> initial word of the learned tokens (Haviv et al. 2024, Sec. 5).
 DOMAINS: dict[str, str] = {
     "house": "house",
@@ -207,6 +209,11 @@ class AnalysisConfig:
            "threshold, draw another batch, up to this many in all; 0 (or fewer than `reconstructions`): exactly "
            "`reconstructions`", metavar="N",
         label="most reconstructions while undecided (0: fixed)", low=0, high=1000, public_max=32)
+    undecided_as: str = setting(
+        "mean", "how a length is called whose 95% interval of the mean distance still holds the threshold at its "
+                "last reconstruction: 'mean', the side its mean fell on (the paper's rule); 'pass', the benefit of "
+                "the doubt, so that only a length whose interval lies wholly above the threshold fails",
+        label="an undecided length is called by (mean / pass)", choices=UNDECIDED_AS)
     num_inference_steps: int = setting(35, "denoising steps per generated image", flag="--inference-steps",
                                        metavar="N", label="inference steps", low=1, public_max=50)
     guidance_scale: float | None = setting(None, "classifier-free guidance when generating", metavar="F",
@@ -352,6 +359,10 @@ class AnalysisConfig:
         if self.restarts > 1 and self.probe_every:
             raise ValueError("restarts > 1 cannot be combined with the reconstruction probe (probe_every): the probe "
                              "would judge a restart on the images it stopped at; set restarts to 1 or probe_every to 0")
+        if self.undecided_as == "pass" and self.decide_early:
+            raise ValueError("undecided_as 'pass' cannot be combined with decide_early: decide_early stops drawing once "
+                             "the mean cannot reach the threshold, which under 'pass' does not decide the length; set "
+                             "decide_early to false or undecided_as to 'mean'")
         if self.token_init == "nested" and self.probe_every:
             raise ValueError("token_init 'nested' cannot be combined with the reconstruction probe (probe_every): the "
                              "probe draws one length's images while the inversion learns every length's tokens; set "

@@ -31,6 +31,7 @@ from PIL import Image
 from . import citation
 from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
+from .uncertainty import threshold_comparison
 from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
@@ -328,7 +329,7 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
   <h3>{_tokens(r.num_tokens)}: {verdict}</h3>
   <p>Redrawings from “{esc(str(report.config.get("reconstruction_prompt", "{}")).replace("{}", "S*"))}”, beside
     your image: mean distance <strong>{r.mean_distance:.3f}</strong> ± {r.std_distance:.3f}
-    {'≤' if close else '>'} threshold {report.threshold:g}:
+    {esc(threshold_comparison(r.distances, report.threshold, close)).replace(" ", " threshold ", 1)}:
     <span class="{'pass' if close else 'fail'}">{'close enough' if close else 'not close enough'}</span>.</p>
   {work_html}
   <div class="grid">{"".join(recon)}</div>

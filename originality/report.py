@@ -56,7 +56,7 @@ class TokenResult:
     distances: list[float]  # one per reconstruction; lower = closer to the query
     edits: list[Image.Image]  # "cat in S*" images; empty where the check scores the reconstructions
     check_scores: list[float]  # per checked image in [0, 1] (CLIP: P(subject present)); see check_scored
-    distance_passed: bool  # mean distance <= threshold
+    distance_passed: bool  # by `uncertainty.distances_pass` under the config's undecided_as
     check_passed: bool  # the in-distribution check
     check_detail: str = ""
     check_scored: str = SCORED_EDITS  # which images check_scores belong to: SCORED_EDITS or SCORED_RECONSTRUCTIONS
@@ -136,9 +136,10 @@ class SeedRun:
     expected_length: float | None = None
 
     @classmethod
-    def of(cls, seed: int, results: list["TokenResult"], threshold: float, max_tokens: int) -> "SeedRun":
+    def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
+        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens and undecided_as)."""
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, threshold, max_tokens))
+                   expected_length(results, config.threshold, config.max_tokens, config.undecided_as))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
@@ -192,7 +193,8 @@ class Report:
         per_seed = [r.expected_length for r in self.seed_runs]
         if len(per_seed) > 1 and None not in per_seed:
             return sum(per_seed) / len(per_seed)
-        return expected_length(self.results, self.threshold, self.max_tokens)
+        return expected_length(self.results, self.threshold, self.max_tokens,
+                               self.config.get("undecided_as", "mean"))
 
     def expected_length_sentence(self) -> str:
         """The continuous score in words for people (the page, the share page and the printable report)."""

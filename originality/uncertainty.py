@@ -15,6 +15,12 @@ from .labels import distance_passes
 
 CONFIDENCE = 0.95
 
+# How a length is called whose interval still holds the threshold at its last reconstruction (the `undecided_as`
+# setting): "mean", the side its mean fell on (the paper's rule, a coin toss for a mean at the threshold), or "pass",
+# the benefit of the doubt: the score asks whether *some* m-token description reproduces the image, and an interval
+# that holds the threshold does not show that these tokens do not, so only a length shown to miss fails.
+UNDECIDED_AS = ("mean", "pass")
+
 
 def mean_and_std(values: list[float]) -> tuple[float, float]:
     """Mean (nan when empty) and sample standard deviation (0 below two values)."""
@@ -78,34 +84,69 @@ def undecided(distances: list[float], threshold: float, level: float = CONFIDENC
     return interval is None or interval.low <= threshold <= interval.high
 
 
-def pass_probability(distances: list[float], threshold: float) -> float:
-    """How likely the true mean distance of these reconstructions is at or below `threshold`, in [0, 1]:
-    the Student-t probability of the mean's sampling distribution (as `mean_interval`); 1 or 0 where the
-    distances have no spread (or fewer than two)."""
+def distances_pass(distances: list[float], threshold: float, undecided_as: str = "mean") -> bool:
+    """The distance half of a length's pass rule (`labels.length_passes` adds the in-distribution check), over the
+    reconstructions' distances (lower = closer). "mean": their mean is at or below `threshold`
+    (`labels.distance_passes`); "pass": unless the `CONFIDENCE` interval of the mean lies wholly above it, i.e. a
+    length passes when its mean does or when the interval still holds the threshold (`UNDECIDED_AS`). Below two
+    distances there is no interval and both rules compare the mean."""
+    if undecided_as not in UNDECIDED_AS:
+        raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {undecided_as!r}")
+    mean, _ = mean_and_std(distances)
+    if distance_passes(mean, threshold) or undecided_as == "mean":
+        return distance_passes(mean, threshold)
+    interval = mean_interval(distances)
+    return interval is not None and interval.low <= threshold
+
+
+def passed_on_doubt(distances: list[float], threshold: float, distance_passed: bool | None) -> bool:
+    """Whether a length's distances passed although their mean lies above `threshold` (the "pass" rule's benefit
+    of the doubt): what every shell says beside the mean, so that "0.34 > 0.3" is never shown as a pass unexplained."""
+    return bool(distance_passed) and bool(distances) and not distance_passes(mean_and_std(distances)[0], threshold)
+
+
+def threshold_comparison(distances: list[float], threshold: float, distance_passed: bool | None) -> str:
+    """How a length's mean distance stands to the threshold, for people: '≤ 0.3', '> 0.3', or, for a length that
+    passed on the benefit of the doubt (`passed_on_doubt`), '> 0.3, but its 95% interval holds it (benefit of the
+    doubt)'."""
+    sign = "≤" if distance_passes(mean_and_std(distances)[0], threshold) else ">"
+    doubt = (f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)"
+             if passed_on_doubt(distances, threshold, distance_passed) else "")
+    return f"{sign} {threshold:g}{doubt}"
+
+
+def pass_probability(distances: list[float], threshold: float, undecided_as: str = "mean") -> float:
+    """How likely these tokens' length passes, in [0, 1], from the Student-t sampling distribution of the mean
+    (as `mean_interval`): "mean", the probability that the true mean distance is at or below `threshold`; "pass",
+    that a rerun's interval would reach down to it (the true mean is at or below `threshold` plus the interval's
+    half width, the rule's effective line). 1 or 0 where the distances have no spread (or fewer than two)."""
     n = len(distances)
     if n == 0:
         return 0.0
     mean, sd = mean_and_std(distances)
-    if sd == 0.0:
+    if sd == 0.0 or n < 2:
         return 1.0 if distance_passes(mean, threshold) else 0.0
     from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
 
-    return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)), n - 1))
+    shift = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) if undecided_as == "pass" else 0.0
+    return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)) + shift, n - 1))
 
 
-def expected_length(results, threshold: float, max_tokens: int) -> float:
+def expected_length(results, threshold: float, max_tokens: int, undecided_as: str = "mean") -> float:
     """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
-    given each length's probability of passing (`pass_probability` of its distances, times 0 when its
-    in-distribution check failed). Lengths after the last one tried (a run stops at its first pass) count as
-    passing. Lower = more familiar, as the label; unlike the label it moves little when a deciding mean sits
-    near the threshold. `results`: `report.TokenResult`s in order."""
+    given each length's probability of passing (`pass_probability` of its distances under the `undecided_as`
+    rule, times 0 when its in-distribution check failed). Lengths after the last one tried (a run stops at its
+    first pass) count as passing. Lower = more familiar, as the label; unlike the label it moves little when a
+    deciding mean sits near the threshold. `results`: `report.TokenResult`s in order (anything with
+    `num_tokens`, `distances`, `check_passed` and `check_scores`)."""
     expected, none_yet = 0.0, 1.0
     for m in range(1, max_tokens + 1):
         r = next((r for r in results if r.num_tokens == m), None)
         if r is None:
             p = 1.0
         else:
-            p = pass_probability(r.distances, threshold) if r.check_passed or not r.check_scores else 0.0
+            p = (pass_probability(r.distances, threshold, undecided_as)
+                 if r.check_passed or not r.check_scores else 0.0)
         expected += m * none_yet * p
         none_yet *= 1.0 - p
     return expected + (max_tokens + 1) * none_yet

@@ -9,7 +9,10 @@ import pytest
 
 from originality.labels import (can_still_pass, distance_passes, first_pass, is_familiar, label_for, label_rank,
                                 length_passes, median_label, median_score, score_of)
-from originality.uncertainty import expected_length, mean_and_std, pass_probability
+from originality.config import AnalysisConfig
+from originality.repeatability import MEASURED
+from originality.uncertainty import (distances_pass, expected_length, mean_and_std, mean_interval, pass_probability,
+                                     passed_on_doubt, threshold_comparison)
 
 
 def length(m: int, distances: list[float], check_passed: bool = True, check_scores=(1.0,)):
@@ -55,3 +58,48 @@ def test_expected_length_weighs_each_length_by_its_chance_of_passing():
     # edits not checked (the reconstructions already failed): the length's chance is its distances'
     assert expected_length([length(1, coin, check_passed=False, check_scores=()), length(2, sure)], 0.3, 5) == \
         pytest.approx(1.5)
+
+
+def test_an_undecided_length_is_called_by_its_mean_or_passed_on_the_benefit_of_the_doubt():
+    # mean 0.35 over 8 images of coarse element distances: the 95% interval (about 0.17-0.53) holds 0.3
+    held = [0.0, 0.5, 0.2, 0.6, 0.5, 0.0, 0.6, 0.4]
+    assert mean_interval(held).low < 0.3 < mean_and_std(held)[0]
+    assert not distances_pass(held, 0.3, "mean") and distances_pass(held, 0.3, "pass")
+    # shown to miss: the interval lies wholly above the threshold, a fail under both rules
+    missed = [0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6]
+    assert not distances_pass(missed, 0.3, "mean") and not distances_pass(missed, 0.3, "pass")
+    # a mean at or below the threshold passes under both; one distance has no interval: the mean decides
+    assert distances_pass([0.1, 0.3, 0.2], 0.3, "pass") and distances_pass([0.1, 0.3, 0.2], 0.3, "mean")
+    assert not distances_pass([0.9], 0.3, "pass") and distances_pass([0.3], 0.3, "pass")
+    with pytest.raises(ValueError, match="undecided_as must be one of mean, pass"):
+        distances_pass(held, 0.3, "maybe")
+    # what the shells print beside the mean
+    assert passed_on_doubt(held, 0.3, True) and not passed_on_doubt(held, 0.3, False)
+    assert not passed_on_doubt([0.1, 0.2], 0.3, True)
+    assert threshold_comparison([0.1, 0.2], 0.3, True) == "≤ 0.3"
+    assert threshold_comparison(missed, 0.3, False) == "> 0.3"
+    assert threshold_comparison(held, 0.3, True) == "> 0.3, but its 95% interval holds it (benefit of the doubt)"
+
+
+def test_the_continuous_score_follows_the_rule_that_decides_the_lengths():
+    held = [0.0, 0.5, 0.2, 0.6, 0.5, 0.0, 0.6, 0.4]  # mean 0.35, interval holds 0.3
+    strict, lenient = pass_probability(held, 0.3, "mean"), pass_probability(held, 0.3, "pass")
+    assert strict < 0.5 < lenient < 1.0  # the mean is above the line; the rule's line is the interval's reach
+    # at the rule's own line (mean = threshold + the interval's half width) a rerun passes half the time
+    interval = mean_interval(held)
+    shifted = [d + 0.3 + (interval.mean - interval.low) - interval.mean for d in held]
+    assert pass_probability(shifted, 0.3, "pass") == pytest.approx(0.5, abs=1e-6)
+    # no spread: both rules compare the mean
+    assert pass_probability([0.4, 0.4], 0.3, "pass") == 0.0 and pass_probability([0.2, 0.2], 0.3, "pass") == 1.0
+    sure = [0.1, 0.1]
+    assert expected_length([length(1, held), length(2, sure)], 0.3, 5, "pass") == pytest.approx(2 - lenient)
+    assert expected_length([length(1, held), length(2, sure)], 0.3, 5) == pytest.approx(2 - strict)
+
+
+def test_the_setting_is_checked_and_counts_as_measured():
+    assert "undecided_as" in MEASURED
+    AnalysisConfig.preset("steady", undecided_as="pass").validate()
+    with pytest.raises(ValueError, match="undecided_as must be one of"):
+        AnalysisConfig.preset("steady", undecided_as="maybe").validate()
+    with pytest.raises(ValueError, match="undecided_as 'pass' cannot be combined with decide_early"):
+        AnalysisConfig.preset("adaptive", undecided_as="pass").validate()

@@ -69,6 +69,41 @@ def test_coin_tosses_count_the_lengths_whose_interval_still_holds_the_threshold(
     assert "25% of 4 lengths; runs with one: 50%" in "\n".join(reliability.summary_lines(data))
 
 
+def test_recorded_runs_judged_again_with_the_benefit_of_the_doubt(tmp_path, capsys):
+    config = {"max_tokens": 5, "threshold": 0.3, "num_inference_steps": 2, "guidance_scale": 3.0, "batch_size": 2,
+              "restarts": 2, "selection_images": 1}  # a length: 10 per restart's inversion, 4 per image
+
+    def length(m, distances, restarts=None):
+        out = {"m": m, "distances": distances, "distance_passed": sum(distances) / len(distances) <= 0.3,
+               "check_passed": True, "steps_used": 5}
+        return out if restarts is None else dict(out, selection_distances=[[0.5]] * restarts)
+
+    held, missed, close = [0.0, 0.6, 0.2, 0.5], [0.8, 0.9, 0.8, 0.9], [0.1, 0.2, 0.1, 0.2]  # held: mean 0.33
+    runs = {"0": {"label": "2", "score": 2, "continuous": 2.0, "passes": 2 * 14 + 4 * 4 + 1 * 14 + 4 * 4, "seconds": 1.0,
+                  "lengths": [length(1, held, 2), length(2, close, 1)]},
+            "1": {"label": "2", "score": 2, "continuous": 2.0, "passes": 14 + 16 + 14 + 16, "seconds": 1.0,
+                  "lengths": [length(1, missed, 1), length(2, close, 1)]}}
+    data = {"runs": 2, "groups": ["common"], "config": config, "name": "x", "split": "test",
+            "images": [{"group": "common", "index": 0, "runs": runs}]}
+    again = reliability.rejudged(data, "pass")
+    first, second = again["images"][0]["runs"]["0"], again["images"][0]["runs"]["1"]
+    assert first["label"] == "1" and first["score"] == 1 and len(first["lengths"]) == 1
+    assert first["passes"] == 2 * 14 + 4 * 4 and first["continuous"] < 2.0
+    assert second == dict(runs["1"], continuous=second["continuous"])  # shown to miss at m = 1: the run is unchanged
+    assert again["config"]["undecided_as"] == "pass" and data["config"].get("undecided_as") is None
+    # records from before the selection distances were kept: the restarts' share of the passes spread evenly
+    old = json.loads(json.dumps(data))
+    for x in old["images"][0]["runs"]["0"]["lengths"]:
+        del x["selection_distances"]
+    estimate = reliability.rejudged(old, "pass")["images"][0]["runs"]["0"]
+    assert estimate["passes_estimated"] and estimate["passes"] == 16 + 1.5 * 14
+    # from the command line, as a summary
+    path = tmp_path / "x-test.json"
+    path.write_text(json.dumps(data))
+    assert reliability.main(["--summary", str(path), "--undecided-as", "pass"]) == 0
+    assert "called passes (undecided_as 'pass')" in capsys.readouterr().out
+
+
 def test_length_noise_splits_a_lengths_movement_between_runs():
     def run(*lengths):
         return {"label": "5+", "continuous": 6.0, "passes": 1, "seconds": 1.0,

@@ -14,6 +14,7 @@ from originality.analysis import inversion_seed
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
 from originality.record import image_seed
+from originality.experiments.reliability import analysis_record, rejudged
 from originality.repeatability import expected_repeatability, matches, publish
 from originality.sd import WORLD as SD_WORLD
 from originality.testing import drain, tiny_sd_pipeline
@@ -147,6 +148,45 @@ def test_sequential_reconstructions_stop_at_their_cap_and_are_off_by_default(pip
     # a decided first batch draws no more
     counts, _ = reconstructions_drawn(pipe, query, [[0.0, 0.0, 0.0, 0.0]], max_reconstructions=12)
     assert counts == [(4, 4)]
+
+
+def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_draws(pipe, query):
+    # restarts choose by the selection mean under either rule; m = 1's 12 images (mean 0.35) never leave an interval
+    # that holds 0.3; m = 2's 4 images are shown to miss (0.9); m = 3 passes
+    script = [[0.5, 0.5], [0.4, 0.4],                              # m = 1: two restarts' selection images (no pass)
+              [0.1, 0.6, 0.1, 0.6], [0.2, 0.5, 0.2, 0.5], [0.3, 0.4, 0.3, 0.4],   # m = 1: 4 + 4 + 4 while undecided
+              [0.9, 0.9], [0.9, 0.9], [0.9] * 4,                   # m = 2: fails under both
+              [0.2, 0.2], [0.1] * 4]                               # m = 3: passes
+    settings = dict(num_reconstructions=4, generation_batch_size=4, max_reconstructions=12, restarts=2,
+                    selection_images=2, max_tokens=3)
+    by_mean = analyze(query, TINY.replace(**settings), model_of(pipe, script))
+    model = model_of(pipe, script)
+    on_doubt = analyze(query, TINY.replace(undecided_as="pass", **settings), model)
+    assert by_mean.label == "3" and on_doubt.label == "1"
+    # the same draws: the rule calls the length, it does not change what is drawn or which restart is kept
+    first, same = by_mean.results[0], on_doubt.results[0]
+    assert same.distances == first.distances and len(same.distances) == 12 and same.kept_restart == first.kept_restart
+    assert not first.distance_passed and same.distance_passed and model.distance.calls == [2, 2, 4, 4, 4]
+    assert on_doubt.expected_length < by_mean.expected_length
+    assert on_doubt.config["undecided_as"] == "pass"
+    # every shell says why a mean above the threshold passed
+    from originality.app.views import RunView, row_header
+    from originality.cli import length_line
+    from originality.html_report import render
+
+    doubt = "> 0.3, but its 95% interval holds it (benefit of the doubt)"
+    assert doubt in length_line(same, 0.3) and doubt not in length_line(first, 0.3)
+    view = RunView.from_report(on_doubt)
+    assert doubt in row_header(view, view.lengths[1]) and "&gt; threshold 0.3, but its 95% interval" in render(on_doubt)
+    # so the reliability benchmark can judge a recorded run again under the rule, exactly: what the engine gives
+    record = analysis_record(by_mean, 0.0)
+    data = {"name": "x", "config": by_mean.config, "images": [{"group": "common", "index": 0, "runs": {"0": record}}]}
+    again, real = rejudged(data, "pass")["images"][0]["runs"]["0"], analysis_record(on_doubt, 0.0)
+    assert [again[k] for k in ("label", "score", "lengths", "passes")] == \
+        [real[k] for k in ("label", "score", "lengths", "passes")] and record["passes"] > real["passes"]
+    assert again["continuous"] == pytest.approx(real["continuous"]) and "passes_estimated" not in again
+    with pytest.raises(ValueError, match="only results recorded with undecided_as 'mean' can be rejudged"):
+        rejudged(rejudged(data, "pass"), "pass")
 
 
 def test_lever_settings_are_checked():

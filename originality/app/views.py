@@ -28,7 +28,7 @@ from ..inversion import InversionStep
 from ..labels import is_familiar, length_passes
 from ..config import DEFAULT_PRESET, DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
-from ..uncertainty import mean_interval
+from ..uncertainty import mean_interval, threshold_comparison
 from ..worlds import all_worlds, check_name_of, world_model_id
 from .store import RUN_ID_PATTERN
 
@@ -214,7 +214,8 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
         return (f"m={event.num_tokens}: mean distance {event.mean:.3f} "
-                f"({'≤' if event.distance_passed else '>'} {view.threshold:g}); checking… · {elapsed:.0f} s")
+                f"({threshold_comparison(event.distances, view.threshold, event.distance_passed)}); checking… · "
+                f"{elapsed:.0f} s")
     if isinstance(event, LengthDone):
         lv = view.length(event.result.num_tokens)
         return f"m={lv.m}: {'passes' if lv.passed else 'fails'} · {elapsed:.0f} s"
@@ -261,9 +262,9 @@ def row_header(view: RunView, lv: LengthView) -> str:
     if lv.mean is None:
         parts.append("scoring the reconstructions…")
     else:
-        sign = "≤" if lv.distance_passed else ">"
         ci = lv.interval()
-        parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} {sign} {view.threshold:g} "
+        parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} "
+                     f"{threshold_comparison(lv.distances, view.threshold, lv.distance_passed)} "
                      f"{_mark(lv.distance_passed)}")
         if drawn := drawn_note(len(lv.distances), view.config.get("num_reconstructions")):
             parts.append(drawn)

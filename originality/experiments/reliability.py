@@ -3,7 +3,8 @@
     python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1]
-    python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--publish]
+    python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--undecided-as pass]
+                                             [--publish]
 
 Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
 another program would) is analysed --runs times, fully independently: run r uses the analysis seed
@@ -24,7 +25,8 @@ two runs of the CLI with different `--seed` do). Printed per group and overall (
 Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout seed 307) is what the
 figures report; neither holds training items (`dataset.query`).
 
-`--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
+`--undecided-as pass` with `--summary` judges the recorded runs again under that rule (`rejudged`; exact, since
+the draws do not depend on it). `--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
 what every report with those settings says of how repeatable its label is (`repeatability`).
 
 Everything needed to recompute any summary is kept per analysis (each length's distances and checks),
@@ -43,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 from statistics import median
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -52,7 +55,7 @@ from .figure6 import parse_shard, query_image, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..repeatability import TABLE_FILE, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
-from ..uncertainty import undecided
+from ..uncertainty import UNDECIDED_AS, distances_pass, expected_length, undecided
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -198,6 +201,63 @@ def one_token_passes(data: dict) -> dict[str, float]:
     return out
 
 
+def recorded_length_passes(length: dict, config: dict) -> tuple[int, int]:
+    """UNet sample-passes of one recorded length (`gpu_costs.unet_passes`'s sum for it), as (reconstructions', each
+    restart's): the reconstructions, and per restart its inversion at `steps_used` (restarts run the same steps
+    when early stopping is off) and its selection images (drawn when `restarts` > 1)."""
+    per_image = config["num_inference_steps"] * (2 if (config.get("guidance_scale") or 0) > 1 else 1)
+    selection = config["selection_images"] if config.get("restarts", 1) > 1 else 0
+    return len(length["distances"]) * per_image, length["steps_used"] * config["batch_size"] + selection * per_image
+
+
+def rejudged(data: dict, undecided_as: str) -> dict:
+    """`data` as its analyses would have come out had they called an undecided length by `undecided_as` (the
+    setting): each run's recorded lengths judged again (`uncertainty.distances_pass` with the recorded check),
+    stopped at the first that passes, its label, continuous score and UNet passes recomputed.
+
+    Exact, not a simulation, when the new rule passes every length the recorded one passed and each length's check
+    was computed whatever its distances (the shapes world judges its reconstructions, not edits): what a length
+    draws (its restarts, chosen by their selection mean under either rule, and its sequential reconstructions,
+    drawn while the interval holds the threshold) does not depend on the rule, and the new run stops at or before
+    the recorded one's stop, so every length it needs was recorded. Hence only "mean" -> "pass". Records from
+    before the selection distances were kept give the passes of a shortened run as an estimate (`passes_estimated`,
+    the recorded restarts spread evenly over the lengths)."""
+    recorded = data["config"].get("undecided_as", "mean")
+    if (recorded, undecided_as) != ("mean", "pass"):
+        raise ValueError(f"only results recorded with undecided_as 'mean' can be rejudged, and only to 'pass' "
+                         f"(these are {recorded!r}, asked {undecided_as!r}): a stricter rule would need lengths the "
+                         "recorded runs never ran")
+    config = dict(data["config"], undecided_as=undecided_as)
+    threshold, max_tokens = config["threshold"], config["max_tokens"]
+    out = dict(data, config=config, name=f"{data['name']}-rejudged-undecided_as={undecided_as}",
+               rejudged_from=data["name"], images=[])
+    for img in data["images"]:
+        runs = {}
+        for key, run in img["runs"].items():
+            lengths = [dict(length, distance_passed=distances_pass(length["distances"], threshold, undecided_as))
+                       for length in run["lengths"]]
+            stop = next((i for i, x in enumerate(lengths) if x["distance_passed"] and x["check_passed"]), None)
+            kept = lengths if stop is None else lengths[:stop + 1]
+            scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x["check_passed"],
+                                      check_scores=[1.0]) for x in kept]
+            passes, estimated = run["passes"], False
+            if len(kept) < len(lengths):
+                work = [recorded_length_passes(x, config) for x in lengths]
+                if all("selection_distances" in x for x in lengths) or config.get("restarts", 1) == 1:
+                    passes = sum(images + per_restart * max(1, len(x.get("selection_distances") or []))
+                                 for x, (images, per_restart) in zip(kept, work))
+                else:  # how many restarts each length ran was not recorded: their total, spread evenly
+                    restarts = (run["passes"] - sum(w[0] for w in work)) / work[0][1]
+                    passes = round(sum(w[0] for w in work[:len(kept)]) + restarts * work[0][1] * len(kept) / len(work))
+                    estimated = True
+            label = str(kept[-1]["m"]) if stop is not None else f"{max_tokens}+"
+            runs[key] = dict(run, label=label, score=kept[-1]["m"] if stop is not None else None, lengths=kept,
+                             continuous=expected_length(scored, threshold, max_tokens, undecided_as), passes=passes,
+                             **({"passes_estimated": True} if estimated else {}))
+        out["images"].append(dict(img, runs=runs))
+    return out
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -232,7 +292,9 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     tosses = coin_tosses(data)
     if tosses:
-        lines.append("  undecided at their last image (the threshold inside the 95% interval): "
+        called = ("called passes (undecided_as 'pass')" if data["config"].get("undecided_as") == "pass"
+                  else "decided by the side the mean fell on")
+        lines.append(f"  undecided at their last image (the threshold inside the 95% interval; {called}): "
                      f"{tosses['lengths']:.0%} of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
     noise = length_noise(data)
     if noise:
@@ -312,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard", default=None, metavar="K/N")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--summary", nargs="+", default=None, metavar="FILE", help="print the summary of result files")
+    ap.add_argument("--undecided-as", default=None, choices=UNDECIDED_AS,
+                    help="with --summary: judge the recorded runs again, calling an undecided length by this rule "
+                         "(`rejudged`: exact from 'mean' to 'pass' on the shapes world)")
     ap.add_argument("--publish", action="store_true",
                     help="with --summary: write each (test-split) result's figures into originality/repeatability.json")
     return ap
@@ -322,6 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         for path in args.summary:
             data = json.loads(Path(path).read_text())
+            if args.undecided_as and args.undecided_as != data["config"].get("undecided_as", "mean"):
+                try:
+                    data = rejudged(data, args.undecided_as)
+                except ValueError as err:
+                    print(f"error: {path}: {err}", file=sys.stderr)
+                    return 2
+                path = f"{path} (rejudged: undecided_as {args.undecided_as})"
             print("\n".join(summary_lines(data)))
             if args.publish:
                 try:
