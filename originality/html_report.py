@@ -31,7 +31,7 @@ from PIL import Image
 from . import citation
 from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
-from .uncertainty import threshold_comparison
+from .uncertainty import BENEFIT_OF_DOUBT, threshold_comparison
 from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
@@ -272,6 +272,7 @@ def _seeds_paragraph(report: Report) -> str:
 
 def _meaning_section(report: Report) -> str:
     distance = DISTANCES.get(report.model.get("distance", ""), f"the distance {report.model.get('distance', '?')}")
+    doubt = f" ({esc(BENEFIT_OF_DOUBT)})" if report.config.get("undecided_as") == "pass" else ""
     return f"""
 <h2>What the score means</h2>
 <p>The score is the smallest number of new words (<em>learned tokens</em>) that the text-to-image model
@@ -282,7 +283,7 @@ adjusting it until the model's pictures of “a photo of [that word]” resemble
 So the score measures <strong>how familiar the image is to this model</strong>: 1 = familiar, higher = more
 original to it.</p>
 <p>“Closely enough” means: the average {esc(distance)} between the image and the model's redrawings is at
-most the threshold {report.threshold:g}, and the learned words pass a second check that they describe a
+most the threshold {report.threshold:g}{doubt}, and the learned words pass a second check that they describe a
 concept and do not just copy pixels (below).</p>
 <h2>What the score does not mean</h2>
 <ul class="not">
@@ -299,12 +300,14 @@ concept and do not just copy pixels (below).</p>
 
 
 def _curve_section(report: Report) -> str:
+    doubt = (" (or, with the benefit of the doubt, when the 95% interval of their mean still reaches it)"
+             if report.config.get("undecided_as") == "pass" else "")
     return f"""
 <h2>Distance for each number of learned tokens</h2>
 <div class="curve">{curve_svg(report)}</div>
 <p class="muted">Each point is the mean distance between the image and the model's redrawings from that many
 learned tokens (bars: ± one standard deviation over the redrawings; green: the length passed both checks). At or
-below the red dashed threshold the redrawings count as close enough. The analysis stops at the first length that
+below the red dashed threshold{doubt} the redrawings count as close enough. The analysis stops at the first length that
 passes.</p>"""
 
 

@@ -20,6 +20,9 @@ CONFIDENCE = 0.95
 # the benefit of the doubt: the score asks whether *some* m-token description reproduces the image, and an interval
 # that holds the threshold does not show that these tokens do not, so only a length shown to miss fails.
 UNDECIDED_AS = ("mean", "pass")
+# the "pass" rule in words for people (the printable report, beside "at most the threshold")
+BENEFIT_OF_DOUBT = ("or, where the redrawings leave it in doubt, the 95% interval of their average still reaches "
+                    "down to it: the benefit of the doubt, so that only a length shown to miss fails")
 
 
 def mean_and_std(values: list[float]) -> tuple[float, float]:

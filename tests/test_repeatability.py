@@ -178,6 +178,8 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     assert doubt in length_line(same, 0.3) and doubt not in length_line(first, 0.3)
     view = RunView.from_report(on_doubt)
     assert doubt in row_header(view, view.lengths[1]) and "&gt; threshold 0.3, but its 95% interval" in render(on_doubt)
+    assert "the benefit of the doubt, so that only a length shown to miss fails" in render(on_doubt)
+    assert "benefit of the doubt" not in render(by_mean)
     # so the reliability benchmark can judge a recorded run again under the rule, exactly: what the engine gives
     record = analysis_record(by_mean, 0.0)
     data = {"name": "x", "config": by_mean.config, "images": [{"group": "common", "index": 0, "runs": {"0": record}}]}

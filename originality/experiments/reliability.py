@@ -229,7 +229,7 @@ def rejudged(data: dict, undecided_as: str) -> dict:
                          "recorded runs never ran")
     config = dict(data["config"], undecided_as=undecided_as)
     threshold, max_tokens = config["threshold"], config["max_tokens"]
-    out = dict(data, config=config, name=f"{data['name']}-rejudged-undecided_as={undecided_as}",
+    out = dict(data, config=config, name=f"{data['name']}-undecided_as={undecided_as}",
                rejudged_from=data["name"], images=[])
     for img in data["images"]:
         runs = {}
