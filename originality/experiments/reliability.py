@@ -210,6 +210,17 @@ def recorded_length_passes(length: dict, config: dict) -> tuple[int, int]:
     return len(length["distances"]) * per_image, length["steps_used"] * config["batch_size"] + selection * per_image
 
 
+def rejudged_name(name: str, undecided_as: str) -> str:
+    """The setting's name (preset, then each override, as `main` names a run) once judged by `undecided_as`: the
+    recorded rule's override dropped, the new one added unless it is the preset's own ("steady-undecided_as=mean"
+    -> "steady", since steady calls an undecided length a pass; "fast" -> "fast-undecided_as=pass")."""
+    parts = [p for p in name.split("-") if not p.startswith("undecided_as=")]
+    preset = PRESETS.get(parts[0])
+    if preset is None or preset.undecided_as != undecided_as:
+        parts.append(f"undecided_as={undecided_as}")
+    return "-".join(parts)
+
+
 def rejudged(data: dict, undecided_as: str) -> dict:
     """`data` as its analyses would have come out had they called an undecided length by `undecided_as` (the
     setting): each run's recorded lengths judged again (`uncertainty.distances_pass` with the recorded check),
@@ -229,7 +240,7 @@ def rejudged(data: dict, undecided_as: str) -> dict:
                          "recorded runs never ran")
     config = dict(data["config"], undecided_as=undecided_as)
     threshold, max_tokens = config["threshold"], config["max_tokens"]
-    out = dict(data, config=config, name=f"{data['name']}-undecided_as={undecided_as}",
+    out = dict(data, config=config, name=rejudged_name(data["name"], undecided_as),
                rejudged_from=data["name"], images=[])
     for img in data["images"]:
         runs = {}
