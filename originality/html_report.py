@@ -154,13 +154,26 @@ def _ticks(top: float) -> list[float]:
     return [round(i * step, 4) for i in range(int(math.floor(top / step + 1e-9)) + 1)]
 
 
+def _spread(r: TokenResult) -> str:
+    """'(95% CI 0.25–0.51)' of a length's mean distance, or '± 0.000' below two redrawings."""
+    ci = r.distance_interval()
+    return f"({ci.span(2, '–')})" if ci else f"± {r.std_distance:.3f}"
+
+
+def _bar(r: TokenResult) -> tuple[float, float]:
+    """(low, high) of a length's error bar: the 95% interval of its mean distance, or the mean itself."""
+    ci = r.distance_interval()
+    return (ci.low, ci.high) if ci else (r.mean_distance, r.mean_distance)
+
+
 def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
-    """Mean ± std distance per token length, the threshold as a dashed line, the score circled."""
+    """Mean distance per token length with its 95% interval (what decides a length at the threshold; the mean
+    alone below two distances), the threshold as a dashed line, the score circled."""
     left, right, top_pad, bottom = 56, 16, 16, 44
     pw, ph = width - left - right, height - top_pad - bottom
-    points = [(r.num_tokens, r.mean_distance, r.std_distance, r.passed) for r in report.results
+    points = [(r.num_tokens, r.mean_distance, _bar(r), r.passed) for r in report.results
               if not math.isnan(r.mean_distance)]
-    top = max([mu + s for _, mu, s, _ in points] + [report.threshold]) * 1.15 + 0.02
+    top = max([bar[1] for _, _, bar, _ in points] + [report.threshold]) * 1.15 + 0.02
     ticks = _ticks(top)
     top = max(top, ticks[-1])
     n = max(report.max_tokens, max((p[0] for p in points), default=1))
@@ -194,9 +207,9 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
     if len(points) > 1:
         path = " ".join(f"{x(m):.1f},{y(mu):.1f}" for m, mu, _, _ in points)
         out.append(f'<polyline points="{path}" fill="none" stroke="#2563eb" stroke-width="2"/>')
-    for m, mu, s, passed in points:
+    for m, mu, (low, high), passed in points:
         cx = x(m)
-        out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(max(mu - s, 0.0)):.1f}" y2="{y(mu + s):.1f}" '
+        out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(low):.1f}" y2="{y(high):.1f}" '
                    f'stroke="#93c5fd" stroke-width="2"/>'
                    f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="4.5" fill="{"#15803d" if passed else "#2563eb"}"/>'
                    f'<text x="{cx + 8:.1f}" y="{y(mu) - 6:.1f}" font-size="11" fill="#1f2937">{mu:.3f}</text>')
@@ -306,7 +319,7 @@ def _curve_section(report: Report) -> str:
 <h2>Distance for each number of learned tokens</h2>
 <div class="curve">{curve_svg(report)}</div>
 <p class="muted">Each point is the mean distance between the image and the model's redrawings from that many
-learned tokens (bars: ± one standard deviation over the redrawings; green: the length passed both checks). At or
+learned tokens (bars: its 95% interval over the redrawings; green: the length passed both checks). At or
 below the red dashed threshold{doubt} the redrawings count as close enough. The analysis stops at the first length that
 passes.</p>"""
 
@@ -331,7 +344,7 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
 <section class="length">
   <h3>{_tokens(r.num_tokens)}: {verdict}</h3>
   <p>Redrawings from “{esc(str(report.config.get("reconstruction_prompt", "{}")).replace("{}", "S*"))}”, beside
-    your image: mean distance <strong>{r.mean_distance:.3f}</strong> ± {r.std_distance:.3f}
+    your image: mean distance <strong>{r.mean_distance:.3f}</strong> {_spread(r)}
     {esc(threshold_comparison(r.distances, report.threshold, close)).replace(" ", " threshold ", 1)}:
     <span class="{'pass' if close else 'fail'}">{'close enough' if close else 'not close enough'}</span>.</p>
   {work_html}

@@ -225,17 +225,23 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
 
 
 def curve_figure(view: RunView):
-    """Mean ± std distance per token length, the threshold, and the score."""
+    """Mean distance per token length with its 95% interval (what decides a length at the threshold), the
+    threshold, and the score."""
     from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a figure is drawn
 
     fig = Figure(figsize=(5.6, 3.3), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    points = sorted((m, lv.mean, lv.std or 0.0, lv.passed) for m, lv in view.lengths.items() if lv.mean is not None)
+    points = []
+    for m, lv in sorted(view.lengths.items()):
+        if lv.mean is not None:
+            ci = mean_interval(lv.distances)
+            points.append((m, lv.mean, (ci.low, ci.high) if ci else (lv.mean, lv.mean)))
     if points:
-        ms, means, stds, _ = zip(*points)
-        ax.errorbar(ms, means, yerr=stds, fmt="o-", color="#2563eb", ecolor="#93c5fd", capsize=4, lw=2,
-                    label="mean ± std over reconstructions")
-        top = max(mu + s for _, mu, s, _ in points)
+        ms, means, bars = zip(*points)
+        below, above = [mu - b[0] for mu, b in zip(means, bars)], [b[1] - mu for mu, b in zip(means, bars)]
+        ax.errorbar(ms, means, yerr=[below, above], fmt="o-", color="#2563eb", ecolor="#93c5fd", capsize=4, lw=2,
+                    label="mean and 95% interval over reconstructions")
+        top = max(b[1] for b in bars)
     else:
         top = 0.0
     ax.axhline(view.threshold, color="#dc2626", ls="--", lw=1.5, label=f"threshold {view.threshold:g}")
