@@ -48,8 +48,8 @@ class Repeatability:
 
     def sentence(self) -> str:
         """The figures in words a non-specialist reads."""
-        return (f"How repeatable: a rerun with other seeds gives the same label about {_in_ten(self.same_label)} "
-                f"times in 10, and a label within one length of it about {_in_ten(self.within_one)} in 10; the "
+        return (f"How repeatable: a rerun with other seeds gives the same label {_how_often(self.same_label)}, and a "
+                f"label within one length of it {_how_often(self.within_one)}; the "
                 f"expected length of a rerun lands within about ±{2 * self.sem:.1f} of this one (the reliability "
                 f"benchmark: {self.images} drawings of the {self.world} world, each analysed twice with the "
                 f"{self.name} settings).")
@@ -58,8 +58,13 @@ class Repeatability:
         return asdict(self)
 
 
-def _in_ten(share: float) -> int:
-    return int(round(10 * share))
+def _how_often(share: float) -> str:
+    """A share of the benchmark's drawings in words: 'about 6 times in 10'; 'nearly always' where it rounds to 10
+    without being all of them (29 of 30 is not 'about 10 in 10'); 'every time' for all of them."""
+    if share >= 1:
+        return "every time"
+    tenths = int(round(10 * share))
+    return "nearly always" if tenths >= 10 else f"about {tenths} times in 10"
 
 
 def load_table(path: str | Path | None = None) -> list[dict]:

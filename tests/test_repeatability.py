@@ -228,7 +228,10 @@ def test_a_report_finds_the_figures_of_its_world_and_measured_settings(tmp_path)
     figures = expected_repeatability("shapes", mine, path)
     assert figures.same_label == 0.27 and figures.name == "fast"
     assert "same label about 3 times in 10" in figures.sentence()
-    assert "within one length of it about 6 in 10" in figures.sentence() and "±1.6" in figures.sentence()
+    assert "within one length of it about 6 times in 10" in figures.sentence() and "±1.6" in figures.sentence()
+
+    nearly = dataclasses.replace(figures, same_label=29 / 30, within_one=1.0)
+    assert "the same label nearly always, and a label within one length of it every time" in nearly.sentence()
     assert expected_repeatability("stable-diffusion", mine, path) is None
     assert expected_repeatability("shapes", dict(mine, restarts=2), path) is None
     assert expected_repeatability("shapes", dict(mine, threshold=0.25), path) is None
