@@ -360,9 +360,9 @@ class AnalysisConfig:
             raise ValueError("restarts > 1 cannot be combined with the reconstruction probe (probe_every): the probe "
                              "would judge a restart on the images it stopped at; set restarts to 1 or probe_every to 0")
         if self.undecided_as == "pass" and self.decide_early:
-            raise ValueError("undecided_as 'pass' cannot be combined with decide_early: decide_early stops drawing once "
-                             "the mean cannot reach the threshold, which under 'pass' does not decide the length; set "
-                             "decide_early to false or undecided_as to 'mean'")
+            raise ValueError("undecided_as 'pass' cannot be combined with decide_early: decide_early stops drawing "
+                             "once the mean cannot reach the threshold, which under 'pass' does not decide the length; "
+                             "set decide_early to false or undecided_as to 'mean'")
         if self.token_init == "nested" and self.probe_every:
             raise ValueError("token_init 'nested' cannot be combined with the reconstruction probe (probe_every): the "
                              "probe draws one length's images while the inversion learns every length's tokens; set "

@@ -79,7 +79,8 @@ def test_recorded_runs_judged_again_with_the_benefit_of_the_doubt(tmp_path, caps
         return out if restarts is None else dict(out, selection_distances=[[0.5]] * restarts)
 
     held, missed, close = [0.0, 0.6, 0.2, 0.5], [0.8, 0.9, 0.8, 0.9], [0.1, 0.2, 0.1, 0.2]  # held: mean 0.33
-    runs = {"0": {"label": "2", "score": 2, "continuous": 2.0, "passes": 2 * 14 + 4 * 4 + 1 * 14 + 4 * 4, "seconds": 1.0,
+    runs = {"0": {"label": "2", "score": 2, "continuous": 2.0, "seconds": 1.0,
+                  "passes": 2 * 14 + 4 * 4 + 1 * 14 + 4 * 4,
                   "lengths": [length(1, held, 2), length(2, close, 1)]},
             "1": {"label": "2", "score": 2, "continuous": 2.0, "passes": 14 + 16 + 14 + 16, "seconds": 1.0,
                   "lengths": [length(1, missed, 1), length(2, close, 1)]}}
@@ -91,6 +92,9 @@ def test_recorded_runs_judged_again_with_the_benefit_of_the_doubt(tmp_path, caps
     assert first["passes"] == 2 * 14 + 4 * 4 and first["continuous"] < 2.0
     assert second == dict(runs["1"], continuous=second["continuous"])  # shown to miss at m = 1: the run is unchanged
     assert again["config"]["undecided_as"] == "pass" and data["config"].get("undecided_as") is None
+    # named for the settings it now has: steady's own rule drops the override, another preset's gains it
+    assert reliability.rejudged_name("steady-undecided_as=mean", "pass") == "steady"
+    assert reliability.rejudged_name("fast", "pass") == "fast-undecided_as=pass"
     # records from before the selection distances were kept: the restarts' share of the passes spread evenly
     old = json.loads(json.dumps(data))
     for x in old["images"][0]["runs"]["0"]["lengths"]:
@@ -102,6 +106,26 @@ def test_recorded_runs_judged_again_with_the_benefit_of_the_doubt(tmp_path, caps
     path.write_text(json.dumps(data))
     assert reliability.main(["--summary", str(path), "--undecided-as", "pass"]) == 0
     assert "called passes (undecided_as 'pass')" in capsys.readouterr().out
+
+
+def test_flip_causes_tell_different_inversions_from_sampling():
+    def run(label, *lengths):
+        return {"label": label, "continuous": 2.0, "passes": 1, "seconds": 1.0,
+                "lengths": [{"m": m, "distances": d, "distance_passed": p, "check_passed": c}
+                            for m, (d, p, c) in enumerate(lengths, 1)]}
+
+    far_pass, far_fail = ([0.0, 0.1, 0.0, 0.1] * 3, True, True), ([0.6, 0.7, 0.6, 0.7] * 3, False, True)
+    near_pass, near_fail = ([0.0, 0.6, 0.2, 0.4], True, True), ([0.2, 0.6, 0.2, 0.5], False, True)
+    check_fail = ([0.0, 0.1, 0.0, 0.1], True, False)
+    data = {"runs": 2, "groups": ["common"], "config": {"max_tokens": 5, "threshold": 0.3}, "name": "x",
+            "split": "test", "images": [
+                {"group": "common", "index": 0, "runs": {"0": run("1", far_pass), "1": run("2", far_fail, far_pass)}},
+                {"group": "common", "index": 1, "runs": {"0": run("1", near_pass), "1": run("2", near_fail, far_pass)}},
+                {"group": "common", "index": 2, "runs": {"0": run("1", far_pass), "1": run("2", check_fail, far_pass)}},
+                {"group": "common", "index": 3, "runs": {"0": run("1", far_pass), "1": run("1", far_pass)}},
+            ]}
+    assert reliability.flip_causes(data) == {"flips": 3, "inversion": 1, "sampling": 1, "check": 1}
+    assert "labels that differ: 3;" in "\n".join(reliability.summary_lines(data))
 
 
 def test_length_noise_splits_a_lengths_movement_between_runs():

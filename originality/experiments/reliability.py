@@ -26,7 +26,8 @@ Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout see
 figures report; neither holds training items (`dataset.query`).
 
 `--undecided-as pass` with `--summary` judges the recorded runs again under that rule (`rejudged`; exact, since
-the draws do not depend on it). `--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
+the draws do not depend on it).
+`--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
 what every report with those settings says of how repeatable its label is (`repeatability`).
 
 Everything needed to recompute any summary is kept per analysis (each length's distances and checks),
@@ -50,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import label_rank
+from ..labels import label_rank, length_passes
 from .figure6 import parse_shard, query_image, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..repeatability import TABLE_FILE, publish
@@ -185,6 +186,36 @@ def coin_tosses(data: dict) -> dict[str, float]:
             "runs": sum(any(fs) for fs in flags) / len(flags)}
 
 
+def flip_causes(data: dict) -> dict[str, int]:
+    """Why two runs of one drawing gave different labels, over the images every run of which is done (runs 0 and 1):
+    at the first length both ran whose pass differs, `inversion` when the two means differ by more than their
+    reconstructions' sampling explains (Welch's t-test at 5%: the two runs' tokens reproduce the drawing at different
+    distances, which more reconstructions cannot change) and `sampling` when they do not (one mean sits near the
+    rule's line: a coin toss); `check` when the distances agree on the pass and the in-distribution check does not.
+    `flips`: the images whose labels differ."""
+    from scipy.stats import ttest_ind  # noqa: PLC0415  (only for a summary)
+
+    out = {"flips": 0, "inversion": 0, "sampling": 0, "check": 0}
+    for img in complete_images(data):
+        a, b = img["runs"]["0"], img["runs"]["1"]
+        if a["label"] == b["label"]:
+            continue
+        out["flips"] += 1
+        by_m = {x["m"]: x for x in b.get("lengths", [])}
+        for x in a.get("lengths", []):
+            y = by_m.get(x["m"])
+            if y is None or length_passes(x["distance_passed"], x["check_passed"]) == length_passes(
+                    y["distance_passed"], y["check_passed"]):
+                continue
+            if x["distance_passed"] == y["distance_passed"]:
+                out["check"] += 1
+            else:
+                test = ttest_ind(x["distances"], y["distances"], equal_var=False)
+                out["inversion" if test.pvalue < 0.05 else "sampling"] += 1
+            break
+    return out
+
+
 ONE_TOKEN_GATE = 0.9  # the model's quality gate (#27): one-token inversions of COMMON drawings pass this often
 
 
@@ -307,6 +338,11 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                   else "decided by the side the mean fell on")
         lines.append(f"  undecided at their last image (the threshold inside the 95% interval; {called}): "
                      f"{tosses['lengths']:.0%} of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
+    causes = flip_causes(data) if data["runs"] >= 2 else {}
+    if causes.get("flips"):
+        lines.append(f"  labels that differ: {causes['flips']}; at the first length that differs, the two means apart "
+                     f"by more than sampling (different inversions) {causes['inversion']}, within it (a coin toss at "
+                     f"the line) {causes['sampling']}, the check {causes['check']}")
     noise = length_noise(data)
     if noise:
         lines.append("  a length's mean between two runs: " + ", ".join(
