@@ -170,13 +170,15 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     assert on_doubt.expected_length < by_mean.expected_length
     assert on_doubt.config["undecided_as"] == "pass"
     # every shell says why a mean above the threshold passed
-    from originality.app.views import RunView, row_header
+    from originality.app.views import RunView, curve_figure, row_header
     from originality.cli import length_line
     from originality.html_report import render
 
     doubt = "> 0.3, but its 95% interval holds it (benefit of the doubt)"
     assert doubt in length_line(same, 0.3) and doubt not in length_line(first, 0.3)
     view = RunView.from_report(on_doubt)
+    legend = [t.get_text() for t in curve_figure(view).legends[0].get_texts()]
+    assert "score: 1 token (benefit of the doubt)" in legend
     assert doubt in row_header(view, view.lengths[1]) and "&gt; threshold 0.3, but its 95% interval" in render(on_doubt)
     assert "the benefit of the doubt, so that only a length shown to miss fails" in render(on_doubt)
     assert "benefit of the doubt" not in render(by_mean)

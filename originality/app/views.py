@@ -28,7 +28,7 @@ from ..inversion import InversionStep
 from ..labels import is_familiar, length_passes
 from ..config import DEFAULT_PRESET, DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
-from ..uncertainty import mean_interval, threshold_comparison
+from ..uncertainty import mean_interval, passed_on_doubt, threshold_comparison
 from ..worlds import all_worlds, check_name_of, world_model_id
 from .store import RUN_ID_PATTERN
 
@@ -247,8 +247,11 @@ def curve_figure(view: RunView):
     ax.axhline(view.threshold, color="#dc2626", ls="--", lw=1.5, label=f"threshold {view.threshold:g}")
     score = view.report.score if view.report is not None else None
     if score is not None and score in view.lengths and view.lengths[score].mean is not None:
-        ax.plot([score], [view.lengths[score].mean], "o", ms=16, mfc="none", mec="#16a34a", mew=2.5,
-                label=f"score: {score} token{'s' if score > 1 else ''}")
+        chosen = view.lengths[score]
+        on_doubt = passed_on_doubt(chosen.distances, view.threshold, chosen.distance_passed)
+        doubt = " (benefit of the doubt)" if on_doubt else ""
+        ax.plot([score], [chosen.mean], "o", ms=16, mfc="none", mec="#16a34a", mew=2.5,
+                label=f"score: {score} token{'s' if score > 1 else ''}{doubt}")
     ax.set_xlim(0.5, view.max_tokens + 0.5)
     ax.set_xticks(range(1, view.max_tokens + 1))
     ax.set_ylim(0, max(top, view.threshold) * 1.15 + 0.02)
