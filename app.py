@@ -364,8 +364,8 @@ def build_demo() -> gr.Blocks:
                                                 placeholder="one word, e.g. castle", elem_id="custom-word")
                 ui.preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
                                      info="steady (default): repeats best, about 1.4x fast's work · fast: about a "
-                                          "minute on a GPU · adaptive: each length stops once it has converged · paper: the "
-                                          "paper's settings (slow)",
+                                          "minute on a GPU · adaptive: each length stops once it has converged · "
+                                          "paper: the paper's settings (slow)",
                                      elem_id="preset")
                 with gr.Accordion("Advanced (blank = preset / model-world default)", open=False, elem_id="advanced"):
                     # Textboxes, not gr.Number: a blank field must stay blank (= default), not become 0.

@@ -57,6 +57,12 @@ def length_seconds(config, path: str | Path = COSTS_FILE, inversion_steps: int |
     return seconds(steps, config.batch_size, images, config.num_inference_steps, path)
 
 
+def image_passes(config: dict) -> int:
+    """UNet sample-passes of one generated image under `config` (a resolved `AnalysisConfig.to_dict()`): one per
+    denoising step, two with classifier-free guidance."""
+    return config["num_inference_steps"] * (2 if (config.get("guidance_scale") or 0) > 1 else 1)
+
+
 def unet_passes(report) -> int:
     """UNet sample-passes of one analysis (`report.Report`), the work measure that does not depend on the machine:
 
@@ -67,7 +73,7 @@ def unet_passes(report) -> int:
                              * inference_steps * (2 with guidance, else 1)
     """
     c = report.config
-    per_image = c["num_inference_steps"] * (2 if (c.get("guidance_scale") or 0) > 1 else 1)
+    per_image = image_passes(c)
     total = 0
     for r in report.results:
         # every inversion of the length (`restarts`), and the selection images drawn to choose among them

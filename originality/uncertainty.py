@@ -95,9 +95,10 @@ def distances_pass(distances: list[float], threshold: float, undecided_as: str =
     distances there is no interval and both rules compare the mean."""
     if undecided_as not in UNDECIDED_AS:
         raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {undecided_as!r}")
-    mean, _ = mean_and_std(distances)
-    if distance_passes(mean, threshold) or undecided_as == "mean":
-        return distance_passes(mean, threshold)
+    if distance_passes(mean_and_std(distances)[0], threshold):
+        return True
+    if undecided_as == "mean":
+        return False
     interval = mean_interval(distances)
     return interval is not None and interval.low <= threshold
 

@@ -54,6 +54,7 @@ import numpy as np
 from ..labels import label_rank, length_passes
 from .figure6 import parse_shard, query_image, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
+from ..gpu_costs import image_passes, unet_passes
 from ..repeatability import TABLE_FILE, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 from ..uncertainty import UNDECIDED_AS, distances_pass, expected_length, undecided
@@ -66,8 +67,6 @@ FORMAT_VERSION = 1
 
 def analysis_record(report, seconds: float) -> dict[str, Any]:
     """What the benchmark keeps of one analysis: enough to recompute every summary (and any continuous score)."""
-    from ..gpu_costs import unet_passes  # noqa: PLC0415  (torch-free, but only when analyses run)
-
     return {
         "label": report.label,
         "score": report.score,
@@ -236,7 +235,7 @@ def recorded_length_passes(length: dict, config: dict) -> tuple[int, int]:
     """UNet sample-passes of one recorded length (`gpu_costs.unet_passes`'s sum for it), as (reconstructions', each
     restart's): the reconstructions, and per restart its inversion at `steps_used` (restarts run the same steps
     when early stopping is off) and its selection images (drawn when `restarts` > 1)."""
-    per_image = config["num_inference_steps"] * (2 if (config.get("guidance_scale") or 0) > 1 else 1)
+    per_image = image_passes(config)
     selection = config["selection_images"] if config.get("restarts", 1) > 1 else 0
     return len(length["distances"]) * per_image, length["steps_used"] * config["batch_size"] + selection * per_image
 
@@ -278,7 +277,8 @@ def rejudged(data: dict, undecided_as: str) -> dict:
         for key, run in img["runs"].items():
             lengths = [dict(length, distance_passed=distances_pass(length["distances"], threshold, undecided_as))
                        for length in run["lengths"]]
-            stop = next((i for i, x in enumerate(lengths) if x["distance_passed"] and x["check_passed"]), None)
+            stop = next((i for i, x in enumerate(lengths) if length_passes(x["distance_passed"], x["check_passed"])),
+                        None)
             kept = lengths if stop is None else lengths[:stop + 1]
             scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x["check_passed"],
                                       check_scores=[1.0]) for x in kept]
