@@ -31,7 +31,7 @@ from PIL import Image
 from . import citation
 from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
-from .uncertainty import BENEFIT_OF_DOUBT, threshold_comparison
+from .uncertainty import BENEFIT_OF_DOUBT, passed_on_doubt, threshold_comparison
 from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
@@ -168,11 +168,13 @@ def _bar(r: TokenResult) -> tuple[float, float]:
 
 def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
     """Mean distance per token length with its 95% interval (what decides a length at the threshold; the mean
-    alone below two distances), the threshold as a dashed line, the score circled."""
+    alone below two distances), the threshold as a dashed line, the score circled; a score that passed on the
+    benefit of the doubt (its circle then sits above the line) says so beside the circle."""
     left, right, top_pad, bottom = 56, 16, 16, 44
     pw, ph = width - left - right, height - top_pad - bottom
     points = [(r.num_tokens, r.mean_distance, _bar(r), r.passed) for r in report.results
               if not math.isnan(r.mean_distance)]
+    by_length = {r.num_tokens: r for r in report.results}
     top = max([bar[1] for _, _, bar, _ in points] + [report.threshold]) * 1.15 + 0.02
     ticks = _ticks(top)
     top = max(top, ticks[-1])
@@ -216,6 +218,11 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
         if report.score == m:
             out.append(f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="11" fill="none" stroke="#15803d" '
                        f'stroke-width="2.5"/>')
+            if passed_on_doubt(by_length[m].distances, report.threshold, by_length[m].distance_passed):
+                anchor = "end" if m > n / 2 else "start"
+                out.append(f'<text x="{cx + (-14 if anchor == "end" else 14):.1f}" y="{y(mu) + 16:.1f}" '
+                           f'font-size="11" text-anchor="{anchor}" fill="#15803d">score: passed on the benefit of '
+                           f'the doubt (its interval reaches the threshold)</text>')
     out.append("</svg>")
     return "".join(out)
 

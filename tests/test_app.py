@@ -501,7 +501,17 @@ def test_gallery_images_are_written_once_however_often_a_gallery_is_updated(app,
     assert {p: os.stat(p).st_ino for p, _ in again} == written
 
 
-def test_served_files_are_swept_once_a_day_old(app):
+@pytest.fixture
+def gallery_tmp(tmp_path, monkeypatch):
+    """The gallery's folders in a temp directory of the test's own (a sweep also visits earlier processes' folders,
+    which the machine's temp directory may hold)."""
+    monkeypatch.setattr(views.tempfile, "tempdir", str(tmp_path))
+    views._gallery_dir.cache_clear()
+    yield tmp_path
+    views._gallery_dir.cache_clear()
+
+
+def test_served_files_are_swept_once_a_day_old(app, gallery_tmp):
     """A Space runs for weeks: the gallery's files not handed out for a day are deleted, an image whose file went
     is written again when next shown, and Gradio's own cache is swept the same way."""
     import numpy as np
@@ -517,6 +527,30 @@ def test_served_files_are_swept_once_a_day_old(app):
     again = views.gallery_file(old)
     assert again == old_path and np.array_equal(np.asarray(Image.open(again).convert("RGB")), np.asarray(old))
     assert app.demo.delete_cache == (views.FILE_SWEEP_EVERY_S, day)
+
+
+def test_gallery_folders_of_earlier_app_processes_are_swept(app, gallery_tmp):
+    """Each app process has its own gallery folder; a restarted app leaves the last one behind. Its day-old files
+    go with the next sweep and the folder with them, while a folder with fresh files (a live process) stays."""
+    import numpy as np
+    from PIL import Image
+
+    tmp_path = gallery_tmp
+    day = views.FILE_MAX_AGE_S
+    dead, live = tmp_path / f"{views.GALLERY_PREFIX}dead", tmp_path / f"{views.GALLERY_PREFIX}live"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "a.png").write_bytes(b"png")
+    os.utime(dead / "a.png", (time.time() - day - 60,) * 2)
+    ours = views.gallery_file(Image.fromarray(np.full((8, 8, 3), 7, np.uint8)))
+    assert views.sweep_gallery() == 1
+    assert not dead.exists() and (live / "a.png").exists() and os.path.exists(ours)
+    # a sweep by another process that removed our (then empty) folder does not stop the next image
+    for path in Path(ours).parent.iterdir():
+        path.unlink()
+    Path(ours).parent.rmdir()
+    again = views.gallery_file(Image.fromarray(np.full((8, 8, 3), 9, np.uint8)))
+    assert os.path.exists(again)
 
 
 def use_cost_table(monkeypatch, folder: Path, **rates: float) -> None:

@@ -172,7 +172,7 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     # every shell says why a mean above the threshold passed
     from originality.app.views import RunView, curve_figure, row_header
     from originality.cli import length_line
-    from originality.html_report import render
+    from originality.html_report import curve_svg, render
 
     doubt = "> 0.3, but its 95% interval holds it (benefit of the doubt)"
     assert doubt in length_line(same, 0.3) and doubt not in length_line(first, 0.3)
@@ -182,6 +182,8 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     assert doubt in row_header(view, view.lengths[1]) and "&gt; threshold 0.3, but its 95% interval" in render(on_doubt)
     assert "the benefit of the doubt, so that only a length shown to miss fails" in render(on_doubt)
     assert "benefit of the doubt" not in render(by_mean)
+    assert "score: passed on the benefit of the doubt" in curve_svg(on_doubt)  # beside the circle, not only below
+    assert "benefit of the doubt" not in curve_svg(by_mean)
     # so the reliability benchmark can judge a recorded run again under the rule, exactly: what the engine gives
     record = analysis_record(by_mean, 0.0)
     data = {"name": "x", "config": by_mean.config, "images": [{"group": "common", "index": 0, "runs": {"0": record}}]}
@@ -249,7 +251,7 @@ def test_a_report_finds_the_figures_of_its_world_and_measured_settings(tmp_path)
 def test_every_shell_says_how_repeatable_the_label_is(pipe, query, tmp_path, monkeypatch):
     from originality import repeatability
     from originality.cli import score_line
-    from originality.html_report import render
+    from originality.html_report import curve_svg, render
     from originality.app.views import verdict_markdown
 
     report = analyze(query, TINY, model_of(pipe, [[0.9, 0.9]]))

@@ -7,6 +7,7 @@ what the event means. Tests and other front ends use these without a page.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import html
@@ -297,10 +298,13 @@ FILE_MAX_AGE_S = 24 * 3600
 FILE_SWEEP_EVERY_S = 3600
 
 
+GALLERY_PREFIX = "originality-gallery-"
+
+
 @functools.cache
 def _gallery_dir() -> Path:
     """The folder of `gallery_file`'s files: one per app process, made at its first image."""
-    return Path(tempfile.mkdtemp(prefix="originality-gallery-"))
+    return Path(tempfile.mkdtemp(prefix=GALLERY_PREFIX))
 
 
 _last_sweep = [0.0]  # monotonic time of the gallery folder's last sweep (`sweep_gallery`)
@@ -308,16 +312,22 @@ _last_sweep = [0.0]  # monotonic time of the gallery folder's last sweep (`sweep
 
 def sweep_gallery(max_age_s: float = FILE_MAX_AGE_S, now: float | None = None) -> int:
     """Delete the gallery files not written or handed out for `max_age_s` seconds (`now`: the wall-clock time;
-    default time.time()); returns how many. An image whose file went is written again when next shown."""
+    default time.time()), this process's and those left by earlier app processes (their folders go once empty);
+    returns how many files. An image whose file went is written again when next shown."""
     now = time.time() if now is None else now
+    ours = _gallery_dir()
     gone = 0
-    for path in _gallery_dir().glob("*.png"):
-        try:
-            if now - path.stat().st_mtime > max_age_s:
-                path.unlink()
-                gone += 1
-        except FileNotFoundError:  # another thread swept it first
-            continue
+    for folder in [ours, *(f for f in ours.parent.glob(f"{GALLERY_PREFIX}*") if f != ours and f.is_dir())]:
+        for path in folder.glob("*.png"):
+            try:
+                if now - path.stat().st_mtime > max_age_s:
+                    path.unlink()
+                    gone += 1
+            except FileNotFoundError:  # another thread or process swept it first
+                continue
+        if folder != ours:
+            with contextlib.suppress(OSError):  # not empty: files of a live process, or its staging
+                folder.rmdir()
     return gone
 
 
@@ -340,6 +350,7 @@ def gallery_file(image) -> str:
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
     folder = _gallery_dir()
+    folder.mkdir(exist_ok=True)  # another app process's sweep removes an empty folder, ours too
     path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
     if not _fresh(path):
         staging = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
