@@ -448,7 +448,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
             check_scored=scored, timings=timings, inversion_seed=kept.seed,
             steps_used=len(losses), stop_reason=kept.stop_reason, warm_start=warm,
             probes=list(probe.history) if probe else [],
-            restarts=[t.summary() for t in tried] if config.restarts > 1 else [],
+            restarts=[t.summary() for t in tried] if config.restarts_at(m) > 1 else [],
             kept_restart=kept.index,
         )
     logger.info("m=%d distance %.3f (%s) check %s", m, mean, "pass" if distance_passed else "fail", check.detail)
@@ -501,8 +501,9 @@ class Carried:
 def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, session: TokenSession,
                          placeholder, prompt: str, latents: tuple[torch.Tensor, torch.Tensor],
                          probe=None, steps: int | None = None, nested: tuple[Restart, ...] = ()) -> Iterator[Event]:
-    """Step 3 of one length: `restarts` inversions of `placeholder`, all from the rows it holds now (the domain
-    word's, or the warm start's), each from its own seed (`inversion_seed(seed, m, query, r)`).
+    """Step 3 of one length: `restarts` inversions of `placeholder` (one past `restarts_until`:
+    `AnalysisConfig.restarts_at`), all from the rows it holds now (the domain word's, or the warm start's), each
+    from its own seed (`inversion_seed(seed, m, query, r)`).
 
     With more than one, each restart draws `selection_images` images of `prompt` from its tokens, from latents
     set apart from the reconstructions the length is judged on (`image_seed(seed, "selection", r)`), and the
@@ -521,7 +522,8 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
     start = session.rows(placeholder)
     runs, carried_in = {run.index: run for run in nested}, {run.index for run in nested}
     tried: list[Restart] = []
-    for r in range(config.restarts):
+    attempts = config.restarts_at(m)
+    for r in range(attempts):
         if config.token_init == "nested":
             if r not in runs:
                 runs[r] = yield from _nested_inversion(pipe, prepared, session, latents, r, m)
@@ -531,7 +533,7 @@ def invert_with_restarts(pipe, model: OriginalityModel, prepared: Prepared, sess
             restart = yield from _inversion(pipe, prepared, placeholder, latents, r, steps or config.steps, probe)
         session.set_embeddings(placeholder, restart.embeddings)
         tried.append(restart)
-        if config.restarts > 1:
+        if attempts > 1:
             images = yield from iter_generate(pipe, prompt, config.selection_images,
                                               seed=image_seed(config.seed, "selection", r), config=config,
                                               resolution=model.resolution, num_tokens=m, what="selection images")

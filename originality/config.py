@@ -198,6 +198,9 @@ class AnalysisConfig:
            "(drawn apart from the reconstructions it is judged on) come closest to the query, and stops restarting "
            "once one's selection images pass; 1: one inversion, as the paper", metavar="R",
         label="restarts per length (keep the best)", low=1, high=8, public_max=3)
+    restarts_until: int = setting(
+        0, "the longest token length that restarts: longer lengths run one inversion; 0: every length restarts",
+        metavar="M", label="restart up to length (0: every length)", low=0, high=100, public_max=8)
     selection_images: int = setting(4, "images drawn from each restart's tokens to choose among the restarts (never "
                                        "judged)", metavar="N", low=1, high=64, public_max=8)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
@@ -339,14 +342,18 @@ class AnalysisConfig:
         length's tokens) when set, else `steps`."""
         return self.warm_steps if warm and self.warm_steps else self.steps
 
+    def restarts_at(self, m: int) -> int:
+        """Inversions token length `m` may run: `restarts`, or one past `restarts_until` (when set)."""
+        return self.restarts if not self.restarts_until or m <= self.restarts_until else 1
+
     def most_inversion_steps(self, m: int, previous_rows: int | None = None, nested_runs: int = 0) -> int:
         """The most inversion steps (each at `batch_size`) length `m` can run over all its restarts: the work the
         ZeroGPU reservation, the cost projection and the time left count. `previous_rows`: the rows kept from
         length m - 1 (None: none); `nested_runs`: the nested inversions (token_init 'nested') already run under
         this seed, which later lengths reuse instead of inverting again."""
         if self.token_init == "nested":
-            return max(0, self.restarts - nested_runs) * self.steps
-        return self.restarts * self.inversion_steps(self.starts_warm(m, previous_rows))
+            return max(0, self.restarts_at(m) - nested_runs) * self.steps
+        return self.restarts_at(m) * self.inversion_steps(self.starts_warm(m, previous_rows))
 
     def validate(self, public: bool = False) -> None:
         """Raise ValueError naming the first bad field and its value (`public`: the public app's limits too)."""

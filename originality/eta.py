@@ -261,11 +261,11 @@ class RunTimer:
     def _inference_steps(self) -> int:
         return int(self._get("num_inference_steps", 1))
 
-    def _attempts(self) -> int:
-        """Inversions per length at most (the `restarts` setting)."""
-        return max(1, int(self._get("restarts", 1)))
+    def _attempts(self, m: int) -> int:
+        """Inversions length `m` may run at most (`AnalysisConfig.restarts_at`: the `restarts` setting)."""
+        return self.config.restarts_at(m) if self.config is not None else 1
 
-    def _images(self, what: str) -> int:
+    def _images(self, what: str, m: int) -> int:
         """Images of `what` one length may draw at most (per inversion for the selection images): the settings'
         count, or more where a length announced more."""
         if what == "reconstructions":
@@ -273,7 +273,7 @@ class RunTimer:
         elif what == "edits":
             planned = int(self._get("num_edits", 0)) if self._uses_edits else 0
         else:  # selection images: only between several inversions
-            planned = int(self._get("selection_images", 0)) if self._attempts() > 1 else 0
+            planned = int(self._get("selection_images", 0)) if self._attempts(m) > 1 else 0
         return max(planned, self._largest.get(what, 0))
 
     # ------------------------------------------------------------------ the estimate
@@ -301,24 +301,26 @@ class RunTimer:
         only the first length inverts (`AnalysisConfig.most_inversion_steps`; a restart first needed later is
         counted once its steps come)."""
         config = self.config
-        return config.most_inversion_steps(m, m - 1, config.restarts if m > 1 else 0) // config.restarts
+        return config.most_inversion_steps(m, m - 1, config.restarts if m > 1 else 0) // config.restarts_at(m)
 
     def _left_in_length(self, length: _Length) -> tuple[int, int]:
         """(inversion samples, images) the length in progress may still take."""
-        steps, batch, selection = self._steps(length.m), self._batch(), self._images(_SELECTION)
-        later = max(0, self._attempts() - 1 - length.attempt)  # inversions not started yet
+        steps, batch, selection = self._steps(length.m), self._batch(), self._images(_SELECTION, length.m)
+        attempts = self._attempts(length.m)
+        later = max(0, attempts - 1 - length.attempt)  # inversions not started yet
         samples, images = 0, 0
         if length.phase != "images":
             samples = later * steps * batch
             images = later * selection
             if length.phase == "inversion":
                 samples += max(0, length.step_total - length.step) * batch
-                images += selection if self._attempts() > 1 else 0
+                images += selection if attempts > 1 else 0
             else:
                 images += max(0, length.planned.get(_SELECTION, selection) - length.made.get(_SELECTION, 0))
         for what in ("reconstructions", "edits"):
             if not (what == "edits" and length.edits_skipped):
-                images += max(0, max(length.planned.get(what, 0), self._images(what)) - length.made.get(what, 0))
+                images += max(0, max(length.planned.get(what, 0), self._images(what, length.m))
+                              - length.made.get(what, 0))
         return samples, images
 
     def estimate(self) -> Estimate | None:
@@ -334,12 +336,11 @@ class RunTimer:
         now = (samples * rates.per_sample + images * inference * rates.per_image_step +
                max(0.0, rates.per_length - length.fixed_s))
         # every later length at worst: the rest of this seed's, then every length of each seed still to come
-        per_length_images = (self._attempts() * self._images(_SELECTION) + self._images("reconstructions") +
-                             self._images("edits"))
-
         def whole(m: int) -> float:
-            return (self._attempts() * self._steps(m) * batch * rates.per_sample +
-                    per_length_images * inference * rates.per_image_step + rates.per_length)
+            images = (self._attempts(m) * self._images(_SELECTION, m) + self._images("reconstructions", m) +
+                      self._images("edits", m))
+            return (self._attempts(m) * self._steps(m) * batch * rates.per_sample +
+                    images * inference * rates.per_image_step + rates.per_length)
 
         later = (sum(whole(m) for m in range(length.m + 1, max_tokens + 1))
                  + max(0, seeds - length.seed_index) * sum(whole(m) for m in range(1, max_tokens + 1)))

@@ -38,22 +38,23 @@ def seconds(steps: int, batch_size: int, images: int, inference_steps: int, path
     return overhead + per_sample * steps * batch_size + per_image_step * images * inference_steps
 
 
-def length_work(config, inversion_steps: int | None = None) -> tuple[int, int]:
-    """The most work one token length can do under `config` (an `AnalysisConfig`), as (inversion steps at
+def length_work(config, inversion_steps: int | None = None, m: int = 1) -> tuple[int, int]:
+    """The most work token length `m` can do under `config` (an `AnalysisConfig`), as (inversion steps at
     `batch_size`, generated images at `num_inference_steps`): every restart's inversion (`inversion_steps`, from
-    `config.most_inversion_steps`: fewer for a length that starts warm or reuses nested inversions; None: a first
-    length's), its selection images when there are several, the most reconstructions the sequential rule may draw
-    (`max_reconstructions`) and the edits."""
+    `config.most_inversion_steps`: fewer for a length that starts warm or reuses nested inversions; None: `m`'s
+    from scratch), its selection images when it runs several (`config.restarts_at`), the most reconstructions the
+    sequential rule may draw (`max_reconstructions`) and the edits. The first length's is the most any length does."""
     images = max(config.num_reconstructions, config.max_reconstructions) + config.num_edits
-    if config.restarts > 1:
-        images += config.restarts * config.selection_images
-    return (config.most_inversion_steps(1) if inversion_steps is None else inversion_steps), images
+    restarts = config.restarts_at(m)
+    if restarts > 1:
+        images += restarts * config.selection_images
+    return (config.most_inversion_steps(m) if inversion_steps is None else inversion_steps), images
 
 
-def length_seconds(config, path: str | Path = COSTS_FILE, inversion_steps: int | None = None) -> float:
-    """Projected GPU seconds of one token length at most (`length_work` at the table's rates): the ZeroGPU
+def length_seconds(config, path: str | Path = COSTS_FILE, inversion_steps: int | None = None, m: int = 1) -> float:
+    """Projected GPU seconds of token length `m` at most (`length_work` at the table's rates): the ZeroGPU
     reservation."""
-    steps, images = length_work(config, inversion_steps)
+    steps, images = length_work(config, inversion_steps, m)
     return seconds(steps, config.batch_size, images, config.num_inference_steps, path)
 
 

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import originality.models as models
-from originality import AnalysisConfig, worlds
+from originality import AnalysisConfig, gpu_costs, worlds
 from originality.app import views, zerogpu
 from originality.config import settings as schema
 from originality.images import load_image, prepare_image
@@ -644,6 +644,9 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch, tmp_path):
     # the reservation follows the settings, within the cap (the formula: test_gpu_reservation_follows_the_cost_table)
     fast = AnalysisConfig.preset("fast")
     assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == zerogpu.gpu_seconds(fast.to_dict()) == 86
+    until = AnalysisConfig.preset("steady", restarts_until=1)  # m = 2 runs one inversion: fast's work and 24 images
+    assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 1) == zerogpu.gpu_seconds(until.to_dict())
+    assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 2) == math.ceil(gpu_costs.seconds(150, 8, 28, 20))
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
     assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == 60
 

@@ -137,6 +137,17 @@ def test_restarts_selection_images_and_growing_image_counts_are_counted():
     assert grown.total_s == pytest.approx(grown.length_s + 2 * whole)
 
 
+def test_lengths_past_restarts_until_are_counted_with_one_inversion():
+    config = CONFIG.replace(restarts=2, selection_images=2, restarts_until=1)
+    script = Script(RunTimer(stored=STORED))
+    script.feed(Started(None, config, SD_GPU))
+    first = script.feed(InversionStep(1, 1, 10, 0.5), 3.0)
+    # m = 1: 9 steps + the second inversion's 10 (x 2 samples), 2 x 2 selection images, 4 reconstructions, 2 edits
+    assert first.length_s == pytest.approx(19 * 2 + 10 * 5 + 7.0)
+    # m = 2 and 3 at worst: one inversion each (20 samples), no selection images, 4 + 2 images, the fixed 10 s
+    assert first.total_s == pytest.approx(first.length_s + 2 * (20 + 6 * 5 + 10.0))
+
+
 def test_a_step_number_that_goes_back_is_another_inversion_not_a_crash():
     script = Script(RunTimer(stored=STORED))
     script.feed(Started(None, CONFIG, SD_GPU))

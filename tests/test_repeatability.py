@@ -122,6 +122,33 @@ def test_restarts_give_a_fixed_result_for_a_fixed_seed(pipe, query):
                for a, b in zip(one.results[0].reconstructions, two.results[0].reconstructions))
 
 
+def test_restarts_until_limits_restarts_to_the_first_lengths(pipe, query):
+    # m = 1 restarts (two restarts' selection images fail, then its reconstructions fail); m = 2 runs one inversion:
+    # no selection images, straight to its reconstructions, which pass
+    config = TINY.replace(restarts=2, selection_images=2, restarts_until=1, max_tokens=2)
+    model = model_of(pipe, [[0.6, 0.6], [0.5, 0.5], [0.9, 0.9], [0.1, 0.1]])
+    events = list(iter_analyze(query, config, model))
+    report = events[-1].report
+    first, second = report.results
+    assert model.distance.calls == [2, 2, 2, 2] and report.label == "2"
+    assert len(first.restarts) == 2 and second.restarts == []
+    assert {e.restart for e in events if isinstance(e, InversionStep) and e.num_tokens == 2} == {0}
+    assert not [e for e in events if isinstance(e, Generating) and e.num_tokens == 2 and e.what == "selection images"]
+    # the work, the reservation and the benchmark's count follow the length
+    assert config.restarts_at(1) == 2 and config.restarts_at(2) == 1
+    assert config.replace(restarts_until=0).restarts_at(5) == 2
+    assert config.most_inversion_steps(2) == config.steps and config.most_inversion_steps(1) == 2 * config.steps
+    assert gpu_costs.length_work(config, m=2) == (config.steps, config.num_reconstructions + config.num_edits)
+    assert gpu_costs.length_seconds(config, m=1) > gpu_costs.length_seconds(config, m=2)
+    record = analysis_record(report, 0.0)
+    assert record["passes"] == gpu_costs.unet_passes(report) == (2 + 1) * 1 * 2 + (4 + 2 + 2) * 2 * 2
+    from originality.experiments.reliability import recorded_length_passes
+
+    totals = [recon + per_restart * max(1, len(x["selection_distances"]))
+              for x in record["lengths"] for recon, per_restart in [recorded_length_passes(x, report.config)]]
+    assert totals == [8 + 2 * (2 + 8), 8 + 2] and sum(totals) == record["passes"]
+
+
 def reconstructions_drawn(pipe, query, script, **settings):
     config = TINY.replace(num_reconstructions=4, generation_batch_size=4, **settings)
     events = list(iter_analyze(query, config, model_of(pipe, script)))

@@ -39,13 +39,13 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 
-def gpu_seconds(config: dict, inversion_steps: int | None = None) -> int:
-    """Seconds to reserve on ZeroGPU for one token length with these settings (`inversion_steps`: the most the
-    length can run over its restarts, `AnalysisConfig.most_inversion_steps`; None: a first length's):
+def gpu_seconds(config: dict, inversion_steps: int | None = None, m: int = 1) -> int:
+    """Seconds to reserve on ZeroGPU for token length `m` with these settings (`inversion_steps`: the most the
+    length can run over its restarts, `AnalysisConfig.most_inversion_steps`; None: from scratch):
     `gpu_costs.length_seconds` (the one cost formula) rounded up, capped at ORIGINALITY_GPU_MAX_SECONDS (default
     300)."""
     c = AnalysisConfig.from_dict(config)
-    estimate = gpu_costs.length_seconds(c, inversion_steps=inversion_steps)
+    estimate = gpu_costs.length_seconds(c, inversion_steps=inversion_steps, m=m)
     return min(env_int("ORIGINALITY_GPU_MAX_SECONDS", 300), math.ceil(estimate))
 
 
@@ -56,7 +56,7 @@ def _gpu_duration(prepared: Any, model_id: str, m: int, carried: Any = None) -> 
     previous = carried.rows if carried is not None and carried.m == m - 1 else None
     steps = config.most_inversion_steps(m, None if previous is None else len(previous),
                                         len(carried.nested) if carried is not None else 0)
-    return gpu_seconds(config.to_dict(), inversion_steps=steps)
+    return gpu_seconds(config.to_dict(), inversion_steps=steps, m=m)
 
 
 def gpu_call(fn, duration=_gpu_duration):

@@ -234,9 +234,12 @@ def one_token_passes(data: dict) -> dict[str, float]:
 def recorded_length_passes(length: dict, config: dict) -> tuple[int, int]:
     """UNet sample-passes of one recorded length (`gpu_costs.unet_passes`'s sum for it), as (reconstructions', each
     restart's): the reconstructions, and per restart its inversion at `steps_used` (restarts run the same steps
-    when early stopping is off) and its selection images (drawn when `restarts` > 1)."""
+    when early stopping is off) and its selection images (drawn when the length ran several inversions: its
+    recorded restarts, or in records from before they were kept, `restarts` > 1)."""
     per_image = image_passes(config)
-    selection = config["selection_images"] if config.get("restarts", 1) > 1 else 0
+    recorded = length.get("selection_distances")
+    several = bool(recorded) if recorded is not None else config.get("restarts", 1) > 1
+    selection = config["selection_images"] if several else 0
     return len(length["distances"]) * per_image, length["steps_used"] * config["batch_size"] + selection * per_image
 
 
