@@ -36,8 +36,9 @@ def test_the_quota_table_is_the_runner_s_reservations(monkeypatch):
         config = AnalysisConfig.preset(preset)
         per_length = zerogpu.gpu_seconds(config.to_dict())
         assert rows[preset][0] == f"{per_length} s", preset
-        assert rows[preset][1] == f"{zerogpu.PREPARE_GPU_S + per_length} s", preset
-        assert rows[preset][2] == f"{zerogpu.PREPARE_GPU_S + config.max_tokens * per_length} s", preset
+        assert rows[preset][1] == f"{zerogpu.PREPARE_GPU_S + per_length} s" == \
+            f"{zerogpu.run_gpu_seconds(config.to_dict(), 1)} s", preset
+        assert rows[preset][2] == f"{zerogpu.run_gpu_seconds(config.to_dict())} s", preset
     paper = AnalysisConfig.preset("paper").to_dict()
     cap = zerogpu.gpu_seconds(paper)
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", str(10**9))  # the estimate itself, uncapped (rounded up)

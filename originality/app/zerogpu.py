@@ -71,6 +71,17 @@ def gpu_call(fn, duration=_gpu_duration):
 PREPARE_GPU_S = 60
 
 
+def run_gpu_seconds(config: dict, lengths: int | None = None) -> int:
+    """Seconds a run reserves in all when it goes through token lengths 1..`lengths` (default: every length,
+    `max_tokens`): the prepare call, then each length's call (`gpu_seconds`, each starting warm or restarting as the
+    settings say), without the references' call. What a visitor's quota must hold for a "5+"."""
+    c = AnalysisConfig.from_dict(config)
+    calls = [gpu_seconds(config, inversion_steps=c.most_inversion_steps(m, m - 1 if m > 1 else None,
+                                                                        c.restarts if m > 1 else 0), m=m)
+             for m in range(1, (lengths or c.max_tokens) + 1)]
+    return PREPARE_GPU_S + sum(calls)
+
+
 def _worker(model_id: str):
     """The engine's `LocalRunner` inside a GPU call, on the model loaded at start-up (`startup.loaded`): under
     ZeroGPU the call's worker is forked from the main process that loaded it, so the call reads no weights. A model
