@@ -220,9 +220,10 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
                        f'stroke-width="2.5"/>')
             if passed_on_doubt(by_length[m].distances, report.threshold, by_length[m].distance_passed):
                 anchor = "end" if m > n / 2 else "start"
-                out.append(f'<text x="{cx + (-14 if anchor == "end" else 14):.1f}" y="{y(mu) + 16:.1f}" '
+                # above the circle: a doubt pass sits just above the threshold line, which runs below it
+                out.append(f'<text x="{cx + (-14 if anchor == "end" else 14):.1f}" y="{y(mu) - 22:.1f}" '
                            f'font-size="11" text-anchor="{anchor}" fill="#15803d">score: passed on the benefit of '
-                           f'the doubt (its interval reaches the threshold)</text>')
+                           f'the doubt (its 95% interval reaches the threshold)</text>')
     out.append("</svg>")
     return "".join(out)
 
