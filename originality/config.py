@@ -355,6 +355,12 @@ class AnalysisConfig:
             return max(0, self.restarts_at(m) - nested_runs) * self.steps
         return self.restarts_at(m) * self.inversion_steps(self.starts_warm(m, previous_rows))
 
+    def projected_inversion_steps(self, m: int) -> int:
+        """`most_inversion_steps` of length `m` in a run that got that far: it starts warm where the settings say
+        (the previous length's rows are at hand), and every nested inversion ran at the first length. What the
+        time-left estimate and a whole run's ZeroGPU reservation count for lengths not started yet."""
+        return self.most_inversion_steps(m, m - 1 if m > 1 else None, self.restarts if m > 1 else 0)
+
     def validate(self, public: bool = False) -> None:
         """Raise ValueError naming the first bad field and its value (`public`: the public app's limits too)."""
         for s in settings():

@@ -298,10 +298,9 @@ class RunTimer:
     def _steps(self, m: int) -> int:
         """Inversion steps of each of length m's inversions: a later length starts warm when the settings say so
         (the runners keep each length's tokens for the next), which may give it fewer; with nested inversions
-        only the first length inverts (`AnalysisConfig.most_inversion_steps`; a restart first needed later is
+        only the first length inverts (`AnalysisConfig.projected_inversion_steps`; a restart first needed later is
         counted once its steps come)."""
-        config = self.config
-        return config.most_inversion_steps(m, m - 1, config.restarts if m > 1 else 0) // config.restarts_at(m)
+        return self.config.projected_inversion_steps(m) // self.config.restarts_at(m)
 
     def _left_in_length(self, length: _Length) -> tuple[int, int]:
         """(inversion samples, images) the length in progress may still take."""

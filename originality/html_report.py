@@ -174,7 +174,8 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
     pw, ph = width - left - right, height - top_pad - bottom
     points = [(r.num_tokens, r.mean_distance, _bar(r), r.passed) for r in report.results
               if not math.isnan(r.mean_distance)]
-    by_length = {r.num_tokens: r for r in report.results}
+    scored = next((r for r in report.results if r.num_tokens == report.score), None)
+    on_doubt = scored is not None and passed_on_doubt(scored.distances, report.threshold, scored.distance_passed)
     top = max([bar[1] for _, _, bar, _ in points] + [report.threshold]) * 1.15 + 0.02
     ticks = _ticks(top)
     top = max(top, ticks[-1])
@@ -218,7 +219,7 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
         if report.score == m:
             out.append(f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="11" fill="none" stroke="#15803d" '
                        f'stroke-width="2.5"/>')
-            if passed_on_doubt(by_length[m].distances, report.threshold, by_length[m].distance_passed):
+            if on_doubt:
                 anchor = "end" if m > n / 2 else "start"
                 # above the circle: a doubt pass sits just above the threshold line, which runs below it
                 out.append(f'<text x="{cx + (-14 if anchor == "end" else 14):.1f}" y="{y(mu) - 22:.1f}" '

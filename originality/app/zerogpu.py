@@ -76,8 +76,7 @@ def run_gpu_seconds(config: dict, lengths: int | None = None) -> int:
     `max_tokens`): the prepare call, then each length's call (`gpu_seconds`, each starting warm or restarting as the
     settings say), without the references' call. What a visitor's quota must hold for a "5+"."""
     c = AnalysisConfig.from_dict(config)
-    calls = [gpu_seconds(config, inversion_steps=c.most_inversion_steps(m, m - 1 if m > 1 else None,
-                                                                        c.restarts if m > 1 else 0), m=m)
+    calls = [gpu_seconds(config, inversion_steps=c.projected_inversion_steps(m), m=m)
              for m in range(1, (lengths or c.max_tokens) + 1)]
     return PREPARE_GPU_S + sum(calls)
 
