@@ -558,8 +558,9 @@ def _inversion(pipe, prepared: Prepared, placeholder, latents: tuple[torch.Tenso
     inversion = invert(
         pipe, *latents, placeholder, prepared.templates,
         steps=steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-        seed=seed, lr_schedule=config.lr_schedule, early_stopping=config.early_stopping(),
-        micro_batch_size=config.micro_batch_size, probe=probe, prefixes=prefixes,
+        seed=seed, lr_schedule=config.lr_schedule, averaged_steps=config.averaged_steps(steps),
+        early_stopping=config.early_stopping(), micro_batch_size=config.micro_batch_size, probe=probe,
+        prefixes=prefixes,
     )
     losses: list[float] = []
     stop: dict = {}

@@ -155,6 +155,11 @@ class AnalysisConfig:
     lr_schedule: str = setting(
         "constant", "inversion learning-rate schedule; linear and cosine decay to 0 over the steps",
         label="learning-rate schedule (constant / linear / cosine)", choices=LR_SCHEDULES)
+    average_tail: float = setting(
+        0.0, "share of each inversion's last steps whose learned tokens are averaged into its result (tail "
+             "averaging, Polyak-Ruppert: the average of the iterates of a noisy optimisation sits nearer its optimum, "
+             "and nearer another run's, than the last one); 0: the last step's tokens, as the paper", metavar="F",
+        low=0, high=0.9)
     # Early stopping (DVAR, see `stopping`): `steps` becomes a cap
     early_stop_every: int = setting(
         0, "evaluate the loss on a fixed batch every N inversion steps and stop a length once it has converged "
@@ -341,6 +346,11 @@ class AnalysisConfig:
         """Inversion steps of one length: `warm_steps` for a warm-started one (`warm`: it starts from the previous
         length's tokens) when set, else `steps`."""
         return self.warm_steps if warm and self.warm_steps else self.steps
+
+    def averaged_steps(self, steps: int) -> int:
+        """How many of an inversion's last `steps` steps have their tokens averaged into its result (`average_tail`);
+        0: none, the last step's tokens."""
+        return round(self.average_tail * steps)
 
     def restarts_at(self, m: int) -> int:
         """Inversions token length `m` may run: `restarts`, or one past `restarts_until` (when set)."""

@@ -211,6 +211,7 @@ def invert(
     learning_rate: float,
     seed: int,
     lr_schedule: str = "constant",
+    averaged_steps: int = 0,
     early_stopping: EarlyStopping | None = None,
     micro_batch_size: int | None = None,
     probe: ReconstructionProbe | None = None,
@@ -235,6 +236,9 @@ def invert(
     hold the result afterwards. `lr_schedule` "linear" / "cosine" decays the rate to 0
     over the steps, as diffusers' textual_inversion.py can (on the shapes world the
     `fast` preset reconstructed worse with "linear": benchmarks/RESULTS.md, session 3).
+    `averaged_steps` k > 0 returns the mean of the rows after each of the last k of the `steps` steps instead of
+    the last rows (tail averaging); an inversion stopped early averages what it ran of that window, or returns
+    its last rows if it stopped before the window.
 
     `micro_batch_size` splits each step's batch into chunks whose gradients are
     accumulated (same update as the whole batch, less memory); None: the whole batch
@@ -269,6 +273,8 @@ def invert(
             return float(denoising_loss(target, fixed, batch_size))
 
     micro, automatic = micro_batch_size, micro_batch_size is None
+    average_from = steps - averaged_steps + 1 if averaged_steps > 0 else steps + 1  # first step in the average
+    tail_sum, tail_count = torch.zeros_like(learned), 0
     try:
         if convergence is not None:
             convergence.update(0, fixed_batch_loss())  # the start, so a fall from it counts
@@ -279,6 +285,9 @@ def invert(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if step >= average_from:
+                tail_sum += learned.detach()
+                tail_count += 1
             eval_loss, reason = None, (STOP_STEP_CAP if step == steps else None)
             if convergence is not None and convergence.due(step):
                 eval_loss = fixed_batch_loss()
@@ -296,9 +305,10 @@ def invert(
         text_encoder.set_input_embeddings(base)
         text_encoder.train(was_training[0])
         unet.train(was_training[1])
+    result = tail_sum / tail_count if tail_count else learned.detach()
     with torch.no_grad():
-        base.weight[list(placeholder.ids)] = learned.detach().to(base.weight.dtype)
-    return learned.detach().float().cpu()
+        base.weight[list(placeholder.ids)] = result.to(base.weight.dtype)
+    return result.float().cpu()
 
 
 def prompt_texts(placeholder: Placeholder, templates, prefixes: bool = False) -> list[str]:

@@ -21,8 +21,9 @@ TABLE_FILE = Path(__file__).with_name("repeatability.json")
 # The settings that change what a score measures (the work per length, the judges, the rule); the others (seed,
 # domain, batching, references, ...) do not, so a report under other values of them still matches an entry.
 MEASURED = (
-    "max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "early_stop_every", "early_stop_window",
-    "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early", "token_init", "warm_steps",
+    "max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "average_tail", "early_stop_every",
+    "early_stop_window", "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early",
+    "token_init", "warm_steps",
     "restarts", "restarts_until", "selection_images", "num_reconstructions", "max_reconstructions", "undecided_as",
     "num_inference_steps", "guidance_scale", "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction",
     "seeds",

@@ -105,6 +105,28 @@ def test_learning_rate_schedule(pipe, query, schedule):
         lr_factor("step", 4)
 
 
+@pytest.mark.parametrize("averaged", [0, 1, 3, 6])
+def test_tail_averaging_returns_the_mean_of_the_last_steps_rows(pipe, query, averaged):
+    mean, std = encode_query(pipe, query)
+    with TokenSession(pipe) as session:
+        ph = session.add("<s1>", 2, initializer_id(session.tokenizer, "dog"))
+        inversion = invert(session.pipeline, mean, std, ph, OBJECT_TEMPLATES, steps=4, batch_size=2,
+                           learning_rate=5e-2, seed=0, averaged_steps=averaged)
+        rows = []  # the rows after each step, read while the inversion is paused at its event
+        while True:
+            try:
+                next(inversion)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            rows.append(session.pipeline.text_encoder.get_input_embeddings().learned.detach().clone())
+        written = session.pipeline.text_encoder.get_input_embeddings().weight[list(ph.ids)].detach().clone()
+    expected = torch.stack(rows[-min(averaged, 4):]).mean(0) if averaged else rows[-1]
+    assert not torch.equal(rows[0], rows[-1])  # the rows moved, so the average differs from the last rows
+    assert torch.allclose(result, expected, atol=1e-6)
+    assert torch.allclose(written, expected, atol=1e-6)  # the rows the reconstructions will read
+
+
 def test_cancelled_inversion_restores_the_text_encoder(pipe, query):
     mean, std = encode_query(pipe, query)
     rows = pipe.text_encoder.get_input_embeddings().weight.shape[0]

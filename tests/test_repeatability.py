@@ -122,6 +122,26 @@ def test_restarts_give_a_fixed_result_for_a_fixed_seed(pipe, query):
                for a, b in zip(one.results[0].reconstructions, two.results[0].reconstructions))
 
 
+def test_average_tail_reaches_each_inversion_as_its_last_steps(pipe, query, monkeypatch):
+    # the averaging itself is tested in test_inversion; here, that the analysis asks each inversion to average
+    # round(F x its steps) steps, that it changes the tokens, and that the report records the setting
+    config = TINY.replace(max_tokens=1, steps=4, average_tail=0.5)
+    assert config.averaged_steps(4) == 2 and config.averaged_steps(150) == 75
+    assert TINY.averaged_steps(150) == 0
+    asked = []
+
+    def recording(*args, **kwargs):
+        asked.append((kwargs["steps"], kwargs["averaged_steps"]))
+        return invert(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "invert", recording)
+    report = analyze(query, config, model_of(pipe, [[0.1, 0.1]]))
+    plain = analyze(query, config.replace(average_tail=0.0), model_of(pipe, [[0.1, 0.1]]))
+    assert asked == [(4, 2), (4, 0)]
+    assert report.config["average_tail"] == 0.5 and plain.config["average_tail"] == 0.0
+    assert not np.allclose(report.results[0].embeddings.numpy(), plain.results[0].embeddings.numpy())
+
+
 def test_restarts_until_limits_restarts_to_the_first_lengths(pipe, query):
     # m = 1 restarts (two restarts' selection images fail, then its reconstructions fail); m = 2 runs one inversion:
     # no selection images, straight to its reconstructions, which pass
