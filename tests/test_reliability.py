@@ -69,6 +69,39 @@ def test_coin_tosses_count_the_lengths_whose_interval_still_holds_the_threshold(
     assert "25% of 4 lengths; runs with one: 50%" in "\n".join(reliability.summary_lines(data))
 
 
+def test_two_settings_compared_on_the_drawings_both_completed(tmp_path, capsys):
+    def result(name, split, labels):
+        # labels: per drawing, the two runs' labels; drawings alternate COMMON / UNSEEN, the continuous score = label
+        images = [{"group": ("common", "unseen")[i % 2], "index": i // 2,
+                   "runs": {str(r): run_record(label, float(label.rstrip("+"))) for r, label in enumerate(pair)}}
+                  for i, pair in enumerate(labels)]
+        return {"runs": 2, "groups": ["common", "unseen"], "config": {"max_tokens": 5}, "name": name, "split": split,
+                "images": images}
+
+    same = [("1", "1"), ("4", "4"), ("1", "1"), ("3", "3"), ("2", "2"), ("5", "5")]
+    reference = result("ref", "dev", same)
+    assert reliability.compare(reference, reference)["same_label"] == {
+        "value": 1.0, "reference": 1.0, "difference": 0.0, "interval": (0.0, 0.0)}
+    # one drawing of six flips, and a seventh drawing the reference never completed does not count
+    new = result("new", "dev", [("1", "2"), *same[1:], ("1", "1")])
+    new["images"].append({"group": "common", "index": 9, "runs": {"0": run_record("1", 1.0)}})
+    out = reliability.compare(new, reference, resamples=500)
+    assert out["images"] == 6
+    assert out["same_label"]["difference"] == pytest.approx(-1 / 6)
+    low, high = out["same_label"]["interval"]
+    assert low < -1 / 6 < high <= 0.0  # a resample without the flipped drawing shows no difference
+    assert out["mean_passes"]["difference"] == 0.0
+    with pytest.raises(ValueError, match="different splits"):
+        reliability.compare(result("t", "test", same), reference)
+    # from the command line
+    for name, data in (("new", new), ("ref", reference)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    assert reliability.main(["--summary", str(tmp_path / "new.json"), "--against", str(tmp_path / "ref.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "new against ref (dev, the 6 drawings both completed" in printed
+    assert "same_label" in printed and "-0.17 (" in printed
+
+
 def test_recorded_runs_judged_again_with_the_benefit_of_the_doubt(tmp_path, capsys):
     config = {"max_tokens": 5, "threshold": 0.3, "num_inference_steps": 2, "guidance_scale": 3.0, "batch_size": 2,
               "restarts": 2, "selection_images": 1}  # a length: 10 per restart's inversion, 4 per image
