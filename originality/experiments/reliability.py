@@ -113,34 +113,37 @@ def complete_images(data: dict, group: str | None = None) -> list[dict]:
 
 def summarize(data: dict) -> dict[str, Any]:
     """The benchmark's figures, per group and overall, over the images every run of which is done."""
-    runs = data["runs"]
     out: dict[str, Any] = {}
     for scope in (*data["groups"], "all"):
         images = complete_images(data, None if scope == "all" else scope)
-        if not images:
-            continue
-        labels = [[label_rank(img["runs"][str(r)]["label"]) for r in range(runs)] for img in images]
-        cont = [[img["runs"][str(r)]["continuous"] for r in range(runs)] for img in images]
-        groups = [GROUPS.index(img["group"]) for img in images for _ in range(runs)]
-        icc_label, icc_cont = icc_2_1(np.array(labels, float)), icc_2_1(np.array(cont, float))
-        cont_sd = float(np.std(np.array(cont, float), ddof=1)) if len(images) > 1 else None
-        out[scope] = {
-            "images": len(images),
-            "same_label": sum(len(set(ls)) == 1 for ls in labels) / len(images),
-            "within_one": sum(max(ls) - min(ls) <= 1 for ls in labels) / len(images),
-            "icc_label": icc_label,
-            "icc_continuous": icc_cont,
-            # standard error of measurement of the continuous score: a rerun lands within about 2 SEM
-            "sem_continuous": (cont_sd * math.sqrt(max(0.0, 1 - icc_cont))
-                               if cont_sd is not None and icc_cont is not None else None),
-            "spearman_label": spearman(groups, [v for ls in labels for v in ls]),
-            "spearman_continuous": spearman(groups, [v for cs in cont for v in cs]),
-            "median_label": median(v for ls in labels for v in ls),
-            "mean_continuous": float(np.mean(cont)),
-            "mean_passes": float(np.mean([img["runs"][str(r)]["passes"] for img in images for r in range(runs)])),
-            "mean_seconds": float(np.mean([img["runs"][str(r)]["seconds"] for img in images for r in range(runs)])),
-        }
+        if images:
+            out[scope] = figures_of(images, data["runs"])
     return out
+
+
+def figures_of(images: list[dict], runs: int) -> dict[str, Any]:
+    """The figures of `summarize` over `images` (each with `runs` complete runs; at least one image)."""
+    labels = [[label_rank(img["runs"][str(r)]["label"]) for r in range(runs)] for img in images]
+    cont = [[img["runs"][str(r)]["continuous"] for r in range(runs)] for img in images]
+    groups = [GROUPS.index(img["group"]) for img in images for _ in range(runs)]
+    icc_label, icc_cont = icc_2_1(np.array(labels, float)), icc_2_1(np.array(cont, float))
+    cont_sd = float(np.std(np.array(cont, float), ddof=1)) if len(images) > 1 else None
+    return {
+        "images": len(images),
+        "same_label": sum(len(set(ls)) == 1 for ls in labels) / len(images),
+        "within_one": sum(max(ls) - min(ls) <= 1 for ls in labels) / len(images),
+        "icc_label": icc_label,
+        "icc_continuous": icc_cont,
+        # standard error of measurement of the continuous score: a rerun lands within about 2 SEM
+        "sem_continuous": (cont_sd * math.sqrt(max(0.0, 1 - icc_cont))
+                           if cont_sd is not None and icc_cont is not None else None),
+        "spearman_label": spearman(groups, [v for ls in labels for v in ls]),
+        "spearman_continuous": spearman(groups, [v for cs in cont for v in cs]),
+        "median_label": median(v for ls in labels for v in ls),
+        "mean_continuous": float(np.mean(cont)),
+        "mean_passes": float(np.mean([img["runs"][str(r)]["passes"] for img in images for r in range(runs)])),
+        "mean_seconds": float(np.mean([img["runs"][str(r)]["seconds"] for img in images for r in range(runs)])),
+    }
 
 
 def length_noise(data: dict) -> dict[int, dict[str, float]]:
@@ -372,15 +375,15 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
     def key(img):
         return img["group"], img["index"]
 
+    ours = {key(img): img for img in complete_images(data)}
     theirs = {key(img): img for img in complete_images(reference)}
-    common = [key(img) for img in complete_images(data) if key(img) in theirs]
+    common = [k for k in ours if k in theirs]
     if not common:
         raise ValueError("no drawing is complete in both results")
-    ours = {key(img): img for img in complete_images(data)}
 
     def figures(keys) -> tuple[dict, dict]:
-        pick = [dict(d, images=[imgs[k] for k in keys]) for d, imgs in ((data, ours), (reference, theirs))]
-        return tuple(summarize(p)["all"] for p in pick)
+        return (figures_of([ours[k] for k in keys], data["runs"]),
+                figures_of([theirs[k] for k in keys], reference["runs"]))
 
     new, ref = figures(common)
     rng = np.random.default_rng(seed)
