@@ -305,6 +305,13 @@ class AnalysisConfig:
         return asdict(self)
 
     @classmethod
+    def recorded(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A settings dict recorded by an earlier version (a report's or a result file's `config`) with every setting
+        added since at its default: a setting is introduced with the default that leaves an analysis as it was, so a
+        record without it ran with that value."""
+        return {**cls().to_dict(), **data}
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any], *, base: "AnalysisConfig | None" = None,
                   where: str = "settings", public: bool = False) -> "AnalysisConfig":
         """The one strict parser of overrides: `base` (default: the field defaults) with `data` on top.

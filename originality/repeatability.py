@@ -78,8 +78,8 @@ def load_table(path: str | Path | None = None) -> list[dict]:
 def matches(config: dict, measured: dict) -> bool:
     """Whether `config` (a resolved `AnalysisConfig.to_dict()`) equals `measured` on every `MEASURED` setting (a
     setting missing from either, as in results written before it existed, counts as its default)."""
-    defaults = AnalysisConfig().to_dict()
-    return all(config.get(k, defaults[k]) == measured.get(k, defaults[k]) for k in MEASURED)
+    config, measured = AnalysisConfig.recorded(config), AnalysisConfig.recorded(measured)
+    return all(config[k] == measured[k] for k in MEASURED)
 
 
 def expected_repeatability(world: str, config: dict, path: str | Path | None = None) -> Repeatability | None:

@@ -202,3 +202,15 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
     assert reliability.main(args) == 0  # a rerun finds both runs done and analyses nothing
     assert " run " not in capsys.readouterr().out
     assert reliability.main([*args[:-2], "--name", "tiny", "--runs", "3"]) == 2  # other settings: refused
+    # a file written before a setting existed (no `average_tail` in its config) resumes, and is rewritten whole;
+    # the same file with that setting at another value is another setting
+    path = tmp_path / "tiny-test.json"
+    older = json.loads(path.read_text())
+    del older["config"]["average_tail"]
+    del older["images"][0]["runs"]["1"]
+    path.write_text(json.dumps(older))
+    capsys.readouterr()
+    assert reliability.main(args) == 0
+    assert capsys.readouterr().out.count(" run ") == 1  # only the missing run is analysed
+    assert json.loads(path.read_text())["config"]["average_tail"] == 0
+    assert reliability.main([*args, "--set", "average_tail=0.5"]) == 2

@@ -223,7 +223,7 @@ def settings_problems(old: dict, seed: int, marker: dict, configs: dict, varied:
     if old.get("model_marker") != marker:
         problems.append("a different model")
     for p, run in old.get("runs", {}).items():
-        if p in configs and run["config"] != configs[p].to_dict():
+        if p in configs and AnalysisConfig.recorded(run["config"]) != configs[p].to_dict():
             problems.append(f"other settings for preset {p}")
     return problems
 

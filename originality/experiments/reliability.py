@@ -456,11 +456,19 @@ def _write_json(path: Path, data: dict) -> None:
 SETTINGS_KEYS = ("format_version", "split", "layout_seed", "runs", "config", "model_marker")
 
 
+def same_settings(a: dict, b: dict) -> bool:
+    """Whether two result files (or a file and a run about to start) ran with the same settings; a config recorded
+    before a setting existed counts it at its default (`AnalysisConfig.recorded`), so adding a setting does not
+    orphan the results and shards written before it."""
+    return all((AnalysisConfig.recorded(a.get(k) or {}) == AnalysisConfig.recorded(b.get(k) or {})) if k == "config"
+               else a.get(k) == b.get(k) for k in SETTINGS_KEYS)
+
+
 def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
     lines = []
     for path in sorted(out.glob(f"shards/*/{stem}.json")):
         shard = json.loads(path.read_text())
-        if any(shard.get(k) != data.get(k) for k in SETTINGS_KEYS):
+        if not same_settings(shard, data):
             lines.append(f"skipped {path} (other settings)")
             continue
         added = 0
@@ -570,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
             "groups": list(args.groups), "images": []}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
-        if any(old.get(k) != data[k] for k in SETTINGS_KEYS):
+        if not same_settings(old, data):
             print(f"error: {path} holds other settings; use another --name/--out or --fresh", file=sys.stderr)
             return 2
-        data = old
+        data = {**old, "config": data["config"]}  # the full settings, should the file predate one of them
     if not shard:
         for line in merge_shards(data, out, stem):
             print(line, flush=True)

@@ -90,7 +90,7 @@ def merge_shards(data: dict, out: Path, settings: dict) -> list[str]:
     lines = []
     for path in sorted(out.glob("shards/*/robustness.json")):
         shard = json.loads(path.read_text())
-        if any(shard.get(k) != v for k, v in settings.items()):
+        if not _same_settings(shard, settings):
             lines.append(f"skipped {path} (other settings)")
             continue
         added = 0
@@ -103,6 +103,13 @@ def merge_shards(data: dict, out: Path, settings: dict) -> list[str]:
         data["groups"] = list(dict.fromkeys(data["groups"] + shard["groups"]))
         lines.append(f"merged {added} label(s) from {path}")
     return lines
+
+
+def _same_settings(record: dict, settings: dict) -> bool:
+    """Whether a result file or shard ran with `settings` (its config, if written before a setting existed, counts
+    that setting at its default: `AnalysisConfig.recorded`)."""
+    return all((AnalysisConfig.recorded(record.get(k) or {}) if k == "config" else record.get(k)) == v
+               for k, v in settings.items())
 
 
 def _layout(data: dict, group: str, index: int, caption: str) -> dict:
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {**settings, "model": str(args.model), "groups": list(args.groups), "layouts": []}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
-        if any(old.get(k) != v for k, v in settings.items()):
+        if not _same_settings(old, settings):
             print(f"error: {path} holds other settings; use another --out or --fresh", file=sys.stderr)
             return 2
         data = old
