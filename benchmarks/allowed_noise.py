@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def main(argv=None) -> None:
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15])
     ap.add_argument("--draws", type=int, default=4000)
     args = ap.parse_args(argv)
-    result = json.load(open(args.result))
+    result = json.loads(Path(args.result).read_text())
     curves = curves_of(result, result["config"]["max_tokens"])
     print(f"{args.result}: {len(curves)} drawings")
     for line in args.line:

@@ -211,6 +211,15 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def same_settings(record: dict, settings: dict) -> bool:
+    """Whether a result file or shard (`record`) ran with `settings` (the top-level entries that must match); a
+    `config` recorded before a setting existed counts that setting at its default (`AnalysisConfig.recorded`), so
+    adding a setting does not orphan the results and shards written before it."""
+    def normal(key: str, value: Any) -> Any:
+        return AnalysisConfig.recorded(value) if key == "config" and isinstance(value, dict) else value
+    return all(normal(k, record.get(k)) == normal(k, v) for k, v in settings.items())
+
+
 def settings_problems(old: dict, seed: int, marker: dict, configs: dict, varied: bool = False) -> list[str]:
     """Why an existing figure6.json cannot be continued (or merged) under these settings."""
     problems = []

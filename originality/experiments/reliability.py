@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..labels import label_rank, length_passes
-from .figure6 import parse_shard, query_image, spearman
+from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..repeatability import TABLE_FILE, publish
@@ -456,19 +456,11 @@ def _write_json(path: Path, data: dict) -> None:
 SETTINGS_KEYS = ("format_version", "split", "layout_seed", "runs", "config", "model_marker")
 
 
-def same_settings(a: dict, b: dict) -> bool:
-    """Whether two result files (or a file and a run about to start) ran with the same settings; a config recorded
-    before a setting existed counts it at its default (`AnalysisConfig.recorded`), so adding a setting does not
-    orphan the results and shards written before it."""
-    return all((AnalysisConfig.recorded(a.get(k) or {}) == AnalysisConfig.recorded(b.get(k) or {})) if k == "config"
-               else a.get(k) == b.get(k) for k in SETTINGS_KEYS)
-
-
 def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
     lines = []
     for path in sorted(out.glob(f"shards/*/{stem}.json")):
         shard = json.loads(path.read_text())
-        if not same_settings(shard, data):
+        if not same_settings(shard, {k: data.get(k) for k in SETTINGS_KEYS}):
             lines.append(f"skipped {path} (other settings)")
             continue
         added = 0
@@ -578,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             "groups": list(args.groups), "images": []}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
-        if not same_settings(old, data):
+        if not same_settings(old, {k: data[k] for k in SETTINGS_KEYS}):
             print(f"error: {path} holds other settings; use another --name/--out or --fresh", file=sys.stderr)
             return 2
         data = {**old, "config": data["config"]}  # the full settings, should the file predate one of them

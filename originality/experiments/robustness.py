@@ -33,7 +33,7 @@ from typing import Callable
 
 from ..config import PRESETS, AnalysisConfig
 from ..shapes import SHAPES_MODEL_DIR, dataset, model_marker, renderer
-from .figure6 import parse_shard
+from .figure6 import parse_shard, same_settings
 
 GROUPS = ("common", "rare", "unseen")
 FORMAT_VERSION = 1
@@ -90,7 +90,7 @@ def merge_shards(data: dict, out: Path, settings: dict) -> list[str]:
     lines = []
     for path in sorted(out.glob("shards/*/robustness.json")):
         shard = json.loads(path.read_text())
-        if not _same_settings(shard, settings):
+        if not same_settings(shard, settings):
             lines.append(f"skipped {path} (other settings)")
             continue
         added = 0
@@ -103,13 +103,6 @@ def merge_shards(data: dict, out: Path, settings: dict) -> list[str]:
         data["groups"] = list(dict.fromkeys(data["groups"] + shard["groups"]))
         lines.append(f"merged {added} label(s) from {path}")
     return lines
-
-
-def _same_settings(record: dict, settings: dict) -> bool:
-    """Whether a result file or shard ran with `settings` (its config, if written before a setting existed, counts
-    that setting at its default: `AnalysisConfig.recorded`)."""
-    return all((AnalysisConfig.recorded(record.get(k) or {}) if k == "config" else record.get(k)) == v
-               for k, v in settings.items())
 
 
 def _layout(data: dict, group: str, index: int, caption: str) -> dict:
@@ -177,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {**settings, "model": str(args.model), "groups": list(args.groups), "layouts": []}
     if path.is_file() and not args.fresh:
         old = json.loads(path.read_text())
-        if not _same_settings(old, settings):
+        if not same_settings(old, settings):
             print(f"error: {path} holds other settings; use another --out or --fresh", file=sys.stderr)
             return 2
         data = old
