@@ -2,7 +2,8 @@
 and what a report says of them to a reader.
 
 `repeatability.json` (beside this file) holds one entry per benchmarked setting, written by
-`python -m originality.experiments.reliability --publish FILE` from a result file: the world, the setting's name
+`python -m originality.experiments.reliability --summary FILE [FILE ...] [--pool] --publish` from a result file
+(or, with `--pool`, from replicates of one setting with other seeds): the world, the setting's name
 (a preset), the resolved settings it ran with, and its test-retest figures (terms: `../shared/RELIABILITY.md`).
 A report finds the entry whose settings match its own on every setting that changes what is measured
 (`MEASURED`); other settings get no figure, and the report says so rather than borrow one.
@@ -36,7 +37,9 @@ class Repeatability:
 
     `same_label` and `within_one` are shares of the drawings in [0, 1]; `icc` is ICC(2,1) of the expected length
     (the continuous score); `sem` its standard error of measurement in token lengths (a rerun lands within
-    about +- 2 SEM of a score); `source` the result file it was computed from."""
+    about +- 2 SEM of a score); `source` the result file(s) it was computed from. With `replicates` > 1 the
+    benchmark ran twice per drawing `replicates` times over (other seeds each time) and the figures pool the
+    `images` pairs of runs over its `drawings` drawings."""
 
     world: str
     name: str
@@ -46,14 +49,21 @@ class Repeatability:
     icc: float
     sem: float
     source: str
+    drawings: int | None = None
+    replicates: int = 1
 
     def sentence(self) -> str:
         """The figures in words a non-specialist reads."""
         return (f"How repeatable: a rerun with other seeds gives the same label {_how_often(self.same_label)}, and a "
                 f"label within one length of it {_how_often(self.within_one)}; the "
                 f"expected length of a rerun lands within about ±{2 * self.sem:.1f} of this one (the reliability "
-                f"benchmark: {self.images} drawings of the {self.world} world, each analysed twice with the "
-                f"{self.name} settings).")
+                f"benchmark: {self.drawings or self.images} drawings of the {self.world} world, each analysed "
+                f"{self._how_many_times()} with the {self.name} settings).")
+
+    def _how_many_times(self) -> str:
+        if self.replicates == 1:
+            return "twice"
+        return f"twice with each of {self.replicates} sets of seeds"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -214,3 +214,62 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
     assert capsys.readouterr().out.count(" run ") == 1  # only the missing run is analysed
     assert json.loads(path.read_text())["config"]["average_tail"] == 0
     assert reliability.main([*args, "--set", "average_tail=0.5"]) == 2
+
+
+def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_path, capsys):
+    from originality.config import AnalysisConfig
+    from originality.repeatability import Repeatability
+
+    config = AnalysisConfig.preset("steady").to_dict()
+
+    def result(name, labels, seed=0, **changes):
+        # labels: per drawing, the two runs' labels; drawings cycle COMMON / RARE / UNSEEN, continuous = label
+        images = [{"group": ("common", "rare", "unseen")[i % 3], "index": i // 3, "caption": "",
+                   "runs": {str(r): run_record(label, float(label)) for r, label in enumerate(pair)}}
+                  for i, pair in enumerate(labels)]
+        return {"runs": 2, "groups": ["common", "rare", "unseen"], "config": dict(config, seed=seed, **changes),
+                "name": name, "split": "test", "images": images, "format_version": 1}
+
+    first = result("steady", [("1", "1"), ("2", "2"), ("4", "4"), ("1", "2"), ("2", "2"), ("3", "3")])
+    again = result("steady-seed=2", [("1", "1"), ("1", "3"), ("4", "4"), ("1", "1"), ("2", "2"), ("3", "3")], seed=2)
+    both = reliability.pooled([first, again], ["a.json", "b.json"])
+    overall = reliability.summarize(both)["all"]
+    # each of the six drawings once per replicate: 12 pairs of runs, 10 of them with one label, 11 within one
+    assert overall["images"] == 12
+    assert overall["same_label"] == pytest.approx(10 / 12) and overall["within_one"] == pytest.approx(11 / 12)
+    assert both["name"] == "steady" and both["split"] == "test"
+
+    # published: the figures say how many drawings and how many sets of seeds, and a report reads them so
+    entry = reliability.published_entry(both, "a.json + b.json")
+    figures = entry["figures"]
+    assert (figures["images"], figures["drawings"], figures["replicates"]) == (12, 6, 2)
+    sentence = Repeatability(world="shapes", name="steady", **figures).sentence()
+    assert "6 drawings of the shapes world, each analysed twice with each of 2 sets of seeds" in sentence
+    assert "about 8 times in 10" in sentence
+
+    # a result under other measured settings is not a replicate
+    with pytest.raises(ValueError, match="c.json is not a replicate of a.json .other measured settings"):
+        reliability.pooled([first, result("other", [("1", "1")] * 6, steps=20)], ["a.json", "c.json"])
+
+    # against a pooled reference, replicate with replicate; the bootstrap resamples the six drawings
+    reference = reliability.pooled([result("ref", [("1", "1")] * 6), result("ref", [("1", "1")] * 6, seed=2)],
+                                   ["r.json", "s.json"])
+    out = reliability.compare(both, reference, resamples=300)
+    assert (out["images"], out["drawings"]) == (12, 6)
+    assert out["same_label"]["difference"] == pytest.approx(10 / 12 - 1)
+    low, high = out["same_label"]["interval"]
+    assert low < 10 / 12 - 1 < high <= 0.0
+
+    # from the command line
+    paths = {}
+    for name, data in (("a", first), ("b", again), ("r", result("ref", [("1", "1")] * 6)),
+                       ("s", result("ref", [("1", "1")] * 6, seed=2))):
+        paths[name] = str(tmp_path / f"{name}.json")
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    assert reliability.main(["--summary", paths["a"], paths["b"], "--pool",
+                             "--against", paths["r"], paths["s"]]) == 0
+    printed = capsys.readouterr().out
+    assert "pooled: 2 replicates" in printed and "the 12 pairs of runs both completed, on 6 drawings" in printed
+    assert reliability.main(["--summary", paths["a"], paths["r"], "--pool"]) == 0  # the same settings, named apart
+    assert reliability.main(["--summary", paths["a"], str(tmp_path / "missing.json"), "--pool"]) == 2
+    assert "missing.json" in capsys.readouterr().err

@@ -4,7 +4,7 @@
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1]
     python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--undecided-as pass]
-                                             [--against REFERENCE.json] [--publish]
+                                             [--pool] [--against REFERENCE.json [...]] [--publish]
 
 Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
 another program would) is analysed --runs times, fully independently: run r uses the analysis seed
@@ -30,6 +30,9 @@ the draws do not depend on it).
 `--against REFERENCE.json` with `--summary` compares each result with the reference on the drawings both completed:
 both figures, their difference and its 95% paired bootstrap interval over the drawings (`compare`), since with 30
 drawings a share moves 3.3 points per drawing and two settings are often not told apart.
+`--pool` summarises the files as replicates of one setting (the same measured settings with other seeds):
+each drawing counts once per replicate, and `--against` with as many reference files compares replicate with
+replicate, resampling drawings (`pooled`).
 `--publish` writes a test-split result's overall figures into `originality/repeatability.json`, which is
 what every report with those settings says of how repeatable its label is (`repeatability`).
 
@@ -58,7 +61,7 @@ from ..labels import label_rank, length_passes
 from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
-from ..repeatability import TABLE_FILE, publish
+from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 from ..uncertainty import UNDECIDED_AS, distances_pass, expected_length, undecided
 
@@ -309,6 +312,27 @@ def rejudged(data: dict, undecided_as: str) -> dict:
     return out
 
 
+POOLED_KEYS = ("format_version", "runs", "groups", "model_marker")
+
+
+def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
+    """Replicates of one setting (the same measured settings, `repeatability.MEASURED`, run again with other seeds,
+    or on the other split) as one result: every result's images side by side, each marked with its `replicate`
+    (its place in `results`) and its `split`; named and configured as the first. Every figure of `summarize`
+    then counts each drawing once per replicate (`images`: the pairs of runs), and `compare` resamples drawings
+    with their replicates. Raises ValueError when a result is not a replicate of the first (`sources` name them)."""
+    first = results[0]
+    for data, source in zip(results[1:], sources[1:]):
+        problems = [k for k in POOLED_KEYS if data.get(k) != first.get(k)]
+        if not matches(data["config"], first["config"]):
+            problems.append("measured settings")
+        if problems:
+            raise ValueError(f"{source} is not a replicate of {sources[0]} (other {', '.join(problems)})")
+    splits = list(dict.fromkeys(data["split"] for data in results))
+    images = [dict(img, split=data["split"], replicate=i) for i, data in enumerate(results) for img in data["images"]]
+    return dict(first, split="+".join(splits), images=images, pooled_from=list(sources))
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -317,10 +341,13 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
     overall = summarize(data).get("all")
     if overall is None or overall["images"] < len(data["groups"]) * 2:
         raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
+    replicates = len(data.get("pooled_from", [source]))
+    drawings = len({(img["group"], img["index"]) for img in complete_images(data)})
     return {"world": "shapes", "name": data["name"], "config": data["config"],
             "figures": {"images": overall["images"], "same_label": overall["same_label"],
                         "within_one": overall["within_one"], "icc": overall["icc_continuous"],
-                        "sem": overall["sem_continuous"], "source": source}}
+                        "sem": overall["sem_continuous"], "source": source,
+                        "drawings": drawings, "replicates": replicates}}
 
 
 def summary_lines(data: dict, name: str = "") -> list[str]:
@@ -329,6 +356,9 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
 
     lines = [f"{name or data['name']} ({data['split']}, {data['runs']} runs, max_tokens {data['config']['max_tokens']}"
              f" -> '{data['config']['max_tokens'] + 1}' = {data['config']['max_tokens']}+)"]
+    if data.get("pooled_from"):
+        lines.append(f"  pooled: {len(data['pooled_from'])} replicates, each drawing counted once per replicate "
+                     f"({', '.join(data['pooled_from'])})")
     lines.append(f"  {'group':<7s} {'n':>3s} {'same':>5s} {'<=1':>5s} {'ICC lab':>7s} {'ICC cont':>8s} {'SEM':>5s} "
                  f"{'rho lab':>7s} {'rho cont':>8s} {'med':>4s} {'mean c':>6s} {'passes':>7s} {'sec':>5s}")
     for scope, s in summarize(data).items():
@@ -372,14 +402,19 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
         raise ValueError(f"the results are on different splits ({data['split']} and {reference['split']}): "
                          "only the same drawings can be compared")
 
-    def key(img):
-        return img["group"], img["index"]
+    def key(img, result):
+        # (drawing, replicate): a pooled result (`pooled`) holds each drawing once per replicate
+        return (img.get("split", result["split"]), img["group"], img["index"]), img.get("replicate", 0)
 
-    ours = {key(img): img for img in complete_images(data)}
-    theirs = {key(img): img for img in complete_images(reference)}
+    ours = {key(img, data): img for img in complete_images(data)}
+    theirs = {key(img, reference): img for img in complete_images(reference)}
     common = [k for k in ours if k in theirs]
     if not common:
         raise ValueError("no drawing is complete in both results")
+    # the bootstrap resamples drawings, each with all its replicates: replicates of one drawing are not
+    # independent evidence
+    drawings = list(dict.fromkeys(k[0] for k in common))
+    pairs_of = {d: [k for k in common if k[0] == d] for d in drawings}
 
     def figures(keys) -> tuple[dict, dict]:
         return (figures_of([ours[k] for k in keys], data["runs"]),
@@ -389,14 +424,14 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {name: [] for name in COMPARED}
     for _ in range(resamples):
-        sample = [common[i] for i in rng.integers(0, len(common), len(common))]
-        if len({k[0] for k in sample}) < 2:  # Spearman against the group needs two groups
+        sample = [k for i in rng.integers(0, len(drawings), len(drawings)) for k in pairs_of[drawings[i]]]
+        if len({k[0][1] for k in sample}) < 2:  # Spearman against the group needs two groups
             continue
         a, b = figures(sample)
         for name in COMPARED:
             if a[name] is not None and b[name] is not None:
                 draws[name].append(a[name] - b[name])
-    out: dict[str, Any] = {"images": len(common)}
+    out: dict[str, Any] = {"images": len(common), "drawings": len(drawings)}
     for name in COMPARED:
         diff = None if new[name] is None or ref[name] is None else new[name] - ref[name]
         low, high = (np.percentile(draws[name], [2.5, 97.5]) if draws[name] else (None, None))
@@ -408,8 +443,10 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
 def comparison_lines(data: dict, reference: dict) -> list[str]:
     """`compare` as printed by `--summary FILE --against REFERENCE`."""
     result = compare(data, reference)
-    lines = [f"{data['name']} against {reference['name']} ({data['split']}, the {result['images']} drawings both "
-             "completed; 95% paired bootstrap intervals of the difference over the drawings)"]
+    both = (f"the {result['images']} drawings both completed" if result["images"] == result["drawings"] else
+            f"the {result['images']} pairs of runs both completed, on {result['drawings']} drawings")
+    lines = [f"{data['name']} against {reference['name']} ({data['split']}, {both}; 95% paired bootstrap "
+             "intervals of the difference over the drawings)"]
     for name in COMPARED:
         r = result[name]
         if r["difference"] is None:
@@ -497,9 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--undecided-as", default=None, choices=UNDECIDED_AS,
                     help="with --summary: judge the recorded runs again, calling an undecided length by this rule "
                          "(`rejudged`: exact from 'mean' to 'pass' on the shapes world)")
-    ap.add_argument("--against", default=None, metavar="FILE",
+    ap.add_argument("--against", default=None, nargs="+", metavar="FILE",
                     help="with --summary: compare each result with this one on the drawings both completed, with "
-                         "95%% paired bootstrap intervals of the differences (`compare`)")
+                         "95%% paired bootstrap intervals of the differences (`compare`); several files are "
+                         "replicates of the reference, pooled (`pooled`) and matched in order with --pool's")
+    ap.add_argument("--pool", action="store_true",
+                    help="with --summary: the files are replicates of one setting (other seeds, or the other "
+                         "split): summarise them as one result (`pooled`), each drawing counted once per replicate")
     ap.add_argument("--publish", action="store_true",
                     help="with --summary: write each (test-split) result's figures into originality/repeatability.json")
     return ap
@@ -514,17 +555,23 @@ def main(argv: list[str] | None = None) -> int:
                 data = rejudged(data, args.undecided_as)
             return data
 
+        def read_all(paths: list[str]) -> dict:
+            results = []
+            for path in paths:
+                try:
+                    results.append(read(path))
+                except (OSError, ValueError) as err:
+                    raise ValueError(f"{path}: {err}") from err
+            return pooled(results, paths) if len(results) > 1 else results[0]
+
         try:
-            reference = read(args.against) if args.against else None
+            reference = read_all(args.against) if args.against else None
+            results = ([(" + ".join(args.summary), read_all(args.summary))] if args.pool
+                       else [(path, read_all([path])) for path in args.summary])
         except ValueError as err:
-            print(f"error: {args.against}: {err}", file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
             return 2
-        for path in args.summary:
-            try:
-                data = read(path)
-            except ValueError as err:
-                print(f"error: {path}: {err}", file=sys.stderr)
-                return 2
+        for path, data in results:
             if data.get("rejudged_from"):
                 path = f"{path} (rejudged: undecided_as {args.undecided_as})"
             print("\n".join(summary_lines(data)))
@@ -532,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     print("\n".join(comparison_lines(data, reference)))
                 except ValueError as err:
-                    print(f"error: {path} against {args.against}: {err}", file=sys.stderr)
+                    print(f"error: {path} against {' + '.join(args.against)}: {err}", file=sys.stderr)
                     return 2
             if args.publish:
                 try:
