@@ -437,9 +437,9 @@ def advanced_settings() -> tuple[Setting, ...]:
 
 
 # The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
-# best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 63% on the test split
-# against fast's 27%, within one length 97% against 63%, 1.4x fast's UNet passes; benchmarks/RESULTS.md, sessions
-# 13 and 17).
+# best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 67% on the test split,
+# two pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 88% against 63%; 1.9x
+# fast's UNet passes; benchmarks/RESULTS.md, sessions 13, 17 and 21).
 DEFAULT_PRESET = "steady"
 
 PRESETS: dict[str, AnalysisConfig] = {
@@ -458,15 +458,17 @@ PRESETS: dict[str, AnalysisConfig] = {
     # A failing length stops drawing reconstructions once the decision is known (in batches of 4). See
     # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
     # fast's judges and steps, built to repeat (issue #27, benchmarks/RESULTS.md): each length keeps the better of
-    # two inversions (chosen on 4 selection images apart from the judged ones), starts from the previous length's
+    # two inversions (chosen on 12 selection images apart from the judged ones), starts from the previous length's
     # tokens (a monotone search), draws up to 24 reconstructions while its interval still holds the threshold, and
     # calls a length still undecided after them a pass (the benefit of the doubt: by its mean, 42% of the lengths
     # were coin tosses; with the doubt a rerun's label agreed on 63% / 83% of the test / dev drawings against
-    # 50% / 60%, for 19-27% fewer UNet passes, with RARE passing at m = 1 as often as COMMON; session 17; a
-    # replicate of the dev runs with other seeds gave 60%, so the dev figure was partly luck: session 19).
+    # 50% / 60%, for 19-27% fewer UNet passes; session 17). 12 selection images instead of 4 (session 21, by a
+    # criterion written before its runs): over 90 pairs of runs on 60 drawings a rerun's label agreed on 72%
+    # against 67%, within one length on 91% against 93%, for 22% more UNet passes, and a label that moves is
+    # nearly always a coin toss at the line (21 of 25) rather than another inversion.
     "steady": AnalysisConfig(
         steps=150, batch_size=8, learning_rate=5e-3, num_reconstructions=8, num_inference_steps=20, num_edits=4,
-        token_init="previous", restarts=2, selection_images=4, max_reconstructions=24, undecided_as="pass",
+        token_init="previous", restarts=2, selection_images=12, max_reconstructions=24, undecided_as="pass",
     ),
     "adaptive": AnalysisConfig(
         steps=300, batch_size=8, learning_rate=1.5e-2, num_reconstructions=8, num_inference_steps=20, num_edits=4,

@@ -63,7 +63,7 @@ class Repeatability:
     def _how_many_times(self) -> str:
         if self.replicates == 1:
             return "twice"
-        return f"twice with each of {self.replicates} sets of seeds"
+        return f"{2 * self.replicates} times (twice with each of {self.replicates} sets of seeds)"
 
     def to_dict(self) -> dict:
         return asdict(self)

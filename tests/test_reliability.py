@@ -244,7 +244,7 @@ def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_p
     figures = entry["figures"]
     assert (figures["images"], figures["drawings"], figures["replicates"]) == (12, 6, 2)
     sentence = Repeatability(world="shapes", name="steady", **figures).sentence()
-    assert "6 drawings of the shapes world, each analysed twice with each of 2 sets of seeds" in sentence
+    assert "6 drawings of the shapes world, each analysed 4 times (twice with each of 2 sets of seeds)" in sentence
     assert "about 8 times in 10" in sentence
 
     # a result under other measured settings is not a replicate

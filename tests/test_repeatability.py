@@ -252,9 +252,9 @@ def test_lever_settings_are_checked():
 def test_the_gpu_reservation_and_the_work_count_every_restart(pipe, query):
     steady = AnalysisConfig.preset("steady")
     overhead, per_sample, per_image_step = gpu_costs.rates()
-    # 2 restarts x 150 steps x batch 8; up to 24 reconstructions, 4 edits and 2 x 4 selection images, 20 steps each
+    # 2 restarts x 150 steps x batch 8; up to 24 reconstructions, 4 edits and 2 x 12 selection images, 20 steps each
     assert gpu_costs.length_seconds(steady) == pytest.approx(
-        overhead + per_sample * 2 * 150 * 8 + per_image_step * (24 + 4 + 8) * 20)
+        overhead + per_sample * 2 * 150 * 8 + per_image_step * (24 + 4 + 24) * 20)
     assert gpu_costs.length_seconds(AnalysisConfig.preset("fast")) == gpu_costs.seconds(150, 8, 12, 20)
     report = analyze(query, TINY.replace(restarts=3, selection_images=2),
                      model_of(pipe, [[0.6, 0.6], [0.4, 0.4], [0.5, 0.5], [0.9, 0.9]]))

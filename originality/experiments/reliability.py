@@ -516,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings of the preset")
-    ap.add_argument("--name", default=None, help="the setting's name in the output (default: preset and --set)")
+    ap.add_argument("--name", default=None, help="the setting's name in the output (default: preset and --set); "
+                                                  "with --summary, the name the results are printed and published "
+                                                  "under (e.g. the preset a setting became)")
     ap.add_argument("--split", default="test", choices=sorted(SPLITS))
     ap.add_argument("--per-group", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
@@ -572,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         for path, data in results:
+            if args.name:
+                data = dict(data, name=args.name)
             if data.get("rejudged_from"):
                 path = f"{path} (rejudged: undecided_as {args.undecided_as})"
             print("\n".join(summary_lines(data)))
