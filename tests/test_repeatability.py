@@ -372,7 +372,7 @@ def test_the_reservation_of_a_warm_length_counts_its_steps(pipe):
 
     config = AnalysisConfig.preset("steady", warm_steps=50)
     overhead, per_sample, per_image_step = gpu_costs.rates()
-    images = (24 + 4 + 8) * 20 * per_image_step
+    images = (24 + 4 + 2 * 12) * 20 * per_image_step  # reconstructions, edits, both restarts' selection images
     assert gpu_costs.length_seconds(config) == pytest.approx(overhead + per_sample * 2 * 150 * 8 + images)
     warm = config.most_inversion_steps(2, previous_rows=1)
     assert warm == 2 * 50
