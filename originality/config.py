@@ -207,7 +207,7 @@ class AnalysisConfig:
         0, "the longest token length that restarts: longer lengths run one inversion; 0: every length restarts",
         metavar="M", label="restart up to length (0: every length)", low=0, high=100, public_max=8)
     selection_images: int = setting(4, "images drawn from each restart's tokens to choose among the restarts (never "
-                                       "judged)", metavar="N", low=1, high=64, public_max=8)
+                                       "judged)", metavar="N", low=1, high=64, public_max=16)
     # Reconstruction: images from `reconstruction_prompt` scored against the query
     num_reconstructions: int = setting(20, "images generated from 'a photo of S*' and scored against the query",
                                        flag="--reconstructions", metavar="N", label="reconstructions", low=1,

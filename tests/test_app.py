@@ -246,6 +246,16 @@ def test_missing_image_is_refused_in_the_status_line(app, env):
     assert "Upload an image" in message and "Upload an image" in status
 
 
+def test_every_preset_runs_within_the_public_bounds():
+    # a preset the page offers that broke a public bound would refuse every visitor's run (and the default's, the
+    # app's start): 12 selection images in `steady` once met a bound of 8
+    from originality.config import PRESETS
+
+    for name, config in PRESETS.items():
+        config.validate(public=True)
+        assert AnalysisConfig.from_dict({}, base=config, public=True) == config, name
+
+
 def test_every_numeric_setting_has_a_public_maximum_that_the_app_applies(app, env):
     numeric = [s for s in schema() if s.kind in (int, float)]
     assert numeric and all(s.public_max is not None for s in numeric)
