@@ -26,6 +26,7 @@ from PIL import Image
 import originality.models as models
 from originality import AnalysisConfig, gpu_costs, worlds
 from originality.app import views, zerogpu
+from originality.config import PRESETS
 from originality.config import settings as schema
 from originality.images import load_image, prepare_image
 from originality.app.store import RunStore, set_default_store
@@ -249,8 +250,6 @@ def test_missing_image_is_refused_in_the_status_line(app, env):
 def test_every_preset_runs_within_the_public_bounds():
     # a preset the page offers that broke a public bound would refuse every visitor's run (and the default's, the
     # app's start): 12 selection images in `steady` once met a bound of 8
-    from originality.config import PRESETS
-
     for name, config in PRESETS.items():
         config.validate(public=True)
         assert AnalysisConfig.from_dict({}, base=config, public=True) == config, name

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from originality.config import AnalysisConfig
 from originality.experiments import reliability
+from originality.repeatability import Repeatability
 
 
 def test_icc_2_1_matches_shrout_and_fleiss():
@@ -217,9 +219,6 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
 
 
 def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_path, capsys):
-    from originality.config import AnalysisConfig
-    from originality.repeatability import Repeatability
-
     config = AnalysisConfig.preset("steady").to_dict()
 
     def result(name, labels, seed=0, **changes):

@@ -333,6 +333,12 @@ def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
     return dict(first, split="+".join(splits), images=images, pooled_from=list(sources))
 
 
+def drawing_of(img: dict, data: dict) -> tuple[str, str, int]:
+    """Which drawing an image entry of `data` is: (split, group, index); a pooled result (`pooled`) holds each
+    drawing once per replicate, and may hold both splits."""
+    return img.get("split", data["split"]), img["group"], img["index"]
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -342,7 +348,7 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
     if overall is None or overall["images"] < len(data["groups"]) * 2:
         raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
     replicates = len(data.get("pooled_from", [source]))
-    drawings = len({(img["group"], img["index"]) for img in complete_images(data)})
+    drawings = len({drawing_of(img, data) for img in complete_images(data)})
     return {"world": "shapes", "name": data["name"], "config": data["config"],
             "figures": {"images": overall["images"], "same_label": overall["same_label"],
                         "within_one": overall["within_one"], "icc": overall["icc_continuous"],
@@ -403,8 +409,7 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
                          "only the same drawings can be compared")
 
     def key(img, result):
-        # (drawing, replicate): a pooled result (`pooled`) holds each drawing once per replicate
-        return (img.get("split", result["split"]), img["group"], img["index"]), img.get("replicate", 0)
+        return drawing_of(img, result), img.get("replicate", 0)
 
     ours = {key(img, data): img for img in complete_images(data)}
     theirs = {key(img, reference): img for img in complete_images(reference)}
@@ -413,8 +418,10 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
         raise ValueError("no drawing is complete in both results")
     # the bootstrap resamples drawings, each with all its replicates: replicates of one drawing are not
     # independent evidence
-    drawings = list(dict.fromkeys(k[0] for k in common))
-    pairs_of = {d: [k for k in common if k[0] == d] for d in drawings}
+    pairs_of: dict[tuple, list] = {}
+    for k in common:
+        pairs_of.setdefault(k[0], []).append(k)
+    drawings = list(pairs_of)
 
     def figures(keys) -> tuple[dict, dict]:
         return (figures_of([ours[k] for k in keys], data["runs"]),
