@@ -43,7 +43,7 @@ from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, median_score
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
-from .uncertainty import distances_pass, mean_and_std, undecided
+from .uncertainty import decision_line, distances_pass, mean_and_std, undecided
 
 logger = logging.getLogger(__name__)
 
@@ -419,7 +419,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
         mean, std = mean_and_std(distances)
-        distance_passed = distances_pass(distances, config.threshold, config.undecided_as)
+        distance_passed = distances_pass(distances, config.threshold, config.undecided_as, config.doubt_images)
         yield DistancesReady(m, distances, mean, std, distance_passed)
 
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
@@ -615,8 +615,9 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
         if unscored:
             score(unscored)
             unscored = []
-        # while the interval of the mean still holds the threshold, the decision is a coin toss: draw a batch more
-        if len(images) < n or n >= most or not undecided(distances, config.threshold):
+        # while the interval of the mean still holds the line, the decision is a coin toss: draw a batch more
+        line = decision_line(distances, config.threshold, config.undecided_as, config.doubt_images)
+        if len(images) < n or n >= most or not undecided(distances, line):
             return images, distances
         n = min(most, n + config.generation_batch_size)
 

@@ -222,6 +222,12 @@ class AnalysisConfig:
                 "last reconstruction: 'mean', the side its mean fell on (the paper's rule); 'pass', the benefit of "
                 "the doubt, so that only a length whose interval lies wholly above the threshold fails",
         label="an undecided length is called by (mean / pass)", choices=UNDECIDED_AS)
+    doubt_images: int = setting(
+        0, "with undecided_as 'pass': the benefit of the doubt is the 95% interval's half width of this many "
+           "reconstructions (from the spread of those drawn), a fixed margin above the threshold that a length's mean "
+           "must not exceed, and sequential reconstructions draw while their own interval still holds that line; "
+           "0: the interval of the reconstructions drawn, a margin that narrows as more are drawn", metavar="N",
+        label="the doubt's margin in images (0: the images drawn)", low=0, high=1000, public_max=64)
     num_inference_steps: int = setting(35, "denoising steps per generated image", flag="--inference-steps",
                                        metavar="N", label="inference steps", low=1, public_max=50)
     guidance_scale: float | None = setting(None, "classifier-free guidance when generating", metavar="F",
@@ -393,6 +399,9 @@ class AnalysisConfig:
             raise ValueError("undecided_as 'pass' cannot be combined with decide_early: decide_early stops drawing "
                              "once the mean cannot reach the threshold, which under 'pass' does not decide the length; "
                              "set decide_early to false or undecided_as to 'mean'")
+        if self.doubt_images and self.undecided_as != "pass":
+            raise ValueError(f"doubt_images ({self.doubt_images}) sets the benefit of the doubt's margin, which only "
+                             "undecided_as 'pass' gives; set undecided_as to 'pass' or doubt_images to 0")
         if self.token_init == "nested" and self.probe_every:
             raise ValueError("token_init 'nested' cannot be combined with the reconstruction probe (probe_every): the "
                              "probe draws one length's images while the inversion learns every length's tokens; set "

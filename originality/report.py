@@ -137,9 +137,10 @@ class SeedRun:
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
-        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens and undecided_as)."""
+        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens, undecided_as and doubt_images)."""
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, config.threshold, config.max_tokens, config.undecided_as))
+                   expected_length(results, config.threshold, config.max_tokens, config.undecided_as,
+                                   config.doubt_images))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
@@ -194,7 +195,7 @@ class Report:
         if len(per_seed) > 1 and None not in per_seed:
             return sum(per_seed) / len(per_seed)
         return expected_length(self.results, self.threshold, self.max_tokens,
-                               self.config.get("undecided_as", "mean"))
+                               self.config.get("undecided_as", "mean"), self.config.get("doubt_images", 0))
 
     def expected_length_sentence(self) -> str:
         """The continuous score in words for people (the page, the share page and the printable report)."""

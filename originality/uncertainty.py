@@ -87,18 +87,42 @@ def undecided(distances: list[float], threshold: float, level: float = CONFIDENC
     return interval is None or interval.low <= threshold <= interval.high
 
 
-def distances_pass(distances: list[float], threshold: float, undecided_as: str = "mean") -> bool:
+def doubt_line(distances: list[float], threshold: float, doubt_images: int) -> float:
+    """The mean distance a length must not exceed under the benefit of the doubt with a fixed margin
+    (`doubt_images` > 0): `threshold` plus the half width of the `CONFIDENCE` interval that a mean of
+    `doubt_images` reconstructions with these distances' spread would have. With `doubt_images` 0, or fewer than
+    two distances, `threshold` itself. The sequential reconstructions draw while their own interval holds this
+    line (`decision_line`), so more images narrow the coin toss around it without moving it; the interval of the
+    images drawn (`doubt_images` 0) moves it down towards the threshold as they narrow."""
+    if doubt_images <= 0 or len(distances) < 2:
+        return threshold
+    from scipy.stats import t  # noqa: PLC0415  (only when a length is judged)
+
+    sd = mean_and_std(distances)[1]
+    return threshold + float(t.ppf(0.5 + CONFIDENCE / 2, max(doubt_images, 2) - 1)) * sd / math.sqrt(doubt_images)
+
+
+def decision_line(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0) -> float:
+    """What the sequential reconstructions test their interval against (`undecided`): the fixed-margin line of
+    `doubt_line` under "pass" with `doubt_images`, else the threshold."""
+    return doubt_line(distances, threshold, doubt_images) if undecided_as == "pass" else threshold
+
+
+def distances_pass(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0) -> bool:
     """The distance half of a length's pass rule (`labels.length_passes` adds the in-distribution check), over the
     reconstructions' distances (lower = closer). "mean": their mean is at or below `threshold`
     (`labels.distance_passes`); "pass": unless the `CONFIDENCE` interval of the mean lies wholly above it, i.e. a
     length passes when its mean does or when the interval still holds the threshold (`UNDECIDED_AS`). Below two
-    distances there is no interval and both rules compare the mean."""
+    distances there is no interval and both rules compare the mean. `doubt_images` > 0 (with "pass"): the mean at or
+    below `doubt_line`, a margin of fixed width above the threshold."""
     if undecided_as not in UNDECIDED_AS:
         raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {undecided_as!r}")
     if distance_passes(mean_and_std(distances)[0], threshold):
         return True
     if undecided_as == "mean":
         return False
+    if doubt_images > 0:
+        return distance_passes(mean_and_std(distances)[0], doubt_line(distances, threshold, doubt_images))
     interval = mean_interval(distances)
     return interval is not None and interval.low <= threshold
 
@@ -119,11 +143,13 @@ def threshold_comparison(distances: list[float], threshold: float, distance_pass
     return f"{sign} {threshold:g}{doubt}"
 
 
-def pass_probability(distances: list[float], threshold: float, undecided_as: str = "mean") -> float:
+def pass_probability(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0
+                     ) -> float:
     """How likely these tokens' length passes, in [0, 1], from the Student-t sampling distribution of the mean
     (as `mean_interval`): "mean", the probability that the true mean distance is at or below `threshold`; "pass",
     that a rerun's interval would reach down to it (the true mean is at or below `threshold` plus the interval's
-    half width, the rule's effective line). 1 or 0 where the distances have no spread (or fewer than two)."""
+    half width, the rule's effective line), or with `doubt_images` that the true mean is at or below `doubt_line`.
+    1 or 0 where the distances have no spread (or fewer than two)."""
     n = len(distances)
     if n == 0:
         return 0.0
@@ -132,14 +158,17 @@ def pass_probability(distances: list[float], threshold: float, undecided_as: str
         return 1.0 if distance_passes(mean, threshold) else 0.0
     from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
 
+    if undecided_as == "pass" and doubt_images > 0:
+        return float(t.cdf((doubt_line(distances, threshold, doubt_images) - mean) / (sd / math.sqrt(n)), n - 1))
     shift = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) if undecided_as == "pass" else 0.0
     return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)) + shift, n - 1))
 
 
-def expected_length(results, threshold: float, max_tokens: int, undecided_as: str = "mean") -> float:
+def expected_length(results, threshold: float, max_tokens: int, undecided_as: str = "mean", doubt_images: int = 0
+                    ) -> float:
     """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
     given each length's probability of passing (`pass_probability` of its distances under the `undecided_as`
-    rule, times 0 when its in-distribution check failed). Lengths after the last one tried (a run stops at its
+    rule and `doubt_images`, times 0 when its in-distribution check failed). Lengths after the last one tried (a run stops at its
     first pass) count as passing. Lower = more familiar, as the label; unlike the label it moves little when a
     deciding mean sits near the threshold. `results`: `report.TokenResult`s in order (anything with
     `num_tokens`, `distances`, `check_passed` and `check_scores`)."""
@@ -149,7 +178,7 @@ def expected_length(results, threshold: float, max_tokens: int, undecided_as: st
         if r is None:
             p = 1.0
         else:
-            p = (pass_probability(r.distances, threshold, undecided_as)
+            p = (pass_probability(r.distances, threshold, undecided_as, doubt_images)
                  if r.check_passed or not r.check_scores else 0.0)
         expected += m * none_yet * p
         none_yet *= 1.0 - p

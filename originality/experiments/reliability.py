@@ -63,7 +63,7 @@ from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
-from ..uncertainty import UNDECIDED_AS, distances_pass, expected_length, undecided
+from ..uncertainty import UNDECIDED_AS, decision_line, distances_pass, expected_length, undecided
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -178,7 +178,8 @@ def length_noise(data: dict) -> dict[int, dict[str, float]]:
 
 def coin_tosses(data: dict) -> dict[str, float]:
     """How much of a result the threshold decided by chance, over the images every run of which is done:
-    `lengths`, the share of recorded lengths whose 95% interval of the mean still held the threshold at their last
+    `lengths`, the share of recorded lengths whose 95% interval of the mean still held the line they are decided at
+    (the threshold, or the doubt's fixed line: `uncertainty.decision_line`) at their last
     reconstruction (`uncertainty.undecided`, the sequential rule's test: their pass or fail is the side the mean
     fell on), and `runs`, the share of runs with at least one such length (their label could have gone either way
     at that length). `count`: how many lengths."""
@@ -186,7 +187,9 @@ def coin_tosses(data: dict) -> dict[str, float]:
     if threshold is None:
         return {}
     runs = [img["runs"][str(r)] for img in complete_images(data) for r in range(data["runs"])]
-    flags = [[undecided(length["distances"], threshold) for length in run.get("lengths", [])] for run in runs]
+    rule = data["config"].get("undecided_as", "mean"), data["config"].get("doubt_images", 0)
+    flags = [[undecided(length["distances"], decision_line(length["distances"], threshold, *rule))
+              for length in run.get("lengths", [])] for run in runs]
     lengths = [f for fs in flags for f in fs]
     if not lengths:
         return {}
