@@ -424,10 +424,11 @@ def test_parse_defaults(app, monkeypatch):
         above = top + 1 if s.kind is int else top * 2 + 1
         if s.high is not None and above > s.high:
             continue  # refused by the general bound too: not what is under test
-        # the reconstruction probe judges a length on the images it stopped at, so it goes with one restart
-        alone = {"restarts": 1} if s.name == "probe_every" else {}
+        # the reconstruction probe judges a length on the images it stopped at, so it goes with one restart; the
+        # doubt's margin is the benefit of the doubt's, so it goes with undecided_as 'pass'
+        alone = {"probe_every": {"restarts": 1}, "doubt_images": {"undecided_as": "pass"}}.get(s.name, {})
         assert parse_defaults(json.dumps({s.name: top, **alone})) == {s.name: top, **alone}
-        AnalysisConfig.from_dict({s.name: above})  # allowed off the public server ...
+        AnalysisConfig.from_dict({s.name: above, **alone})  # allowed off the public server ...
         with pytest.raises(ValueError, match=f"{s.name} must be at most {top} on this public server"):
             parse_defaults(json.dumps({s.name: above, **alone}))  # ... refused by the app
     with pytest.raises(ValueError, match="max_tokens must be at most 8 on this public server, got 16"):

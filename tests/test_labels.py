@@ -11,8 +11,8 @@ from originality.labels import (can_still_pass, distance_passes, first_pass, is_
                                 length_passes, median_label, median_score, score_of)
 from originality.config import AnalysisConfig
 from originality.repeatability import MEASURED
-from originality.uncertainty import (distances_pass, expected_length, mean_and_std, mean_interval, pass_probability,
-                                     passed_on_doubt, threshold_comparison)
+from originality.uncertainty import (decision_line, distances_pass, doubt_line, expected_length, mean_and_std,
+                                     mean_interval, pass_probability, passed_on_doubt, threshold_comparison)
 
 
 def length(m: int, distances: list[float], check_passed: bool = True, check_scores=(1.0,)):
@@ -96,6 +96,30 @@ def test_the_continuous_score_follows_the_rule_that_decides_the_lengths():
     assert expected_length([length(1, held), length(2, sure)], 0.3, 5) == pytest.approx(2 - strict)
 
 
+def test_the_doubt_with_a_fixed_margin_keeps_its_line_where_more_images_would_move_the_intervals():
+    # coarse element distances, mean 0.38, sd 0.27 or so: the line of 24 images' interval sits at about 0.41
+    few = [0.0, 0.6, 0.2, 0.7, 0.4, 0.0, 0.6, 0.5]
+    line = doubt_line(few, 0.3, 24)
+    mean, sd = mean_and_std(few)
+    assert line == pytest.approx(0.3 + 2.0687 * sd / 24 ** 0.5, abs=1e-4) and mean < line
+    assert distances_pass(few, 0.3, "pass", 24)
+    # twelve times the same draws: their own interval no longer reaches 0.3 (the plain doubt now fails), while the
+    # fixed margin's line stays where 24 images put it (the spread barely changes) and the length still passes
+    many = few * 12
+    assert mean_interval(many).low > 0.3 and not distances_pass(many, 0.3, "pass")
+    assert doubt_line(many, 0.3, 24) == pytest.approx(line, rel=0.1) and distances_pass(many, 0.3, "pass", 24)
+    # a mean above the line fails; at or below the threshold passes whatever the margin
+    assert not distances_pass([d + 0.2 for d in many], 0.3, "pass", 24)
+    assert distances_pass([0.1, 0.2, 0.3], 0.3, "pass", 24)
+    # 0 is the plain doubt; the mean rule has no margin; what the sequential rule tests its interval against
+    assert doubt_line(few, 0.3, 0) == 0.3 and decision_line(few, 0.3, "mean", 24) == 0.3
+    assert decision_line(few, 0.3, "pass", 24) == line and decision_line(few, 0.3, "pass", 0) == 0.3
+    # the continuous score follows the same line: a rerun whose mean sits on it passes half the time
+    on_line = [d - mean + doubt_line(many, 0.3, 24) for d in many]
+    assert pass_probability(on_line, 0.3, "pass", 24) == pytest.approx(0.5, abs=0.02)
+    assert pass_probability(many, 0.3, "pass", 24) > 0.5 > pass_probability(many, 0.3, "pass")
+
+
 def test_the_setting_is_checked_and_counts_as_measured():
     assert "undecided_as" in MEASURED
     AnalysisConfig.preset("steady", undecided_as="pass").validate()
@@ -103,3 +127,7 @@ def test_the_setting_is_checked_and_counts_as_measured():
         AnalysisConfig.preset("steady", undecided_as="maybe").validate()
     with pytest.raises(ValueError, match="undecided_as 'pass' cannot be combined with decide_early"):
         AnalysisConfig.preset("adaptive", undecided_as="pass").validate()
+    assert "doubt_images" in MEASURED
+    AnalysisConfig.preset("steady", doubt_images=24).validate()
+    with pytest.raises(ValueError, match="only undecided_as 'pass' gives"):
+        AnalysisConfig.preset("fast", doubt_images=24).validate()

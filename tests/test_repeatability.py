@@ -197,6 +197,17 @@ def test_sequential_reconstructions_stop_at_their_cap_and_are_off_by_default(pip
     assert counts == [(4, 4)]
 
 
+def test_sequential_reconstructions_under_a_fixed_doubt_draw_while_the_interval_holds_its_line(pipe, query):
+    # 8 images, mean 0.25, sd 0.107: their interval (0.16-0.34) still holds 0.3, so the plain doubt draws to the cap;
+    # the line of a fixed margin of 24 images (0.3 + 2.07 x 0.107 / sqrt 24 = 0.345) lies above it: decided at 8
+    script = [[0.15, 0.35, 0.15, 0.35]] * 3
+    settings = dict(max_reconstructions=12, undecided_as="pass")
+    counts, plain = reconstructions_drawn(pipe, query, script, **settings)
+    assert counts == [(4, 4), (8, 8), (12, 12)] and plain.distance_passed
+    counts, fixed = reconstructions_drawn(pipe, query, script, doubt_images=24, **settings)
+    assert counts == [(4, 4), (8, 8)] and fixed.distance_passed and len(fixed.distances) == 8
+
+
 def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_draws(pipe, query):
     # restarts choose by the selection mean under either rule; m = 1's 12 images (mean 0.35) never leave an interval
     # that holds 0.3; m = 2's 4 images are shown to miss (0.9); m = 3 passes
