@@ -296,14 +296,16 @@ class _Progress:
             self.bar = None
 
 
-def length_line(result, threshold: float, planned: int | None = None, check_name: str = "edit check") -> str:
+def length_line(result, threshold: float, planned: int | None = None, check_name: str = "edit check",
+                doubt_images: int = 0) -> str:
     """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit check: 3/4 edits show a cat  steps 80 (converged)  -> pass`
     (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer;
-    `check_name`: the world's name for its in-distribution check, `World.check_name`)."""
+    `check_name`: the world's name for its in-distribution check, `World.check_name`; `doubt_images`: the
+    setting, to word a pass on the benefit of the doubt)."""
     from .report import drawn_note  # noqa: PLC0415 - start-up: loads torch/numpy only when used
     from .uncertainty import passed_on_doubt, threshold_comparison  # noqa: PLC0415 - as above
     if result.passed:
-        verdict = "pass" + (f" (distance {threshold_comparison(result.distances, threshold, True)})"
+        verdict = "pass" + (f" (distance {threshold_comparison(result.distances, threshold, True, doubt_images)})"
                             if passed_on_doubt(result.distances, threshold, result.distance_passed) else "")
     else:
         why = []
@@ -403,7 +405,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     def on_length(result, threshold: float) -> None:
         if not args.json:
-            print(length_line(result, threshold, config.num_reconstructions, world.check_name), flush=True)
+            print(length_line(result, threshold, config.num_reconstructions, world.check_name, config.doubt_images),
+                  flush=True)
 
     # the inputs are checked once, in iter_analyze, before the runner loads the model
     runner = LocalRunner(world=world, load=lambda: _load(args))
@@ -484,8 +487,8 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
         return 0
     if not args.json:
         for result in report.results:
-            print(length_line(result, report.threshold, config.num_reconstructions, model.world.check_name),
-                  flush=True)
+            print(length_line(result, report.threshold, config.num_reconstructions, model.world.check_name,
+                              config.doubt_images), flush=True)
     return _show_report(args, report)
 
 

@@ -31,7 +31,7 @@ from PIL import Image
 from . import citation
 from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
-from .uncertainty import BENEFIT_OF_DOUBT, passed_on_doubt, threshold_comparison
+from .uncertainty import benefit_of_doubt, passed_on_doubt, threshold_comparison
 from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
@@ -294,7 +294,8 @@ def _seeds_paragraph(report: Report) -> str:
 
 def _meaning_section(report: Report) -> str:
     distance = DISTANCES.get(report.model.get("distance", ""), f"the distance {report.model.get('distance', '?')}")
-    doubt = f" ({esc(BENEFIT_OF_DOUBT)})" if report.config.get("undecided_as") == "pass" else ""
+    doubt = (f" ({esc(benefit_of_doubt(report.config.get('doubt_images', 0)))})"
+             if report.config.get("undecided_as") == "pass" else "")
     return f"""
 <h2>What the score means</h2>
 <p>The score is the smallest number of new words (<em>learned tokens</em>) that the text-to-image model
@@ -354,7 +355,8 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
   <h3>{_tokens(r.num_tokens)}: {verdict}</h3>
   <p>Redrawings from “{esc(str(report.config.get("reconstruction_prompt", "{}")).replace("{}", "S*"))}”, beside
     your image: mean distance <strong>{r.mean_distance:.3f}</strong> {_spread(r)}
-    {esc(threshold_comparison(r.distances, report.threshold, close)).replace(" ", " threshold ", 1)}:
+    {esc(threshold_comparison(r.distances, report.threshold, close, report.config.get("doubt_images", 0))
+        ).replace(" ", " threshold ", 1)}:
     <span class="{'pass' if close else 'fail'}">{'close enough' if close else 'not close enough'}</span>.</p>
   {work_html}
   <div class="grid">{"".join(recon)}</div>

@@ -133,14 +133,29 @@ def passed_on_doubt(distances: list[float], threshold: float, distance_passed: b
     return bool(distance_passed) and bool(distances) and not distance_passes(mean_and_std(distances)[0], threshold)
 
 
-def threshold_comparison(distances: list[float], threshold: float, distance_passed: bool | None) -> str:
+def threshold_comparison(distances: list[float], threshold: float, distance_passed: bool | None,
+                         doubt_images: int = 0) -> str:
     """How a length's mean distance stands to the threshold, for people: '≤ 0.3', '> 0.3', or, for a length that
     passed on the benefit of the doubt (`passed_on_doubt`), '> 0.3, but its 95% interval holds it (benefit of the
-    doubt)'."""
+    doubt)'; with a fixed margin (`doubt_images`), '> 0.3, but within the margin of 24 images' 95% interval (up to
+    0.41; benefit of the doubt)'."""
     sign = "≤" if distance_passes(mean_and_std(distances)[0], threshold) else ">"
-    doubt = (f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)"
-             if passed_on_doubt(distances, threshold, distance_passed) else "")
+    doubt = ""
+    if passed_on_doubt(distances, threshold, distance_passed):
+        doubt = (f", but within the margin of {doubt_images} images' {CONFIDENCE:.0%} interval (up to "
+                 f"{doubt_line(distances, threshold, doubt_images):.2f}; benefit of the doubt)" if doubt_images > 0
+                 else f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)")
     return f"{sign} {threshold:g}{doubt}"
+
+
+def benefit_of_doubt(doubt_images: int = 0) -> str:
+    """The "pass" rule in words for people (the printable report, beside "at most the threshold"), with the
+    plain doubt or a fixed margin of `doubt_images` images."""
+    if doubt_images > 0:
+        return (f"or its average lies within the margin that the {CONFIDENCE:.0%} interval of {doubt_images} "
+                "redrawings' average would have above it: the benefit of the doubt, so that only a length shown to "
+                "miss by more fails")
+    return BENEFIT_OF_DOUBT
 
 
 def pass_probability(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0

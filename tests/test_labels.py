@@ -11,8 +11,9 @@ from originality.labels import (can_still_pass, distance_passes, first_pass, is_
                                 length_passes, median_label, median_score, score_of)
 from originality.config import AnalysisConfig
 from originality.repeatability import MEASURED
-from originality.uncertainty import (decision_line, distances_pass, doubt_line, expected_length, mean_and_std,
-                                     mean_interval, pass_probability, passed_on_doubt, threshold_comparison)
+from originality.uncertainty import (BENEFIT_OF_DOUBT, benefit_of_doubt, decision_line, distances_pass, doubt_line,
+                                     expected_length, mean_and_std, mean_interval, pass_probability, passed_on_doubt,
+                                     threshold_comparison)
 
 
 def length(m: int, distances: list[float], check_passed: bool = True, check_scores=(1.0,)):
@@ -118,6 +119,11 @@ def test_the_doubt_with_a_fixed_margin_keeps_its_line_where_more_images_would_mo
     on_line = [d - mean + doubt_line(many, 0.3, 24) for d in many]
     assert pass_probability(on_line, 0.3, "pass", 24) == pytest.approx(0.5, abs=0.02)
     assert pass_probability(many, 0.3, "pass", 24) > 0.5 > pass_probability(many, 0.3, "pass")
+    # what the shells say: the margin and its line, not an interval that no longer holds the threshold
+    assert threshold_comparison(many, 0.3, True, 24) == (
+        f"> 0.3, but within the margin of 24 images' 95% interval (up to {doubt_line(many, 0.3, 24):.2f}; benefit of "
+        "the doubt)")
+    assert "24 redrawings" in benefit_of_doubt(24) and benefit_of_doubt(0) == BENEFIT_OF_DOUBT
 
 
 def test_the_setting_is_checked_and_counts_as_measured():

@@ -169,6 +169,11 @@ class RunView:
         return float(self.config.get("threshold") or 0.0)
 
     @property
+    def doubt_images(self) -> int:
+        """The benefit of the doubt's fixed margin in images (0: the plain doubt; `AnalysisConfig.doubt_images`)."""
+        return int(self.config.get("doubt_images") or 0)
+
+    @property
     def max_tokens(self) -> int:
         return int(self.config.get("max_tokens") or 1)
 
@@ -215,7 +220,8 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
         return (f"m={event.num_tokens}: mean distance {event.mean:.3f} "
-                f"({threshold_comparison(event.distances, view.threshold, event.distance_passed)}); checking… · "
+                f"({threshold_comparison(event.distances, view.threshold, event.distance_passed, view.doubt_images)}); "
+                f"checking… · "
                 f"{elapsed:.0f} s")
     if isinstance(event, LengthDone):
         lv = view.length(event.result.num_tokens)
@@ -274,7 +280,7 @@ def row_header(view: RunView, lv: LengthView) -> str:
     else:
         ci = lv.interval()
         parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} "
-                     f"{threshold_comparison(lv.distances, view.threshold, lv.distance_passed)} "
+                     f"{threshold_comparison(lv.distances, view.threshold, lv.distance_passed, view.doubt_images)} "
                      f"{_mark(lv.distance_passed)}")
         if drawn := drawn_note(len(lv.distances), view.config.get("num_reconstructions")):
             parts.append(drawn)
