@@ -69,6 +69,14 @@ def test_coin_tosses_count_the_lengths_whose_interval_still_holds_the_threshold(
             ]}
     assert reliability.coin_tosses(data) == {"lengths": 0.25, "count": 4, "runs": 0.5}
     assert "25% of 4 lengths; runs with one: 50%" in "\n".join(reliability.summary_lines(data))
+    # under a fixed doubt the test is the interval against the doubt's line: 8 images at mean 0.25 hold 0.3 in their
+    # interval (0.16-0.34) but not the line of 24 images' margin (0.345), so that length is decided there
+    near = [0.15, 0.35] * 4
+    data["images"][0]["runs"]["0"] = run(near, decided_pass)
+    assert reliability.coin_tosses(data) == {"lengths": 0.5, "count": 4, "runs": 1.0}
+    data["config"].update(undecided_as="pass", doubt_images=24)
+    assert reliability.coin_tosses(data) == {"lengths": 0.25, "count": 4, "runs": 0.5}
+    assert "the doubt's line (24 images' margin) inside" in "\n".join(reliability.summary_lines(data))
 
 
 def test_two_settings_compared_on_the_drawings_both_completed(tmp_path, capsys):

@@ -382,9 +382,12 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     tosses = coin_tosses(data)
     if tosses:
-        called = ("called passes (undecided_as 'pass')" if data["config"].get("undecided_as") == "pass"
+        rule, margin = data["config"].get("undecided_as"), data["config"].get("doubt_images", 0)
+        line = f"the doubt's line ({margin} images' margin)" if rule == "pass" and margin else "the threshold"
+        called = ("decided by the side of that line the mean fell on" if rule == "pass" and margin
+                  else "called passes (undecided_as 'pass')" if rule == "pass"
                   else "decided by the side the mean fell on")
-        lines.append(f"  undecided at their last image (the threshold inside the 95% interval; {called}): "
+        lines.append(f"  undecided at their last image ({line} inside the 95% interval; {called}): "
                      f"{tosses['lengths']:.0%} of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
     causes = flip_causes(data) if data["runs"] >= 2 else {}
     if causes.get("flips"):
