@@ -25,8 +25,8 @@ MEASURED = (
     "max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule", "average_tail", "early_stop_every",
     "early_stop_window", "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early",
     "token_init", "warm_steps", "restarts", "restarts_until", "selection_images", "num_reconstructions",
-    "max_reconstructions", "undecided_as", "doubt_images", "num_inference_steps", "guidance_scale", "reconstruction_prompt",
-    "threshold", "num_edits", "edit_pass_fraction", "seeds",
+    "max_reconstructions", "undecided_as", "doubt_images", "num_inference_steps", "guidance_scale",
+    "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds",
 )
 
 

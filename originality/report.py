@@ -137,7 +137,8 @@ class SeedRun:
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
-        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens, undecided_as and doubt_images)."""
+        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens, undecided_as and
+        doubt_images)."""
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
                    expected_length(results, config.threshold, config.max_tokens, config.undecided_as,
                                    config.doubt_images))

@@ -117,12 +117,13 @@ def distances_pass(distances: list[float], threshold: float, undecided_as: str =
     below `doubt_line`, a margin of fixed width above the threshold."""
     if undecided_as not in UNDECIDED_AS:
         raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {undecided_as!r}")
-    if distance_passes(mean_and_std(distances)[0], threshold):
+    mean = mean_and_std(distances)[0]
+    if distance_passes(mean, threshold):
         return True
     if undecided_as == "mean":
         return False
     if doubt_images > 0:
-        return distance_passes(mean_and_std(distances)[0], doubt_line(distances, threshold, doubt_images))
+        return distance_passes(mean, doubt_line(distances, threshold, doubt_images))
     interval = mean_interval(distances)
     return interval is not None and interval.low <= threshold
 
@@ -183,9 +184,9 @@ def expected_length(results, threshold: float, max_tokens: int, undecided_as: st
                     ) -> float:
     """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
     given each length's probability of passing (`pass_probability` of its distances under the `undecided_as`
-    rule and `doubt_images`, times 0 when its in-distribution check failed). Lengths after the last one tried (a run stops at its
-    first pass) count as passing. Lower = more familiar, as the label; unlike the label it moves little when a
-    deciding mean sits near the threshold. `results`: `report.TokenResult`s in order (anything with
+    rule and `doubt_images`, times 0 when its in-distribution check failed). Lengths after the last one tried (a
+    run stops at its first pass) count as passing. Lower = more familiar, as the label; unlike the label it moves
+    little when a deciding mean sits near the threshold. `results`: `report.TokenResult`s in order (anything with
     `num_tokens`, `distances`, `check_passed` and `check_scores`)."""
     expected, none_yet = 0.0, 1.0
     for m in range(1, max_tokens + 1):

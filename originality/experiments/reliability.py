@@ -383,8 +383,9 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
     tosses = coin_tosses(data)
     if tosses:
         rule, margin = data["config"].get("undecided_as"), data["config"].get("doubt_images", 0)
-        line = f"the doubt's line ({margin} images' margin)" if rule == "pass" and margin else "the threshold"
-        called = ("decided by the side of that line the mean fell on" if rule == "pass" and margin
+        fixed = rule == "pass" and margin  # the doubt's fixed line decides an undecided length, as the mean rule's
+        line = f"the doubt's line ({margin} images' margin)" if fixed else "the threshold"
+        called = ("decided by the side of that line the mean fell on" if fixed
                   else "called passes (undecided_as 'pass')" if rule == "pass"
                   else "decided by the side the mean fell on")
         lines.append(f"  undecided at their last image ({line} inside the 95% interval; {called}): "
