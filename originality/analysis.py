@@ -43,7 +43,7 @@ from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, median_score
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
-from .uncertainty import decision_line, distances_pass, mean_and_std, undecided
+from .uncertainty import mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class DistancesReady:
     distances: list[float]
     mean: float
     std: float
-    distance_passed: bool  # `uncertainty.distances_pass` under the config's undecided_as
+    distance_passed: bool  # the config's `uncertainty.PassRule`
 
 
 @dataclass(frozen=True)
@@ -419,7 +419,7 @@ def iter_length(prepared: Prepared, model: OriginalityModel, m: int,
         recon, distances = yield from _reconstruct(pipe, model, prepared, prompt, m, first, timings)
         yield ReconstructionsReady(m, recon)
         mean, std = mean_and_std(distances)
-        distance_passed = distances_pass(distances, config.threshold, config.undecided_as, config.doubt_images)
+        distance_passed = config.pass_rule().passes(distances)
         yield DistancesReady(m, distances, mean, std, distance_passed)
 
         # 6. Edit check: "cat in S*_m" (or the world's own in-distribution test)
@@ -616,8 +616,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
             score(unscored)
             unscored = []
         # while the interval of the mean still holds the line, the decision is a coin toss: draw a batch more
-        line = decision_line(distances, config.threshold, config.undecided_as, config.doubt_images)
-        if len(images) < n or n >= most or not undecided(distances, line):
+        if len(images) < n or n >= most or not config.pass_rule().undecided(distances):
             return images, distances
         n = min(most, n + config.generation_batch_size)
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from . import citation
 from . import __version__
 from .config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig, preset_values, settings
+from .uncertainty import PassRule
 from .worlds import all_worlds, find_world, resolve_model_id, world_of_model
 
 logger = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
                         '20 reconstructions), "fast" (about a minute per image on a GPU), "steady" (fast that '
-                        'repeats better: 2 restarts per length, warm start, up to 24 reconstructions) or "adaptive" '
+                        'repeats better: 2 restarts per length, warm start, up to 96 reconstructions) or "adaptive" '
                         f'(default: {DEFAULT_PRESET})')
     add_setting_options(a)
     a.add_argument("--reference", metavar="FILE_OR_DIR", action="append", default=None,
@@ -296,21 +297,19 @@ class _Progress:
             self.bar = None
 
 
-def length_line(result, threshold: float, planned: int | None = None, check_name: str = "edit check",
-                doubt_images: int = 0) -> str:
+def length_line(result, rule: PassRule, planned: int | None = None, check_name: str = "edit check") -> str:
     """`m=1  distance 0.412 (95% CI 0.36-0.46)  edit check: 3/4 edits show a cat  steps 80 (converged)  -> pass`
-    (`planned`: the reconstructions of the settings, to say when a failing length was decided on fewer;
-    `check_name`: the world's name for its in-distribution check, `World.check_name`; `doubt_images`: the
-    setting, to word a pass on the benefit of the doubt)."""
+    (`rule`: the run's `uncertainty.PassRule`, to word a pass on the benefit of the doubt; `planned`: the
+    reconstructions of the settings, to say when a failing length was decided on fewer; `check_name`: the world's
+    name for its in-distribution check, `World.check_name`)."""
     from .report import drawn_note  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-    from .uncertainty import passed_on_doubt, threshold_comparison  # noqa: PLC0415 - as above
     if result.passed:
-        verdict = "pass" + (f" (distance {threshold_comparison(result.distances, threshold, True, doubt_images)})"
-                            if passed_on_doubt(result.distances, threshold, result.distance_passed) else "")
+        verdict = "pass" + (f" (distance {rule.comparison(result.distances, True)})"
+                            if rule.passed_on_doubt(result.distances, result.distance_passed) else "")
     else:
         why = []
         if not result.distance_passed:
-            why.append(f"distance > {threshold:g}")
+            why.append(f"distance > {rule.threshold:g}")
         if not result.check_passed:
             why.append(check_name)
         verdict = f"fail ({', '.join(why)})"
@@ -405,8 +404,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     def on_length(result, threshold: float) -> None:
         if not args.json:
-            print(length_line(result, threshold, config.num_reconstructions, world.check_name, config.doubt_images),
-                  flush=True)
+            print(length_line(result, config.replace(threshold=threshold).pass_rule(), config.num_reconstructions,
+                              world.check_name), flush=True)
 
     # the inputs are checked once, in iter_analyze, before the runner loads the model
     runner = LocalRunner(world=world, load=lambda: _load(args))
@@ -487,8 +486,8 @@ def _analyze_parallel(args: argparse.Namespace, config: AnalysisConfig, referenc
         return 0
     if not args.json:
         for result in report.results:
-            print(length_line(result, report.threshold, config.num_reconstructions, model.world.check_name,
-                              config.doubt_images), flush=True)
+            print(length_line(result, report.pass_rule, config.num_reconstructions, model.world.check_name),
+                  flush=True)
     return _show_report(args, report)
 
 

@@ -31,7 +31,6 @@ from PIL import Image
 from . import citation
 from .labels import is_familiar
 from .report import Report, TokenResult, drawn_note
-from .uncertainty import benefit_of_doubt, passed_on_doubt, threshold_comparison
 from .worlds import check_name_of
 
 QUERY_SIDE = 512  # largest side of the embedded query
@@ -175,7 +174,7 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
     points = [(r.num_tokens, r.mean_distance, _bar(r), r.passed) for r in report.results
               if not math.isnan(r.mean_distance)]
     scored = next((r for r in report.results if r.num_tokens == report.score), None)
-    on_doubt = scored is not None and passed_on_doubt(scored.distances, report.threshold, scored.distance_passed)
+    on_doubt = scored is not None and report.pass_rule.passed_on_doubt(scored.distances, scored.distance_passed)
     top = max([bar[1] for _, _, bar, _ in points] + [report.threshold]) * 1.15 + 0.02
     ticks = _ticks(top)
     top = max(top, ticks[-1])
@@ -294,8 +293,8 @@ def _seeds_paragraph(report: Report) -> str:
 
 def _meaning_section(report: Report) -> str:
     distance = DISTANCES.get(report.model.get("distance", ""), f"the distance {report.model.get('distance', '?')}")
-    doubt = (f" ({esc(benefit_of_doubt(report.config.get('doubt_images', 0)))})"
-             if report.config.get("undecided_as") == "pass" else "")
+    words = report.pass_rule.doubt_in_words()
+    doubt = f" ({esc(words)})" if words else ""
     return f"""
 <h2>What the score means</h2>
 <p>The score is the smallest number of new words (<em>learned tokens</em>) that the text-to-image model
@@ -323,8 +322,11 @@ concept and do not just copy pixels (below).</p>
 
 
 def _curve_section(report: Report) -> str:
-    doubt = (" (or, with the benefit of the doubt, when the 95% interval of their mean still reaches it)"
-             if report.config.get("undecided_as") == "pass" else "")
+    rule = report.pass_rule
+    doubt = (f" (or, with the benefit of the doubt, when their mean lies within the margin of {rule.doubt_images} "
+             "redrawings' 95% interval above it)" if rule.fixed_margin
+             else " (or, with the benefit of the doubt, when the 95% interval of their mean still reaches it)"
+             if rule.undecided_as == "pass" else "")
     return f"""
 <h2>Distance for each number of learned tokens</h2>
 <div class="curve">{curve_svg(report)}</div>
@@ -355,8 +357,7 @@ def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
   <h3>{_tokens(r.num_tokens)}: {verdict}</h3>
   <p>Redrawings from “{esc(str(report.config.get("reconstruction_prompt", "{}")).replace("{}", "S*"))}”, beside
     your image: mean distance <strong>{r.mean_distance:.3f}</strong> {_spread(r)}
-    {esc(threshold_comparison(r.distances, report.threshold, close, report.config.get("doubt_images", 0))
-        ).replace(" ", " threshold ", 1)}:
+    {esc(report.pass_rule.comparison(r.distances, close)).replace(" ", " threshold ", 1)}:
     <span class="{'pass' if close else 'fail'}">{'close enough' if close else 'not close enough'}</span>.</p>
   {work_html}
   <div class="grid">{"".join(recon)}</div>

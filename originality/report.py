@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
 from .repeatability import Repeatability, expected_repeatability, unmeasured_sentence
-from .uncertainty import MeanInterval, expected_length, mean_and_std, mean_interval
+from .uncertainty import MeanInterval, PassRule, expected_length, mean_and_std, mean_interval
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
@@ -56,7 +56,7 @@ class TokenResult:
     distances: list[float]  # one per reconstruction; lower = closer to the query
     edits: list[Image.Image]  # "cat in S*" images; empty where the check scores the reconstructions
     check_scores: list[float]  # per checked image in [0, 1] (CLIP: P(subject present)); see check_scored
-    distance_passed: bool  # by `uncertainty.distances_pass` under the config's undecided_as
+    distance_passed: bool  # by the config's `uncertainty.PassRule`
     check_passed: bool  # the in-distribution check
     check_detail: str = ""
     check_scored: str = SCORED_EDITS  # which images check_scores belong to: SCORED_EDITS or SCORED_RECONSTRUCTIONS
@@ -137,11 +137,9 @@ class SeedRun:
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
-        """The run of `results` under `config` (an `AnalysisConfig`: its threshold, max_tokens, undecided_as and
-        doubt_images)."""
+        """The run of `results` under `config` (an `AnalysisConfig`: its pass rule and max_tokens)."""
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, config.threshold, config.max_tokens, config.undecided_as,
-                                   config.doubt_images))
+                   expected_length(results, config.pass_rule(), config.max_tokens))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
@@ -187,6 +185,11 @@ class Report:
         return label_for(self.score, self.max_tokens)
 
     @property
+    def pass_rule(self) -> PassRule:
+        """The distance half of the pass rule this run was judged by (its threshold and recorded settings)."""
+        return PassRule.recorded(self.config, self.threshold)
+
+    @property
     def expected_length(self) -> float:
         """The continuous score beside the label: the expected first passing length, in [1, max_tokens + 1]
         ("M+" counts as M + 1), from each length's probability of passing (`uncertainty.expected_length`);
@@ -195,8 +198,7 @@ class Report:
         per_seed = [r.expected_length for r in self.seed_runs]
         if len(per_seed) > 1 and None not in per_seed:
             return sum(per_seed) / len(per_seed)
-        return expected_length(self.results, self.threshold, self.max_tokens,
-                               self.config.get("undecided_as", "mean"), self.config.get("doubt_images", 0))
+        return expected_length(self.results, self.pass_rule, self.max_tokens)
 
     def expected_length_sentence(self) -> str:
         """The continuous score in words for people (the page, the share page and the printable report)."""

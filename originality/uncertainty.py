@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 from .labels import distance_passes
 
@@ -80,122 +81,145 @@ def mean_interval(distances: list[float], level: float = CONFIDENCE, bounds: tup
     return MeanInterval(mean, max(bounds[0], mean - half), min(bounds[1], mean + half), level, n)
 
 
-def undecided(distances: list[float], threshold: float, level: float = CONFIDENCE) -> bool:
-    """Whether the `level` interval of the mean of `distances` (`mean_interval`) still contains `threshold`: the
-    sequential reconstructions' rule (`max_reconstructions`) draws more while it does. True below two distances."""
+def undecided(distances: list[float], line: float, level: float = CONFIDENCE) -> bool:
+    """Whether the `level` interval of the mean of `distances` (`mean_interval`) still contains `line` (a pass
+    rule's `PassRule.line`): the sequential reconstructions (`max_reconstructions`) draw more while it does. True
+    below two distances."""
     interval = mean_interval(distances, level)
-    return interval is None or interval.low <= threshold <= interval.high
+    return interval is None or interval.low <= line <= interval.high
 
 
-def doubt_line(distances: list[float], threshold: float, doubt_images: int) -> float:
-    """The mean distance a length must not exceed under the benefit of the doubt with a fixed margin
-    (`doubt_images` > 0): `threshold` plus the half width of the `CONFIDENCE` interval that a mean of
-    `doubt_images` reconstructions with these distances' spread would have. With `doubt_images` 0, or fewer than
-    two distances, `threshold` itself. The sequential reconstructions draw while their own interval holds this
-    line (`decision_line`), so more images narrow the coin toss around it without moving it; the interval of the
-    images drawn (`doubt_images` 0) moves it down towards the threshold as they narrow."""
-    if doubt_images <= 0 or len(distances) < 2:
-        return threshold
-    from scipy.stats import t  # noqa: PLC0415  (only when a length is judged)
+@dataclass(frozen=True)
+class PassRule:
+    """The distance half of a length's pass rule (`labels.length_passes` adds the in-distribution check), one value
+    for the engine, every shell and the benchmark. Distances: the reconstructions' distances to the query, lower =
+    closer, about 0 to 1.
 
-    sd = mean_and_std(distances)[1]
-    return threshold + float(t.ppf(0.5 + CONFIDENCE / 2, max(doubt_images, 2) - 1)) * sd / math.sqrt(doubt_images)
+    `threshold`: the mean distance at or below which a length passes. `undecided_as` (`UNDECIDED_AS`): how a length
+    is called whose `CONFIDENCE` interval still holds the threshold at its last reconstruction, "mean" (the side its
+    mean fell on, the paper's rule) or "pass" (the benefit of the doubt: it fails only when the interval lies wholly
+    above the threshold). `doubt_images` N > 0 (with "pass"): the doubt as a margin of fixed width, the half width
+    of the interval a mean of N reconstructions with the drawn ones' spread would have, so that more images narrow
+    the coin toss around that line without moving it (the interval of the images drawn, N = 0, moves the line down
+    towards the threshold as they narrow)."""
+
+    threshold: float
+    undecided_as: str = "mean"
+    doubt_images: int = 0
+
+    def __post_init__(self) -> None:
+        if self.undecided_as not in UNDECIDED_AS:
+            raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {self.undecided_as!r}")
+
+    @classmethod
+    def recorded(cls, config: Mapping[str, Any], threshold: float) -> PassRule:
+        """The rule that recorded settings (`AnalysisConfig.to_dict()`, as report.json and the benchmark keep them)
+        name, with the resolved `threshold`; records from before a setting existed count it at its default (the mean
+        rule, no fixed margin)."""
+        return cls(float(threshold), config.get("undecided_as") or "mean", int(config.get("doubt_images") or 0))
+
+    @property
+    def fixed_margin(self) -> bool:
+        """Whether the doubt is a margin of fixed width (`doubt_images` with "pass")."""
+        return self.undecided_as == "pass" and self.doubt_images > 0
+
+    def line(self, distances: list[float]) -> float:
+        """The mean distance the rule compares against: the threshold, or under a fixed margin the threshold plus
+        the half width of the `CONFIDENCE` interval of `doubt_images` reconstructions with these distances' spread
+        (the threshold itself below two distances). The sequential reconstructions draw while their interval
+        still holds this line (`undecided`)."""
+        if not self.fixed_margin or len(distances) < 2:
+            return self.threshold
+        from scipy.stats import t  # noqa: PLC0415  (only when a length is judged)
+
+        sd = mean_and_std(distances)[1]
+        n = self.doubt_images
+        return self.threshold + float(t.ppf(0.5 + CONFIDENCE / 2, max(n, 2) - 1)) * sd / math.sqrt(n)
+
+    def undecided(self, distances: list[float]) -> bool:
+        """Whether the interval of these distances' mean still holds the rule's `line`: the sequential
+        reconstructions (`max_reconstructions`) draw more while it does."""
+        return undecided(distances, self.line(distances))
+
+    def passes(self, distances: list[float]) -> bool:
+        """Whether a length with these distances passes: the mean at or below the threshold
+        (`labels.distance_passes`); under "pass" also while the interval of the mean still holds the threshold, or,
+        with a fixed margin, the mean at or below `line`. Below two distances there is no interval and every rule
+        compares the mean."""
+        mean = mean_and_std(distances)[0]
+        if distance_passes(mean, self.threshold):
+            return True
+        if self.undecided_as == "mean":
+            return False
+        if self.fixed_margin:
+            return distance_passes(mean, self.line(distances))
+        interval = mean_interval(distances)
+        return interval is not None and interval.low <= self.threshold
+
+    def probability(self, distances: list[float]) -> float:
+        """How likely these tokens' length passes, in [0, 1], from the Student-t sampling distribution of the mean
+        (as `mean_interval`): "mean", the probability that the true mean distance is at or below the threshold;
+        "pass", that a rerun's interval would reach down to it (the true mean at or below the threshold plus the
+        interval's half width, the rule's effective line), or with a fixed margin that the true mean is at or below
+        `line`. 1 or 0 where the distances have no spread (or fewer than two)."""
+        n = len(distances)
+        if n == 0:
+            return 0.0
+        mean, sd = mean_and_std(distances)
+        if sd == 0.0 or n < 2:
+            return 1.0 if distance_passes(mean, self.threshold) else 0.0
+        from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
+
+        if self.fixed_margin:
+            return float(t.cdf((self.line(distances) - mean) / (sd / math.sqrt(n)), n - 1))
+        shift = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) if self.undecided_as == "pass" else 0.0
+        return float(t.cdf((self.threshold - mean) / (sd / math.sqrt(n)) + shift, n - 1))
+
+    def passed_on_doubt(self, distances: list[float], distance_passed: bool | None) -> bool:
+        """Whether a length's distances passed although their mean lies above the threshold (the benefit of the
+        doubt): what every shell says beside the mean, so that "0.34 > 0.3" is never shown as a pass unexplained."""
+        return bool(distance_passed) and bool(distances) and not distance_passes(mean_and_std(distances)[0],
+                                                                                 self.threshold)
+
+    def comparison(self, distances: list[float], distance_passed: bool | None) -> str:
+        """How a length's mean distance stands to the threshold, for people: '≤ 0.3', '> 0.3', or, for a length
+        that passed on the benefit of the doubt, '> 0.3, but its 95% interval holds it (benefit of the doubt)';
+        with a fixed margin, '> 0.3, but within the margin of 24 images' 95% interval (up to 0.41; benefit of the
+        doubt)'."""
+        sign = "≤" if distance_passes(mean_and_std(distances)[0], self.threshold) else ">"
+        doubt = ""
+        if self.passed_on_doubt(distances, distance_passed):
+            doubt = (f", but within the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to "
+                     f"{self.line(distances):.2f}; benefit of the doubt)" if self.fixed_margin
+                     else f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)")
+        return f"{sign} {self.threshold:g}{doubt}"
+
+    def doubt_in_words(self) -> str:
+        """The benefit of the doubt in words for people (the printable report, beside "at most the threshold");
+        empty under the mean rule."""
+        if self.undecided_as != "pass":
+            return ""
+        if self.fixed_margin:
+            return (f"or its average lies within the margin that the {CONFIDENCE:.0%} interval of {self.doubt_images} "
+                    "redrawings' average would have above it: the benefit of the doubt, so that only a length shown "
+                    "to miss by more fails")
+        return BENEFIT_OF_DOUBT
 
 
-def decision_line(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0) -> float:
-    """What the sequential reconstructions test their interval against (`undecided`): the fixed-margin line of
-    `doubt_line` under "pass" with `doubt_images`, else the threshold."""
-    return doubt_line(distances, threshold, doubt_images) if undecided_as == "pass" else threshold
-
-
-def distances_pass(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0) -> bool:
-    """The distance half of a length's pass rule (`labels.length_passes` adds the in-distribution check), over the
-    reconstructions' distances (lower = closer). "mean": their mean is at or below `threshold`
-    (`labels.distance_passes`); "pass": unless the `CONFIDENCE` interval of the mean lies wholly above it, i.e. a
-    length passes when its mean does or when the interval still holds the threshold (`UNDECIDED_AS`). Below two
-    distances there is no interval and both rules compare the mean. `doubt_images` > 0 (with "pass"): the mean at or
-    below `doubt_line`, a margin of fixed width above the threshold."""
-    if undecided_as not in UNDECIDED_AS:
-        raise ValueError(f"undecided_as must be one of {', '.join(UNDECIDED_AS)}, got {undecided_as!r}")
-    mean = mean_and_std(distances)[0]
-    if distance_passes(mean, threshold):
-        return True
-    if undecided_as == "mean":
-        return False
-    if doubt_images > 0:
-        return distance_passes(mean, doubt_line(distances, threshold, doubt_images))
-    interval = mean_interval(distances)
-    return interval is not None and interval.low <= threshold
-
-
-def passed_on_doubt(distances: list[float], threshold: float, distance_passed: bool | None) -> bool:
-    """Whether a length's distances passed although their mean lies above `threshold` (the "pass" rule's benefit
-    of the doubt): what every shell says beside the mean, so that "0.34 > 0.3" is never shown as a pass unexplained."""
-    return bool(distance_passed) and bool(distances) and not distance_passes(mean_and_std(distances)[0], threshold)
-
-
-def threshold_comparison(distances: list[float], threshold: float, distance_passed: bool | None,
-                         doubt_images: int = 0) -> str:
-    """How a length's mean distance stands to the threshold, for people: '≤ 0.3', '> 0.3', or, for a length that
-    passed on the benefit of the doubt (`passed_on_doubt`), '> 0.3, but its 95% interval holds it (benefit of the
-    doubt)'; with a fixed margin (`doubt_images`), '> 0.3, but within the margin of 24 images' 95% interval (up to
-    0.41; benefit of the doubt)'."""
-    sign = "≤" if distance_passes(mean_and_std(distances)[0], threshold) else ">"
-    doubt = ""
-    if passed_on_doubt(distances, threshold, distance_passed):
-        doubt = (f", but within the margin of {doubt_images} images' {CONFIDENCE:.0%} interval (up to "
-                 f"{doubt_line(distances, threshold, doubt_images):.2f}; benefit of the doubt)" if doubt_images > 0
-                 else f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)")
-    return f"{sign} {threshold:g}{doubt}"
-
-
-def benefit_of_doubt(doubt_images: int = 0) -> str:
-    """The "pass" rule in words for people (the printable report, beside "at most the threshold"), with the
-    plain doubt or a fixed margin of `doubt_images` images."""
-    if doubt_images > 0:
-        return (f"or its average lies within the margin that the {CONFIDENCE:.0%} interval of {doubt_images} "
-                "redrawings' average would have above it: the benefit of the doubt, so that only a length shown to "
-                "miss by more fails")
-    return BENEFIT_OF_DOUBT
-
-
-def pass_probability(distances: list[float], threshold: float, undecided_as: str = "mean", doubt_images: int = 0
-                     ) -> float:
-    """How likely these tokens' length passes, in [0, 1], from the Student-t sampling distribution of the mean
-    (as `mean_interval`): "mean", the probability that the true mean distance is at or below `threshold`; "pass",
-    that a rerun's interval would reach down to it (the true mean is at or below `threshold` plus the interval's
-    half width, the rule's effective line), or with `doubt_images` that the true mean is at or below `doubt_line`.
-    1 or 0 where the distances have no spread (or fewer than two)."""
-    n = len(distances)
-    if n == 0:
-        return 0.0
-    mean, sd = mean_and_std(distances)
-    if sd == 0.0 or n < 2:
-        return 1.0 if distance_passes(mean, threshold) else 0.0
-    from scipy.stats import t  # noqa: PLC0415  (only when a report is built)
-
-    if undecided_as == "pass" and doubt_images > 0:
-        return float(t.cdf((doubt_line(distances, threshold, doubt_images) - mean) / (sd / math.sqrt(n)), n - 1))
-    shift = float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) if undecided_as == "pass" else 0.0
-    return float(t.cdf((threshold - mean) / (sd / math.sqrt(n)) + shift, n - 1))
-
-
-def expected_length(results, threshold: float, max_tokens: int, undecided_as: str = "mean", doubt_images: int = 0
-                    ) -> float:
+def expected_length(results, rule: PassRule, max_tokens: int) -> float:
     """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
-    given each length's probability of passing (`pass_probability` of its distances under the `undecided_as`
-    rule and `doubt_images`, times 0 when its in-distribution check failed). Lengths after the last one tried (a
-    run stops at its first pass) count as passing. Lower = more familiar, as the label; unlike the label it moves
-    little when a deciding mean sits near the threshold. `results`: `report.TokenResult`s in order (anything with
-    `num_tokens`, `distances`, `check_passed` and `check_scores`)."""
+    given each length's probability of passing (`PassRule.probability` of its distances, times 0 when its
+    in-distribution check failed). Lengths after the last one tried (a run stops at its first pass) count as
+    passing. Lower = more familiar, as the label; unlike the label it moves little when a deciding mean sits near
+    the threshold. `results`: `report.TokenResult`s in order (anything with `num_tokens`, `distances`,
+    `check_passed` and `check_scores`)."""
     expected, none_yet = 0.0, 1.0
     for m in range(1, max_tokens + 1):
         r = next((r for r in results if r.num_tokens == m), None)
         if r is None:
             p = 1.0
         else:
-            p = (pass_probability(r.distances, threshold, undecided_as, doubt_images)
-                 if r.check_passed or not r.check_scores else 0.0)
+            p = rule.probability(r.distances) if r.check_passed or not r.check_scores else 0.0
         expected += m * none_yet * p
         none_yet *= 1.0 - p
     return expected + (max_tokens + 1) * none_yet

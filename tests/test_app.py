@@ -654,11 +654,11 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch, tmp_path):
     # the reservation follows the settings, within the cap (the formula: test_gpu_reservation_follows_the_cost_table)
     fast = AnalysisConfig.preset("fast")
     assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == zerogpu.gpu_seconds(fast.to_dict()) == 86
-    until = AnalysisConfig.preset("steady", restarts_until=1)  # m = 2 runs one inversion: fast's work and 24 images
+    until = AnalysisConfig.preset("steady", restarts_until=1)  # m = 2 runs one inversion: fast's work and 96 images
     assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 1) == zerogpu.gpu_seconds(until.to_dict())
-    assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 2) == math.ceil(gpu_costs.seconds(150, 8, 28, 20))
+    assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 2) == math.ceil(gpu_costs.seconds(150, 8, 100, 20))
     assert zerogpu.run_gpu_seconds(until.to_dict()) == zerogpu.PREPARE_GPU_S + zerogpu.gpu_seconds(until.to_dict()) + \
-        4 * math.ceil(gpu_costs.seconds(150, 8, 28, 20))
+        4 * math.ceil(gpu_costs.seconds(150, 8, 100, 20))
     assert zerogpu.run_gpu_seconds(fast.to_dict(), 2) == zerogpu.PREPARE_GPU_S + 2 * 86
     monkeypatch.setenv("ORIGINALITY_GPU_MAX_SECONDS", "60")
     assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == 60

@@ -156,7 +156,7 @@ def test_the_expected_length_is_shown_everywhere_a_score_is(crafted):
     from originality.cli import score_line
     from originality.uncertainty import expected_length
 
-    value = expected_length(crafted.results, crafted.threshold, crafted.max_tokens)
+    value = expected_length(crafted.results, crafted.pass_rule, crafted.max_tokens)
     assert crafted.expected_length == value and 1.0 <= value <= crafted.max_tokens + 1
     shown = f"Expected length {value:.2f} on a scale of 1 to {crafted.max_tokens + 1}"
     assert shown in " ".join(" ".join(parse(html_report.render(crafted)).text).split())

@@ -1,4 +1,5 @@
-"""The label arithmetic (`originality.labels`) and the continuous score (`uncertainty.expected_length`):
+"""The label arithmetic (`originality.labels`), the pass rule (`uncertainty.PassRule`) and the continuous score
+(`uncertainty.expected_length`):
 one home for each rule, checked on scripted numbers."""
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from originality.labels import (can_still_pass, distance_passes, first_pass, is_
                                 length_passes, median_label, median_score, score_of)
 from originality.config import AnalysisConfig
 from originality.repeatability import MEASURED
-from originality.uncertainty import (BENEFIT_OF_DOUBT, benefit_of_doubt, decision_line, distances_pass, doubt_line,
-                                     expected_length, mean_and_std, mean_interval, pass_probability, passed_on_doubt,
-                                     threshold_comparison)
+from originality.uncertainty import BENEFIT_OF_DOUBT, PassRule, expected_length, mean_and_std, mean_interval
+
+MEAN, PASS, FIXED = PassRule(0.3), PassRule(0.3, "pass"), PassRule(0.3, "pass", 24)  # the three rules at 0.3
 
 
 def length(m: int, distances: list[float], check_passed: bool = True, check_scores=(1.0,)):
@@ -38,26 +39,26 @@ def test_labels_and_their_medians():
     assert median_score([1, None, 3]) == 3 and median_score([2, None]) is None and median_score([2, 1, 2]) == 2
 
 
-def test_pass_probability_is_the_t_probability_of_the_mean_at_or_below_the_threshold():
-    assert pass_probability([0.2, 0.2], 0.3) == 1.0 and pass_probability([0.4, 0.4], 0.3) == 0.0
-    assert pass_probability([0.2, 0.4], 0.3) == pytest.approx(0.5)  # the mean sits on the threshold
-    assert 0.5 < pass_probability([0.1, 0.2, 0.3, 0.4], 0.3) < 1.0  # mean 0.25, below
-    assert pass_probability([], 0.3) == 0.0
+def test_the_pass_probability_is_the_t_probability_of_the_mean_at_or_below_the_threshold():
+    assert MEAN.probability([0.2, 0.2]) == 1.0 and MEAN.probability([0.4, 0.4]) == 0.0
+    assert MEAN.probability([0.2, 0.4]) == pytest.approx(0.5)  # the mean sits on the threshold
+    assert 0.5 < MEAN.probability([0.1, 0.2, 0.3, 0.4]) < 1.0  # mean 0.25, below
+    assert MEAN.probability([]) == 0.0
     assert mean_and_std([0.1, 0.3]) == pytest.approx((0.2, 0.1414213))
 
 
 def test_expected_length_weighs_each_length_by_its_chance_of_passing():
     sure, never, coin = [0.1, 0.1], [0.9, 0.9], [0.2, 0.4]
-    assert expected_length([length(1, sure)], 0.3, 5) == 1.0
-    assert expected_length([length(1, never), length(2, sure)], 0.3, 5) == 2.0
+    assert expected_length([length(1, sure)], MEAN, 5) == 1.0
+    assert expected_length([length(1, never), length(2, sure)], MEAN, 5) == 2.0
     # a coin toss at m = 1 (mean on the threshold), a sure pass at 2: half 1, half 2
-    assert expected_length([length(1, coin), length(2, sure)], 0.3, 5) == pytest.approx(1.5)
+    assert expected_length([length(1, coin), length(2, sure)], MEAN, 5) == pytest.approx(1.5)
     # the run stopped at a pass at m = 1 that was a coin toss: the lengths not tried count as passing
-    assert expected_length([length(1, coin)], 0.3, 5) == pytest.approx(1.5)
+    assert expected_length([length(1, coin)], MEAN, 5) == pytest.approx(1.5)
     # a failed check makes the length fail whatever the distances; nothing passes: "5+" counts as 6
-    assert expected_length([length(m, sure, check_passed=False) for m in range(1, 6)], 0.3, 5) == 6.0
+    assert expected_length([length(m, sure, check_passed=False) for m in range(1, 6)], MEAN, 5) == 6.0
     # edits not checked (the reconstructions already failed): the length's chance is its distances'
-    assert expected_length([length(1, coin, check_passed=False, check_scores=()), length(2, sure)], 0.3, 5) == \
+    assert expected_length([length(1, coin, check_passed=False, check_scores=()), length(2, sure)], MEAN, 5) == \
         pytest.approx(1.5)
 
 
@@ -65,65 +66,66 @@ def test_an_undecided_length_is_called_by_its_mean_or_passed_on_the_benefit_of_t
     # mean 0.35 over 8 images of coarse element distances: the 95% interval (about 0.17-0.53) holds 0.3
     held = [0.0, 0.5, 0.2, 0.6, 0.5, 0.0, 0.6, 0.4]
     assert mean_interval(held).low < 0.3 < mean_and_std(held)[0]
-    assert not distances_pass(held, 0.3, "mean") and distances_pass(held, 0.3, "pass")
+    assert not MEAN.passes(held) and PASS.passes(held)
     # shown to miss: the interval lies wholly above the threshold, a fail under both rules
     missed = [0.5, 0.6, 0.5, 0.6, 0.5, 0.6, 0.5, 0.6]
-    assert not distances_pass(missed, 0.3, "mean") and not distances_pass(missed, 0.3, "pass")
+    assert not MEAN.passes(missed) and not PASS.passes(missed)
     # a mean at or below the threshold passes under both; one distance has no interval: the mean decides
-    assert distances_pass([0.1, 0.3, 0.2], 0.3, "pass") and distances_pass([0.1, 0.3, 0.2], 0.3, "mean")
-    assert not distances_pass([0.9], 0.3, "pass") and distances_pass([0.3], 0.3, "pass")
+    assert PASS.passes([0.1, 0.3, 0.2]) and MEAN.passes([0.1, 0.3, 0.2])
+    assert not PASS.passes([0.9]) and PASS.passes([0.3])
     with pytest.raises(ValueError, match="undecided_as must be one of mean, pass"):
-        distances_pass(held, 0.3, "maybe")
+        PassRule(0.3, "maybe")
     # what the shells print beside the mean
-    assert passed_on_doubt(held, 0.3, True) and not passed_on_doubt(held, 0.3, False)
-    assert not passed_on_doubt([0.1, 0.2], 0.3, True)
-    assert threshold_comparison([0.1, 0.2], 0.3, True) == "≤ 0.3"
-    assert threshold_comparison(missed, 0.3, False) == "> 0.3"
-    assert threshold_comparison(held, 0.3, True) == "> 0.3, but its 95% interval holds it (benefit of the doubt)"
+    assert PASS.passed_on_doubt(held, True) and not PASS.passed_on_doubt(held, False)
+    assert not PASS.passed_on_doubt([0.1, 0.2], True)
+    assert PASS.comparison([0.1, 0.2], True) == "≤ 0.3"
+    assert PASS.comparison(missed, False) == "> 0.3"
+    assert PASS.comparison(held, True) == "> 0.3, but its 95% interval holds it (benefit of the doubt)"
 
 
 def test_the_continuous_score_follows_the_rule_that_decides_the_lengths():
     held = [0.0, 0.5, 0.2, 0.6, 0.5, 0.0, 0.6, 0.4]  # mean 0.35, interval holds 0.3
-    strict, lenient = pass_probability(held, 0.3, "mean"), pass_probability(held, 0.3, "pass")
+    strict, lenient = MEAN.probability(held), PASS.probability(held)
     assert strict < 0.5 < lenient < 1.0  # the mean is above the line; the rule's line is the interval's reach
     # at the rule's own line (mean = threshold + the interval's half width) a rerun passes half the time
     interval = mean_interval(held)
     shifted = [d + 0.3 + (interval.mean - interval.low) - interval.mean for d in held]
-    assert pass_probability(shifted, 0.3, "pass") == pytest.approx(0.5, abs=1e-6)
+    assert PASS.probability(shifted) == pytest.approx(0.5, abs=1e-6)
     # no spread: both rules compare the mean
-    assert pass_probability([0.4, 0.4], 0.3, "pass") == 0.0 and pass_probability([0.2, 0.2], 0.3, "pass") == 1.0
+    assert PASS.probability([0.4, 0.4]) == 0.0 and PASS.probability([0.2, 0.2]) == 1.0
     sure = [0.1, 0.1]
-    assert expected_length([length(1, held), length(2, sure)], 0.3, 5, "pass") == pytest.approx(2 - lenient)
-    assert expected_length([length(1, held), length(2, sure)], 0.3, 5) == pytest.approx(2 - strict)
+    assert expected_length([length(1, held), length(2, sure)], PASS, 5) == pytest.approx(2 - lenient)
+    assert expected_length([length(1, held), length(2, sure)], MEAN, 5) == pytest.approx(2 - strict)
 
 
 def test_the_doubt_with_a_fixed_margin_keeps_its_line_where_more_images_would_move_the_intervals():
     # coarse element distances, mean 0.38, sd 0.27 or so: the line of 24 images' interval sits at about 0.41
     few = [0.0, 0.6, 0.2, 0.7, 0.4, 0.0, 0.6, 0.5]
-    line = doubt_line(few, 0.3, 24)
+    line = FIXED.line(few)
     mean, sd = mean_and_std(few)
     assert line == pytest.approx(0.3 + 2.0687 * sd / 24 ** 0.5, abs=1e-4) and mean < line
-    assert distances_pass(few, 0.3, "pass", 24)
+    assert FIXED.passes(few)
     # twelve times the same draws: their own interval no longer reaches 0.3 (the plain doubt now fails), while the
     # fixed margin's line stays where 24 images put it (the spread barely changes) and the length still passes
     many = few * 12
-    assert mean_interval(many).low > 0.3 and not distances_pass(many, 0.3, "pass")
-    assert doubt_line(many, 0.3, 24) == pytest.approx(line, rel=0.1) and distances_pass(many, 0.3, "pass", 24)
+    assert mean_interval(many).low > 0.3 and not PASS.passes(many)
+    assert FIXED.line(many) == pytest.approx(line, rel=0.1) and FIXED.passes(many)
     # a mean above the line fails; at or below the threshold passes whatever the margin
-    assert not distances_pass([d + 0.2 for d in many], 0.3, "pass", 24)
-    assert distances_pass([0.1, 0.2, 0.3], 0.3, "pass", 24)
+    assert not FIXED.passes([d + 0.2 for d in many])
+    assert FIXED.passes([0.1, 0.2, 0.3])
     # 0 is the plain doubt; the mean rule has no margin; what the sequential rule tests its interval against
-    assert doubt_line(few, 0.3, 0) == 0.3 and decision_line(few, 0.3, "mean", 24) == 0.3
-    assert decision_line(few, 0.3, "pass", 24) == line and decision_line(few, 0.3, "pass", 0) == 0.3
+    assert PASS.line(few) == 0.3 and PassRule(0.3, "mean", 24).line(few) == 0.3 and FIXED.line(few) == line
+    assert FIXED.undecided(few) and not PASS.undecided([0.0, 0.1] * 12)  # the sequential rule tests the line
     # the continuous score follows the same line: a rerun whose mean sits on it passes half the time
-    on_line = [d - mean + doubt_line(many, 0.3, 24) for d in many]
-    assert pass_probability(on_line, 0.3, "pass", 24) == pytest.approx(0.5, abs=0.02)
-    assert pass_probability(many, 0.3, "pass", 24) > 0.5 > pass_probability(many, 0.3, "pass")
+    on_line = [d - mean + FIXED.line(many) for d in many]
+    assert FIXED.probability(on_line) == pytest.approx(0.5, abs=0.02)
+    assert FIXED.probability(many) > 0.5 > PASS.probability(many)
     # what the shells say: the margin and its line, not an interval that no longer holds the threshold
-    assert threshold_comparison(many, 0.3, True, 24) == (
-        f"> 0.3, but within the margin of 24 images' 95% interval (up to {doubt_line(many, 0.3, 24):.2f}; benefit of "
+    assert FIXED.comparison(many, True) == (
+        f"> 0.3, but within the margin of 24 images' 95% interval (up to {FIXED.line(many):.2f}; benefit of "
         "the doubt)")
-    assert "24 redrawings" in benefit_of_doubt(24) and benefit_of_doubt(0) == BENEFIT_OF_DOUBT
+    assert "24 redrawings" in FIXED.doubt_in_words() and PASS.doubt_in_words() == BENEFIT_OF_DOUBT
+    assert MEAN.doubt_in_words() == "" and not PassRule(0.3, "mean", 24).fixed_margin
 
 
 def test_the_setting_is_checked_and_counts_as_measured():

@@ -233,7 +233,7 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     from originality.html_report import curve_svg, render
 
     doubt = "> 0.3, but its 95% interval holds it (benefit of the doubt)"
-    assert doubt in length_line(same, 0.3) and doubt not in length_line(first, 0.3)
+    assert doubt in length_line(same, on_doubt.pass_rule) and doubt not in length_line(first, on_doubt.pass_rule)
     view = RunView.from_report(on_doubt)
     legend = [t.get_text() for t in curve_figure(view).legends[0].get_texts()]
     assert "score: 1 token (benefit of the doubt)" in legend
@@ -263,9 +263,9 @@ def test_lever_settings_are_checked():
 def test_the_gpu_reservation_and_the_work_count_every_restart(pipe, query):
     steady = AnalysisConfig.preset("steady")
     overhead, per_sample, per_image_step = gpu_costs.rates()
-    # 2 restarts x 150 steps x batch 8; up to 24 reconstructions, 4 edits and 2 x 12 selection images, 20 steps each
+    # 2 restarts x 150 steps x batch 8; up to 96 reconstructions, 4 edits and 2 x 12 selection images, 20 steps each
     assert gpu_costs.length_seconds(steady) == pytest.approx(
-        overhead + per_sample * 2 * 150 * 8 + per_image_step * (24 + 4 + 24) * 20)
+        overhead + per_sample * 2 * 150 * 8 + per_image_step * (96 + 4 + 24) * 20)
     assert gpu_costs.length_seconds(AnalysisConfig.preset("fast")) == gpu_costs.seconds(150, 8, 12, 20)
     report = analyze(query, TINY.replace(restarts=3, selection_images=2),
                      model_of(pipe, [[0.6, 0.6], [0.4, 0.4], [0.5, 0.5], [0.9, 0.9]]))
@@ -383,7 +383,7 @@ def test_the_reservation_of_a_warm_length_counts_its_steps(pipe):
 
     config = AnalysisConfig.preset("steady", warm_steps=50)
     overhead, per_sample, per_image_step = gpu_costs.rates()
-    images = (24 + 4 + 2 * 12) * 20 * per_image_step  # reconstructions, edits, both restarts' selection images
+    images = (96 + 4 + 2 * 12) * 20 * per_image_step  # reconstructions, edits, both restarts' selection images
     assert gpu_costs.length_seconds(config) == pytest.approx(overhead + per_sample * 2 * 150 * 8 + images)
     warm = config.most_inversion_steps(2, previous_rows=1)
     assert warm == 2 * 50

@@ -10,6 +10,7 @@ from PIL import Image
 from originality.inversion import TokenSession, encode_query, initializer_id, invert
 from originality.stopping import STOP_CONVERGED, STOP_STEP_CAP, EarlyStopping
 from originality.templates import OBJECT_TEMPLATES
+from originality.uncertainty import PassRule
 from originality.testing import drain, tiny_sd_pipeline
 
 
@@ -119,8 +120,8 @@ def test_adaptive_preset_records_steps_and_stop_reason_per_length(session_inputs
     for r in report.results:
         assert r.stop_reason in (STOP_CONVERGED, STOP_STEP_CAP) and r.steps_used == len(r.losses) <= 40
         assert (r.steps_used < 40) == (r.stop_reason == STOP_CONVERGED)
-        assert f"steps {r.steps_used} ({r.stop_reason})" in length_line(r, report.threshold)
-        assert "95% CI" in length_line(r, report.threshold)
+        assert f"steps {r.steps_used} ({r.stop_reason})" in length_line(r, report.pass_rule)
+        assert "95% CI" in length_line(r, report.pass_rule)
     report.save(tmp_path / "run")
     again = Report.load(tmp_path / "run")
     assert [(r.steps_used, r.stop_reason) for r in again.results] == \
@@ -283,7 +284,7 @@ def test_decide_early_stops_drawing_once_a_length_cannot_pass(session_inputs):
     from originality.cli import length_line
     from originality.app.views import RunView, row_header
 
-    assert "decided after 3 of 4 reconstructions" in length_line(r, 0.5, config.num_reconstructions)
+    assert "decided after 3 of 4 reconstructions" in length_line(r, PassRule(0.5), config.num_reconstructions)
     view = RunView.from_report(events[-1].report)
     assert "decided after 3 of 4 reconstructions" in row_header(view, view.lengths[1])
     from originality.html_report import render

@@ -29,7 +29,7 @@ from ..inversion import InversionStep
 from ..labels import is_familiar, length_passes
 from ..config import DEFAULT_PRESET, DOMAINS, PRESETS, AnalysisConfig, Setting, preset_values, settings
 from ..report import SCORED_RECONSTRUCTIONS, Report, drawn_note
-from ..uncertainty import mean_interval, passed_on_doubt, threshold_comparison
+from ..uncertainty import PassRule, mean_interval
 from ..worlds import all_worlds, check_name_of, world_model_id
 from .store import RUN_ID_PATTERN
 
@@ -169,9 +169,9 @@ class RunView:
         return float(self.config.get("threshold") or 0.0)
 
     @property
-    def doubt_images(self) -> int:
-        """The benefit of the doubt's fixed margin in images (0: the plain doubt; `AnalysisConfig.doubt_images`)."""
-        return int(self.config.get("doubt_images") or 0)
+    def pass_rule(self) -> PassRule:
+        """The distance half of the run's pass rule, from its settings (`uncertainty.PassRule`)."""
+        return PassRule.recorded(self.config, self.threshold)
 
     @property
     def max_tokens(self) -> int:
@@ -220,7 +220,7 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
         return f"m={event.num_tokens}: scoring {len(event.images)} reconstructions… · {elapsed:.0f} s"
     if isinstance(event, DistancesReady):
         return (f"m={event.num_tokens}: mean distance {event.mean:.3f} "
-                f"({threshold_comparison(event.distances, view.threshold, event.distance_passed, view.doubt_images)}); "
+                f"({view.pass_rule.comparison(event.distances, event.distance_passed)}); "
                 f"checking… · "
                 f"{elapsed:.0f} s")
     if isinstance(event, LengthDone):
@@ -255,7 +255,7 @@ def curve_figure(view: RunView):
     score = view.report.score if view.report is not None else None
     if score is not None and score in view.lengths and view.lengths[score].mean is not None:
         chosen = view.lengths[score]
-        on_doubt = passed_on_doubt(chosen.distances, view.threshold, chosen.distance_passed)
+        on_doubt = view.pass_rule.passed_on_doubt(chosen.distances, chosen.distance_passed)
         doubt = " (benefit of the doubt)" if on_doubt else ""
         ax.plot([score], [chosen.mean], "o", ms=16, mfc="none", mec="#16a34a", mew=2.5,
                 label=f"score: {score} token{'s' if score > 1 else ''}{doubt}")
@@ -280,7 +280,7 @@ def row_header(view: RunView, lv: LengthView) -> str:
     else:
         ci = lv.interval()
         parts.append(f"distance {lv.mean:.3f}{f' ({ci})' if ci else ''} "
-                     f"{threshold_comparison(lv.distances, view.threshold, lv.distance_passed, view.doubt_images)} "
+                     f"{view.pass_rule.comparison(lv.distances, lv.distance_passed)} "
                      f"{_mark(lv.distance_passed)}")
         if drawn := drawn_note(len(lv.distances), view.config.get("num_reconstructions")):
             parts.append(drawn)

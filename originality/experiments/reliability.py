@@ -63,7 +63,7 @@ from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
-from ..uncertainty import UNDECIDED_AS, decision_line, distances_pass, expected_length, undecided
+from ..uncertainty import UNDECIDED_AS, PassRule, expected_length
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -179,17 +179,16 @@ def length_noise(data: dict) -> dict[int, dict[str, float]]:
 def coin_tosses(data: dict) -> dict[str, float]:
     """How much of a result the threshold decided by chance, over the images every run of which is done:
     `lengths`, the share of recorded lengths whose 95% interval of the mean still held the line they are decided at
-    (the threshold, or the doubt's fixed line: `uncertainty.decision_line`) at their last
-    reconstruction (`uncertainty.undecided`, the sequential rule's test: their pass or fail is the side the mean
+    (the threshold, or the doubt's fixed line: `uncertainty.PassRule.line`) at their last
+    reconstruction (`PassRule.undecided`, the sequential rule's test: their pass or fail is the side the mean
     fell on), and `runs`, the share of runs with at least one such length (their label could have gone either way
     at that length). `count`: how many lengths."""
     threshold = data["config"].get("threshold")  # resolved in every result file; absent only in hand-made data
     if threshold is None:
         return {}
     runs = [img["runs"][str(r)] for img in complete_images(data) for r in range(data["runs"])]
-    rule = data["config"].get("undecided_as", "mean"), data["config"].get("doubt_images", 0)
-    flags = [[undecided(length["distances"], decision_line(length["distances"], threshold, *rule))
-              for length in run.get("lengths", [])] for run in runs]
+    rule = PassRule.recorded(data["config"], threshold)
+    flags = [[rule.undecided(length["distances"]) for length in run.get("lengths", [])] for run in runs]
     lengths = [f for fs in flags for f in fs]
     if not lengths:
         return {}
@@ -268,7 +267,7 @@ def rejudged_name(name: str, undecided_as: str) -> str:
 
 def rejudged(data: dict, undecided_as: str) -> dict:
     """`data` as its analyses would have come out had they called an undecided length by `undecided_as` (the
-    setting): each run's recorded lengths judged again (`uncertainty.distances_pass` with the recorded check),
+    setting): each run's recorded lengths judged again (`uncertainty.PassRule.passes` with the recorded check),
     stopped at the first that passes, its label, continuous score and UNet passes recomputed.
 
     Exact, not a simulation, when the new rule passes every length the recorded one passed and each length's check
@@ -284,13 +283,13 @@ def rejudged(data: dict, undecided_as: str) -> dict:
                          f"(these are {recorded!r}, asked {undecided_as!r}): a stricter rule would need lengths the "
                          "recorded runs never ran")
     config = dict(data["config"], undecided_as=undecided_as)
-    threshold, max_tokens = config["threshold"], config["max_tokens"]
+    rule, max_tokens = PassRule.recorded(config, config["threshold"]), config["max_tokens"]
     out = dict(data, config=config, name=rejudged_name(data["name"], undecided_as),
                rejudged_from=data["name"], images=[])
     for img in data["images"]:
         runs = {}
         for key, run in img["runs"].items():
-            lengths = [dict(length, distance_passed=distances_pass(length["distances"], threshold, undecided_as))
+            lengths = [dict(length, distance_passed=rule.passes(length["distances"]))
                        for length in run["lengths"]]
             stop = next((i for i, x in enumerate(lengths) if length_passes(x["distance_passed"], x["check_passed"])),
                         None)
@@ -309,7 +308,7 @@ def rejudged(data: dict, undecided_as: str) -> dict:
                     estimated = True
             label = str(kept[-1]["m"]) if stop is not None else f"{max_tokens}+"
             runs[key] = dict(run, label=label, score=kept[-1]["m"] if stop is not None else None, lengths=kept,
-                             continuous=expected_length(scored, threshold, max_tokens, undecided_as), passes=passes,
+                             continuous=expected_length(scored, rule, max_tokens), passes=passes,
                              **({"passes_estimated": True} if estimated else {}))
         out["images"].append(dict(img, runs=runs))
     return out
@@ -382,11 +381,11 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     tosses = coin_tosses(data)
     if tosses:
-        rule, margin = data["config"].get("undecided_as"), data["config"].get("doubt_images", 0)
-        fixed = rule == "pass" and margin  # the doubt's fixed line decides an undecided length, as the mean rule's
-        line = f"the doubt's line ({margin} images' margin)" if fixed else "the threshold"
-        called = ("decided by the side of that line the mean fell on" if fixed
-                  else "called passes (undecided_as 'pass')" if rule == "pass"
+        rule = PassRule.recorded(data["config"], data["config"]["threshold"])
+        # the doubt's fixed line decides an undecided length, as the mean rule's threshold does
+        line = f"the doubt's line ({rule.doubt_images} images' margin)" if rule.fixed_margin else "the threshold"
+        called = ("decided by the side of that line the mean fell on" if rule.fixed_margin
+                  else "called passes (undecided_as 'pass')" if rule.undecided_as == "pass"
                   else "decided by the side the mean fell on")
         lines.append(f"  undecided at their last image ({line} inside the 95% interval; {called}): "
                      f"{tosses['lengths']:.0%} of {tosses['count']} lengths; runs with one: {tosses['runs']:.0%}")
