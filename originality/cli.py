@@ -309,7 +309,7 @@ def length_line(result, rule: PassRule, planned: int | None = None, check_name: 
     else:
         why = []
         if not result.distance_passed:
-            why.append(f"distance > {rule.threshold:g}")
+            why.append(f"distance {rule.comparison(result.distances, False)}")
         if not result.check_passed:
             why.append(check_name)
         verdict = f"fail ({', '.join(why)})"

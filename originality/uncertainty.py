@@ -185,9 +185,13 @@ class PassRule:
         """How a length's mean distance stands to the threshold, for people: '≤ 0.3', '> 0.3', or, for a length
         that passed on the benefit of the doubt, '> 0.3, but its 95% interval holds it (benefit of the doubt)';
         with a fixed margin, '> 0.3, but within the margin of 24 images' 95% interval (up to 0.41; benefit of the
-        doubt)'."""
+        doubt)', and for a length that failed by it '> 0.3, beyond the margin of 24 images' 95% interval (up to
+        0.41)', since its line is not the threshold."""
         sign = "≤" if distance_passes(mean_and_std(distances)[0], self.threshold) else ">"
         doubt = ""
+        if self.fixed_margin and len(distances) >= 2 and sign == ">" and distance_passed is False:
+            doubt = f", beyond the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to " \
+                    f"{self.line(distances):.2f})"
         if self.passed_on_doubt(distances, distance_passed):
             doubt = (f", but within the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to "
                      f"{self.line(distances):.2f}; benefit of the doubt)" if self.fixed_margin

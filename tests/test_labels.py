@@ -124,6 +124,11 @@ def test_the_doubt_with_a_fixed_margin_keeps_its_line_where_more_images_would_mo
     assert FIXED.comparison(many, True) == (
         f"> 0.3, but within the margin of 24 images' 95% interval (up to {FIXED.line(many):.2f}; benefit of "
         "the doubt)")
+    # a length that fails by the margin is told its line, not only the threshold it lies above
+    beyond = [d + 0.2 for d in many]
+    assert FIXED.comparison(beyond, False) == \
+        f"> 0.3, beyond the margin of 24 images' 95% interval (up to {FIXED.line(beyond):.2f})"
+    assert PASS.comparison(beyond, False) == "> 0.3" and FIXED.comparison([0.9], False) == "> 0.3"
     assert "24 redrawings" in FIXED.doubt_in_words() and PASS.doubt_in_words() == BENEFIT_OF_DOUBT
     assert MEAN.doubt_in_words() == "" and not PassRule(0.3, "mean", 24).fixed_margin
 
