@@ -592,6 +592,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
     images, distances = list(first[0]), list(first[1])
     n, unscored = config.num_reconstructions, []
     most = max(n, config.max_reconstructions)  # sequential reconstructions: up to this many while undecided
+    rule = config.pass_rule()
     timings.setdefault("reconstruction", 0.0)
     timings.setdefault("distance", 0.0)
 
@@ -616,7 +617,7 @@ def _reconstruct(pipe, model: OriginalityModel, prepared: Prepared, prompt: str,
             score(unscored)
             unscored = []
         # while the interval of the mean still holds the line, the decision is a coin toss: draw a batch more
-        if len(images) < n or n >= most or not config.pass_rule().undecided(distances):
+        if len(images) < n or n >= most or not rule.undecided(distances):
             return images, distances
         n = min(most, n + config.generation_batch_size)
 

@@ -188,14 +188,13 @@ class PassRule:
         doubt)', and for a length that failed by it '> 0.3, beyond the margin of 24 images' 95% interval (up to
         0.41)', since its line is not the threshold."""
         sign = "≤" if distance_passes(mean_and_std(distances)[0], self.threshold) else ">"
+        margin = f"the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to "
         doubt = ""
-        if self.fixed_margin and len(distances) >= 2 and sign == ">" and distance_passed is False:
-            doubt = f", beyond the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to " \
-                    f"{self.line(distances):.2f})"
         if self.passed_on_doubt(distances, distance_passed):
-            doubt = (f", but within the margin of {self.doubt_images} images' {CONFIDENCE:.0%} interval (up to "
-                     f"{self.line(distances):.2f}; benefit of the doubt)" if self.fixed_margin
+            doubt = (f", but within {margin}{self.line(distances):.2f}; benefit of the doubt)" if self.fixed_margin
                      else f", but its {CONFIDENCE:.0%} interval holds it (benefit of the doubt)")
+        elif self.fixed_margin and len(distances) >= 2 and sign == ">" and distance_passed is False:
+            doubt = f", beyond {margin}{self.line(distances):.2f})"
         return f"{sign} {self.threshold:g}{doubt}"
 
     def doubt_in_words(self) -> str:
