@@ -9,9 +9,10 @@
 # 2. benchmarks/rehearsal.py --build-only: the Space's model cache with random weights under the real ids.
 # 3. The CLI as a user runs it on that cache (HF_HUB_OFFLINE=1) with the default preset at its worst case, the one
 #    a ZeroGPU reservation is sized for: random weights never pass, so every length runs both restarts and their
-#    selection images; --reconstructions 24 (the sequential cap) and --always-check-edits true do the rest of the
-#    work a length can do. report.json holds each length's stage timings; GPU memory is sampled each second.
-#    Time-boxed by GPU_CHECK_RUN_S (default 240 s): a cut run still leaves its log.
+#    selection images; --reconstructions 96 (the sequential cap, max_reconstructions) and --always-check-edits true
+#    do the rest of the work a length can do. report.json holds each length's stage timings; GPU memory is sampled
+#    each second. GPU_CHECK_LENGTHS (default 5) lengths, time-boxed by GPU_CHECK_RUN_S (default 360 s): a cut run
+#    still leaves its log.
 #
 # Packages the machine lacks travel as wheels in .whl/ (docs/deployment.md says which); the SD v1.4 configs from
 # $ORIGINALITY_SD14_CONFIGS (default .gpu/sd-v1-4-configs, a copy of ../shared/sd-v1-4-configs).
@@ -32,7 +33,7 @@ $PY -c "import torch, diffusers, transformers; print('torch', torch.__version__,
 echo "== 1. rates"
 t0=$(date +%s)
 timeout "${GPU_CHECK_BENCH_S:-200}" $PY benchmarks/gpu_bench.py --configs "$ORIGINALITY_SD14_CONFIGS" \
-  --batches 8 16 32 64 --update-costs > "$OUT/gpu_bench.json" 2> >(tee "$OUT/gpu_bench.log" >&2)
+  --batches ${GPU_CHECK_BATCHES:-8 16 32 64} --update-costs > "$OUT/gpu_bench.json" 2> >(tee "$OUT/gpu_bench.log" >&2)
 echo "rates: rc $? in $(( $(date +%s) - t0 )) s"
 cp originality/gpu_costs.json "$OUT/gpu_costs.json"
 
@@ -47,8 +48,9 @@ t0=$(date +%s)
 nvidia-smi --query-gpu=memory.used --format=csv,noheader -lms 1000 > "$OUT/gpu_memory.log" &
 SAMPLER=$!
 HF_HOME=/tmp/rehearsal-cache/hf ORIGINALITY_CACHE=/tmp/rehearsal-cache/originality HF_HUB_OFFLINE=1 \
-  timeout "${GPU_CHECK_RUN_S:-240}" $PY -m originality analyze assets/examples/sd_house.png \
-  --model CompVis/stable-diffusion-v1-4 --device cuda --reconstructions 24 --always-check-edits true \
+  timeout "${GPU_CHECK_RUN_S:-360}" $PY -m originality analyze assets/examples/sd_house.png \
+  --model CompVis/stable-diffusion-v1-4 --device cuda --reconstructions 96 --always-check-edits true \
+  --max-tokens "${GPU_CHECK_LENGTHS:-5}" \
   --out "$OUT/run" 2>&1 | tr '\r' '\n' | grep -v "^\s*$" > "$OUT/cli.log"
 echo "cli: rc ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"
 kill $SAMPLER

@@ -322,11 +322,9 @@ concept and do not just copy pixels (below).</p>
 
 
 def _curve_section(report: Report) -> str:
-    rule = report.pass_rule
-    doubt = (f" (or, with the benefit of the doubt, when their mean lies within the margin of {rule.doubt_images} "
-             "redrawings' 95% interval above it)" if rule.fixed_margin
-             else " (or, with the benefit of the doubt, when the 95% interval of their mean still reaches it)"
-             if rule.undecided_as == "pass" else "")
+    # the rule is worded once, in "What the score means" just above (PassRule.doubt_in_words); pointing back to it
+    # keeps the two notes from drifting apart
+    doubt = " (or within the benefit of the doubt described above)" if report.pass_rule.doubt_in_words() else ""
     return f"""
 <h2>Distance for each number of learned tokens</h2>
 <div class="curve">{curve_svg(report)}</div>
