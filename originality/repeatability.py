@@ -30,6 +30,18 @@ MEASURED = (
 )
 
 
+# A label is a clear call when its run's own lengths gave it at least this probability
+# (`uncertainty.label_probability`), a close call below it. Chosen on the dev split (session 24, `steady`, two sets
+# of seeds, 120 runs): runs at or above it repeated their label 90% of the time, the others 61% (at 0.9: 86% / 62%;
+# at 0.8: 85% / 57%); the test split gives the published figures.
+CLEAR_CALL = 0.95
+
+
+def is_clear_call(label_probability: float) -> bool:
+    """Whether a label whose run gave it `label_probability` (in [0, 1]) is a clear call (`CLEAR_CALL`)."""
+    return label_probability >= CLEAR_CALL
+
+
 @dataclass(frozen=True)
 class Repeatability:
     """Test-retest figures of one setting in one world: two fully independent runs (other inversion seeds, other
@@ -39,7 +51,9 @@ class Repeatability:
     (the continuous score); `sem` its standard error of measurement in token lengths (a rerun lands within
     about +- 2 SEM of a score); `source` the result file(s) it was computed from. With `replicates` > 1 the
     benchmark ran twice per drawing `replicates` times over (other seeds each time) and the figures pool the
-    `images` pairs of runs over its `drawings` drawings."""
+    `images` pairs of runs over its `drawings` drawings. `clear_share` is the share of runs whose label was a clear
+    call (`is_clear_call`), `same_label_clear` and `same_label_close` how often a rerun gave the same label after a
+    clear and after a close call (shares of runs in [0, 1]; None in entries published before they existed)."""
 
     world: str
     name: str
@@ -51,14 +65,30 @@ class Repeatability:
     source: str
     drawings: int | None = None
     replicates: int = 1
+    clear_share: float | None = None
+    same_label_clear: float | None = None
+    same_label_close: float | None = None
 
-    def sentence(self) -> str:
-        """The figures in words a non-specialist reads."""
-        return (f"How repeatable: a rerun with other seeds gives the same label {_how_often(self.same_label)}, and a "
-                f"label within one length of it {_how_often(self.within_one)}; the "
-                f"expected length of a rerun lands within about ±{2 * self.sem:.1f} of this one (the reliability "
-                f"benchmark: {self.drawings or self.images} drawings of the {self.world} world, each analysed "
-                f"{self._how_many_times()} with the {self.name} settings).")
+    def sentence(self, label_probability: float | None = None) -> str:
+        """The figures in words a non-specialist reads; with `label_probability` (this label's, in [0, 1]) it opens
+        with whether this label was a clear or a close call and how often such labels repeated."""
+        call = self._call(label_probability)
+        return (f"How repeatable: {call}{'Over all labels, a' if call else 'a'} rerun with other seeds gives the same "
+                f"label {_how_often(self.same_label)}, and a label within one length of it "
+                f"{_how_often(self.within_one)}; the expected length of a rerun lands within about "
+                f"±{2 * self.sem:.1f} of this one (the reliability benchmark: {self.drawings or self.images} "
+                f"drawings of the {self.world} world, each analysed {self._how_many_times()} with the {self.name} "
+                "settings).")
+
+    def _call(self, label_probability: float | None) -> str:
+        if label_probability is None or self.same_label_clear is None or self.same_label_close is None:
+            return ""
+        chance = f"its own lengths gave it {_chance(label_probability)} chance"
+        if is_clear_call(label_probability):
+            return (f"this label was a clear call ({chance}), and clear calls came out the same on a rerun "
+                    f"{_how_often(self.same_label_clear)}. ")
+        return (f"this label was a close call ({chance}), and close calls came out the same on a rerun only "
+                f"{_how_often(self.same_label_close)}: read it as a range. ")
 
     def _how_many_times(self) -> str:
         if self.replicates == 1:
@@ -67,6 +97,15 @@ class Repeatability:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _chance(probability: float) -> str:
+    """'a 71%', 'an over 99%', 'an under 1%': a probability in words that never rounds a near-certainty to 100%."""
+    if probability > 0.99:
+        return "an over 99%"
+    if probability < 0.01:
+        return "an under 1%"
+    return f"{'an' if f'{probability:.0%}'.startswith(('8', '11', '18')) else 'a'} {probability:.0%}"
 
 
 def _how_often(share: float) -> str:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
 from .repeatability import Repeatability, expected_repeatability, unmeasured_sentence
-from .uncertainty import MeanInterval, PassRule, expected_length, mean_and_std, mean_interval
+from .uncertainty import MeanInterval, PassRule, expected_length, label_probability, mean_and_std, mean_interval
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
@@ -224,10 +224,21 @@ class Report:
         return (max(1.0, self.expected_length - 2 * figures.sem),
                 min(self.max_tokens + 1.0, self.expected_length + 2 * figures.sem))
 
+    @property
+    def label_probability(self) -> float | None:
+        """How likely this run's own lengths were to give its label, in [0, 1] (`uncertainty.label_probability`):
+        near 1 a clear call, lower a close call, which a rerun repeats less often (`repeatability.CLEAR_CALL`).
+        None with the `seeds` setting, whose label is the median of several runs."""
+        if len(self.seed_runs) > 1:
+            return None
+        return label_probability(self.results, self.pass_rule, self.max_tokens, self.score)
+
     def rerun_sentence(self) -> str:
-        """How repeatable this label is expected to be, in words for people (every shell shows it)."""
+        """How repeatable this label is expected to be, in words for people (every shell shows it): the benchmark's
+        figures for these settings, and whether this label was a clear or a close call."""
         figures = self.repeatability
-        return figures.sentence() if figures else unmeasured_sentence(self.model.get("world", "this"))
+        return (figures.sentence(self.label_probability) if figures
+                else unmeasured_sentence(self.model.get("world", "this")))
 
     @property
     def label_distribution(self) -> LabelDistribution | None:
@@ -263,6 +274,7 @@ class Report:
             "verdict": self.verdict,
             "expected_length": self.expected_length,
             "expected_length_interval": self.expected_length_interval(),
+            "label_probability": self.label_probability,
             "repeatability": (figures.to_dict() if (figures := self.repeatability) else None),
             "max_tokens": self.max_tokens,
             "threshold": self.threshold,

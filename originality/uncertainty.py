@@ -209,20 +209,40 @@ class PassRule:
         return BENEFIT_OF_DOUBT
 
 
-def expected_length(results, rule: PassRule, max_tokens: int) -> float:
-    """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
-    given each length's probability of passing (`PassRule.probability` of its distances, times 0 when its
-    in-distribution check failed). Lengths after the last one tried (a run stops at its first pass) count as
-    passing. Lower = more familiar, as the label; unlike the label it moves little when a deciding mean sits near
-    the threshold. `results`: `report.TokenResult`s in order (anything with `num_tokens`, `distances`,
-    `check_passed` and `check_scores`)."""
-    expected, none_yet = 0.0, 1.0
+def length_probabilities(results, rule: PassRule, max_tokens: int) -> list[float]:
+    """Each length's probability of passing, m = 1 .. max_tokens, in [0, 1]: `PassRule.probability` of its distances,
+    0 when its in-distribution check failed; 1 for a length after the last one tried (a run stops at its first
+    pass). `results`: `report.TokenResult`s in order (anything with `num_tokens`, `distances`, `check_passed` and
+    `check_scores`)."""
+    out = []
     for m in range(1, max_tokens + 1):
         r = next((r for r in results if r.num_tokens == m), None)
         if r is None:
-            p = 1.0
+            out.append(1.0)
         else:
-            p = rule.probability(r.distances) if r.check_passed or not r.check_scores else 0.0
+            out.append(rule.probability(r.distances) if r.check_passed or not r.check_scores else 0.0)
+    return out
+
+
+def expected_length(results, rule: PassRule, max_tokens: int) -> float:
+    """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
+    given each length's probability of passing (`length_probabilities`). Lower = more familiar, as the label;
+    unlike the label it moves little when a deciding mean sits near the threshold."""
+    expected, none_yet = 0.0, 1.0
+    for m, p in enumerate(length_probabilities(results, rule, max_tokens), start=1):
         expected += m * none_yet * p
         none_yet *= 1.0 - p
     return expected + (max_tokens + 1) * none_yet
+
+
+def label_probability(results, rule: PassRule, max_tokens: int, score: int | None) -> float:
+    """How likely a run's own lengths were to give its label, in [0, 1]: its first passing length's probability of
+    passing times every earlier length's of failing; for "M+" (`score` None), every length's of failing
+    (`length_probabilities`). Near 1: every length was decided far from its line, a clear call; lower: a length
+    was decided near it, a close call, which a rerun repeats less often (`repeatability.CLEAR_CALL`)."""
+    probabilities = length_probabilities(results, rule, max_tokens)
+    last = max_tokens if score is None else score
+    out = 1.0
+    for m, p in enumerate(probabilities[:last], start=1):
+        out *= p if m == score else 1.0 - p
+    return out

@@ -12,7 +12,8 @@ from originality.labels import (can_still_pass, distance_passes, first_pass, is_
                                 length_passes, median_label, median_score, score_of)
 from originality.config import AnalysisConfig
 from originality.repeatability import MEASURED
-from originality.uncertainty import BENEFIT_OF_DOUBT, PassRule, expected_length, mean_and_std, mean_interval
+from originality.uncertainty import (BENEFIT_OF_DOUBT, PassRule, expected_length, label_probability,
+                                     length_probabilities, mean_and_std, mean_interval)
 
 MEAN, PASS, FIXED = PassRule(0.3), PassRule(0.3, "pass"), PassRule(0.3, "pass", 24)  # the three rules at 0.3
 
@@ -60,6 +61,25 @@ def test_expected_length_weighs_each_length_by_its_chance_of_passing():
     # edits not checked (the reconstructions already failed): the length's chance is its distances'
     assert expected_length([length(1, coin, check_passed=False, check_scores=()), length(2, sure)], MEAN, 5) == \
         pytest.approx(1.5)
+
+
+def test_a_labels_own_probability_multiplies_the_chances_of_the_lengths_before_and_at_it():
+    sure, never, coin, likely = [0.1, 0.1], [0.9, 0.9], [0.2, 0.4], [0.1, 0.2, 0.3, 0.4]
+    p_likely = MEAN.probability(likely)
+    assert 0.5 < p_likely < 1.0
+    # far from the line at every length: a clear call
+    assert label_probability([length(1, never), length(2, sure)], MEAN, 5, 2) == 1.0
+    # a coin toss failed at m = 1 before a sure pass: the label 2 had half a chance
+    assert label_probability([length(1, coin), length(2, sure)], MEAN, 5, 2) == pytest.approx(0.5)
+    # the label's own length passed by a likely, not a sure, margin
+    assert label_probability([length(1, never), length(2, likely)], MEAN, 5, 2) == pytest.approx(p_likely)
+    # "5+": every length's chance of failing; a failed check fails its length whatever the distances
+    fails = [length(m, never) for m in range(1, 5)] + [length(5, coin)]
+    assert label_probability(fails, MEAN, 5, None) == pytest.approx(0.5)
+    assert label_probability([length(m, sure, check_passed=False) for m in range(1, 6)], MEAN, 5, None) == 1.0
+    # the lengths' chances are the ones the continuous score weighs: lengths after the last tried count as passing
+    assert length_probabilities([length(1, coin)], MEAN, 3) == [pytest.approx(0.5), 1.0, 1.0]
+    assert expected_length([length(1, coin)], MEAN, 3) == pytest.approx(1.5)
 
 
 def test_an_undecided_length_is_called_by_its_mean_or_passed_on_the_benefit_of_the_doubt():

@@ -280,3 +280,33 @@ def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_p
     assert reliability.main(["--summary", paths["a"], paths["r"], "--pool"]) == 0  # the same settings, named apart
     assert reliability.main(["--summary", paths["a"], str(tmp_path / "missing.json"), "--pool"]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_clear_and_close_calls_split_how_often_a_rerun_repeats_the_label():
+    sure, never, coin = [0.1, 0.1], [0.9, 0.9], [0.2, 0.4]  # threshold 0.3; coin: the mean on the threshold
+
+    def run(label, *lengths):
+        return {"label": label, "score": int(label), "continuous": 1.0, "passes": 1, "seconds": 1.0,
+                "lengths": [{"m": m, "distances": d, "check_passed": True, "distance_passed": m == len(lengths)}
+                            for m, d in enumerate(lengths, 1)]}
+
+    config = AnalysisConfig.preset("fast", threshold=0.3).to_dict()
+    data = {"runs": 2, "groups": ["common", "rare", "unseen"], "config": config, "name": "x", "split": "test",
+            "images": [
+                # both runs far from the line, the same label: two clear calls that repeat
+                {"group": "common", "index": 0, "runs": {"0": run("1", sure), "1": run("1", sure)}},
+                # run 0 failed a coin toss at m = 1 (its label 2 had half a chance): a close call; run 1 a clear 1
+                {"group": "rare", "index": 0, "runs": {"0": run("2", coin, sure), "1": run("1", sure)}},
+                {"group": "unseen", "index": 0, "runs": {"0": run("3", never, never, sure),
+                                                          "1": run("3", never, never, sure)}},
+            ]}
+    data["images"] += [dict(img, index=1) for img in data["images"]]  # twice over: enough drawings to publish
+    assert reliability.run_label_probability(data["images"][1]["runs"]["0"], config) == pytest.approx(0.5)
+    figures = reliability.summarize(data)["all"]
+    assert figures["clear_share"] == pytest.approx(5 / 6)
+    assert figures["same_label_clear"] == pytest.approx(4 / 5) and figures["same_label_close"] == 0.0
+    assert "clear calls (a run's own label probability >= 95%): 83% of runs; a rerun gave the same label after a " \
+           "clear call 80%, after a close call 0%" in "\n".join(reliability.summary_lines(data))
+    published = reliability.published_entry(data, "x.json")["figures"]
+    assert (published["clear_share"], published["same_label_close"]) == (pytest.approx(5 / 6), 0.0)
+    assert Repeatability(world="shapes", name="x", **published).same_label_clear == pytest.approx(4 / 5)

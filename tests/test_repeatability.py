@@ -327,6 +327,23 @@ def test_every_shell_says_how_repeatable_the_label_is(pipe, query, tmp_path, mon
     assert f"(a rerun: {low:.1f}-{high:.1f})" in score_line(report)
     assert "about 3 times in 10" in render(report)
     assert "about 3 times in 10" in verdict_markdown(report)
+    assert "call" not in report.rerun_sentence()  # an entry published before clear and close calls were counted
+
+    # with them, each label says which it was and how often such labels repeated
+    monkeypatch.setattr(repeatability, "TABLE_FILE", table(tmp_path, report.config, report.model["world"],
+                                                           clear_share=0.66, same_label_clear=0.85,
+                                                           same_label_close=0.46))
+    clear = ("How repeatable: this label was a clear call (its own lengths gave it an over 99% chance), and clear "
+             "calls came out the same on a rerun about 8 times in 10. Over all labels, a rerun with other seeds gives "
+             "the same label about 3 times in 10")
+    assert report.label_probability == 1.0 and summary["label_probability"] == 1.0
+    assert clear in report.rerun_sentence() and clear in render(report) and clear in verdict_markdown(report)
+    close = analyze(query, TINY, model_of(pipe, [[0.1, 0.48]]))  # its one length's mean a hair under the threshold
+    assert close.label == "1" and close.label_probability == pytest.approx(0.5, abs=0.05)
+    assert (f"this label was a close call (its own lengths gave it a {close.label_probability:.0%} chance), and close "
+            "calls came out the same on a rerun only about 5 times in 10: read it as a range.") \
+        in close.rerun_sentence()
+    assert close.summary()["label_probability"] == close.label_probability
 
 
 def test_the_warm_start_survives_one_gpu_call_per_length(pipe, query, monkeypatch):

@@ -57,13 +57,13 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import label_rank, length_passes
+from ..labels import label_rank, length_passes, score_of
 from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
-from ..repeatability import TABLE_FILE, matches, publish
+from ..repeatability import CLEAR_CALL, TABLE_FILE, is_clear_call, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
-from ..uncertainty import UNDECIDED_AS, PassRule, expected_length
+from ..uncertainty import UNDECIDED_AS, PassRule, expected_length, label_probability
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -120,8 +120,41 @@ def summarize(data: dict) -> dict[str, Any]:
     for scope in (*data["groups"], "all"):
         images = complete_images(data, None if scope == "all" else scope)
         if images:
-            out[scope] = figures_of(images, data["runs"])
+            out[scope] = {**figures_of(images, data["runs"]), **call_figures(images, data["runs"], data["config"])}
     return out
+
+
+def run_label_probability(run: dict, config: dict) -> float | None:
+    """A recorded run's probability of its own label (`uncertainty.label_probability`), from its lengths' distances
+    and checks, under the pass rule of the settings it ran with (`config`); None for a record without its lengths
+    or threshold."""
+    if "lengths" not in run or config.get("threshold") is None:
+        return None
+    rule = PassRule.recorded(config, config["threshold"])
+    scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x.get("check_passed", True),
+                              check_scores=[1.0]) for x in run["lengths"]]
+    return label_probability(scored, rule, config["max_tokens"], score_of(run["label"]))
+
+
+def call_figures(images: list[dict], runs: int, config: dict) -> dict[str, Any]:
+    """How often a rerun gave the same label after a clear and after a close call (`repeatability.is_clear_call`
+    of the run's `run_label_probability`): `clear_share`, the share of runs that were clear calls, and
+    `same_label_clear` / `same_label_close`, the mean share of a run's other runs with its label, over the clear
+    and the close calls (None where there are none, or a single run)."""
+    clear: list[float] = []
+    close: list[float] = []
+    for img in images if runs > 1 else []:
+        labels = [img["runs"][str(r)]["label"] for r in range(runs)]
+        for r in range(runs):
+            probability = run_label_probability(img["runs"][str(r)], config)
+            if probability is None:
+                continue
+            agree = sum(labels[s] == labels[r] for s in range(runs) if s != r) / (runs - 1)
+            (clear if is_clear_call(probability) else close).append(agree)
+    total = len(clear) + len(close)
+    return {"clear_share": len(clear) / total if total else None,
+            "same_label_clear": float(np.mean(clear)) if clear else None,
+            "same_label_close": float(np.mean(close)) if close else None}
 
 
 def figures_of(images: list[dict], runs: int) -> dict[str, Any]:
@@ -355,7 +388,9 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
             "figures": {"images": overall["images"], "same_label": overall["same_label"],
                         "within_one": overall["within_one"], "icc": overall["icc_continuous"],
                         "sem": overall["sem_continuous"], "source": source,
-                        "drawings": drawings, "replicates": replicates}}
+                        "drawings": drawings, "replicates": replicates, "clear_share": overall["clear_share"],
+                        "same_label_clear": overall["same_label_clear"],
+                        "same_label_close": overall["same_label_close"]}}
 
 
 def summary_lines(data: dict, name: str = "") -> list[str]:
@@ -369,11 +404,18 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"({', '.join(data['pooled_from'])})")
     lines.append(f"  {'group':<7s} {'n':>3s} {'same':>5s} {'<=1':>5s} {'ICC lab':>7s} {'ICC cont':>8s} {'SEM':>5s} "
                  f"{'rho lab':>7s} {'rho cont':>8s} {'med':>4s} {'mean c':>6s} {'passes':>7s} {'sec':>5s}")
-    for scope, s in summarize(data).items():
+    figures = summarize(data)
+    for scope, s in figures.items():
         lines.append(f"  {scope.upper():<7s} {s['images']:>3d} {s['same_label']:>5.0%} {s['within_one']:>5.0%} "
                      f"{f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} {f(s['sem_continuous']):>5s} "
                      f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
+    calls = figures.get("all", {})
+    if calls.get("clear_share") is not None:
+        lines.append(f"  clear calls (a run's own label probability >= {CLEAR_CALL:.0%}): {calls['clear_share']:.0%} "
+                     "of runs; "
+                     f"a rerun gave the same label after a clear call {f(calls['same_label_clear'], '{:.0%}')}, "
+                     f"after a close call {f(calls['same_label_close'], '{:.0%}')}")
     one = one_token_passes(data)
     if one:
         met = "met" if one.get("common", 0.0) >= ONE_TOKEN_GATE else "not met"
