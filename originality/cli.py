@@ -548,7 +548,8 @@ def _mean_columns(rows: list[dict[str, Any]]) -> list[str]:
 def _write_csv(path: Path, rows: list[dict[str, Any]], max_tokens: int = 0) -> None:
     columns = _mean_columns(rows + [{f"mean_distance_m{m}": "" for m in range(1, max_tokens + 1)}])
     seeds = ["labels_over_seeds"] if any(row.get("labels_over_seeds") for row in rows) else []  # the seeds setting
-    fieldnames = ["image", "score", "label", *seeds, *columns, "seconds", "error"]
+    fieldnames = ["image", "score", "label", "expected_length", "label_probability", *seeds, *columns, "seconds",
+                  "error"]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fieldnames, restval="")
@@ -564,6 +565,9 @@ def _row_from_summary(name: str, summary: dict[str, Any], seconds: float) -> dic
         "score": "" if summary.get("score") is None else summary["score"],
         "label": summary.get("label", ""),
         "labels_over_seeds": " ".join((summary.get("label_distribution") or {}).get("labels", [])),
+        # the continuous score and how clear a call the label was (absent from reports written before them)
+        "expected_length": _number(summary.get("expected_length")),
+        "label_probability": _number(summary.get("label_probability")),
         "seconds": f"{seconds:.1f}",
         "error": "",
     }
@@ -571,6 +575,10 @@ def _row_from_summary(name: str, summary: dict[str, Any], seconds: float) -> dic
         mean = r.get("mean_distance")
         row[f"mean_distance_m{r['num_tokens']}"] = "" if mean is None else f"{mean:.4f}"
     return row
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _error_row(name: str, message: str, seconds: float) -> dict[str, Any]:

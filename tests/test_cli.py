@@ -139,14 +139,18 @@ def test_batch_records_bad_images_and_resumes(capsys, model_dir, images, tmp_pat
 
     rows = read_csv(out_dir / "summary.csv")
     assert [r["image"] for r in rows] == ["bad.png", "empty.jpg", "good1.png", "good2.png"]
-    assert list(rows[0]) == ["image", "score", "label", "mean_distance_m1", "mean_distance_m2", "seconds", "error"]
+    assert list(rows[0]) == ["image", "score", "label", "expected_length", "label_probability", "mean_distance_m1",
+                             "mean_distance_m2", "seconds", "error"]
     by_name = {r["image"]: r for r in rows}
     assert "not" in by_name["bad.png"]["error"].lower() and by_name["bad.png"]["label"] == ""
     assert "empty" in by_name["empty.jpg"]["error"]
     for name in ("good1.png", "good2.png"):
         row = by_name[name]
         assert row["error"] == "" and row["label"] in ("1", "2", "2+")
-        assert row["label"] == Report.load(out_dir / Path(name).stem).label
+        report = Report.load(out_dir / Path(name).stem)
+        assert row["label"] == report.label
+        assert float(row["expected_length"]) == pytest.approx(report.expected_length, abs=5e-4)
+        assert float(row["label_probability"]) == pytest.approx(report.label_probability, abs=5e-4)
         assert float(row["mean_distance_m1"]) >= 0 and float(row["seconds"]) >= 0
 
     # Rerun: existing reports are skipped, not recomputed; the summary still lists every image.
