@@ -41,9 +41,9 @@ from .worlds import default_model_id, world_of_model
 from .provenance import input_sha256
 from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
-from .labels import can_still_pass, distance_passes, median_score
+from .labels import can_still_pass, distance_passes, first_pass, lower_score, median_score
 from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
-from .uncertainty import mean_and_std
+from .uncertainty import is_clear_call, label_probability, mean_and_std
 
 logger = logging.getLogger(__name__)
 
@@ -627,15 +627,19 @@ SKIPPED_EDITS = ("not checked: the reconstruction already failed, so this length
 
 
 def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float = 0.0,
-           seed_runs: tuple | list = ()) -> Report:
+           seed_runs: tuple | list = (), second_opinion: SeedRun | None = None) -> Report:
     """Step 8: the report of `results`, the lengths tried in order (the stop rule ends at the first that
     passes). The score is the first passing length (`SeedRun.of`, None: none did, "max_tokens+"); with the
     `seeds` setting (`seed_runs`: every seed's `SeedRun`, this run's first) it is the median of their scores
-    (`labels.median_score`), since one seed's label is one draw. Needs no model: `prepared.model`
-    describes it."""
-    # 8. Score: the fewest tokens that pass (over several seeds: the median of each seed's)
+    (`labels.median_score`), since one seed's label is one draw; with a `second_opinion` (the run of the lengths
+    below a close call's label under another seed) the lower of the two (`labels.lower_score`). Needs no
+    model: `prepared.model` describes it."""
+    # 8. Score: the fewest tokens that pass (over several seeds: the median of each seed's; with a second opinion,
+    # the shorter of the two)
     runs = list(seed_runs) or [SeedRun.of(prepared.config.seed, results, prepared.config)]
     score = runs[0].score if len(runs) == 1 else median_score(r.score for r in runs)
+    if second_opinion is not None:
+        score = lower_score(score, second_opinion.score)
     config = prepared.config
     return Report(
         query=prepared.query, results=list(results), score=score, max_tokens=config.max_tokens,
@@ -643,7 +647,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
         notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
-        seed_runs=runs if len(runs) > 1 else [],
+        seed_runs=runs if len(runs) > 1 else [], second_opinion=second_opinion,
     )
 
 
@@ -731,6 +735,16 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
     # 2.-7. The lengths under the stop rule
     results = yield from _stop_rule(runner, prepared, deadline)
     seed_runs = [SeedRun.of(config.seed, results, config)]
+    # 9. A close call's second opinion: the lengths below its label under another seed
+    below = needs_second_opinion(results, config)
+    if below:
+        seed = config.seed + 1
+
+        def second(event, seed=seed):
+            return SeedProgress(seed, 2, 2, event)
+        other = yield from _relay(_stop_rule(runner, prepared.with_seed(seed), deadline, below), second)
+        return decide(prepared, results, time.perf_counter() - started,
+                      second_opinion=SeedRun.of(seed, other, config))
     # 9. The same stop rule under the further seeds
     for index, seed in enumerate(range(config.seed + 1, config.seed + config.seeds), start=2):
         def wrapped(event, seed=seed, index=index):
@@ -768,11 +782,24 @@ def _relay(events: Iterator, convert: Callable) -> Iterator:
         events.close()
 
 
-def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None) -> Iterator[Event]:
-    """Steps 2-7 under `prepared.config.seed`: the lengths m = 1, 2, ... until the first that passes (the
-    stop rule). Yields their events; returns their `TokenResult`s."""
+def needs_second_opinion(results: list[TokenResult], config: AnalysisConfig) -> int:
+    """With the `second_opinion` setting, how many lengths a second opinion tries (those below the label: a label
+    of m gives m - 1, "M+" gives M), when the label is a close call above 1 (`uncertainty.is_clear_call` of
+    `uncertainty.label_probability`); 0 when it needs none."""
+    if not config.second_opinion or config.seeds > 1:
+        return 0
+    score = first_pass(results)
+    below = config.max_tokens if score is None else score - 1
+    probability = label_probability(results, config.pass_rule(), config.max_tokens, score)
+    return 0 if below < 1 or is_clear_call(probability) else below
+
+
+def _stop_rule(runner: LengthRunner, prepared: Prepared, deadline: float | None,
+               up_to: int | None = None) -> Iterator[Event]:
+    """Steps 2-7 under `prepared.config.seed`: the lengths m = 1, 2, ... (up to `up_to`, default max_tokens) until
+    the first that passes (the stop rule). Yields their events; returns their `TokenResult`s."""
     results: list[TokenResult] = []
-    for m in range(1, prepared.config.max_tokens + 1):
+    for m in range(1, (up_to or prepared.config.max_tokens) + 1):
         # 2.-7. One token length
         result = None
         events = runner.run_length(prepared, m)

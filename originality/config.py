@@ -271,6 +271,13 @@ class AnalysisConfig:
            "first pass, so up to K times the work); the score is the median of the K labels, reported with "
            "their spread, e.g. '2 in 2 of 3 seeds (5+ in 1)'",
         metavar="K", label="seeds (score: median over K seeds)", low=1, high=10, public_max=3)
+    # A close call (`uncertainty.is_clear_call`) is where a rerun most often disagrees, mostly because its inversion
+    # finds other tokens; the score asks whether *some* description of that length exists, so a second run that
+    # finds a shorter one answers it (`analysis.iter_score`).
+    second_opinion: bool = setting(
+        False, "a label above 1 that is a close call (its own lengths gave it less than a 95% chance) gets a second "
+               "opinion: the stop rule again under the seed seed+1, through the lengths below that label only; the "
+               "score is the lower of the two labels", label="second opinion on a close call")
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
                                        public_max=8)
     micro_batch_size: int | None = setting(
@@ -413,6 +420,10 @@ class AnalysisConfig:
             raise ValueError("token_init 'nested' cannot be combined with the reconstruction probe (probe_every): the "
                              "probe draws one length's images while the inversion learns every length's tokens; set "
                              "probe_every to 0 or token_init to 'domain'")
+        if self.second_opinion and self.seeds > 1:
+            raise ValueError(f"second_opinion cannot be combined with seeds > 1 ({self.seeds}): the seeds setting "
+                             "already reruns every label and takes the median; set seeds to 1 or second_opinion to "
+                             "false")
         if self.domain is not None and (not isinstance(self.domain, str) or not self.domain.strip()
                                         or len(self.domain.split()) != 1):
             raise ValueError(f"domain must be a preset ({', '.join(DOMAINS)}) or one word, got {self.domain!r}")

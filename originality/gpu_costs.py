@@ -66,6 +66,15 @@ def image_passes(config: dict) -> int:
 
 def unet_passes(report) -> int:
     """UNet sample-passes of one analysis (`report.Report`), the work measure that does not depend on the machine:
+    its lengths' (`results_passes`), and the other runs' that its score rests on (the `seeds` setting's further
+    seeds, a second opinion) where the report recorded them (`SeedRun.passes`)."""
+    second = getattr(report, "second_opinion", None)
+    others = [*getattr(report, "seed_runs", [])[1:], *([second] if second is not None else [])]
+    return results_passes(report.results, report.config) + sum(run.passes or 0 for run in others)
+
+
+def results_passes(results, c: dict) -> int:
+    """UNet sample-passes of one run's lengths (`report.TokenResult`s) under the resolved settings `c`:
 
         sum over lengths of  (steps_used + early-stopping evaluations) * batch_size     (inversion: forward + backward;
                                                                                     every restart's)
@@ -73,10 +82,9 @@ def unet_passes(report) -> int:
                               and not kept)
                              * inference_steps * (2 with guidance, else 1)
     """
-    c = report.config
     per_image = image_passes(c)
     total = 0
-    for r in report.results:
+    for r in results:
         # every inversion of the length (`restarts`), and the selection images drawn to choose among them
         inversions = [t["steps"] for t in r.restarts] or [r.steps_used or len(r.losses)]
         for steps in inversions:

@@ -75,6 +75,12 @@ def median_score(scores: Iterable[int | None]) -> int | None:
     return _middle(scores, lambda s: float("inf") if s is None else s)
 
 
+def lower_score(a: int | None, b: int | None) -> int | None:
+    """The shorter of two scores (None, "no length passed", above every length): a second opinion's answer to
+    whether some shorter description exists."""
+    return a if b is None or (a is not None and a <= b) else b
+
+
 @dataclass(frozen=True)
 class LabelDistribution:
     """Labels of one image over several inversion seeds."""

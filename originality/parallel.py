@@ -103,6 +103,9 @@ def check_parallel(config) -> None:
     if config.seeds > 1:
         raise ValueError(f"seeds {config.seeds}: the label over several seeds reruns the stop rule per seed, which "
                          "is not split over processes; use seeds 1, or run a single process")
+    if config.second_opinion:
+        raise ValueError("second_opinion reruns the stop rule under another seed after the first has decided, which "
+                         "is not split over processes; set it to false, or run a single process")
 
 
 class Board:

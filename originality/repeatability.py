@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import AnalysisConfig
+from .uncertainty import is_clear_call
 
 TABLE_FILE = Path(__file__).with_name("repeatability.json")
 
@@ -26,20 +27,8 @@ MEASURED = (
     "early_stop_window", "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early",
     "token_init", "warm_steps", "restarts", "restarts_until", "selection_images", "num_reconstructions",
     "max_reconstructions", "undecided_as", "doubt_images", "num_inference_steps", "guidance_scale",
-    "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds",
+    "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds", "second_opinion",
 )
-
-
-# A label is a clear call when its run's own lengths gave it at least this probability
-# (`uncertainty.label_probability`), a close call below it. Chosen on the dev split (session 24, `steady`, two sets
-# of seeds, 120 runs): runs at or above it repeated their label 90% of the time, the others 61% (at 0.9: 86% / 62%;
-# at 0.8: 85% / 57%); the test split gives the published figures.
-CLEAR_CALL = 0.95
-
-
-def is_clear_call(label_probability: float) -> bool:
-    """Whether a label whose run gave it `label_probability` (in [0, 1]) is a clear call (`CLEAR_CALL`)."""
-    return label_probability >= CLEAR_CALL
 
 
 @dataclass(frozen=True)
@@ -83,7 +72,7 @@ class Repeatability:
     def _call(self, label_probability: float | None) -> str:
         if label_probability is None or self.same_label_clear is None or self.same_label_close is None:
             return ""
-        chance = f"its own lengths gave it {_chance(label_probability)} chance"
+        chance = f"its own lengths gave it {chance_in_words(label_probability)} chance"
         if is_clear_call(label_probability):
             return (f"this label was a clear call ({chance}), and clear calls came out the same on a rerun "
                     f"{_how_often(self.same_label_clear)}. ")
@@ -99,7 +88,7 @@ class Repeatability:
         return asdict(self)
 
 
-def _chance(probability: float) -> str:
+def chance_in_words(probability: float) -> str:
     """'a 71%', 'an over 99%', 'an under 1%': a probability in words that never rounds a near-certainty to 100%."""
     if probability > 0.99:
         return "an over 99%"

@@ -23,9 +23,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from .gpu_costs import results_passes
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
-from .repeatability import Repeatability, expected_repeatability, unmeasured_sentence
+from .repeatability import Repeatability, chance_in_words, expected_repeatability, unmeasured_sentence
 from .uncertainty import MeanInterval, PassRule, expected_length, label_probability, mean_and_std, mean_interval
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
@@ -134,22 +135,24 @@ class SeedRun:
     score: int | None
     mean_distances: dict[int, float]
     expected_length: float | None = None
+    passes: int | None = None  # its UNet sample-passes (`gpu_costs.results_passes`); None in older reports
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
         """The run of `results` under `config` (an `AnalysisConfig`: its pass rule and max_tokens)."""
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, config.pass_rule(), config.max_tokens))
+                   expected_length(results, config.pass_rule(), config.max_tokens),
+                   results_passes(results, config.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
                 "mean_distances": {str(m): d for m, d in self.mean_distances.items()},
-                "expected_length": self.expected_length}
+                "expected_length": self.expected_length, "passes": self.passes}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SeedRun":
         return cls(d["seed"], d["score"], {int(m): v for m, v in d.get("mean_distances", {}).items()},
-                   d.get("expected_length"))
+                   d.get("expected_length"), d.get("passes"))
 
 
 @dataclass
@@ -178,6 +181,9 @@ class Report:
     domain_pick: dict[str, Any] | None = None  # automatic domain pick: {"domain", "probabilities"}
     threshold_source: str = ""  # where `threshold` came from: setting, world default, calibration
     seed_runs: list[SeedRun] = field(default_factory=list)  # with the `seeds` setting: every seed's run, this one first
+    # with the `second_opinion` setting, where this run's label was a close call: the lengths below it under another
+    # seed (its score None: none of them passed); the score is the lower of the two labels
+    second_opinion: SeedRun | None = None
     similarity: Similarity | None = None  # copy and style similarity to reference images (None: none given)
 
     @property
@@ -227,7 +233,7 @@ class Report:
     @property
     def label_probability(self) -> float | None:
         """How likely this run's own lengths were to give its label, in [0, 1] (`uncertainty.label_probability`):
-        near 1 a clear call, lower a close call, which a rerun repeats less often (`repeatability.CLEAR_CALL`).
+        near 1 a clear call, lower a close call, which a rerun repeats less often (`uncertainty.CLEAR_CALL`).
         None with the `seeds` setting, whose label is the median of several runs."""
         if len(self.seed_runs) > 1:
             return None
@@ -235,10 +241,29 @@ class Report:
 
     def rerun_sentence(self) -> str:
         """How repeatable this label is expected to be, in words for people (every shell shows it): the benchmark's
-        figures for these settings, and whether this label was a clear or a close call."""
+        figures for these settings, and whether this label was a clear or a close call (and what a second opinion
+        on a close call found)."""
         figures = self.repeatability
-        return (figures.sentence(self.label_probability) if figures
-                else unmeasured_sentence(self.model.get("world", "this")))
+        if self.second_opinion is None:
+            return (figures.sentence(self.label_probability) if figures
+                    else unmeasured_sentence(self.model.get("world", "this")))
+        rest = figures.sentence() if figures else unmeasured_sentence(self.model.get("world", "this"))
+        return f"{self.second_opinion_sentence()} {rest}"
+
+    def second_opinion_sentence(self) -> str:
+        """What the second opinion on a close call found, in words for people ('' without one)."""
+        second = self.second_opinion
+        if second is None:
+            return ""
+        first = first_pass(self.results)
+        tried = self.max_tokens if first is None else first - 1
+        asked = (f"this run's label ({label_for(first, self.max_tokens)}) was a close call (its own lengths gave it "
+                 f"{chance_in_words(self.label_probability or 0.0)} chance), so a second run with seed {second.seed} "
+                 f"tried the shorter lengths (1 to {tried})")
+        if second.score is None:
+            return f"Second opinion: {asked} and found none that passes, so the label stands."
+        return (f"Second opinion: {asked} and found one at {second.score} token{'s' if second.score > 1 else ''}, so "
+                f"the score is {self.label}: the score asks whether some description that short exists.")
 
     @property
     def label_distribution(self) -> LabelDistribution | None:
@@ -287,6 +312,7 @@ class Report:
             "threshold_source": self.threshold_source,
             "label_distribution": self.label_distribution.to_dict() if self.label_distribution else None,
             "seed_runs": [r.to_dict() for r in self.seed_runs],
+            "second_opinion": self.second_opinion.to_dict() if self.second_opinion else None,
             "results": [r.summary() for r in self.results],
             "record": self.record,
         }
@@ -349,6 +375,7 @@ class Report:
             domain_pick=meta.get("domain_pick"),
             threshold_source=meta.get("threshold_source", ""),
             seed_runs=[SeedRun.from_dict(r) for r in meta.get("seed_runs", [])],  # absent before the seeds setting
+            second_opinion=SeedRun.from_dict(meta["second_opinion"]) if meta.get("second_opinion") else None,
             similarity=_load_similarity(folder, meta.get("similarity")),
         )
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from originality import AnalysisConfig, Generating, InversionStep, OriginalityModel, analyze, gpu_costs, iter_analyze
 from originality import analysis
-from originality.analysis import inversion_seed
+from originality.analysis import SeedProgress, inversion_seed
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
 from originality.record import image_seed
@@ -534,3 +534,44 @@ def test_only_a_complete_test_split_result_is_published():
         published_entry(dict(data, split="dev"), "x.json")
     with pytest.raises(ValueError, match="too few"):
         published_entry(dict(data, images=images[:3]), "x.json")
+
+
+def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, tmp_path):
+    from originality.gpu_costs import results_passes, unet_passes
+    from originality.report import Report
+
+    config = dataclasses.replace(TINY, max_tokens=3, second_opinion=True)
+    never, sure, close = [0.9, 0.9], [0.1, 0.1], [0.1, 0.48]  # close: mean 0.29, a hair under the threshold
+
+    def run(script, **changes):
+        distance = SequenceDistance(script)
+        model = OriginalityModel(pipeline=pipe, name="tiny-sd", world=dataclasses.replace(SD_WORLD, threshold=0.3,
+                                 guidance_scale=2.0), distance=distance, in_distribution=PassingCheck())
+        events = list(iter_analyze(query, dataclasses.replace(config, **changes), model))
+        assert not distance.script  # every scripted answer was asked for, and no more
+        return events[-1].report, [e for e in events if isinstance(e, SeedProgress)]
+
+    # label 2 by a hair: a second run under seed 1 tries m = 1 only, finds it passes, and the score is 1
+    report, second = run([never, close, sure])
+    assert report.score == 1 and report.second_opinion.seed == 1 and report.second_opinion.score == 1
+    assert [r.num_tokens for r in report.results] == [1, 2]  # the rows stay the first run's
+    assert {e.seed for e in second} == {1}
+    assert [e.event.result.num_tokens for e in second if isinstance(e.event, analysis.LengthDone)] == [1]
+    assert "Second opinion: this run's label (2) was a close call" in report.rerun_sentence()
+    assert "found one at 1 token, so the score is 1" in report.rerun_sentence()
+    assert unet_passes(report) == results_passes(report.results, report.config) + report.second_opinion.passes > 0
+    again = Report.load(report.save(tmp_path / "run"))
+    assert again.score == 1 and again.second_opinion == report.second_opinion
+    # the second run finds nothing shorter: the label stands
+    report, _ = run([never, close, never])
+    assert report.score == 2 and report.second_opinion.score is None
+    assert "found none that passes, so the label stands" in report.rerun_sentence()
+    # a clear call, a close call at 1 (nothing is shorter) and the setting off: no second run
+    for script, changes in (([never, sure], {}), ([close], {}), ([never, close], {"second_opinion": False})):
+        report, second = run(script, **changes)
+        assert report.second_opinion is None and not second
+    # "M+" by a hair is a close call too: the second run tries every length
+    report, _ = run([never, [0.2, 0.41], never, sure], max_tokens=2)
+    assert report.second_opinion.score == 2 and report.score == 2
+    with pytest.raises(ValueError, match="second_opinion cannot be combined with seeds"):
+        dataclasses.replace(config, seeds=2).validate()

@@ -61,9 +61,10 @@ from ..labels import label_rank, length_passes, score_of
 from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
-from ..repeatability import CLEAR_CALL, TABLE_FILE, is_clear_call, matches, publish
+from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
-from ..uncertainty import UNDECIDED_AS, PassRule, expected_length, label_probability
+from ..uncertainty import (CLEAR_CALL, UNDECIDED_AS, PassRule, expected_length, is_clear_call,
+                           label_probability)
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
@@ -84,6 +85,8 @@ def analysis_record(report, seconds: float) -> dict[str, Any]:
         "device": report.model.get("device"),
         "dtype": report.model.get("dtype"),
         "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
+        # a close call's second opinion (the `second_opinion` setting): its seed and score; `lengths` are the first run's
+        "second_opinion": report.second_opinion.to_dict() if report.second_opinion else None,
         "lengths": [{"m": r.num_tokens, "distances": [round(d, 5) for d in r.distances],
                      "distance_passed": r.distance_passed, "check_passed": r.check_passed,
                      "steps_used": r.steps_used, "kept_restart": r.kept_restart,
@@ -133,11 +136,14 @@ def run_label_probability(run: dict, config: dict) -> float | None:
     rule = PassRule.recorded(config, config["threshold"])
     scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x.get("check_passed", True),
                               check_scores=[1.0]) for x in run["lengths"]]
-    return label_probability(scored, rule, config["max_tokens"], score_of(run["label"]))
+    # with a second opinion the label may be the second run's: the call is the first run's, on its own label
+    score = (next((x["m"] for x in run["lengths"] if length_passes(x["distance_passed"], x["check_passed"])), None)
+             if run.get("second_opinion") else score_of(run["label"]))
+    return label_probability(scored, rule, config["max_tokens"], score)
 
 
 def call_figures(images: list[dict], runs: int, config: dict) -> dict[str, Any]:
-    """How often a rerun gave the same label after a clear and after a close call (`repeatability.is_clear_call`
+    """How often a rerun gave the same label after a clear and after a close call (`uncertainty.is_clear_call`
     of the run's `run_label_probability`): `clear_share`, the share of runs that were clear calls, and
     `same_label_clear` / `same_label_close`, the mean share of a run's other runs with its label, over the clear
     and the close calls (None where there are none, or a single run)."""
