@@ -215,7 +215,7 @@ def curve_svg(report: Report, width: int = 620, height: int = 280) -> str:
                    f'stroke="#93c5fd" stroke-width="2"/>'
                    f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="4.5" fill="{"#15803d" if passed else "#2563eb"}"/>'
                    f'<text x="{cx + 8:.1f}" y="{y(mu) - 6:.1f}" font-size="11" fill="#1f2937">{mu:.3f}</text>')
-        if report.score == m:
+        if report.score == m and passed:  # not where a second opinion's run, which is not drawn, gave the score
             out.append(f'<circle cx="{cx:.1f}" cy="{y(mu):.1f}" r="11" fill="none" stroke="#15803d" '
                        f'stroke-width="2.5"/>')
             if on_doubt:

@@ -537,7 +537,9 @@ def test_only_a_complete_test_split_result_is_published():
 
 
 def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, tmp_path):
+    from originality.app.views import RunView, status_line
     from originality.gpu_costs import results_passes, unet_passes
+    from originality.html_report import curve_svg
     from originality.report import Report
 
     config = dataclasses.replace(TINY, max_tokens=3, second_opinion=True)
@@ -562,9 +564,13 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     assert unet_passes(report) == results_passes(report.results, report.config) + report.second_opinion.passes > 0
     again = Report.load(report.save(tmp_path / "run"))
     assert again.score == 1 and again.second_opinion == report.second_opinion
+    # the curves draw the first run's points: no score ring on its failed m = 1; the status bar names the opinion
+    assert 'r="11"' not in curve_svg(report)
+    view = RunView.from_report(report)
+    assert status_line(view, second[0], 3.0).startswith("second opinion (seed 1): m=1")
     # the second run finds nothing shorter: the label stands
     report, _ = run([never, close, never])
-    assert report.score == 2 and report.second_opinion.score is None
+    assert report.score == 2 and report.second_opinion.score is None and 'r="11"' in curve_svg(report)
     assert "found none that passes, so the label stands" in report.rerun_sentence()
     # a clear call, a close call at 1 (nothing is shorter) and the setting off: no second run
     for script, changes in (([never, sure], {}), ([close], {}), ([never, close], {"second_opinion": False})):

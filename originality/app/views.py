@@ -198,7 +198,9 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
     """One line for the status bar after `event` (None: nothing new to say); while a length runs it ends with
     the time left (`time_left`)."""
     if isinstance(event, SeedProgress):  # a repeat with another seed: its progress, not the page's rows
-        inner, where = event.event, f"seed {event.index} of {event.total}"
+        second = view.config.get("second_opinion") and int(view.config.get("seeds") or 1) == 1
+        inner = event.event
+        where = f"second opinion (seed {event.seed})" if second else f"seed {event.index} of {event.total}"
         if isinstance(inner, InversionStep) and (inner.step == 1 or inner.step == inner.total):
             return f"{where}: m={inner.num_tokens}: step {inner.step}/{inner.total} · {elapsed:.0f} s{time_left(view)}"
         if isinstance(inner, LengthDone):
@@ -253,7 +255,9 @@ def curve_figure(view: RunView):
         top = 0.0
     ax.axhline(view.threshold, color="#dc2626", ls="--", lw=1.5, label=f"threshold {view.threshold:g}")
     score = view.report.score if view.report is not None else None
-    if score is not None and score in view.lengths and view.lengths[score].mean is not None:
+    # not where a second opinion's run (not drawn) gave the score: the first run's point there failed
+    if score is not None and score in view.lengths and view.lengths[score].mean is not None \
+            and view.lengths[score].passed:
         chosen = view.lengths[score]
         on_doubt = view.pass_rule.passed_on_doubt(chosen.distances, chosen.distance_passed)
         doubt = " (benefit of the doubt)" if on_doubt else ""

@@ -85,7 +85,8 @@ def analysis_record(report, seconds: float) -> dict[str, Any]:
         "device": report.model.get("device"),
         "dtype": report.model.get("dtype"),
         "labels_over_seeds": list(report.label_distribution.labels) if report.label_distribution else None,
-        # a close call's second opinion (the `second_opinion` setting): its seed and score; `lengths` are the first run's
+        # a close call's second opinion (the `second_opinion` setting): its seed and score; `lengths` stay the first
+        # run's
         "second_opinion": report.second_opinion.to_dict() if report.second_opinion else None,
         "lengths": [{"m": r.num_tokens, "distances": [round(d, 5) for d in r.distances],
                      "distance_passed": r.distance_passed, "check_passed": r.check_passed,
