@@ -310,3 +310,32 @@ def test_clear_and_close_calls_split_how_often_a_rerun_repeats_the_label():
     published = reliability.published_entry(data, "x.json")["figures"]
     assert (published["clear_share"], published["same_label_close"]) == (pytest.approx(5 / 6), 0.0)
     assert Repeatability(world="shapes", name="x", **published).same_label_clear == pytest.approx(4 / 5)
+
+
+def test_second_opinions_added_to_a_recorded_result_are_the_engine_s_own(tiny_shapes_model, tmp_path, capsys,
+                                                                          monkeypatch):
+    from originality import analysis
+    from originality.labels import first_pass
+
+    # random weights give no close call: every "M+" run asks for one here, through every length
+    monkeypatch.setattr(analysis, "needs_second_opinion", lambda results, config: (
+        config.max_tokens if config.second_opinion and first_pass(results) is None else 0))
+    common = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
+              "--device", "cpu", "--dtype", "float32"]
+    tiny = ["steps=2", "max_tokens=2", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
+            "world_check=\"off\"", "threshold=0.01"]
+    assert reliability.main([*common, "--set", *tiny, "--name", "tiny"]) == 0
+    assert reliability.main([*common, "--set", *tiny, "second_opinion=true", "--name", "direct"]) == 0
+    assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "tiny-test.json")]) == 0
+    derived = json.loads((tmp_path / "tiny-second_opinion=True-test.json").read_text())
+    direct = json.loads((tmp_path / "direct-test.json").read_text())
+    assert derived["config"] == direct["config"] and derived["config"]["second_opinion"] is True
+    for run, same in zip(derived["images"][0]["runs"].values(), direct["images"][0]["runs"].values()):
+        assert run["second_opinion"] is not None and run["second_opinion"]["seed"] == run["seed"] + 1
+        for key in ("label", "score", "passes", "second_opinion", "lengths", "continuous"):
+            assert run[key] == same[key], key
+    # resumable: a rerun adds nothing; a result that already ran with it is refused
+    capsys.readouterr()
+    assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "tiny-test.json")]) == 0
+    assert " run " not in capsys.readouterr().out
+    assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "direct-test.json")]) == 2

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import label_rank, length_passes, score_of
+from ..labels import label_for, label_rank, length_passes, lower_score, score_of
 from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
@@ -354,6 +354,30 @@ def rejudged(data: dict, undecided_as: str) -> dict:
     return out
 
 
+def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict:
+    """A recorded run of `config` without a second opinion (`AnalysisConfig.second_opinion`), as it comes out with
+    one: where `analysis.needs_second_opinion` asks for it, the lengths below the label under the run's seed + 1 are
+    analysed here (`model`) and the label is the lower one. Exact, not a simulation: the first run is the recorded
+    one (the engine's first run under the same seed), and the second is the engine's own second opinion, since a
+    length depends on its seed, its number and the lengths before it, not on how many may follow."""
+    from ..analysis import analyze, needs_second_opinion  # noqa: PLC0415 - start-up: loads torch only when used
+    from ..report import SeedRun  # noqa: PLC0415 - start-up: loads torch only when used
+
+    lengths = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x["check_passed"],
+                               check_scores=[1.0], passed=length_passes(x["distance_passed"], x["check_passed"]))
+               for x in run["lengths"]]
+    below = needs_second_opinion(lengths, config)
+    if not below:
+        return dict(run, second_opinion=None)
+    t0 = time.perf_counter()
+    second = analyze(image, config.replace(seed=run["seed"] + 1, max_tokens=below, second_opinion=False), model)
+    opinion = SeedRun(second.config["seed"], second.score, {r.num_tokens: r.mean_distance for r in second.results},
+                      second.expected_length, unet_passes(second))
+    score = lower_score(score_of(run["label"]), opinion.score)
+    return dict(run, label=label_for(score, config.max_tokens), score=score, passes=run["passes"] + opinion.passes,
+                seconds=round(run["seconds"] + time.perf_counter() - t0, 2), second_opinion=opinion.to_dict())
+
+
 POOLED_KEYS = ("format_version", "runs", "groups", "model_marker")
 
 
@@ -605,6 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--pool", action="store_true",
                     help="with --summary: the files are replicates of one setting (other seeds, or the other "
                          "split): summarise them as one result (`pooled`), each drawing counted once per replicate")
+    ap.add_argument("--second-opinions-of", default=None, metavar="FILE",
+                    help="a result of a setting without second_opinion: write it as it comes out with one "
+                         "(`with_second_opinion`: the recorded runs, and the second opinions they ask for run here) to "
+                         "--out/<its name>-second_opinion=True-<split>.json; resumable, shardable like a run")
     ap.add_argument("--publish", action="store_true",
                     help="with --summary: write each (test-split) result's figures into originality/repeatability.json")
     return ap
@@ -662,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
+    if args.second_opinions_of:
+        return second_opinions_main(args, load_shapes_world)
     try:
         overrides = parse_set(args.set)
         shard = parse_shard(args.shard)
@@ -706,6 +736,51 @@ def main(argv: list[str] | None = None) -> int:
             _write_json(path, data)
             print(f"  {g.upper():<7s} #{i:<3d} run {r} -> {report.label:>3s} "
                   f"({img['runs'][str(r)]['continuous']:.2f}, {time.perf_counter() - t0:.0f}s)", flush=True)
+    print()
+    print("\n".join(summary_lines(data)))
+    return 0
+
+
+def second_opinions_main(args: argparse.Namespace, load_world) -> int:
+    """`--second-opinions-of FILE`: FILE's runs as they come out with a second opinion (`with_second_opinion`)."""
+    source = json.loads(Path(args.second_opinions_of).read_text())
+    if source["config"].get("second_opinion"):
+        print(f"error: {args.second_opinions_of} already ran with second_opinion", file=sys.stderr)
+        return 2
+    config = AnalysisConfig.from_dict(dict(AnalysisConfig.recorded(source["config"]), second_opinion=True))
+    model = load_world(args.model or str(SHAPES_MODEL_DIR), args.device, args.dtype)
+    if model_marker(args.model or str(SHAPES_MODEL_DIR)) != source["model_marker"]:
+        print(f"error: {args.second_opinions_of} was recorded with another model", file=sys.stderr)
+        return 2
+    shard = parse_shard(args.shard)
+    name = f"{source['name']}-second_opinion=True"
+    out = Path(args.out)
+    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{source['split']}"
+    path = run_dir / f"{stem}.json"
+    data = dict(source, name=name, config=config.to_dict(), second_opinions_of=args.second_opinions_of, images=[])
+    if path.is_file() and not args.fresh:
+        data = json.loads(path.read_text())
+    if not shard:
+        for line in merge_shards(data, out, stem):
+            print(line, flush=True)
+        _write_json(path, data)
+    todo = sorted(source["images"], key=lambda img: (img["index"], GROUPS.index(img["group"])))
+    if shard:
+        todo = todo[shard[0] - 1:: shard[1]]
+    for recorded in todo:
+        caption, image = query_image(recorded["group"], source["layout_seed"], recorded["index"], varied=True)
+        img = _image(data, recorded["group"], recorded["index"], caption)
+        for r, run in sorted(recorded["runs"].items()):
+            if r in img["runs"]:
+                continue
+            img["runs"][r] = with_second_opinion(run, config, image, model)
+            _write_json(path, data)
+            second = img["runs"][r]["second_opinion"]
+            print(f"  {recorded['group'].upper():<7s} #{recorded['index']:<3d} run {r} -> {img['runs'][r]['label']:>3s}"
+                  f" ({'second opinion ' + label_for(second['score'], config.max_tokens) if second else 'as recorded'})",
+                  flush=True)
     print()
     print("\n".join(summary_lines(data)))
     return 0
