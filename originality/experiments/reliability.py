@@ -778,9 +778,10 @@ def second_opinions_main(args: argparse.Namespace, load_world) -> int:
             img["runs"][r] = with_second_opinion(run, config, image, model)
             _write_json(path, data)
             second = img["runs"][r]["second_opinion"]
+            said = ("as recorded" if second is None else "a second opinion found none shorter"
+                    if second["score"] is None else f"a second opinion found {second['score']}")
             print(f"  {recorded['group'].upper():<7s} #{recorded['index']:<3d} run {r} -> {img['runs'][r]['label']:>3s}"
-                  f" ({'second opinion ' + label_for(second['score'], config.max_tokens) if second else 'as recorded'})",
-                  flush=True)
+                  f" ({said})", flush=True)
     print()
     print("\n".join(summary_lines(data)))
     return 0
