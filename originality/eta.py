@@ -330,6 +330,8 @@ class RunTimer:
             return None
         batch, inference = self._batch(), self._inference_steps()
         max_tokens, seeds = int(self._get("max_tokens", length.m)), int(self._get("seeds", 1))
+        if self._get("second_opinion", False):  # at worst a close "5+" runs every length again
+            seeds = max(seeds, 2)
         # the length in progress: its inversions and images still possible, and the rest of its fixed cost
         samples, images = self._left_in_length(length)
         now = (samples * rates.per_sample + images * inference * rates.per_image_step +

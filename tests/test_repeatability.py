@@ -581,3 +581,15 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     assert report.second_opinion.score == 2 and report.score == 2
     with pytest.raises(ValueError, match="second_opinion cannot be combined with seeds"):
         dataclasses.replace(config, seeds=2).validate()
+
+
+def test_the_reservation_holds_a_close_call_s_second_opinion():
+    from originality.app import zerogpu
+
+    plain = AnalysisConfig.preset("steady", second_opinion=False).to_dict()
+    second = dict(plain, second_opinion=True)
+    lengths = {m: zerogpu.run_gpu_seconds(plain, m) - zerogpu.PREPARE_GPU_S for m in range(1, 6)}
+    # a "5+" close call runs every length again; one that passed at m = 3 runs m = 1 and 2 again; a 1, none
+    assert zerogpu.run_gpu_seconds(second) == zerogpu.PREPARE_GPU_S + 2 * lengths[5]
+    assert zerogpu.run_gpu_seconds(second, 3) == zerogpu.PREPARE_GPU_S + lengths[3] + lengths[2]
+    assert zerogpu.run_gpu_seconds(second, 1) == zerogpu.run_gpu_seconds(plain, 1)

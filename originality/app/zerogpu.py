@@ -73,11 +73,14 @@ PREPARE_GPU_S = 60
 
 def run_gpu_seconds(config: dict, lengths: int | None = None) -> int:
     """Seconds a run reserves in all when it goes through token lengths 1..`lengths` (default: every length,
-    `max_tokens`): the prepare call, then each length's call (`gpu_seconds`, each starting warm or restarting as the
-    settings say), without the references' call. What a visitor's quota must hold for a "5+"."""
+    `max_tokens`, and no pass): the prepare call, then each length's call (`gpu_seconds`, each starting warm or
+    restarting as the settings say), and with `second_opinion` a close call's second run through the lengths below
+    its label (all of them for "M+"), without the references' call. What a visitor's quota must hold for a "5+"."""
     c = AnalysisConfig.from_dict(config)
+    first = lengths or c.max_tokens
+    second = (first - 1 if lengths else c.max_tokens) if c.second_opinion else 0
     calls = [gpu_seconds(config, inversion_steps=c.projected_inversion_steps(m), m=m)
-             for m in range(1, (lengths or c.max_tokens) + 1)]
+             for m in [*range(1, first + 1), *range(1, second + 1)]]
     return PREPARE_GPU_S + sum(calls)
 
 
