@@ -101,7 +101,8 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
                    help='settings to start from: "paper" (Haviv et al. 2024: 2000 steps, batch 20, '
                         '20 reconstructions), "fast" (about a minute per image on a GPU), "steady" (fast that '
-                        'repeats better: 2 restarts per length, warm start, up to 96 reconstructions) or "adaptive" '
+                        'repeats better: 2 restarts per length, warm start, up to 96 reconstructions, a second '
+                        'opinion on a close call) or "adaptive" '
                         f'(default: {DEFAULT_PRESET})')
     add_setting_options(a)
     a.add_argument("--reference", metavar="FILE_OR_DIR", action="append", default=None,

@@ -92,10 +92,12 @@ class Settled:
 
 def check_parallel(config) -> None:
     """Refuse the settings under which lengths cannot run apart (`ValueError`, a message for people)."""
+    # the default preset needs two flags to split: name both at once
+    second = " and second_opinion false (--second-opinion false)" if config.second_opinion else ""
     if config.token_init == "previous":
         raise ValueError("token_init 'previous' (the default preset's warm start) starts length m from length "
                          "m-1's learned tokens, so the lengths must run one after another: use token_init 'domain' "
-                         "(--token-init domain) to split the lengths over processes, or run a single process")
+                         f"(--token-init domain){second} to split the lengths over processes, or run a single process")
     if config.token_init == "nested":
         raise ValueError("token_init 'nested' learns every length's tokens in one inversion that the later lengths "
                          "reuse, so the lengths must run one after another: use token_init 'domain' "
@@ -105,7 +107,8 @@ def check_parallel(config) -> None:
                          "is not split over processes; use seeds 1, or run a single process")
     if config.second_opinion:
         raise ValueError("second_opinion reruns the stop rule under another seed after the first has decided, which "
-                         "is not split over processes; set it to false, or run a single process")
+                         "is not split over processes; set it to false (--second-opinion false), or run a single "
+                         "process")
 
 
 class Board:

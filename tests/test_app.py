@@ -654,7 +654,8 @@ def test_gpu_call_uses_spaces_when_present(app, env, monkeypatch, tmp_path):
     # the reservation follows the settings, within the cap (the formula: test_gpu_reservation_follows_the_cost_table)
     fast = AnalysisConfig.preset("fast")
     assert zerogpu._gpu_duration(SimpleNamespace(config=fast), "m", 3) == zerogpu.gpu_seconds(fast.to_dict()) == 86
-    until = AnalysisConfig.preset("steady", restarts_until=1)  # m = 2 runs one inversion: fast's work and 96 images
+    # m = 2 runs one inversion: fast's work and 96 images (no second opinion: a whole run is its five lengths once)
+    until = AnalysisConfig.preset("steady", restarts_until=1, second_opinion=False)
     assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 1) == zerogpu.gpu_seconds(until.to_dict())
     assert zerogpu._gpu_duration(SimpleNamespace(config=until), "m", 2) == math.ceil(gpu_costs.seconds(150, 8, 100, 20))
     assert zerogpu.run_gpu_seconds(until.to_dict()) == zerogpu.PREPARE_GPU_S + zerogpu.gpu_seconds(until.to_dict()) + \

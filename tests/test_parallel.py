@@ -200,12 +200,15 @@ def test_launched_analyze_says_what_is_missing_before_loading_a_model(tmp_path, 
 
 
 def test_settings_that_need_the_lengths_in_order_are_refused_with_the_way_out():
-    """The default preset starts each length from the previous one's tokens: a parallel run refuses it and names
-    the flag that lets it split the lengths; the same preset with token_init 'domain' runs."""
+    """The default preset starts each length from the previous one's tokens and gives a close call a second opinion:
+    a parallel run refuses it and names both flags that let it split the lengths; the same preset with token_init
+    'domain' and no second opinion runs."""
     default = AnalysisConfig.preset(DEFAULT_PRESET)
-    assert default.token_init == "previous"
-    with pytest.raises(ValueError, match="--token-init domain"):
+    assert default.token_init == "previous" and default.second_opinion
+    with pytest.raises(ValueError, match=r"--token-init domain\) and second_opinion false \(--second-opinion false"):
         check_parallel(default)
-    check_parallel(default.replace(token_init="domain"))
+    with pytest.raises(ValueError, match="--second-opinion false"):
+        check_parallel(default.replace(token_init="domain"))
+    check_parallel(default.replace(token_init="domain", second_opinion=False))
     with pytest.raises(ValueError, match="seeds 3"):
-        check_parallel(default.replace(token_init="domain", seeds=3))
+        check_parallel(default.replace(token_init="domain", second_opinion=False, seeds=3))

@@ -579,8 +579,10 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     # "M+" by a hair is a close call too: the second run tries every length
     report, _ = run([never, [0.2, 0.41], never, sure], max_tokens=2)
     assert report.second_opinion.score == 2 and report.score == 2
-    with pytest.raises(ValueError, match="second_opinion cannot be combined with seeds"):
-        dataclasses.replace(config, seeds=2).validate()
+    # with several seeds the median over them answers instead: no second opinion is asked
+    resolved = AnalysisConfig.from_dict(report.config)
+    assert analysis.needs_second_opinion(report.results, resolved) == 2
+    assert analysis.needs_second_opinion(report.results, resolved.replace(seeds=2)) == 0
 
 
 def test_the_reservation_holds_a_close_call_s_second_opinion():
