@@ -262,8 +262,10 @@ class Report:
                  f"tried the shorter lengths (1 to {tried})")
         if second.score is None:
             return f"Second opinion: {asked} and found none that passes, so the label stands."
-        return (f"Second opinion: {asked} and found one at {second.score} token{'s' if second.score > 1 else ''}, so "
-                f"the score is {self.label}: the score asks whether some description that short exists.")
+        distance = second.mean_distances.get(second.score)
+        at = f" (mean distance {distance:.3f})" if distance is not None else ""
+        return (f"Second opinion: {asked} and found one at {second.score} token{'s' if second.score > 1 else ''}{at}, "
+                f"so the score is {self.label}: the score asks whether some description that short exists.")
 
     @property
     def label_distribution(self) -> LabelDistribution | None:

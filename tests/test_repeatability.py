@@ -560,7 +560,7 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     assert {e.seed for e in second} == {1}
     assert [e.event.result.num_tokens for e in second if isinstance(e.event, analysis.LengthDone)] == [1]
     assert "Second opinion: this run's label (2) was a close call" in report.rerun_sentence()
-    assert "found one at 1 token, so the score is 1" in report.rerun_sentence()
+    assert "found one at 1 token (mean distance 0.100), so the score is 1" in report.rerun_sentence()
     assert unet_passes(report) == results_passes(report.results, report.config) + report.second_opinion.passes > 0
     again = Report.load(report.save(tmp_path / "run"))
     assert again.score == 1 and again.second_opinion == report.second_opinion
