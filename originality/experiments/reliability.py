@@ -370,9 +370,9 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     if not below:
         return dict(run, second_opinion=None)
     t0 = time.perf_counter()
-    second = analyze(image, config.replace(seed=run["seed"] + 1, max_tokens=below, second_opinion=False), model)
-    opinion = SeedRun(second.config["seed"], second.score, {r.num_tokens: r.mean_distance for r in second.results},
-                      second.expected_length, unet_passes(second))
+    seed = run["seed"] + 1
+    second = analyze(image, config.replace(seed=seed, max_tokens=below, second_opinion=False), model)
+    opinion = SeedRun.of(seed, second.results, config)  # as `analysis.iter_score` records it, under all max_tokens
     score = lower_score(score_of(run["label"]), opinion.score)
     return dict(run, label=label_for(score, config.max_tokens), score=score, passes=run["passes"] + opinion.passes,
                 seconds=round(run["seconds"] + time.perf_counter() - t0, 2), second_opinion=opinion.to_dict())
