@@ -113,6 +113,7 @@ class SeedProgress:
     index: int
     total: int
     event: "Event"
+    second_opinion: bool = False  # a close call's second opinion (the `second_opinion` setting), not a `seeds` repeat
 
 
 @dataclass(frozen=True)
@@ -741,9 +742,9 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
         seed = config.seed + 1
 
         def second(event, seed=seed):
-            return SeedProgress(seed, 2, 2, event)
+            return SeedProgress(seed, 2, 2, event, second_opinion=True)
         other = yield from _relay(_stop_rule(runner, prepared.with_seed(seed), deadline, below), second)
-        return decide(prepared, results, time.perf_counter() - started,
+        return decide(prepared, results, time.perf_counter() - started, seed_runs,
                       second_opinion=SeedRun.of(seed, other, config))
     # 9. The same stop rule under the further seeds
     for index, seed in enumerate(range(config.seed + 1, config.seed + config.seeds), start=2):

@@ -198,9 +198,9 @@ def status_line(view: RunView, event: Any, elapsed: float) -> str | None:
     """One line for the status bar after `event` (None: nothing new to say); while a length runs it ends with
     the time left (`time_left`)."""
     if isinstance(event, SeedProgress):  # a repeat with another seed: its progress, not the page's rows
-        second = view.config.get("second_opinion") and int(view.config.get("seeds") or 1) == 1
         inner = event.event
-        where = f"second opinion (seed {event.seed})" if second else f"seed {event.index} of {event.total}"
+        where = (f"second opinion (seed {event.seed})" if event.second_opinion
+                 else f"seed {event.index} of {event.total}")
         if isinstance(inner, InversionStep) and (inner.step == 1 or inner.step == inner.total):
             return f"{where}: m={inner.num_tokens}: step {inner.step}/{inner.total} · {elapsed:.0f} s{time_left(view)}"
         if isinstance(inner, LengthDone):

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from ..labels import label_for, label_rank, length_passes, lower_score, score_of
+from ..labels import first_pass, label_for, label_rank, length_passes, lower_score, score_of
 from .figure6 import parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
@@ -128,6 +128,17 @@ def summarize(data: dict) -> dict[str, Any]:
     return out
 
 
+def recorded_results(lengths: list[dict]) -> list[SimpleNamespace]:
+    """A run's recorded lengths as the engine's judges read `report.TokenResult`s (`num_tokens`, `distances`,
+    `check_passed`, `passed`; `check_scores` [1.0], so a failed check fails its length): what
+    `uncertainty.expected_length`, `uncertainty.label_probability`, `labels.first_pass` and
+    `analysis.needs_second_opinion` take."""
+    return [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x.get("check_passed", True),
+                            check_scores=[1.0],
+                            passed=length_passes(x.get("distance_passed"), x.get("check_passed", True)))
+            for x in lengths]
+
+
 def run_label_probability(run: dict, config: dict) -> float | None:
     """A recorded run's probability of its own label (`uncertainty.label_probability`), from its lengths' distances
     and checks, under the pass rule of the settings it ran with (`config`); None for a record without its lengths
@@ -135,11 +146,9 @@ def run_label_probability(run: dict, config: dict) -> float | None:
     if "lengths" not in run or config.get("threshold") is None:
         return None
     rule = PassRule.recorded(config, config["threshold"])
-    scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x.get("check_passed", True),
-                              check_scores=[1.0]) for x in run["lengths"]]
+    scored = recorded_results(run["lengths"])
     # with a second opinion the label may be the second run's: the call is the first run's, on its own label
-    score = (next((x["m"] for x in run["lengths"] if length_passes(x["distance_passed"], x["check_passed"])), None)
-             if run.get("second_opinion") else score_of(run["label"]))
+    score = first_pass(scored) if run.get("second_opinion") else score_of(run["label"])
     return label_probability(scored, rule, config["max_tokens"], score)
 
 
@@ -334,8 +343,7 @@ def rejudged(data: dict, undecided_as: str) -> dict:
             stop = next((i for i, x in enumerate(lengths) if length_passes(x["distance_passed"], x["check_passed"])),
                         None)
             kept = lengths if stop is None else lengths[:stop + 1]
-            scored = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x["check_passed"],
-                                      check_scores=[1.0]) for x in kept]
+            scored = recorded_results(kept)
             passes, estimated = run["passes"], False
             if len(kept) < len(lengths):
                 work = [recorded_length_passes(x, config) for x in lengths]
@@ -363,10 +371,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     from ..analysis import analyze, needs_second_opinion  # noqa: PLC0415 - start-up: loads torch only when used
     from ..report import SeedRun  # noqa: PLC0415 - start-up: loads torch only when used
 
-    lengths = [SimpleNamespace(num_tokens=x["m"], distances=x["distances"], check_passed=x["check_passed"],
-                               check_scores=[1.0], passed=length_passes(x["distance_passed"], x["check_passed"]))
-               for x in run["lengths"]]
-    below = needs_second_opinion(lengths, config)
+    below = needs_second_opinion(recorded_results(run["lengths"]), config)
     if not below:
         return dict(run, second_opinion=None)
     t0 = time.perf_counter()
