@@ -27,7 +27,8 @@ from .gpu_costs import results_passes
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
 from .repeatability import Repeatability, chance_in_words, expected_repeatability, unmeasured_sentence
-from .uncertainty import MeanInterval, PassRule, expected_length, label_probability, mean_and_std, mean_interval
+from .uncertainty import (MeanInterval, PassRule, expected_length, label_probability, length_probabilities,
+                          mean_and_std, mean_interval)
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
@@ -136,23 +137,31 @@ class SeedRun:
     mean_distances: dict[int, float]
     expected_length: float | None = None
     passes: int | None = None  # its UNet sample-passes (`gpu_costs.results_passes`); None in older reports
+    # each length it tried: its probability of passing (`uncertainty.length_probabilities`); None in older reports
+    pass_probabilities: dict[int, float] | None = None
 
     @classmethod
     def of(cls, seed: int, results: list["TokenResult"], config) -> "SeedRun":
         """The run of `results` under `config` (an `AnalysisConfig`: its pass rule and max_tokens)."""
+        rule = config.pass_rule()
+        probabilities = length_probabilities(results, rule, config.max_tokens)
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, config.pass_rule(), config.max_tokens),
-                   results_passes(results, config.to_dict()))
+                   expected_length(results, rule, config.max_tokens), results_passes(results, config.to_dict()),
+                   {r.num_tokens: probabilities[r.num_tokens - 1] for r in results})
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "score": self.score,
                 "mean_distances": {str(m): d for m, d in self.mean_distances.items()},
-                "expected_length": self.expected_length, "passes": self.passes}
+                "expected_length": self.expected_length, "passes": self.passes,
+                "pass_probabilities": (None if self.pass_probabilities is None else
+                                       {str(m): p for m, p in self.pass_probabilities.items()})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SeedRun":
+        probabilities = d.get("pass_probabilities")
         return cls(d["seed"], d["score"], {int(m): v for m, v in d.get("mean_distances", {}).items()},
-                   d.get("expected_length"), d.get("passes"))
+                   d.get("expected_length"), d.get("passes"),
+                   None if probabilities is None else {int(m): p for m, p in probabilities.items()})
 
 
 @dataclass
@@ -199,12 +208,14 @@ class Report:
     def expected_length(self) -> float:
         """The continuous score beside the label: the expected first passing length, in [1, max_tokens + 1]
         ("M+" counts as M + 1), from each length's probability of passing (`uncertainty.expected_length`);
-        with the `seeds` setting, its mean over the seeds. Lower = more familiar, as the label; it moves
-        less than the label when a deciding mean sits near the threshold."""
+        with a second opinion, of a length that either run passes, as the label is the lower of the two (reports
+        written before `SeedRun.pass_probabilities`: the first run's); with the `seeds` setting, its mean over the
+        seeds. Lower = more familiar, as the label; it moves less than the label when a deciding mean sits near
+        the threshold."""
         per_seed = [r.expected_length for r in self.seed_runs]
         if len(per_seed) > 1 and None not in per_seed:
             return sum(per_seed) / len(per_seed)
-        return expected_length(self.results, self.pass_rule, self.max_tokens)
+        return expected_length(self.results, self.pass_rule, self.max_tokens, self.second_opinion)
 
     def expected_length_sentence(self) -> str:
         """The continuous score in words for people (the page, the share page and the printable report)."""

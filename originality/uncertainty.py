@@ -236,15 +236,40 @@ def length_probabilities(results, rule: PassRule, max_tokens: int) -> list[float
     return out
 
 
-def expected_length(results, rule: PassRule, max_tokens: int) -> float:
-    """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
-    given each length's probability of passing (`length_probabilities`). Lower = more familiar, as the label;
-    unlike the label it moves little when a deciding mean sits near the threshold."""
+def expected_first_pass(probabilities: list[float]) -> float:
+    """The expected first passing length, in [1, M + 1], of a run whose lengths m = 1 .. M pass with
+    `probabilities` (each in [0, 1]); no length passing counts as M + 1."""
     expected, none_yet = 0.0, 1.0
-    for m, p in enumerate(length_probabilities(results, rule, max_tokens), start=1):
+    for m, p in enumerate(probabilities, start=1):
         expected += m * none_yet * p
         none_yet *= 1.0 - p
-    return expected + (max_tokens + 1) * none_yet
+    return expected + (len(probabilities) + 1) * none_yet
+
+
+def either_run_passes(first: list[float], second: Mapping[int, float], second_score: int | None) -> list[float]:
+    """Each length's probability that a run or its second opinion passes it, in [0, 1]: `first`, the run's
+    `length_probabilities` (m = 1 .. M); `second`, the second opinion's probability of each length it tried
+    (`report.SeedRun.pass_probabilities`), and `second_score`, its first passing length (None: none). The two runs
+    are independent draws (other seeds), so a length fails only where both fail; a length the second opinion did
+    not try counts as passing after its pass (it stopped there, as `length_probabilities` counts a run) and as no
+    evidence before. The first passing length of the result is the lower of the two labels (`labels.lower_score`)."""
+    out = []
+    for m, p in enumerate(first, start=1):
+        q = second.get(m, 1.0 if second_score is not None and m > second_score else 0.0)
+        out.append(1.0 - (1.0 - p) * (1.0 - q))
+    return out
+
+
+def expected_length(results, rule: PassRule, max_tokens: int, second_opinion=None) -> float:
+    """The continuous score: the expected first passing length, in [1, max_tokens + 1] ("M+" counts as M + 1),
+    given each length's probability of passing (`length_probabilities`); with a `second_opinion` (a
+    `report.SeedRun` with `pass_probabilities`), of a length that either run passes (`either_run_passes`), as the
+    label is the lower of the two. Lower = more familiar, as the label; unlike the label it moves little when a
+    deciding mean sits near the threshold."""
+    probabilities = length_probabilities(results, rule, max_tokens)
+    if second_opinion is not None and second_opinion.pass_probabilities is not None:
+        probabilities = either_run_passes(probabilities, second_opinion.pass_probabilities, second_opinion.score)
+    return expected_first_pass(probabilities)
 
 
 def label_probability(results, rule: PassRule, max_tokens: int, score: int | None) -> float:

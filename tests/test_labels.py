@@ -12,8 +12,9 @@ from originality.labels import (can_still_pass, distance_passes, first_pass, is_
                                 length_passes, median_label, median_score, score_of)
 from originality.config import AnalysisConfig
 from originality.repeatability import MEASURED
-from originality.uncertainty import (BENEFIT_OF_DOUBT, PassRule, expected_length, label_probability,
-                                     length_probabilities, mean_and_std, mean_interval)
+from originality.uncertainty import (BENEFIT_OF_DOUBT, PassRule, either_run_passes, expected_first_pass,
+                                     expected_length, label_probability, length_probabilities, mean_and_std,
+                                     mean_interval)
 
 MEAN, PASS, FIXED = PassRule(0.3), PassRule(0.3, "pass"), PassRule(0.3, "pass", 24)  # the three rules at 0.3
 
@@ -61,6 +62,30 @@ def test_expected_length_weighs_each_length_by_its_chance_of_passing():
     # edits not checked (the reconstructions already failed): the length's chance is its distances'
     assert expected_length([length(1, coin, check_passed=False, check_scores=()), length(2, sure)], MEAN, 5) == \
         pytest.approx(1.5)
+
+
+def test_with_a_second_opinion_the_continuous_score_is_the_first_length_either_run_passes():
+    sure, never, coin = [0.1, 0.1], [0.9, 0.9], [0.2, 0.4]
+    first = [length(1, coin), length(2, sure)]  # label 2, a coin toss at 1: expected length 1.5
+    # a second opinion through m = 1 that passes for sure: the score is 1, and so is the expected length
+    found = SimpleNamespace(score=1, pass_probabilities={1: 1.0})
+    assert expected_length(first, MEAN, 5, found) == 1.0
+    # one that fails m = 1 as a coin toss too: m = 1 fails only where both fail (a quarter), so 0.75 * 1 + 0.25 * 2
+    tossed = SimpleNamespace(score=None, pass_probabilities={1: 0.5})
+    assert either_run_passes([0.5, 1.0, 1.0], tossed.pass_probabilities, None) == [0.75, 1.0, 1.0]
+    assert expected_length(first, MEAN, 5, tossed) == pytest.approx(1.25)
+    # a sure fail adds nothing; a report from before pass_probabilities keeps the first run's
+    assert expected_length(first, MEAN, 5, SimpleNamespace(score=None, pass_probabilities={1: 0.0})) == \
+        pytest.approx(1.5)
+    assert expected_length(first, MEAN, 5, SimpleNamespace(score=1, pass_probabilities=None)) == pytest.approx(1.5)
+    # "5+" by a hair, and a second run that passes m = 2 as a coin toss and stops there: after its pass it counts as
+    # passing, as a run's own untried lengths do; a length it did not reach before its pass is no evidence
+    almost = [length(m, never) for m in range(1, 5)] + [length(5, coin)]
+    assert either_run_passes([0.0, 0.0, 0.0, 0.0, 0.5], {1: 0.0, 2: 0.5}, 2) == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert expected_length(almost, MEAN, 5, SimpleNamespace(score=2, pass_probabilities={1: 0.0, 2: 0.5})) == \
+        pytest.approx(2.5)
+    assert either_run_passes([0.0, 0.2], {}, None) == pytest.approx([0.0, 0.2])
+    assert expected_first_pass([0.0, 0.0]) == 3.0 and expected_first_pass([]) == 1.0
 
 
 def test_a_labels_own_probability_multiplies_the_chances_of_the_lengths_before_and_at_it():

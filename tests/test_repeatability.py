@@ -562,8 +562,13 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     assert "Second opinion: this run's label (2) was a close call" in report.rerun_sentence()
     assert "found one at 1 token (mean distance 0.100), so the score is 1" in report.rerun_sentence()
     assert unet_passes(report) == results_passes(report.results, report.config) + report.second_opinion.passes > 0
+    # the continuous score is the first length that either run passes: the second's sure pass at 1
+    assert report.second_opinion.pass_probabilities == {1: 1.0} and report.expected_length == 1.0
+    first_alone = dataclasses.replace(report, second_opinion=dataclasses.replace(report.second_opinion,
+                                                                                 pass_probabilities=None))
+    assert first_alone.expected_length > 1.9  # as a report from before pass_probabilities has it: the first run's
     again = Report.load(report.save(tmp_path / "run"))
-    assert again.score == 1 and again.second_opinion == report.second_opinion
+    assert again.score == 1 and again.second_opinion == report.second_opinion and again.expected_length == 1.0
     # the curves draw the first run's points: no score ring on its failed m = 1; the status bar names the opinion
     assert 'r="11"' not in curve_svg(report)
     view = RunView.from_report(report)
@@ -571,6 +576,7 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     # the second run finds nothing shorter: the label stands
     report, _ = run([never, close, never])
     assert report.score == 2 and report.second_opinion.score is None and 'r="11"' in curve_svg(report)
+    assert report.expected_length == pytest.approx(first_alone.expected_length)  # a sure fail adds nothing
     assert "found none that passes, so the label stands" in report.rerun_sentence()
     # a clear call, a close call at 1 (nothing is shorter) and the setting off: no second run
     for script, changes in (([never, sure], {}), ([close], {}), ([never, close], {"second_opinion": False})):

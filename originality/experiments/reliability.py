@@ -379,8 +379,10 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     second = analyze(image, config.replace(seed=seed, max_tokens=below, second_opinion=False), model)
     opinion = SeedRun.of(seed, second.results, config)  # as `analysis.iter_score` records it, under all max_tokens
     score = lower_score(score_of(run["label"]), opinion.score)
-    return dict(run, label=label_for(score, config.max_tokens), score=score, passes=run["passes"] + opinion.passes,
-                seconds=round(run["seconds"] + time.perf_counter() - t0, 2), second_opinion=opinion.to_dict())
+    continuous = expected_length(recorded_results(run["lengths"]), config.pass_rule(), config.max_tokens, opinion)
+    return dict(run, label=label_for(score, config.max_tokens), score=score, continuous=continuous,
+                passes=run["passes"] + opinion.passes, seconds=round(run["seconds"] + time.perf_counter() - t0, 2),
+                second_opinion=opinion.to_dict())
 
 
 POOLED_KEYS = ("format_version", "runs", "groups", "model_marker")
