@@ -343,3 +343,8 @@ def test_second_opinions_added_to_a_recorded_result_are_the_engine_s_own(tiny_sh
     assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "tiny-test.json")]) == 0
     assert " run " not in capsys.readouterr().out
     assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "direct-test.json")]) == 2
+    # a file of that name with other settings is not resumed into
+    path = tmp_path / "tiny-second_opinion=True-test.json"
+    path.write_text(json.dumps(dict(derived, config=dict(derived["config"], threshold=0.5))))
+    assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "tiny-test.json")]) == 2
+    assert "holds other settings" in capsys.readouterr().err

@@ -603,6 +603,31 @@ def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
     return lines
 
 
+def open_result(out: Path, stem: str, shard: tuple[int, int] | None, fresh: bool, data: dict) -> tuple[Path, dict]:
+    """The result file a run writes (`out/<stem>.json`, a shard's under `out/shards/K-of-N/`) and what it holds:
+    `data`, a new result, or the file's analyses so far when it resumes one of the same settings (`SETTINGS_KEYS`;
+    its `config` then becomes `data`'s, should it predate a setting). Unsharded, every shard's analyses are merged
+    in and the file is written. Raises ValueError when the file holds other settings."""
+    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / f"{stem}.json"
+    if path.is_file() and not fresh:
+        old = json.loads(path.read_text())
+        if not same_settings(old, {k: data.get(k) for k in SETTINGS_KEYS}):
+            raise ValueError(f"{path} holds other settings; use another --name/--out or --fresh")
+        data = {**old, "config": data["config"]}
+    if not shard:
+        for line in merge_shards(data, out, stem):
+            print(line, flush=True)
+        _write_json(path, data)
+    return path, data
+
+
+def shard_of(todo: list, shard: tuple[int, int] | None) -> list:
+    """Shard K of N's share of `todo` (every N-th item from the K-th); all of it unsharded."""
+    return todo[shard[0] - 1:: shard[1]] if shard else todo
+
+
 def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.reliability", description=__doc__,
@@ -710,28 +735,15 @@ def main(argv: list[str] | None = None) -> int:
     model = load_shapes_world(model_dir, args.device, args.dtype)
     base = resolve_config(base_config, model)
     name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()])
-    stem = f"{name}-{args.split}"
-    out = Path(args.out)
-    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / f"{stem}.json"
     data = {"format_version": FORMAT_VERSION, "name": name, "split": args.split, "layout_seed": SPLITS[args.split],
             "runs": args.runs, "config": base.to_dict(), "model_marker": model_marker(model_dir),
             "groups": list(args.groups), "images": []}
-    if path.is_file() and not args.fresh:
-        old = json.loads(path.read_text())
-        if not same_settings(old, {k: data[k] for k in SETTINGS_KEYS}):
-            print(f"error: {path} holds other settings; use another --name/--out or --fresh", file=sys.stderr)
-            return 2
-        data = {**old, "config": data["config"]}  # the full settings, should the file predate one of them
-    if not shard:
-        for line in merge_shards(data, out, stem):
-            print(line, flush=True)
-        _write_json(path, data)
-    todo = [(g, i) for i in range(args.per_group) for g in args.groups]
-    if shard:
-        todo = todo[shard[0] - 1:: shard[1]]
-    for g, i in todo:
+    try:
+        path, data = open_result(Path(args.out), f"{name}-{args.split}", shard, args.fresh, data)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for g, i in shard_of([(g, i) for i in range(args.per_group) for g in args.groups], shard):
         caption, image = query_image(g, SPLITS[args.split], i, varied=True)
         img = _image(data, g, i, caption)
         for r in range(args.runs):
@@ -759,24 +771,16 @@ def second_opinions_main(args: argparse.Namespace, load_world) -> int:
     if model_marker(args.model or str(SHAPES_MODEL_DIR)) != source["model_marker"]:
         print(f"error: {args.second_opinions_of} was recorded with another model", file=sys.stderr)
         return 2
-    shard = parse_shard(args.shard)
     name = f"{source['name']}-second_opinion=True"
-    out = Path(args.out)
-    run_dir = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{source['split']}"
-    path = run_dir / f"{stem}.json"
     data = dict(source, name=name, config=config.to_dict(), second_opinions_of=args.second_opinions_of, images=[])
-    if path.is_file() and not args.fresh:
-        data = json.loads(path.read_text())
-    if not shard:
-        for line in merge_shards(data, out, stem):
-            print(line, flush=True)
-        _write_json(path, data)
+    try:
+        shard = parse_shard(args.shard)
+        path, data = open_result(Path(args.out), f"{name}-{source['split']}", shard, args.fresh, data)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     todo = sorted(source["images"], key=lambda img: (img["index"], GROUPS.index(img["group"])))
-    if shard:
-        todo = todo[shard[0] - 1:: shard[1]]
-    for recorded in todo:
+    for recorded in shard_of(todo, shard):
         caption, image = query_image(recorded["group"], source["layout_seed"], recorded["index"], varied=True)
         img = _image(data, recorded["group"], recorded["index"], caption)
         for r, run in sorted(recorded["runs"].items()):
