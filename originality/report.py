@@ -221,9 +221,12 @@ class Report:
         """The continuous score in words for people (the page, the share page and the printable report)."""
         interval = self.expected_length_interval()
         rerun = f" (a rerun is expected between {interval[0]:.1f} and {interval[1]:.1f})" if interval else ""
+        opinion = self.second_opinion
+        either = (" of either run (this one and its second opinion)"
+                  if opinion is not None and opinion.pass_probabilities is not None else "")
         return (f"Expected length {self.expected_length:.2f}{rerun} on a scale of 1 to {self.max_tokens + 1} "
                 f"({self.max_tokens + 1} = no length up to {self.max_tokens} passes): the first passing length "
-                "that each length's chance of passing predicts, so a length that passed or failed by a hair "
+                f"that each length's chance of passing{either} predicts, so a length that passed or failed by a hair "
                 "counts as the near coin toss it was. Lower = more familiar.")
 
     @property
