@@ -222,11 +222,11 @@ class Report:
         interval = self.expected_length_interval()
         rerun = f" (a rerun is expected between {interval[0]:.1f} and {interval[1]:.1f})" if interval else ""
         opinion = self.second_opinion
-        either = (" of either run (this one and its second opinion)"
+        either = (" (a length passes where this run or its second opinion passes it)"
                   if opinion is not None and opinion.pass_probabilities is not None else "")
         return (f"Expected length {self.expected_length:.2f}{rerun} on a scale of 1 to {self.max_tokens + 1} "
                 f"({self.max_tokens + 1} = no length up to {self.max_tokens} passes): the first passing length "
-                f"that each length's chance of passing{either} predicts, so a length that passed or failed by a hair "
+                f"that each length's chance of passing predicts{either}, so a length that passed or failed by a hair "
                 "counts as the near coin toss it was. Lower = more familiar.")
 
     @property

@@ -565,7 +565,7 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     # the continuous score is the first length that either run passes: the second's sure pass at 1
     assert report.second_opinion.pass_probabilities == {1: 1.0} and report.expected_length == 1.0
     assert report.expected_length_sentence().startswith("Expected length 1.00")
-    assert "chance of passing of either run (this one and its second opinion)" in report.expected_length_sentence()
+    assert "(a length passes where this run or its second opinion passes it)" in report.expected_length_sentence()
     first_alone = dataclasses.replace(report, second_opinion=dataclasses.replace(report.second_opinion,
                                                                                  pass_probabilities=None))
     assert first_alone.expected_length > 1.9  # as a report from before pass_probabilities has it: the first run's
