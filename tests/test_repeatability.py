@@ -251,6 +251,9 @@ def test_an_undecided_length_passes_on_the_benefit_of_the_doubt_with_the_same_dr
     assert again["continuous"] == pytest.approx(real["continuous"]) and "passes_estimated" not in again
     with pytest.raises(ValueError, match="only results recorded with undecided_as 'mean' can be rejudged"):
         rejudged(rejudged(data, "pass"), "pass")
+    # nor results with a second opinion, whose runs depend on the rule's calls
+    with pytest.raises(ValueError, match="recorded with a second opinion cannot be rejudged"):
+        rejudged(dict(data, config=dict(data["config"], second_opinion=True)), "pass")
 
 
 def test_lever_settings_are_checked():

@@ -331,6 +331,9 @@ def rejudged(data: dict, undecided_as: str) -> dict:
         raise ValueError(f"only results recorded with undecided_as 'mean' can be rejudged, and only to 'pass' "
                          f"(these are {recorded!r}, asked {undecided_as!r}): a stricter rule would need lengths the "
                          "recorded runs never ran")
+    if data["config"].get("second_opinion"):
+        raise ValueError("results recorded with a second opinion cannot be rejudged: which runs ask for one, and what "
+                         "it finds, depend on the rule")
     config = dict(data["config"], undecided_as=undecided_as)
     rule, max_tokens = PassRule.recorded(config, config["threshold"]), config["max_tokens"]
     out = dict(data, config=config, name=rejudged_name(data["name"], undecided_as),
