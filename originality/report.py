@@ -27,8 +27,8 @@ from .gpu_costs import results_passes
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
 from .repeatability import Repeatability, chance_in_words, expected_repeatability, unmeasured_sentence
-from .uncertainty import (MeanInterval, PassRule, expected_length, label_probability, length_probabilities,
-                          mean_and_std, mean_interval)
+from .uncertainty import (MeanInterval, PassRule, expected_first_pass, expected_length, label_probability,
+                          length_probabilities, mean_and_std, mean_interval)
 
 # 2: the in-distribution check's fields are check_* (were edit_*), reconstruction_passed is
 # distance_passed, and check_scored says which images the check scored. `Report.load` reads both.
@@ -146,7 +146,7 @@ class SeedRun:
         rule = config.pass_rule()
         probabilities = length_probabilities(results, rule, config.max_tokens)
         return cls(seed, first_pass(results), {r.num_tokens: r.mean_distance for r in results},
-                   expected_length(results, rule, config.max_tokens), results_passes(results, config.to_dict()),
+                   expected_first_pass(probabilities), results_passes(results, config.to_dict()),
                    {r.num_tokens: probabilities[r.num_tokens - 1] for r in results})
 
     def to_dict(self) -> dict[str, Any]:

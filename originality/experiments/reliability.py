@@ -374,7 +374,8 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     from ..analysis import analyze, needs_second_opinion  # noqa: PLC0415 - start-up: loads torch only when used
     from ..report import SeedRun  # noqa: PLC0415 - start-up: loads torch only when used
 
-    below = needs_second_opinion(recorded_results(run["lengths"]), config)
+    first = recorded_results(run["lengths"])
+    below = needs_second_opinion(first, config)
     if not below:
         return dict(run, second_opinion=None)
     t0 = time.perf_counter()
@@ -382,7 +383,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     second = analyze(image, config.replace(seed=seed, max_tokens=below, second_opinion=False), model)
     opinion = SeedRun.of(seed, second.results, config)  # as `analysis.iter_score` records it, under all max_tokens
     score = lower_score(score_of(run["label"]), opinion.score)
-    continuous = expected_length(recorded_results(run["lengths"]), config.pass_rule(), config.max_tokens, opinion)
+    continuous = expected_length(first, config.pass_rule(), config.max_tokens, opinion)
     return dict(run, label=label_for(score, config.max_tokens), score=score, continuous=continuous,
                 passes=run["passes"] + opinion.passes, seconds=round(run["seconds"] + time.perf_counter() - t0, 2),
                 second_opinion=opinion.to_dict())
