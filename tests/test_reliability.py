@@ -212,11 +212,14 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
     assert reliability.main(args) == 0  # a rerun finds both runs done and analyses nothing
     assert " run " not in capsys.readouterr().out
     assert reliability.main([*args[:-2], "--name", "tiny", "--runs", "3"]) == 2  # other settings: refused
+    assert reliability.main([*args, "--drawing", "other"]) == 2  # another program's drawings: another result
+    assert "holds other settings" in capsys.readouterr().err
     # a file written before a setting existed (no `average_tail` in its config) resumes, and is rewritten whole;
     # the same file with that setting at another value is another setting
     path = tmp_path / "tiny-test.json"
     older = json.loads(path.read_text())
     del older["config"]["average_tail"]
+    del older["drawing"]  # and before the drawing could be chosen: the world's varied drawings
     del older["images"][0]["runs"]["1"]
     path.write_text(json.dumps(older))
     capsys.readouterr()
@@ -253,6 +256,14 @@ def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_p
     sentence = Repeatability(world="shapes", name="steady", **figures).sentence()
     assert "6 drawings of the shapes world, each analysed 4 times (twice with each of 2 sets of seeds)" in sentence
     assert "about 8 times in 10" in sentence
+
+    # a result on another program's drawings is not published as the setting's figures, nor pooled with them
+    other = dict(again, drawing="other")
+    with pytest.raises(ValueError, match="other drawings are a check of how far they carry"):
+        reliability.published_entry(other, "o.json")
+    with pytest.raises(ValueError, match="o.json is not a replicate of a.json .other drawings"):
+        reliability.pooled([first, other], ["a.json", "o.json"])
+    assert "test, other drawings, 2 runs" in reliability.summary_lines(other)[0]
 
     # a result under other measured settings is not a replicate
     with pytest.raises(ValueError, match="c.json is not a replicate of a.json .other measured settings"):

@@ -145,7 +145,7 @@ def test_common_drawings_score_below_unseen_ones(model) -> None:
     detail = []
     for group in ("common", "unseen"):
         for index in CLAIM_INDEXES:
-            caption, image = query_image(group, 0, index, varied=True)
+            caption, image = query_image(group, 0, index, "varied")
             report = analyze(image, config, model)
             numbers.setdefault(group, []).append(label_rank(report.label))  # "2+" -> 3
             detail.append(f"{group} {index} ({caption}): {report.label}, mean distances "

@@ -63,16 +63,28 @@ OVERRIDES = ("max_tokens", "steps", "batch_size", "learning_rate", "lr_schedule"
 GROUP_COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 
-def query_image(group: str, seed: int, index: int, varied: bool = False):
-    """(caption, image) of the figure-6 query `index` of `group`: the exact render, or a varied drawing.
+# How a query is drawn: the renderer's exact pixels, a varied drawing of the world's renderer (`renderer.Variation`,
+# what the shipped model was fine-tuned on) or another program's drawing (`other_program`, conventions of its own).
+DRAWINGS = ("exact", "varied", "other")
 
-    A varied drawing (`renderer.Variation`: another shade, radius, edges, blur or compression) is
-    what another program would draw of the same layout; its draws depend on the image only.
+
+def query_image(group: str, seed: int, index: int, drawing: str = "exact"):
+    """(caption, image) of the figure-6 query `index` of `group`, drawn as `drawing` says (`DRAWINGS`).
+
+    A varied drawing (`renderer.Variation`: another shade, radius, edges, blur or compression) is the world's
+    renderer straying as it did in training; its draws depend on the image only. The other program's drawing of
+    the same layout (`other_program.draw`) makes choices the model never saw (colours, polygon sizes, edges).
     """
     sample = dataset.query(group, seed, index)
-    if not varied:
+    if drawing == "exact":
         return sample.caption, render(sample.elements)
-    return sample.caption, Variation().render(sample.elements, random.Random(f"query-{group}-{seed}-{index}"))
+    if drawing == "varied":
+        return sample.caption, Variation().render(sample.elements, random.Random(f"query-{group}-{seed}-{index}"))
+    if drawing == "other":
+        from .other_program import draw  # noqa: PLC0415 - start-up: matplotlib only for these drawings
+
+        return sample.caption, draw(sample.elements)
+    raise ValueError(f"drawing must be one of {', '.join(DRAWINGS)}, got {drawing!r}")
 
 
 def image_record(group: str, index: int, caption: str, report, seconds: float) -> dict[str, Any]:
@@ -398,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         for i, g in todo:
-            caption, image = query_image(g, args.seed, i, args.varied)
+            caption, image = query_image(g, args.seed, i, "varied" if args.varied else "exact")
             qpath = out / "queries" / f"{g}_{i:02d}.png"
             if not qpath.exists():
                 qpath.parent.mkdir(parents=True, exist_ok=True)

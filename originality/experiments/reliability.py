@@ -2,12 +2,14 @@
 
     python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
-                                             [--shard K/N] [--threads 1]
+                                             [--shard K/N] [--threads 1] [--drawing other]
     python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--undecided-as pass]
                                              [--pool] [--against REFERENCE.json [...]] [--publish]
 
-Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`, drawn as
-another program would) is analysed --runs times, fully independently: run r uses the analysis seed
+Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`: the world's renderer
+straying in shade, radius, edges, blur and compression as in training; `--drawing other`: the same layouts drawn
+by another program, `other_program`, with conventions the model never saw) is analysed --runs times, fully
+independently: run r uses the analysis seed
 `seed + r * RUN_SEED_STRIDE`, so it draws its own inversion noise and its own reconstruction latents (what
 two runs of the CLI with different `--seed` do). Printed per group and overall (terms:
 `../shared/RELIABILITY.md`):
@@ -58,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from ..labels import first_pass, label_for, label_rank, length_passes, lower_score, score_of
-from .figure6 import parse_shard, query_image, same_settings, spearman
+from .figure6 import DRAWINGS, parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..repeatability import TABLE_FILE, matches, publish
@@ -401,6 +403,8 @@ def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
     first = results[0]
     for data, source in zip(results[1:], sources[1:]):
         problems = [k for k in POOLED_KEYS if data.get(k) != first.get(k)]
+        if drawing_program(data) != drawing_program(first):
+            problems.append("drawings")
         if not matches(data["config"], first["config"]):
             problems.append("measured settings")
         if problems:
@@ -421,6 +425,9 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
     if data["split"] != "test":
         raise ValueError(f"{source}: only test-split results are published (this one is {data['split']})")
+    if drawing_program(data) != "varied":
+        raise ValueError(f"{source}: its queries are {drawing_program(data)} drawings; a setting's published figures "
+                         "are on the world's varied drawings, and other drawings are a check of how far they carry")
     overall = summarize(data).get("all")
     if overall is None or overall["images"] < len(data["groups"]) * 2:
         raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
@@ -439,8 +446,9 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
-    lines = [f"{name or data['name']} ({data['split']}, {data['runs']} runs, max_tokens {data['config']['max_tokens']}"
-             f" -> '{data['config']['max_tokens'] + 1}' = {data['config']['max_tokens']}+)"]
+    drawn = "" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
+    lines = [f"{name or data['name']} ({data['split']}{drawn}, {data['runs']} runs, max_tokens "
+             f"{data['config']['max_tokens']} -> '{data['config']['max_tokens'] + 1}' = {data['config']['max_tokens']}+)"]
     if data.get("pooled_from"):
         lines.append(f"  pooled: {len(data['pooled_from'])} replicates, each drawing counted once per replicate "
                      f"({', '.join(data['pooled_from'])})")
@@ -587,14 +595,25 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-SETTINGS_KEYS = ("format_version", "split", "layout_seed", "runs", "config", "model_marker")
+SETTINGS_KEYS = ("format_version", "split", "layout_seed", "drawing", "runs", "config", "model_marker")
+
+
+def drawing_program(data: dict) -> str:
+    """How a result's queries were drawn (`figure6.DRAWINGS`); results from before the choice existed are of the
+    world's varied drawings."""
+    return data.get("drawing", "varied")
+
+
+def settings_of(data: dict) -> dict[str, Any]:
+    """The entries of a result that a run resuming or merging into it must share (`SETTINGS_KEYS`)."""
+    return {k: drawing_program(data) if k == "drawing" else data.get(k) for k in SETTINGS_KEYS}
 
 
 def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
     lines = []
     for path in sorted(out.glob(f"shards/*/{stem}.json")):
         shard = json.loads(path.read_text())
-        if not same_settings(shard, {k: data.get(k) for k in SETTINGS_KEYS}):
+        if not same_settings(settings_of(shard), settings_of(data)):
             lines.append(f"skipped {path} (other settings)")
             continue
         added = 0
@@ -617,7 +636,7 @@ def open_result(out: Path, stem: str, shard: tuple[int, int] | None, fresh: bool
     path = run_dir / f"{stem}.json"
     if path.is_file() and not fresh:
         old = json.loads(path.read_text())
-        if not same_settings(old, {k: data.get(k) for k in SETTINGS_KEYS}):
+        if not same_settings(settings_of(old), settings_of(data)):
             raise ValueError(f"{path} holds other settings; use another --name/--out or --fresh")
         data = {**old, "config": data["config"]}
     if not shard:
@@ -642,6 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "with --summary, the name the results are printed and published "
                                                   "under (e.g. the preset a setting became)")
     ap.add_argument("--split", default="test", choices=sorted(SPLITS))
+    ap.add_argument("--drawing", default="varied", choices=DRAWINGS,
+                    help="how the queries are drawn: the world's renderer, varied as in training (the benchmark's "
+                         "drawings), exactly, or by another program (other_program: matplotlib, conventions of its "
+                         "own); a drawing other than varied is named in the result's name")
     ap.add_argument("--per-group", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
     ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one)")
@@ -738,8 +761,10 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or str(SHAPES_MODEL_DIR)
     model = load_shapes_world(model_dir, args.device, args.dtype)
     base = resolve_config(base_config, model)
-    name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()])
+    drawn = [] if args.drawing == "varied" else [f"drawing={args.drawing}"]
+    name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()] + drawn)
     data = {"format_version": FORMAT_VERSION, "name": name, "split": args.split, "layout_seed": SPLITS[args.split],
+            "drawing": args.drawing,
             "runs": args.runs, "config": base.to_dict(), "model_marker": model_marker(model_dir),
             "groups": list(args.groups), "images": []}
     try:
@@ -748,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for g, i in shard_of([(g, i) for i in range(args.per_group) for g in args.groups], shard):
-        caption, image = query_image(g, SPLITS[args.split], i, varied=True)
+        caption, image = query_image(g, SPLITS[args.split], i, drawing_program(data))
         img = _image(data, g, i, caption)
         for r in range(args.runs):
             if str(r) in img["runs"]:
@@ -785,7 +810,8 @@ def second_opinions_main(args: argparse.Namespace, load_world) -> int:
         return 2
     todo = sorted(source["images"], key=lambda img: (img["index"], GROUPS.index(img["group"])))
     for recorded in shard_of(todo, shard):
-        caption, image = query_image(recorded["group"], source["layout_seed"], recorded["index"], varied=True)
+        caption, image = query_image(recorded["group"], source["layout_seed"], recorded["index"],
+                                     drawing_program(source))
         img = _image(data, recorded["group"], recorded["index"], caption)
         for r, run in sorted(recorded["runs"].items()):
             if r in img["runs"]:
