@@ -462,8 +462,8 @@ def advanced_settings() -> tuple[Setting, ...]:
 
 # The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
 # best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 68% on the test split,
-# four pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 98% against 63%; 2.6x
-# fast's UNet passes; benchmarks/RESULTS.md, sessions 13, 17, 21, 23 and 24).
+# five pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 97% against 63%; 2.7x
+# fast's UNet passes; benchmarks/RESULTS.md, sessions 13, 17, 21, 23-26).
 DEFAULT_PRESET = "steady"
 
 PRESETS: dict[str, AnalysisConfig] = {
