@@ -447,8 +447,9 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
         return "-" if v is None else fmt.format(v)
 
     drawn = "" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
-    lines = [f"{name or data['name']} ({data['split']}{drawn}, {data['runs']} runs, max_tokens "
-             f"{data['config']['max_tokens']} -> '{data['config']['max_tokens'] + 1}' = {data['config']['max_tokens']}+)"]
+    most = data["config"]["max_tokens"]
+    lines = [f"{name or data['name']} ({data['split']}{drawn}, {data['runs']} runs, max_tokens {most} -> "
+             f"'{most + 1}' = {most}+)"]
     if data.get("pooled_from"):
         lines.append(f"  pooled: {len(data['pooled_from'])} replicates, each drawing counted once per replicate "
                      f"({', '.join(data['pooled_from'])})")
