@@ -261,7 +261,7 @@ def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_p
     other = dict(again, drawing="other")
     with pytest.raises(ValueError, match="other drawings are a check of how far they carry"):
         reliability.published_entry(other, "o.json")
-    with pytest.raises(ValueError, match="o.json is not a replicate of a.json .other drawings"):
+    with pytest.raises(ValueError, match=r"o.json is not a replicate of a.json \(other drawing\)"):
         reliability.pooled([first, other], ["a.json", "o.json"])
     assert "test, other drawings, 2 runs" in reliability.summary_lines(other)[0]
 

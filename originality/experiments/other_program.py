@@ -33,7 +33,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.patches import Circle, Polygon  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..shapes.renderer import IMAGE_SIZE, STROKE_FRACTION, Element  # noqa: E402
+from ..shapes.renderer import IMAGE_SIZE, RADIUS, STROKE_FRACTION, Element  # noqa: E402
 
 # The regular pentagram's inner radius, as a share of its outer one.
 STAR_INNER = math.sin(math.radians(18)) / math.sin(math.radians(54))
@@ -45,8 +45,9 @@ def outline(shape: str, x: float, y: float, r: float) -> list[tuple[float, float
     if shape == "circle":
         return None
     if shape == "star":
-        return [(x + (r if k % 2 == 0 else STAR_INNER * r) * math.cos(math.radians(90 + 36 * k)),
-                 y - (r if k % 2 == 0 else STAR_INNER * r) * math.sin(math.radians(90 + 36 * k))) for k in range(10)]
+        radii = [r if k % 2 == 0 else STAR_INNER * r for k in range(10)]
+        return [(x + radius * math.cos(math.radians(90 + 36 * k)), y - radius * math.sin(math.radians(90 + 36 * k)))
+                for k, radius in enumerate(radii)]
     corners = {"square": 4, "triangle": 3, "hexagon": 6}[shape]
     start = 45 if shape == "square" else 90  # the square sits on a side, the others on their lowest vertex or side
     return [(x + r * math.cos(math.radians(start + 360 * k / corners)),
@@ -64,7 +65,7 @@ def draw(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE) 
         axes.axis("off")
         for e in elements:
             colour = to_rgb(e.colour)
-            r = e.radius / e.scale
+            r = RADIUS[e.size]
             full = e.texture == "full"
             # An outline's stroke is in points: 72 a figure inch, which is IMAGE_SIZE world pixels here.
             style = dict(facecolor=colour if full else "none", edgecolor=colour,

@@ -391,7 +391,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
                 second_opinion=opinion.to_dict())
 
 
-POOLED_KEYS = ("format_version", "runs", "groups", "model_marker")
+POOLED_KEYS = ("format_version", "drawing", "runs", "groups", "model_marker")
 
 
 def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
@@ -402,9 +402,7 @@ def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
     with their replicates. Raises ValueError when a result is not a replicate of the first (`sources` name them)."""
     first = results[0]
     for data, source in zip(results[1:], sources[1:]):
-        problems = [k for k in POOLED_KEYS if data.get(k) != first.get(k)]
-        if drawing_program(data) != drawing_program(first):
-            problems.append("drawings")
+        problems = [k for k in POOLED_KEYS if result_entry(data, k) != result_entry(first, k)]
         if not matches(data["config"], first["config"]):
             problems.append("measured settings")
         if problems:
@@ -599,15 +597,24 @@ def _write_json(path: Path, data: dict) -> None:
 SETTINGS_KEYS = ("format_version", "split", "layout_seed", "drawing", "runs", "config", "model_marker")
 
 
+# Entries a result file gained after some were written, with the value those files ran with: results from before
+# the drawing could be chosen are of the world's varied drawings.
+RESULT_DEFAULTS = {"drawing": "varied"}
+
+
+def result_entry(data: dict, key: str) -> Any:
+    """A result's top-level entry `key`, or the value it ran with when it was written before the entry existed."""
+    return data.get(key, RESULT_DEFAULTS.get(key))
+
+
 def drawing_program(data: dict) -> str:
-    """How a result's queries were drawn (`figure6.DRAWINGS`); results from before the choice existed are of the
-    world's varied drawings."""
-    return data.get("drawing", "varied")
+    """How a result's queries were drawn (`figure6.DRAWINGS`)."""
+    return result_entry(data, "drawing")
 
 
 def settings_of(data: dict) -> dict[str, Any]:
     """The entries of a result that a run resuming or merging into it must share (`SETTINGS_KEYS`)."""
-    return {k: drawing_program(data) if k == "drawing" else data.get(k) for k in SETTINGS_KEYS}
+    return {k: result_entry(data, k) for k in SETTINGS_KEYS}
 
 
 def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
