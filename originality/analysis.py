@@ -172,7 +172,21 @@ def _with_world_defaults(config: AnalysisConfig, model: OriginalityModel) -> Ana
         threshold=world.threshold if config.threshold is None else config.threshold,
         guidance_scale=world.guidance_scale if config.guidance_scale is None else config.guidance_scale,
         copy_line=world.copy_line if config.copy_line is None else config.copy_line,
+        redraw=config.redraw if world.redraw is not None else "off",  # the record says what was analysed
     )
+
+
+def redrawn(query: Image.Image, config: AnalysisConfig, world: World) -> tuple[Image.Image, str | None]:
+    """The query the model is shown: `query` itself, or under `config.redraw` "on" the world's own drawing of it
+    (`World.redraw`), with a note for the user; a world without a drawing of its own keeps `query`."""
+    if config.redraw != "on" or world.redraw is None:
+        return query, None
+    drawn = world.redraw(query)
+    if drawn is None:
+        return query, "The image was analysed as given: nothing in it could be read to redraw."
+    return drawn, ("The model was shown this world's own drawing of what the image shows (each shape in its "
+                   "colour's and size's standard drawing, in place), so the score does not depend on how the shapes "
+                   "were drawn; set redraw to off to analyse the pixels as given.")
 
 
 def generate(
@@ -317,7 +331,8 @@ def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: Original
     Raises `ValueError` on a domain word that is not one token of the model's tokenizer."""
     given = config  # as the caller gave it: the record says which settings were the world's defaults
     query = prepare_image(loaded, model.resolution)
-    notes: list[str] = []
+    query, note = redrawn(query, config, model.world)
+    notes: list[str] = [note] if note else []
     pick = None
     if config.domain is None:
         pick = auto_domain(model, query)

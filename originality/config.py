@@ -254,6 +254,13 @@ class AnalysisConfig:
         "on", "refuse images the model world cannot judge (the shapes world: anything but a few red, green or "
               "blue shapes on white) before any work; 'off' lets a researcher score them anyway",
         choices=("on", "off"))
+    # The world's own drawing of the query (`World.redraw`; the shapes world: what its detector reads, drawn by its
+    # renderer), so that a score does not depend on the program that drew the image; a world without one ignores it.
+    redraw: str = setting(
+        "off", "analyse the world's own drawing of what the image shows instead of its pixels (the shapes world: the "
+               "shapes its detector reads, each in its colour's and size's standard drawing, in place), so that two "
+               "drawings of one layout are one query; 'off' analyses the pixels as given",
+        choices=("on", "off"), label="redraw the image as the world draws it")
     # Similarity to reference images the user names (`originality.similarity`), beside the score; they change
     # neither the score nor the stop rule.
     copy_line: float | None = setting(

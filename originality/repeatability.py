@@ -27,7 +27,7 @@ MEASURED = (
     "early_stop_window", "early_stop_ratio", "early_stop_min_steps", "probe_every", "probe_size", "decide_early",
     "token_init", "warm_steps", "restarts", "restarts_until", "selection_images", "num_reconstructions",
     "max_reconstructions", "undecided_as", "doubt_images", "num_inference_steps", "guidance_scale",
-    "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds", "second_opinion",
+    "reconstruction_prompt", "threshold", "num_edits", "edit_pass_fraction", "seeds", "second_opinion", "redraw",
 )
 
 

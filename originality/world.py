@@ -78,6 +78,9 @@ class World:
     # (query image, RGB) -> None when the world can judge it, else why not (a sentence for people); run
     # before any inversion unless AnalysisConfig.world_check is "off"
     check_query: Callable[[Any], str | None] = _any_image
+    # (query image at the model's resolution) -> the world's own drawing of what it shows, or None where it reads
+    # nothing (`AnalysisConfig.redraw`); None: the world has no drawing of its own, so the setting does nothing
+    redraw: Callable[[Any], Any] | None = None
     # diffusers log messages (prefixes) that are expected for this world's pipelines and not shown
     quiet_messages: tuple[str, ...] = ()
     # (device, dtype) -> how this world compares the query with reference images the user names

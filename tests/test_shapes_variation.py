@@ -103,14 +103,14 @@ def test_detector_reads_varied_renders():
 
 def test_another_programs_drawings_read_as_their_captions_say():
     """matplotlib's drawings (`other_program`: its own colours, inscribed polygons, strokes centred on the edge) of
-    every shape the detector knows in either orientation, alone in every colour, size and texture, and of the three
-    query pairs of both splits: the detector reads their captions and the world check lets them in. (A hexagon with
-    a vertex on top is not here: the detector knows the renderer's flat-topped hexagon only.)"""
+    every shape (its hexagon has a vertex on top, the world's a flat top), alone in every colour, size and texture,
+    and of the three query pairs of both splits: the detector reads their captions and the world check lets them
+    in."""
     from originality.experiments.other_program import draw
     from originality.experiments.reliability import SPLITS
 
-    for shape, colour, size, texture in itertools.product(("circle", "square", "triangle", "star"), renderer.COLOURS,
-                                                          renderer.SIZES, renderer.TEXTURES):
+    for shape, colour, size, texture in itertools.product(renderer.SHAPES, renderer.COLOURS, renderer.SIZES,
+                                                          renderer.TEXTURES):
         image = draw([Element(shape, colour, size, texture, 30.3, 33.7)])
         assert [d.key for d in detector.detect(image)] == [(shape, colour, size, texture)]
         assert check_in_world(image).ok

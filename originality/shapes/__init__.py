@@ -68,6 +68,12 @@ def _check_query(image) -> str | None:
     return check_in_world(image).message() or None
 
 
+def _redraw(image):
+    from .redraw import redraw  # noqa: PLC0415  (numpy and the detector: only when a query is redrawn)
+
+    return redraw(image)
+
+
 def _unavailable(model_id: str) -> str | None:
     if not Path(model_id).is_dir():
         return (f"the shapes-world model is not installed here ({model_id} is missing); train it with "
@@ -82,7 +88,8 @@ WORLD = World(
     distance_name="element distance", check_name="layout check",
     marker=MARKER_FILE, bundled=True,
     judges=_judges, model_label=lambda model_id: Path(model_id).name, unavailable=_unavailable,
-    templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query, similarity=_similarity,
+    templates=lambda domain: SHAPES_TEMPLATES, check_query=_check_query, redraw=_redraw,
+    similarity=_similarity,
     copy_line=1.0,  # the layout match: a copy holds every element of the reference, in place
     # The world's text encoder is a BERT by design (no outside visual knowledge); diffusers'
     # pipeline expects CLIP's and would say so on every load.

@@ -21,9 +21,10 @@ one's (shape, colour, size, texture) and position:
    wins. (IoU of the silhouette with `renderer.shape_mask` stretched to the
    component's box mistook ~10% of small circles and hexagons for each other, and
    a hole-area rule misread small empty triangles and stars, whose holes are a
-   few pixels; the rendered
-   candidates tell both apart.) Elements of one colour that were split apart are
-   refitted jointly: each to the ink the other elements' fits leave.
+   few pixels; the rendered candidates tell both apart.) A hexagon is also tried
+   standing on a vertex (turned 30 degrees, as other programs draw a regular
+   hexagon; the world's stands on a side). Elements of one colour that were split
+   apart are refitted jointly: each to the ink the other elements' fits leave.
    A blob that no candidate fits (relative misfit above `max_misfit`) is dropped.
 4. Position: the centre of the winning candidate's bounding box at the fitted
    position, i.e. the centre of the rendered shape's bounding box in pixels (pixel
@@ -40,6 +41,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -82,6 +84,9 @@ class Detection:
     x: float
     y: float
     area: int  # pixels of the element's colour mask (its ink, holes not counted)
+    # The element as read: centred where its circle is (renderer.Element.x/y), with the radius scale and turn of the
+    # template that fitted it and the nominal colour; None for a detection made by hand.
+    element: renderer.Element | None = None
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -90,7 +95,7 @@ class Detection:
 
 def element_bbox_centre(element: renderer.Element) -> tuple[float, float]:
     """Centre of the bounding box of the shape `element` renders (what `detect` reports)."""
-    poly = renderer.shape_polygon(element.shape, element.x, element.y, element.radius)
+    poly = renderer.shape_polygon(element.shape, element.x, element.y, element.radius, element.turn)
     if poly is None:
         return element.x, element.y
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
@@ -116,23 +121,32 @@ def _own_coverage(coverage: np.ndarray, core: np.ndarray) -> np.ndarray:
 SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 
 
-@lru_cache(maxsize=None)
-def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0, plain: bool = False) -> np.ndarray:
-    """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P).
+class _Style(NamedTuple):
+    """How a candidate's template is drawn: `plain`, with aliased edges (an outline drawn that way is a different
+    band of pixels), and turned `turn` degrees (`renderer.Element.turn`)."""
 
-    `plain`: drawn with aliased edges (an outline drawn that way is a different band of pixels).
-    """
+    plain: bool = False
+    turn: float = 0.0
+
+
+_UPRIGHT = _Style()
+
+
+@lru_cache(maxsize=None)
+def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0, style: _Style = _UPRIGHT) -> np.ndarray:
+    """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
     shape, size, texture = candidate
     c = renderer.IMAGE_SIZE // 2
-    e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale)
-    cov = _coverage(np.asarray(renderer.render([e], supersample=not plain), dtype=np.float32))
+    e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn)
+    cov = _coverage(np.asarray(renderer.render([e], supersample=not style.plain), dtype=np.float32))
     return cov[c - _HALF : c + _HALF, c - _HALF : c + _HALF]
 
 
 @lru_cache(maxsize=None)
-def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0, plain: bool = False) -> tuple[float, float, float]:
+def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
+                     style: _Style = _UPRIGHT) -> tuple[float, float, float]:
     """(ink centroid - element position) in x and y, and total ink, of `candidate` at `scale`."""
-    t = _template(candidate, 0, 0, scale, plain)
+    t = _template(candidate, 0, 0, scale, style)
     ink = float(t.sum())
     ys, xs = np.mgrid[0 : t.shape[0], 0 : t.shape[1]]
     gx = float((t * (xs + 0.5)).sum() / ink)
@@ -140,9 +154,12 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0, plain:
     return gx - _HALF, gy - _HALF, ink
 
 
-def _drawings(candidate: tuple[str, str, str]) -> tuple[bool, ...]:
-    """Template drawings to try (`plain` values): outlines drawn aliased are a different band of pixels."""
-    return (False, True) if candidate[2] == "empty" else (False,)
+def _styles(candidate: tuple[str, str, str]) -> tuple[_Style, ...]:
+    """Template styles to try: outlines drawn aliased are a different band of pixels, and a hexagon may stand on a
+    side (the world's) or a vertex (the usual regular hexagon of other programs)."""
+    edges = (False, True) if candidate[2] == "empty" else (False,)
+    turns = (0.0, 30.0) if candidate[0] == "hexagon" else (0.0,)
+    return tuple(_Style(plain, turn) for plain in edges for turn in turns)
 
 
 def _scales_for(candidate: tuple[str, str, str], total: float) -> tuple[float, ...]:
@@ -160,20 +177,20 @@ class _Fit:
     misfit: float  # L1 distance between the element's ink and the candidate's render
     ink: float  # the element's ink (sum of its coverage)
     scale: float = 1.0  # the candidate's relative radius
-    plain: bool = False  # the candidate drawn with aliased edges
+    style: _Style = _UPRIGHT  # how the candidate was drawn
 
     @property
     def relative_misfit(self) -> float:
         """misfit / (both inks): 0 = the render exactly, 1 = nothing in common."""
-        return self.misfit / (self.ink + _centroid_offset(self.candidate, self.scale, self.plain)[2])
+        return self.misfit / (self.ink + _centroid_offset(self.candidate, self.scale, self.style)[2])
 
 
 def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[int, int], scale: float = 1.0,
-            plain: bool = False):
+            style: _Style = _UPRIGHT):
     """The candidate's template at (ex, ey): (template crop, (y0, y1, x0, x1) in the image)."""
     ix, fx = divmod(round(ex * PHASES), PHASES)
     iy, fy = divmod(round(ey * PHASES), PHASES)
-    t = _template(candidate, fx, fy, scale, plain)
+    t = _template(candidate, fx, fy, scale, style)
     h, w = shape
     x0, y0 = ix - _HALF, iy - _HALF
     ax0, ay0 = max(0, x0), max(0, y0)
@@ -185,18 +202,18 @@ def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[
 
 def _render_fit(fit: _Fit, shape: tuple[int, int]) -> np.ndarray:
     out = np.zeros(shape, dtype=np.float64)
-    t, (y0, y1, x0, x1) = _placed(fit.candidate, fit.x, fit.y, shape, fit.scale, fit.plain)
+    t, (y0, y1, x0, x1) = _placed(fit.candidate, fit.x, fit.y, shape, fit.scale, fit.style)
     out[y0:y1, x0:x1] = t
     return out
 
 
 def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: float, ey: float,
-            scale: float = 1.0, plain: bool = False) -> float:
+            scale: float = 1.0, style: _Style = _UPRIGHT) -> float:
     """L1 distance between `ink` (image-sized, summing to `total`) and `candidate` at (ex, ey)."""
-    t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape, scale, plain)
+    t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape, scale, style)
     window = ink[y0:y1, x0:x1]
     # |ink - template| inside the template's window, plus what either has outside it.
-    template_ink = _centroid_offset(candidate, scale, plain)[2]
+    template_ink = _centroid_offset(candidate, scale, style)[2]
     return float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
 
 
@@ -214,20 +231,20 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | Non
     weights = ink[ys, xs]
     gx = float((weights * (xs + 0.5)).sum() / total)
     gy = float((weights * (ys + 0.5)).sum() / total)
-    def placed_at_centroid(candidate, scale: float, plain: bool) -> _Fit:
-        ox, oy, _ = _centroid_offset(candidate, scale, plain)
+    def placed_at_centroid(candidate, scale: float, style: _Style) -> _Fit:
+        ox, oy, _ = _centroid_offset(candidate, scale, style)
         ex, ey = gx - ox, gy - oy
-        return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, plain), total, scale, plain)
+        return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style), total, scale, style)
 
-    fits = sorted((placed_at_centroid(c, scale, plain) for c in CANDIDATES for plain in _drawings(c)
+    fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in _styles(c)
                    for scale in _scales_for(c, total)), key=lambda f: f.misfit)
     # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
     # drawn aliased): the closest few candidates try every scale of the grid.
     contenders = list(dict.fromkeys(f.candidate for f in fits))[:finalists + 1]
     for candidate in contenders:
-        for plain in _drawings(candidate):
+        for style in _styles(candidate):
             for scale in SCALES:
-                f = placed_at_centroid(candidate, scale, plain)
+                f = placed_at_centroid(candidate, scale, style)
                 if f.misfit < fits[0].misfit:
                     fits.insert(0, f)
     best = fits[0]
@@ -235,9 +252,9 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | Non
         steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)
         for f in fits[:finalists]:
             for dx, dy in itertools.product(steps, steps):
-                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy, f.scale, f.plain)
+                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy, f.scale, f.style)
                 if m < best.misfit:
-                    best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total, f.scale, f.plain)
+                    best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total, f.scale, f.style)
     return best
 
 
@@ -366,7 +383,9 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             if fit.relative_misfit > max_misfit:
                 continue
             shape, size, texture = fit.candidate
-            x, y = element_bbox_centre(renderer.Element(shape, colour, size, texture, fit.x, fit.y, scale=fit.scale))
-            found.append(Detection(shape, colour, size, texture, float(x), float(y), area))
+            element = renderer.Element(shape, colour, size, texture, float(fit.x), float(fit.y), scale=fit.scale,
+                                       turn=fit.style.turn)
+            x, y = element_bbox_centre(element)
+            found.append(Detection(shape, colour, size, texture, float(x), float(y), area, element))
     found.sort(key=lambda d: (d.y, d.x))
     return found

@@ -50,6 +50,9 @@ class Element:
     # nominal `RGB[colour]`) and its radius as a multiple of the size word's `RADIUS`.
     rgb: tuple[int, int, int] | None = None
     scale: float = 1.0
+    # Degrees the shape is turned anticlockwise about its centre; the world draws every shape at 0 (a hexagon with a
+    # flat top). Other programs draw a hexagon with a vertex on top (30), which the detector also reads.
+    turn: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -79,10 +82,20 @@ def caption(elements: list[Element] | tuple[Element, ...]) -> str:
     return " and ".join(e.words for e in elements)
 
 
-def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
-    """Vertices of `shape` inscribed in the circle (cx, cy, r); None for a circle."""
+def shape_polygon(shape: str, cx: float, cy: float, r: float, turn: float = 0.0) -> list[tuple[float, float]] | None:
+    """Vertices of `shape` inscribed in the circle (cx, cy, r), turned `turn` degrees anticlockwise about (cx, cy);
+    None for a circle."""
     if shape == "circle":
         return None
+    poly = _upright_polygon(shape, cx, cy, r)
+    if not turn:
+        return poly
+    c, s = math.cos(math.radians(turn)), math.sin(math.radians(turn))
+    # y grows downwards, so an anticlockwise turn on screen is (dx c + dy s, -dx s + dy c)
+    return [(cx + (x - cx) * c + (y - cy) * s, cy - (x - cx) * s + (y - cy) * c) for x, y in poly]
+
+
+def _upright_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     if shape == "square":
         h = r / math.sqrt(2) * 1.15  # slightly larger than inscribed so squares are not tiny
         return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
@@ -103,15 +116,16 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill) -> None:
-    poly = shape_polygon(shape, cx, cy, r)
+def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill, turn: float = 0.0) -> None:
+    poly = shape_polygon(shape, cx, cy, r, turn)
     if poly is None:
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
         draw.polygon(poly, fill=fill)
 
 
-def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_size: tuple[int, int]) -> Image.Image:
+def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_size: tuple[int, int],
+             turn: float = 0.0) -> Image.Image:
     """Mask ("L") of the band of the filled shape within `width` pixels of its edge.
 
     This is the shape's outline drawn inwards, so an empty element has the same
@@ -125,7 +139,7 @@ def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_si
     m = int(math.ceil(r + width)) + 2
     ox, oy = int(math.floor(cx)) - m, int(math.floor(cy)) - m
     local = Image.new("L", (2 * m + 1, 2 * m + 1), 0)
-    _draw(ImageDraw.Draw(local), shape, cx - ox, cy - oy, r, 255)
+    _draw(ImageDraw.Draw(local), shape, cx - ox, cy - oy, r, 255, turn)
     inside = np.asarray(local) >= 128
     band = inside & (ndimage.distance_transform_edt(inside) <= width)
     mask = Image.new("L", canvas_size, 0)
@@ -146,10 +160,11 @@ def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE
         colour = e.fill
         cx, cy, r = e.x * s, e.y * s, e.radius * s
         if e.texture == "full":
-            _draw(draw, e.shape, cx, cy, r, colour)
+            _draw(draw, e.shape, cx, cy, r, colour, e.turn)
         else:
             # an aliased outline thinner than a pixel would vanish, so it is at least one pixel wide
-            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(STROKE_FRACTION * r, 1.0), canvas.size))
+            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(STROKE_FRACTION * r, 1.0), canvas.size,
+                                                     e.turn))
     return canvas.resize((size, size), Image.BOX) if k > 1 else canvas
 
 

@@ -1,0 +1,29 @@
+"""The world's own drawing of a query: the elements the detector reads, drawn as the world draws them.
+
+A shapes-world score is about what an image shows (which shapes, in which colours, sizes and textures, where),
+and a person calls two drawings of one layout the same image however a program drew them. The model disagrees:
+it was trained on this renderer's drawings (`renderer.Variation`: shades within ±32 levels per channel of the
+nominal colour, radii within ±10% of the size word's), and another program's conventions sit at or past the edge
+of that range (pure colours, squares inscribed in their circle, 13% smaller). Measured on the test split, such
+drawings needed about one length more in every group (benchmarks/RESULTS.md, session 26). `redraw` hands the
+model the renderer's exact drawing of what the detector reads (nominal colour, the size word's radius, upright, at
+the read position), so every drawing of a layout that the detector reads alike is one query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PIL import Image
+
+from .detector import detect
+from .renderer import render
+
+
+def redraw(image: Image.Image) -> Image.Image | None:
+    """The renderer's drawing, at `image`'s size (square), of the elements `detect` reads in `image`; None when it
+    reads none (there is nothing to draw, so the query stays as given)."""
+    found = detect(image)
+    if not found:
+        return None
+    return render([replace(d.element, rgb=None, scale=1.0, turn=0.0) for d in found], size=image.size[0])

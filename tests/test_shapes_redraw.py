@@ -1,0 +1,83 @@
+"""The shapes world's own drawing of a query (`shapes.redraw`, `AnalysisConfig.redraw`): what the detector reads,
+drawn by the renderer, so that the model is shown the world's drawing whatever program drew the image."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from PIL import Image
+
+from originality import AnalysisConfig, prepare
+from originality.experiments.other_program import draw as other_program_draw
+from originality.models import load_model
+from originality.shapes import dataset, renderer
+from originality.shapes.detector import detect
+from originality.shapes.redraw import redraw
+
+E = renderer.Element
+
+
+def _keys(elements) -> list[tuple[str, str, str, str]]:
+    return sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
+
+
+def test_a_hexagon_on_a_vertex_reads_as_a_hexagon_and_says_so():
+    """The world draws a hexagon on a side; other programs stand it on a vertex (turned 30 degrees)."""
+    for size, texture in itertools.product(renderer.SIZES, renderer.TEXTURES):
+        found = detect(renderer.render([E("hexagon", "blue", size, texture, 30.4, 33.1, turn=30.0)]))
+        assert [d.key for d in found] == [("hexagon", "blue", size, texture)]
+        assert found[0].element.turn == 30.0
+        upright = detect(renderer.render([E("hexagon", "blue", size, texture, 30.4, 33.1)]))
+        assert upright[0].element.turn == 0.0
+
+
+def test_redraw_is_the_renderers_drawing_of_what_is_read():
+    """Another program's drawing (pure colours, inscribed squares 13% smaller, a hexagon on a vertex) comes back as the
+    renderer's exact drawing: the same elements, the nominal colours, the size words' radii, upright."""
+    elements = [E("square", "red", "big", "full", 18.2, 20.6), E("hexagon", "green", "big", "empty", 44.7, 43.1),
+                E("circle", "blue", "small", "full", 47.3, 15.2)]
+    given = other_program_draw(elements)
+    drawn = redraw(given)
+    assert drawn.size == (64, 64)
+    read = detect(drawn)
+    assert _keys(d for d in read) == _keys(elements)
+    assert all(d.element.scale == 1.0 and d.element.turn == 0.0 for d in read)
+    # the square's core is the nominal red now, not the program's pure red
+    assert np.asarray(given)[20, 18].tolist() == [255, 0, 0]
+    assert np.asarray(drawn)[20, 18].tolist() == list(renderer.RGB["red"])
+    # as given, the square was read smaller than any the world draws and the hexagon turned
+    as_given = {d.shape: d.element for d in detect(given)}
+    assert as_given["square"].scale < 0.9 and as_given["hexagon"].turn == 30.0
+
+
+def test_redraw_keeps_the_layout_of_the_worlds_drawings():
+    """Queries of both splits drawn by the renderer, exact or varied, redraw to their own layout: the same elements,
+    each within a pixel of where it was drawn (positions are read to about 0.3 px)."""
+    from originality.experiments.figure6 import query_image
+    from originality.experiments.reliability import SPLITS
+
+    for (group, index), seed in itertools.product(itertools.product(("common", "rare", "unseen"), range(3)),
+                                                  SPLITS.values()):
+        elements = dataset.query(group, seed, index).elements
+        for drawing in ("exact", "varied"):
+            read = detect(redraw(query_image(group, seed, index, drawing)[1]))
+            assert _keys(d for d in read) == _keys(elements), (group, seed, index, drawing)
+            for e in elements:
+                assert min(np.hypot(d.element.x - e.x, d.element.y - e.y) for d in read
+                           if d.key == (e.shape, e.colour, e.size, e.texture)) < 1.0, (group, seed, index, drawing)
+
+
+def test_nothing_read_nothing_redrawn():
+    assert redraw(Image.new("RGB", (64, 64), "white")) is None
+
+
+def test_the_engine_shows_the_model_the_redrawn_query_and_says_so(tiny_shapes_model):
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    given = other_program_draw([E("square", "red", "big", "full", 30.2, 31.6)])
+    on = prepare(given, AnalysisConfig.preset("fast", redraw="on"), model)
+    assert np.array_equal(np.asarray(on.query), np.asarray(redraw(given)))
+    assert any("own drawing" in note for note in on.notes)
+    assert on.config.redraw == "on"
+    off = prepare(given, AnalysisConfig.preset("fast", redraw="off"), model)
+    assert np.array_equal(np.asarray(off.query), np.asarray(given)) and not off.notes
