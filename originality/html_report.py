@@ -275,6 +275,7 @@ def _summary_section(report: Report) -> str:
     <p class="muted">{esc(report.rerun_sentence())}</p>
     <p class="muted">Model: {esc(report.model.get("name", "?"))} ({esc(report.model.get("world", "?"))} world) ·
       {len(report.results)} of up to {report.max_tokens} token lengths tried · {report.total_seconds:.0f} s</p>
+    {"".join(f'<p class="muted">{esc(note)}</p>' for note in report.notes)}
   </div>
 </section>"""
 
@@ -336,7 +337,7 @@ passes.</p>"""
 
 def _length_section(report: Report, r: TokenResult, check_title: str) -> str:
     close = r.distance_passed
-    recon = [_figure(report.query, "the analysed image", "your image", css="query-thumb")]
+    recon = [_figure(report.query, "the analysed image", report.query_caption, css="query-thumb")]
     recon += [_figure(im, f"reconstruction {i + 1} from {_tokens(r.num_tokens)}",
                       f"d = {r.distances[i]:.3f}" if i < len(r.distances) else f"#{i + 1}")
               for i, im in enumerate(r.reconstructions)]
@@ -374,7 +375,7 @@ def _similarity_section(report: Report) -> str:
     head = "<h2>Similarity to the images you named</h2>"
     if sim.error:
         return f'{head}<p class="muted">Not measured: {esc(sim.error)}. The score above stands.</p>'
-    figures = [_figure(report.query, "the analysed image", "your image", css="query-thumb")]
+    figures = [_figure(report.query, "the analysed image", report.query_caption, css="query-thumb")]
     if sim.nearest is not None and sim.nearest < len(sim.images):
         r = sim.references[sim.nearest]
         style = "style n/a" if r.style is None else f"style {r.style:.3f}"

@@ -200,6 +200,11 @@ class Report:
         return label_for(self.score, self.max_tokens)
 
     @property
+    def query_caption(self) -> str:
+        """What the query beside the images is called: the user's image, or the world's drawing of it (`redraw`)."""
+        return "your image, as the world draws it" if self.config.get("redraw") == "on" else "your image"
+
+    @property
     def pass_rule(self) -> PassRule:
         """The distance half of the pass rule this run was judged by (its threshold and recorded settings)."""
         return PassRule.recorded(self.config, self.threshold)

@@ -81,3 +81,20 @@ def test_the_engine_shows_the_model_the_redrawn_query_and_says_so(tiny_shapes_mo
     assert on.config.redraw == "on"
     off = prepare(given, AnalysisConfig.preset("fast", redraw="off"), model)
     assert np.array_equal(np.asarray(off.query), np.asarray(given)) and not off.notes
+
+
+def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_model):
+    from originality import analyze
+    from originality import html_report
+
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    given = other_program_draw([E("star", "blue", "big", "full", 33.2, 30.1)])
+    config = AnalysisConfig.preset("fast", redraw="on", max_tokens=1, steps=1, num_reconstructions=1,
+                                   max_reconstructions=1, num_inference_steps=1)
+    report = analyze(given, config, model)
+    assert np.array_equal(np.asarray(report.query), np.asarray(redraw(given)))
+    assert report.query_caption == "your image, as the world draws it"
+    assert any("own drawing" in note for note in report.notes)
+    page = html_report.render(report)
+    assert "your image, as the world draws it" in page and "own drawing" in page
+    assert analyze(given, config.replace(redraw="off"), model).query_caption == "your image"

@@ -610,7 +610,8 @@ def similarity_pair(report: Report | None) -> list | None:
         return None
     ref = sim.references[sim.nearest]
     style = "style n/a" if ref.style is None else f"style {ref.style:.2f}"
-    return [(report.query, "your image"), (sim.images[sim.nearest], f"{ref.name}: copy {ref.copy:.2f} · {style}")]
+    return [(report.query, report.query_caption),
+            (sim.images[sim.nearest], f"{ref.name}: copy {ref.copy:.2f} · {style}")]
 
 
 def similarity_markdown(report: Report | None) -> str:
