@@ -3,13 +3,17 @@ drawn by the renderer, so that the model is shown the world's drawing whatever p
 
 from __future__ import annotations
 
+import io
 import itertools
 
 import numpy as np
 from PIL import Image
 
-from originality import AnalysisConfig, prepare
+from originality import AnalysisConfig, analyze, html_report, prepare
+from originality.experiments.figure6 import query_image
 from originality.experiments.other_program import draw as other_program_draw
+from originality.experiments.reliability import SPLITS
+from originality.images import prepare_image
 from originality.models import load_model
 from originality.shapes import dataset, renderer
 from originality.shapes.detector import detect
@@ -54,9 +58,6 @@ def test_redraw_is_the_renderers_drawing_of_what_is_read():
 def test_redraw_keeps_the_layout_of_the_worlds_drawings():
     """Queries of both splits drawn by the renderer, exact or varied, redraw to their own layout: the same elements,
     each within a pixel of where it was drawn (positions are read to about 0.3 px)."""
-    from originality.experiments.figure6 import query_image
-    from originality.experiments.reliability import SPLITS
-
     for (group, index), seed in itertools.product(itertools.product(("common", "rare", "unseen"), range(3)),
                                                   SPLITS.values()):
         elements = dataset.query(group, seed, index).elements
@@ -84,9 +85,6 @@ def test_the_engine_shows_the_model_the_redrawn_query_and_says_so(tiny_shapes_mo
 
 
 def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_model):
-    from originality import analyze
-    from originality import html_report
-
     model = load_model(str(tiny_shapes_model), device="cpu")
     given = other_program_draw([E("star", "blue", "big", "full", 33.2, 30.1)])
     config = AnalysisConfig.preset("fast", redraw="on", max_tokens=1, steps=1, num_reconstructions=1,
@@ -98,3 +96,21 @@ def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_mod
     page = html_report.render(report)
     assert "your image, as the world draws it" in page and "own drawing" in page
     assert analyze(given, config.replace(redraw="off"), model).query_caption == "your image"
+
+
+def test_a_large_compressed_drawing_redraws_to_the_same_elements():
+    """Another program's drawing at 512 px, saved as JPEG at quality 50: the query the model is shown holds the same
+    elements, drawn as the world draws them."""
+    for group, index in itertools.product(("common", "rare", "unseen"), range(2)):
+        elements = dataset.query(group, 307, index).elements
+        buffer = io.BytesIO()
+        other_program_draw(elements, size=512).save(buffer, "JPEG", quality=50)
+        drawn = redraw(prepare_image(buffer.getvalue(), 64))
+        assert _keys(d for d in detect(drawn)) == _keys(elements), (group, index)
+        # the JPEG's blocks of off-colours are gone: most coloured pixels are exactly a nominal colour again
+        pixels = np.asarray(drawn).reshape(-1, 3)
+        coloured = pixels.min(axis=1) < 200
+        nominal = np.zeros(len(pixels), dtype=bool)
+        for rgb in renderer.RGB.values():
+            nominal |= (pixels == rgb).all(axis=1)
+        assert nominal.sum() > 0.6 * coloured.sum(), (group, index)
