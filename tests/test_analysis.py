@@ -424,3 +424,10 @@ def test_check_inputs_with_a_model_fills_the_world_defaults(pipe, query):
     assert (config.domain, config.threshold, config.guidance_scale) == ("house", 0.25, 2.0)
     with pytest.raises(ValueError, match="single token"):
         check_inputs(None, TINY.replace(domain="skyscraperish"), model)
+
+
+def test_a_world_without_a_drawing_of_its_own_records_redraw_off_and_keeps_the_query(pipe, query):
+    prepared = prepare(query, TINY.replace(redraw="on"), make_model(pipe, [0.1], [True]))
+    assert prepared.config.redraw == "off" and not prepared.notes
+    as_given = prepare(query, TINY, make_model(pipe, [0.1], [True])).query
+    assert np.array_equal(np.asarray(prepared.query), np.asarray(as_given))
