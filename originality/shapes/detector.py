@@ -133,7 +133,8 @@ _UPRIGHT = _Style()
 
 
 @lru_cache(maxsize=None)
-def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0, style: _Style = _UPRIGHT) -> np.ndarray:
+def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0,
+              style: _Style = _UPRIGHT) -> np.ndarray:
     """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
     shape, size, texture = candidate
     c = renderer.IMAGE_SIZE // 2
