@@ -45,7 +45,7 @@ def test_redraw_is_the_renderers_drawing_of_what_is_read():
     drawn = redraw(given)
     assert drawn.size == (64, 64)
     read = detect(drawn)
-    assert _keys(d for d in read) == _keys(elements)
+    assert _keys(read) == _keys(elements)
     assert all(d.element.scale == 1.0 and d.element.turn == 0.0 for d in read)
     # the square's core is the nominal red now, not the program's pure red
     assert np.asarray(given)[20, 18].tolist() == [255, 0, 0]
@@ -63,7 +63,7 @@ def test_redraw_keeps_the_layout_of_the_worlds_drawings():
         elements = dataset.query(group, seed, index).elements
         for drawing in ("exact", "varied"):
             read = detect(redraw(query_image(group, seed, index, drawing)[1]))
-            assert _keys(d for d in read) == _keys(elements), (group, seed, index, drawing)
+            assert _keys(read) == _keys(elements), (group, seed, index, drawing)
             for e in elements:
                 assert min(np.hypot(d.element.x - e.x, d.element.y - e.y) for d in read
                            if d.key == (e.shape, e.colour, e.size, e.texture)) < 1.0, (group, seed, index, drawing)
@@ -106,7 +106,7 @@ def test_a_large_compressed_drawing_redraws_to_the_same_elements():
         buffer = io.BytesIO()
         other_program_draw(elements, size=512).save(buffer, "JPEG", quality=50)
         drawn = redraw(prepare_image(buffer.getvalue(), 64))
-        assert _keys(d for d in detect(drawn)) == _keys(elements), (group, index)
+        assert _keys(detect(drawn)) == _keys(elements), (group, index)
         # the JPEG's blocks of off-colours are gone: most coloured pixels are exactly a nominal colour again
         pixels = np.asarray(drawn).reshape(-1, 3)
         coloured = pixels.min(axis=1) < 200
