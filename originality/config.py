@@ -264,7 +264,8 @@ class AnalysisConfig:
     redraw: str = setting(
         "off", "analyse the world's own drawing of what the image shows instead of its pixels (the shapes world: the "
                "shapes its detector reads, each in its colour's and size's standard drawing, in place), so that two "
-               "drawings of one layout are one query; 'off' analyses the pixels as given",
+               "drawings of one layout are one query (for images another program drew: a rerun agrees more often); "
+               "'off' analyses the pixels as given",
         choices=("on", "off"), label="redraw the image as the world draws it")
     # Similarity to reference images the user names (`originality.similarity`), beside the score; they change
     # neither the score nor the stop rule.
