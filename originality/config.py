@@ -256,13 +256,8 @@ class AnalysisConfig:
         choices=("on", "off"))
     # The world's own drawing of the query (`World.redraw`; the shapes world: what its detector reads, drawn by its
     # renderer), so that a score does not depend on the program that drew the image; a world without one ignores it.
-    # Off in every preset: on another program's drawings it undid their shift (COMMON passing at m = 1 in 80% of runs
-    # against 25%), but UNSEEN layouts came out lower than the world's drawings of them, Spearman of the expected
-    # length 0.54 against 0.68 (benchmarks/RESULTS.md, session 27, by a criterion written before the run). On the
-    # world's own drawings a rerun agreed more often (86% against 71%, three pairs of runs; published as
-    # steady-redraw=on), but the groups' order fell by 0.13 (0.59 against 0.72), past the criterion's 0.10; on the dev
-    # split (one pair) both went the other way (77% against 87%, order +0.13), so neither holds beyond the seeds' noise
-    # (session 28).
+    # Off in every preset: it helps on another program's drawings, but on the world's own it cost the order between
+    # the groups more than the criterion written before the runs allowed (docs/settings.md, "The world's own drawing").
     redraw: str = setting(
         "off", "analyse the world's own drawing of what the image shows instead of its pixels (the shapes world: the "
                "shapes its detector reads, each in its colour's and size's standard drawing, in place), so that two "
