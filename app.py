@@ -363,7 +363,7 @@ def build_demo() -> gr.Blocks:
                     ui.custom_word = gr.Textbox(value=word, label="Custom domain word",
                                                 placeholder="one word, e.g. castle", elem_id="custom-word")
                 ui.preset = gr.Radio(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
-                                     info="steady (default): repeats best, about 2.7x fast's work · fast: about a "
+                                     info="steady (default): repeats best, about 2.2x fast's work · fast: about a "
                                           "minute on a GPU · adaptive: each length stops once it has converged · "
                                           "paper: the paper's settings (slow)",
                                      elem_id="preset")

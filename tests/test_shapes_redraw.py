@@ -10,11 +10,13 @@ import numpy as np
 from PIL import Image
 
 from originality import AnalysisConfig, analyze, html_report, prepare
+from originality.config import DEFAULT_PRESET
 from originality.experiments.figure6 import query_image
 from originality.experiments.other_program import draw as other_program_draw
 from originality.experiments.reliability import SPLITS
 from originality.images import prepare_image
 from originality.models import load_model
+from originality.repeatability import expected_repeatability
 from originality.shapes import dataset, renderer
 from originality.shapes.detector import detect
 from originality.shapes.redraw import redraw
@@ -82,6 +84,23 @@ def test_the_engine_shows_the_model_the_redrawn_query_and_says_so(tiny_shapes_mo
     assert on.config.redraw == "on"
     off = prepare(given, AnalysisConfig.preset("fast", redraw="off"), model)
     assert np.array_equal(np.asarray(off.query), np.asarray(given)) and not off.notes
+
+
+def test_the_default_preset_redraws_and_quotes_its_own_published_figures(tiny_shapes_model):
+    """`steady` shows the model the world's drawing (session 29), and a report finds the shipped table's figures for
+    what was analysed: the redrawn ones by default, the as-given ones under redraw off."""
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    given = other_program_draw([E("circle", "green", "big", "full", 20.5, 40.2),
+                                E("square", "blue", "big", "full", 44.0, 22.3)])
+    default = prepare(given, AnalysisConfig.preset(DEFAULT_PRESET), model)
+    assert default.config.redraw == "on"
+    assert np.array_equal(np.asarray(default.query), np.asarray(redraw(given)))
+    as_given = prepare(given, AnalysisConfig.preset(DEFAULT_PRESET, redraw="off"), model)
+    assert np.array_equal(np.asarray(as_given.query), np.asarray(given))
+    redrawn_figures = expected_repeatability("shapes", default.config.to_dict())
+    given_figures = expected_repeatability("shapes", as_given.config.to_dict())
+    assert redrawn_figures.name == DEFAULT_PRESET and given_figures.name == f"{DEFAULT_PRESET}-redraw=off"
+    assert redrawn_figures.source != given_figures.source
 
 
 def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_model):
