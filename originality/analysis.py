@@ -42,7 +42,7 @@ from .provenance import input_sha256
 from .record import finish_record, image_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, first_pass, lower_score, median_score
-from .report import SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
+from .report import NOTHING_TO_REDRAW, SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
 from .uncertainty import is_clear_call, label_probability, mean_and_std
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def redrawn(query: Image.Image, config: AnalysisConfig, world: World) -> tuple[I
         return query, None
     drawn = world.redraw(query)
     if drawn is None:
-        return query, "The image was analysed as given: nothing in it could be read to redraw."
+        return query, NOTHING_TO_REDRAW
     return drawn, ("The model was shown this world's own drawing of what the image shows (each shape in its "
                    "colour's and size's standard drawing, in place), so the score does not depend on how the shapes "
                    "were drawn; set redraw to off to analyse the pixels as given.")

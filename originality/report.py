@@ -164,6 +164,10 @@ class SeedRun:
                    None if probabilities is None else {int(m): p for m, p in probabilities.items()})
 
 
+# The note of a query that `redraw` "on" leaves as given: nothing in it could be read (`analysis.redrawn`).
+NOTHING_TO_REDRAW = "The image was analysed as given: nothing in it could be read to redraw."
+
+
 @dataclass
 class Report:
     """The outcome of a progressive analysis of one image.
@@ -201,8 +205,10 @@ class Report:
 
     @property
     def query_caption(self) -> str:
-        """What the query beside the images is called: the user's image, or the world's drawing of it (`redraw`)."""
-        return "your image, as the world draws it" if self.config.get("redraw") == "on" else "your image"
+        """What the query beside the images is called: the user's image, or the world's drawing of it (`redraw`;
+        under redraw "on" an image with nothing to read stays as given, and its notes say so)."""
+        redrawn = self.config.get("redraw") == "on" and NOTHING_TO_REDRAW not in self.notes
+        return "your image, as the world draws it" if redrawn else "your image"
 
     @property
     def pass_rule(self) -> PassRule:

@@ -117,6 +117,17 @@ def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_mod
     assert analyze(given, config.replace(redraw="off"), model).query_caption == "your image"
 
 
+def test_an_image_with_nothing_to_read_is_analysed_and_named_as_given(tiny_shapes_model):
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    blank = Image.new("RGB", (64, 64), "white")
+    config = AnalysisConfig.preset("fast", redraw="on", world_check="off", max_tokens=1, steps=1,
+                                   num_reconstructions=1, max_reconstructions=1, num_inference_steps=1)
+    report = analyze(blank, config, model)
+    assert np.array_equal(np.asarray(report.query), np.asarray(blank))
+    assert any("nothing in it could be read" in note for note in report.notes)
+    assert report.query_caption == "your image" and report.config["redraw"] == "on"
+
+
 def test_a_large_compressed_drawing_redraws_to_the_same_elements():
     """Another program's drawing at 512 px, saved as JPEG at quality 50: the query the model is shown holds the same
     elements, drawn as the world draws them."""
