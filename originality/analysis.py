@@ -277,6 +277,7 @@ class Prepared:
     notes: tuple[str, ...] = ()  # what the engine decided for the user (domain pick, edit subject switch)
     domain_pick: dict | None = None  # the automatic domain pick: {"domain", "probabilities"}; None: chosen
     threshold_source: str = ""  # where config.threshold came from (user, world default, calibration file)
+    given_image: Image.Image | None = None  # the normalised image as given, when `query` is the world's drawing of it
 
     def started(self) -> Started:
         return Started(self.query, self.config, self.model)
@@ -330,8 +331,8 @@ def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: Original
     from, and the reproducibility record. The one place the settings are resolved; no heavy work.
     Raises `ValueError` on a domain word that is not one token of the model's tokenizer."""
     given = config  # as the caller gave it: the record says which settings were the world's defaults
-    query = prepare_image(loaded, model.resolution)
-    query, note = redrawn(query, config, model.world)
+    as_given = prepare_image(loaded, model.resolution)
+    query, note = redrawn(as_given, config, model.world)
     notes: list[str] = [note] if note else []
     pick = None
     if config.domain is None:
@@ -348,7 +349,8 @@ def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: Original
     templates = tuple(model.templates(config.domain))
     record = start_record(source, query, model, given=given, resolved=config)
     return Prepared(query, config, model.describe(), init_id, templates, record, tuple(notes),
-                    pick.to_dict() if pick else None, record["threshold"]["source"])
+                    pick.to_dict() if pick else None, record["threshold"]["source"],
+                    given_image=None if query is as_given else as_given)
 
 
 def auto_domain(model: OriginalityModel, query: Image.Image):
@@ -663,7 +665,7 @@ def decide(prepared: Prepared, results: list[TokenResult], total_seconds: float 
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         total_seconds=total_seconds, record=finish_record(prepared.record, results, config),
         notes=list(prepared.notes), domain_pick=prepared.domain_pick, threshold_source=prepared.threshold_source,
-        seed_runs=runs if len(runs) > 1 else [], second_opinion=second_opinion,
+        seed_runs=runs if len(runs) > 1 else [], second_opinion=second_opinion, given_image=prepared.given_image,
     )
 
 

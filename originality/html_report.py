@@ -261,12 +261,24 @@ def _check_text(report: Report) -> tuple[str, str]:
     return title, text.format(prompt=prompt, subject=config.get("edit_subject", "subject"))
 
 
+def _query_figures(report: Report) -> str:
+    """The analysed image; after a redraw, the image as given above it, so a reader sees both what was uploaded and
+    what the model was shown."""
+    analysed = _figure(report.query, "the analysed image", "the analysed image (as the model sees it)"
+                       + (": the world's own drawing of the image above" if report.given_image is not None else ""),
+                       css="query", max_side=QUERY_SIDE, shown=240)
+    if report.given_image is None:
+        return analysed
+    given = _figure(report.given_image, "the image as given", "your image, as given", css="query",
+                    max_side=QUERY_SIDE, shown=240)
+    return f"<div>{given}{analysed}</div>"
+
+
 def _summary_section(report: Report) -> str:
     title, text = headline(report)
     return f"""
 <section class="summary">
-  {_figure(report.query, "the analysed image", "the analysed image (as the model sees it)", css="query",
-           max_side=QUERY_SIDE, shown=240)}
+  {_query_figures(report)}
   <div>
     <p class="score">Score: {esc(report.label)}</p>
     <p class="verdict"><strong>{esc(title)}.</strong> {esc(text)}</p>

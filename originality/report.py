@@ -2,7 +2,8 @@
 
 A report folder holds:
     report.json                      settings, score, per-length numbers
-    query.png
+    query.png                        the image the model was shown
+    given.png                        the image as given, when the model was shown the world's drawing of it (redraw)
     m{m}/learned_embeds.safetensors  diffusers textual-inversion format, one per length
     m{m}/reconstruction_{i}.png
     m{m}/edit_{i}.png
@@ -198,6 +199,8 @@ class Report:
     # seed (its score None: none of them passed); the score is the lower of the two labels
     second_opinion: SeedRun | None = None
     similarity: Similarity | None = None  # copy and style similarity to reference images (None: none given)
+    # the image as given, when the model was shown another drawing of it (`redraw`); None: `query` is the image given
+    given_image: Image.Image | None = None
 
     @property
     def label(self) -> str:
@@ -354,6 +357,8 @@ class Report:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             self.query.save(tmp / "query.png")
+            if self.given_image is not None:
+                self.given_image.save(tmp / "given.png")
             for r in self.results:
                 sub = tmp / f"m{r.num_tokens}"
                 sub.mkdir()
@@ -404,6 +409,7 @@ class Report:
             seed_runs=[SeedRun.from_dict(r) for r in meta.get("seed_runs", [])],  # absent before the seeds setting
             second_opinion=SeedRun.from_dict(meta["second_opinion"]) if meta.get("second_opinion") else None,
             similarity=_load_similarity(folder, meta.get("similarity")),
+            given_image=_open(folder / "given.png") if (folder / "given.png").is_file() else None,
         )
 
 

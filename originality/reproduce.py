@@ -3,14 +3,17 @@
     python -m originality reproduce runs/photo            # exit 0 when the labels match
     result = reproduce("runs/photo"); print(result.labels_match)
 
-The rerun starts from the run folder's query.png: the normalised query, the exact pixels the
-model saw (checked against the record's `query.sha256`). The original file is not needed, and is
-not kept in the run folder (it may be large, or carry metadata such as GPS positions that a
-shared run should not publish); `image=` reruns from it instead, and checks it against the
-record's `input.sha256` first. Settings are the recorded ones (with the world's defaults
-filled in); the model is the recorded one (its folder's content hash or Hub revision checked);
-the device and dtype are the recorded ones unless given. On the same device and software the
-numbers must agree; anything that differs from the record is listed in `warnings`.
+The rerun starts from the run folder's query.png: the normalised query, the exact pixels the model
+saw (checked against the record's `query.sha256`). The original file is not needed, and is not kept
+in the run folder (it may be large, or carry metadata such as GPS positions that a shared run should
+not publish); `image=` reruns from it instead, and checks it against the record's `input.sha256`
+first. A run whose model was shown the world's own drawing of the image (`redraw` "on") reruns from
+given.png, the normalised image as given, which the same settings redraw to the same pixels; a
+redrawn run saved before given.png was kept reruns on query.png with redraw off, since drawing a
+drawing again can move a shape by a fraction of a pixel. Settings are the recorded ones (with the
+world's defaults filled in); the model is the recorded one (its folder's content hash or Hub
+revision checked); the device and dtype are the recorded ones unless given. On the same device and
+software the numbers must agree; anything that differs from the record is listed in `warnings`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .analysis import analyze
+from .analysis import analyze, redrawn
 from .config import AnalysisConfig
 from .images import prepare_image
 from .provenance import input_sha256, pixels_sha256
@@ -128,7 +131,15 @@ def reproduce(
     # 1. Read the run and its record
     recorded = Report.load(run_dir)
     record = recorded.record
+    config = AnalysisConfig.from_dict(recorded.config)
     source = Path(image) if image is not None else Path(run_dir) / "query.png"
+    if image is None and config.redraw == "on":
+        if (Path(run_dir) / "given.png").is_file():
+            source = Path(run_dir) / "given.png"
+        else:
+            logger.warning("this run kept no image as given (given.png): rerunning on the drawing the model saw, "
+                           "with redraw off")
+            config = config.replace(redraw="off")
     if image is not None and (record.get("input") or {}).get("sha256"):
         got = input_sha256(source)["sha256"]
         if got != record["input"]["sha256"]:
@@ -144,14 +155,13 @@ def reproduce(
             logger.warning("the run was on %s; no GPU here, rerunning on cpu", device)
             device = "cpu"
     loaded = load_model(recorded_model(recorded, model), device=device, dtype=dtype or runtime.get("dtype"))
-    # 3. The same pixels: the normalised query must hash to the recorded one
-    query = prepare_image(source, loaded.resolution)
+    # 3. The same pixels: the normalised query, redrawn as the run redrew it, must hash to the recorded one
+    query, _ = redrawn(prepare_image(source, loaded.resolution), config, loaded.world)
     want = (record.get("query") or {}).get("sha256")
     if want and pixels_sha256(query) != want:
         raise ValueError(f"the normalised image from {source} differs from the one this run analysed "
                          f"(query sha256 {pixels_sha256(query)[:12]}…, recorded {want[:12]}…)")
     # 4. Rerun with the recorded settings
-    config = AnalysisConfig.from_dict(recorded.config)
     new = analyze(str(source), config, loaded)
     # 5. Compare
     warnings = check_against_record(record, new.record) if record else [

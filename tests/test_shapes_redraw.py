@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import itertools
+import shutil
 
 import numpy as np
 from PIL import Image
 
 from originality import AnalysisConfig, analyze, html_report, prepare
+from originality.app.views import form_values
 from originality.config import DEFAULT_PRESET
 from originality.experiments.figure6 import query_image
 from originality.experiments.other_program import draw as other_program_draw
@@ -17,6 +19,8 @@ from originality.experiments.reliability import SPLITS
 from originality.images import prepare_image
 from originality.models import load_model
 from originality.repeatability import expected_repeatability
+from originality.report import Report
+from originality.reproduce import reproduce
 from originality.shapes import dataset, renderer
 from originality.shapes.detector import detect
 from originality.shapes.redraw import redraw
@@ -114,7 +118,27 @@ def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_mod
     assert any("own drawing" in note for note in report.notes)
     page = html_report.render(report)
     assert "your image, as the world draws it" in page and "own drawing" in page
-    assert analyze(given, config.replace(redraw="off"), model).query_caption == "your image"
+    assert "your image, as given" in page  # the upload is shown beside what the model was shown
+    as_given = analyze(given, config.replace(redraw="off"), model)
+    assert as_given.query_caption == "your image" and as_given.given_image is None
+    assert "your image, as given" not in html_report.render(as_given)
+
+
+def test_a_redrawn_report_keeps_the_image_as_given(tiny_shapes_model, tmp_path):
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    given = other_program_draw([E("triangle", "red", "big", "full", 28.3, 35.7)])
+    config = AnalysisConfig.preset("fast", redraw="on", max_tokens=1, steps=1, num_reconstructions=1,
+                                   max_reconstructions=1, num_inference_steps=1)
+    report = analyze(given, config, model)
+    assert np.array_equal(np.asarray(report.given_image), np.asarray(prepare_image(given, model.resolution)))
+    loaded = Report.load(report.save(tmp_path / "run"))
+    assert np.array_equal(np.asarray(loaded.given_image), np.asarray(report.given_image))
+    assert np.array_equal(np.asarray(loaded.query), np.asarray(redraw(given)))
+    # a shared run's form shows the image as the visitor gave it (the same settings redraw it again)
+    assert np.array_equal(np.asarray(form_values(loaded, None, [])["image"]), np.asarray(report.given_image))
+    # a report written before the image as given was kept still loads, without it
+    (tmp_path / "run" / "given.png").unlink()
+    assert Report.load(tmp_path / "run").given_image is None
 
 
 def test_an_image_with_nothing_to_read_is_analysed_and_named_as_given(tiny_shapes_model):
@@ -144,3 +168,26 @@ def test_a_large_compressed_drawing_redraws_to_the_same_elements():
         for rgb in renderer.RGB.values():
             nominal |= (pixels == rgb).all(axis=1)
         assert nominal.sum() > 0.6 * coloured.sum(), (group, index)
+
+
+def test_a_redrawn_run_reproduces_number_for_number(tiny_shapes_model, tmp_path):
+    """Drawing a drawing again can move a shape by a fraction of a pixel (another query, other seeds), so the rerun
+    starts from the image as given (given.png); a redrawn run saved before given.png was kept reruns on the drawing
+    the model saw, with redraw off. Either way the same pixels reach the model and the numbers agree."""
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    given = other_program_draw([E("square", "green", "big", "full", 21.3, 40.6),
+                                E("star", "red", "big", "full", 43.1, 20.2)])
+    assert not np.array_equal(np.asarray(redraw(redraw(given))), np.asarray(redraw(given)))  # the case that matters
+    config = AnalysisConfig.preset("fast", redraw="on", max_tokens=2, steps=2, batch_size=2, num_reconstructions=2,
+                                   max_reconstructions=2, num_inference_steps=2, num_edits=1)
+    run_dir = analyze(given, config, model).save(tmp_path / "run")
+    for rerun in (reproduce(run_dir, device="cpu"), reproduce(_without_given(run_dir, tmp_path), device="cpu")):
+        assert rerun.labels_match and rerun.max_difference == 0
+        assert np.array_equal(np.asarray(rerun.new.query), np.asarray(rerun.recorded.query))
+
+
+def _without_given(run_dir, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old)
+    (old / "given.png").unlink()
+    return old

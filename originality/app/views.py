@@ -500,11 +500,13 @@ def domain_fields(domain: str | None, world: str | None = None) -> tuple[str, st
 
 
 def form_values(report: Report, preset: str | None, names: list[str]) -> dict[str, Any]:
-    """The form that reproduces a stored run: image, world, domain, custom_word, preset, and the text of each
+    """The form that reproduces a stored run: image (as the visitor gave it, where the model was shown the world's
+    drawing of it: the same settings redraw it again), world, domain, custom_word, preset, and the text of each
     setting in `names`."""
     config, world = report.config, report.model.get("world")
     domain_value, word = domain_fields(config.get("domain"), world)
-    values = {"image": report.query, "world": world, "domain": domain_value, "custom_word": word,
+    image = report.given_image if report.given_image is not None else report.query
+    values = {"image": image, "world": world, "domain": domain_value, "custom_word": word,
               "preset": preset if preset in PRESETS else DEFAULT_PRESET}
     values.update({name: setting_text(config.get(name)) for name in names})
     return values
