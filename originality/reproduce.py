@@ -155,12 +155,17 @@ def reproduce(
             logger.warning("the run was on %s; no GPU here, rerunning on cpu", device)
             device = "cpu"
     loaded = load_model(recorded_model(recorded, model), device=device, dtype=dtype or runtime.get("dtype"))
-    # 3. The same pixels: the normalised query, redrawn as the run redrew it, must hash to the recorded one
-    query, _ = redrawn(prepare_image(source, loaded.resolution), config, loaded.world)
+    # 3. The same pixels: the normalised query, redrawn as the run redrew it, must hash to the recorded one (and so
+    # must the run folder's query.png, when the rerun starts from the image as given)
     want = (record.get("query") or {}).get("sha256")
-    if want and pixels_sha256(query) != want:
-        raise ValueError(f"the normalised image from {source} differs from the one this run analysed "
-                         f"(query sha256 {pixels_sha256(query)[:12]}…, recorded {want[:12]}…)")
+    shown = Path(run_dir) / "query.png"
+    checked = [(source, redrawn(prepare_image(source, loaded.resolution), config, loaded.world)[0])]
+    if image is None and source != shown:
+        checked.append((shown, prepare_image(shown, loaded.resolution)))
+    for path, query in checked:
+        if want and pixels_sha256(query) != want:
+            raise ValueError(f"the normalised image from {path} differs from the one this run analysed "
+                             f"(query sha256 {pixels_sha256(query)[:12]}…, recorded {want[:12]}…)")
     # 4. Rerun with the recorded settings
     new = analyze(str(source), config, loaded)
     # 5. Compare
