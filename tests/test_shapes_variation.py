@@ -14,6 +14,7 @@ from PIL import Image
 
 from originality.shapes import dataset, detector, renderer
 from originality.shapes.scope import check_in_world
+from originality.experiments.figure6 import query_image
 from originality.shapes.renderer import Element, Variation
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -120,6 +121,59 @@ def test_another_programs_drawings_read_as_their_captions_say():
         assert sorted(d.key for d in detector.detect(image)) == sorted(
             (e.shape, e.colour, e.size, e.texture) for e in query.elements)
         assert check_in_world(image).ok and image.size == (64, 64)
+
+
+def test_a_third_programs_drawings_read_as_their_captions_say():
+    """PIL's drawings (`pil_program`: `regular_polygon`'s inscribed polygons, outlines a quarter of the radius wide,
+    inside the edge) in each palette, anti-aliased and aliased: every element alone and the query layouts of both
+    splits read as their captions under the redraw's reading, and the world check lets them in. Turned 45 degrees,
+    a square is no longer read as one (a limit `benchmarks/detector_programs.py` measures)."""
+    from originality.experiments.pil_program import PALETTES, draw
+    from originality.experiments.reliability import SPLITS
+
+    for palette, supersample in itertools.product(PALETTES, (1, 4)):
+        for shape, colour, size, texture in itertools.product(renderer.SHAPES, renderer.COLOURS, renderer.SIZES,
+                                                              renderer.TEXTURES):
+            image = draw([Element(shape, colour, size, texture, 30.3, 33.7)], palette, supersample)
+            found = detector.detect(image, reading=detector.FOREIGN_READING)
+            assert [d.key for d in found] == [(shape, colour, size, texture)], (palette, supersample)
+            assert check_in_world(image).ok
+    for group, seed, index in itertools.product(("common", "rare", "unseen"), SPLITS.values(), range(3)):
+        query = dataset.query(group, seed, index)
+        found = detector.detect(draw(query.elements), reading=detector.FOREIGN_READING)
+        assert sorted(d.key for d in found) == sorted((e.shape, e.colour, e.size, e.texture) for e in query.elements)
+    turned = draw([Element("square", "red", "big", "full", 32, 32)], turn=45)
+    assert [d.shape for d in detector.detect(turned, reading=detector.FOREIGN_READING)] != ["square"]
+
+
+@pytest.mark.parametrize("outline, supersample", [(0.0, 1), (0.15, 4), (0.3, 4), (0.35, 1)])
+def test_the_redraws_reading_takes_other_outline_widths(outline, supersample):
+    """Empty circles, squares and hexagons outlined from one pixel to 0.35 of their radius: the redraw's reading
+    (`FOREIGN_READING`: outlines tried from 0.1 to 0.4 of the radius) reads every one; where the outline is thicker
+    than the world's, the judge's reading (the world's outline alone) misses some, which is why the redraw reads
+    more widely."""
+    from originality.experiments.pil_program import draw
+
+    drawn = [(Element(shape, colour, size, "empty", x, y), draw([Element(shape, colour, size, "empty", x, y)],
+                                                              supersample=supersample, outline=outline))
+             for shape, colour, size, (x, y) in itertools.product(("circle", "square", "hexagon"), renderer.COLOURS,
+                                                                  renderer.SIZES, ((30.3, 33.7), (21.6, 40.2)))]
+    for e, image in drawn:
+        found = detector.detect(image, reading=detector.FOREIGN_READING)
+        assert [d.key for d in found] == [(e.shape, e.colour, e.size, "empty")], (e, outline, supersample)
+    if outline >= 0.3:
+        assert not all([d.key for d in detector.detect(image)] == [(e.shape, e.colour, e.size, "empty")]
+                       for e, image in drawn)
+
+
+def test_the_redraws_reading_keeps_the_worlds_drawings_as_the_judge_reads_them():
+    """On the world's own varied drawings (the benchmark's queries) the wider reading changes nothing: every element
+    is read as the judge reads it, in the same place, so a redrawn world drawing is the same query as before."""
+    from originality.experiments.reliability import SPLITS
+
+    for group, index in itertools.product(("common", "rare", "unseen"), range(4)):
+        image = query_image(group, SPLITS["test"], index, "varied")[1]
+        assert detector.detect(image, reading=detector.FOREIGN_READING) == detector.detect(image)
 
 
 def test_in_world_check_accepts_world_images_exact_and_varied():

@@ -66,6 +66,11 @@ MIN_PEAK_DEPTH = 1.5
 # Clean renders fit to <= 0.13, blurred ones (Gaussian radius up to 2.5 px) to
 # <= 0.73; blobs of uniform RGB noise fit to 0.33-0.84.
 MAX_MISFIT = 0.75
+# The outline widths (fractions of the radius) the world draws: its own images and the judge read these alone.
+WORLD_STROKES = (renderer.STROKE_FRACTION,)
+# A width past the world's is tried only while the outline leaves a hole: at most this share of the full shape's
+# ink (the world's own star outline is 0.73 of it; a triangle's 0.3 outline, 0.82, reads as full).
+MAX_OUTLINE_SHARE = 0.75
 # Candidate templates are rendered at this many sub-pixel phases per pixel.
 PHASES = 4
 _HALF = 15  # templates are (2 * _HALF) px square, centred on the element
@@ -123,13 +128,31 @@ SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 
 class _Style(NamedTuple):
     """How a candidate's template is drawn: `plain`, with aliased edges (an outline drawn that way is a different
-    band of pixels), and turned `turn` degrees (`renderer.Element.turn`)."""
+    band of pixels), turned `turn` degrees (`renderer.Element.turn`), and an empty one's outline `stroke` wide (a
+    fraction of the radius, `renderer.Element.stroke`)."""
 
     plain: bool = False
     turn: float = 0.0
+    stroke: float = renderer.STROKE_FRACTION
 
 
 _UPRIGHT = _Style()
+
+
+class Reading(NamedTuple):
+    """How widely `detect` looks: the outline widths an empty element is tried at (fractions of its radius), and how
+    many of the candidates closest at their ink's scale go on to try every scale and style."""
+
+    strokes: tuple[float, ...] = WORLD_STROKES
+    contenders: int = 4
+
+
+# The world's own images, and the judge (reconstructions and a query analysed as given): the world's outline.
+WORLD_READING = Reading()
+# A drawing from elsewhere, read for the redraw and the world check: outlines from one pixel of a big element (0.1
+# of its radius; 0.18 of a small one's) to twice the world's, and more contenders, since the ink-based scale of an
+# outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's).
+FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8)
 
 
 @lru_cache(maxsize=None)
@@ -138,7 +161,8 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
     """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
     shape, size, texture = candidate
     c = renderer.IMAGE_SIZE // 2
-    e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn)
+    e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn,
+                         stroke=style.stroke)
     cov = _coverage(np.asarray(renderer.render([e], supersample=not style.plain), dtype=np.float32))
     return cov[c - _HALF : c + _HALF, c - _HALF : c + _HALF]
 
@@ -155,17 +179,26 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
     return gx - _HALF, gy - _HALF, ink
 
 
-def _styles(candidate: tuple[str, str, str]) -> tuple[_Style, ...]:
-    """Template styles to try: outlines drawn aliased are a different band of pixels, and a hexagon may stand on a
-    side (the world's) or a vertex (the usual regular hexagon of other programs)."""
-    edges = (False, True) if candidate[2] == "empty" else (False,)
+def _styles(candidate: tuple[str, str, str], strokes: tuple[float, ...] = WORLD_STROKES) -> tuple[_Style, ...]:
+    """Template styles to try: outlines drawn aliased are a different band of pixels, and `strokes` wide; a hexagon
+    may stand on a side (the world's) or a vertex (the usual regular hexagon of other programs)."""
+    empty = candidate[2] == "empty"
+    edges = (False, True) if empty else (False,)
     turns = (0.0, 30.0) if candidate[0] == "hexagon" else (0.0,)
-    return tuple(_Style(plain, turn) for plain in edges for turn in turns)
+    widths = tuple(w for w in strokes if w in WORLD_STROKES or _outline_share(candidate, w) <= MAX_OUTLINE_SHARE)
+    return tuple(_Style(plain, turn, stroke) for plain in edges for turn in turns
+                 for stroke in (widths if empty else WORLD_STROKES))
 
 
-def _scales_for(candidate: tuple[str, str, str], total: float) -> tuple[float, ...]:
+def _outline_share(candidate: tuple[str, str, str], stroke: float) -> float:
+    """An empty candidate's ink with its outline `stroke` wide, as a share of the full shape's (0..1)."""
+    shape, size, _ = candidate
+    return _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2] / _centroid_offset((shape, size, "full"))[2]
+
+
+def _scales_for(candidate: tuple[str, str, str], total: float, style: _Style = _UPRIGHT) -> tuple[float, ...]:
     """The two grid scales around the one at which `candidate`'s ink equals `total` (ink ~ radius^2)."""
-    estimate = float(np.sqrt(total / _centroid_offset(candidate)[2]))
+    estimate = float(np.sqrt(total / _centroid_offset(candidate, 1.0, style)[2]))
     k = int(np.searchsorted(SCALES, estimate))
     return tuple(SCALES[i] for i in {min(max(k - 1, 0), len(SCALES) - 1), min(k, len(SCALES) - 1)})
 
@@ -218,8 +251,8 @@ def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: 
     return float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
 
 
-def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | None:
-    """The candidate closest to `ink` (an image-sized coverage map of one element).
+def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Reading = WORLD_READING) -> _Fit | None:
+    """The candidate closest to `ink` (an image-sized coverage map of one element), looked for as `reading` says.
 
     Each candidate is placed so that its ink centroid falls on the element's; with
     `search` > 0 the best `finalists` also try positions up to `search` px away
@@ -237,13 +270,13 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3) -> _Fit | Non
         ex, ey = gx - ox, gy - oy
         return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style), total, scale, style)
 
-    fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in _styles(c)
-                   for scale in _scales_for(c, total)), key=lambda f: f.misfit)
+    fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in _styles(c, reading.strokes)
+                   for scale in _scales_for(c, total, style)), key=lambda f: f.misfit)
     # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
     # drawn aliased): the closest few candidates try every scale of the grid.
-    contenders = list(dict.fromkeys(f.candidate for f in fits))[:finalists + 1]
+    contenders = list(dict.fromkeys(f.candidate for f in fits))[:reading.contenders]
     for candidate in contenders:
-        for style in _styles(candidate):
+        for style in _styles(candidate, reading.strokes):
             for scale in SCALES:
                 f = placed_at_centroid(candidate, scale, style)
                 if f.misfit < fits[0].misfit:
@@ -298,7 +331,7 @@ def _flood(markers: np.ndarray, depth: np.ndarray, filled: np.ndarray) -> np.nda
     return labels
 
 
-def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2) -> list:
+def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2, reading: Reading = WORLD_READING) -> list:
     """Refit elements of one colour that touch, each to the ink the others' fits leave.
 
     A split along a neck cuts the overlap between two elements out of one of them;
@@ -321,7 +354,7 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2) -> list:
         for i, (fit, area, region) in enumerate(fits):
             grown = ndimage.binary_dilation(region, structure=_EIGHT, iterations=3) & union
             others = sum(r for j, r in enumerate(renders) if j != i)
-            refit = _fit(np.where(grown, np.clip(ink - others, 0.0, 1.0), 0.0), search=0.75)
+            refit = _fit(np.where(grown, np.clip(ink - others, 0.0, 1.0), 0.0), search=0.75, reading=reading)
             if refit is None:
                 continue
             old = renders[i]
@@ -334,13 +367,16 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2) -> list:
     return fits
 
 
-def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFIT) -> list[Detection]:
+def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFIT,
+           reading: Reading = WORLD_READING) -> list[Detection]:
     """Elements of a shapes-world image, sorted top-to-bottom then left-to-right.
 
     Blobs of fewer than `min_area` coloured pixels are noise; blobs whose best
     candidate's relative misfit (L1 between inks over the sum of both inks: 0 =
     identical, 1 = disjoint) exceeds `max_misfit` resemble no element and are
-    dropped too.
+    dropped too. `reading` says how widely candidates are looked for: the
+    world's (`WORLD_READING`) for its own images and the judge, `FOREIGN_READING`
+    for a drawing from another program.
     """
     image = image.convert("RGB")
     if image.size != (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE):
@@ -374,18 +410,19 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
                 if area < min_area:
                     continue
                 region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
-                fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0))
+                fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0), reading=reading)
                 if fit is not None:
                     component_fits.append((fit, area, region))
             if len(component_fits) > 1:  # touching elements, split apart
-                component_fits = _explain_away(component_fits, coverage)
+                component_fits = _explain_away(component_fits, coverage, reading=reading)
             fits.extend(component_fits)
         for fit, area, _ in fits:
             if fit.relative_misfit > max_misfit:
                 continue
             shape, size, texture = fit.candidate
             element = renderer.Element(shape, colour, size, texture, float(fit.x), float(fit.y), scale=fit.scale,
-                                       turn=fit.style.turn)
+                                       turn=fit.style.turn,
+                                       stroke=None if fit.style.stroke == renderer.STROKE_FRACTION else fit.style.stroke)
             x, y = element_bbox_centre(element)
             found.append(Detection(shape, colour, size, texture, float(x), float(y), area, element))
     found.sort(key=lambda d: (d.y, d.x))

@@ -6,8 +6,10 @@ it was trained on this renderer's drawings (`renderer.Variation`: shades within 
 nominal colour, radii within ±10% of the size word's), and another program's conventions sit at or past the edge
 of that range (pure colours, squares inscribed in their circle, 13% smaller). Measured on the test split, such
 drawings needed about one length more in every group (benchmarks/RESULTS.md, session 26). `redraw` hands the
-model the renderer's exact drawing of what the detector reads (nominal colour, the size word's radius, upright, at
-the read position), so every drawing of a layout that the detector reads alike is one query.
+model the renderer's exact drawing of what the detector reads (nominal colour, the size word's radius, the world's
+outline, upright, at the read position), so every drawing of a layout that the detector reads alike is one query.
+The detector reads the image as one from elsewhere (`detector.FOREIGN_READING`: outlines from one pixel to twice
+the world's width), which on the world's own drawings reads exactly what the judge reads.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from dataclasses import replace
 
 from PIL import Image
 
-from .detector import detect
+from .detector import FOREIGN_READING, detect
 from .renderer import render
 
 
 def redraw(image: Image.Image) -> Image.Image | None:
     """The renderer's drawing, at `image`'s size (square), of the elements `detect` reads in `image`; None when it
     reads none (there is nothing to draw, so the query stays as given)."""
-    found = detect(image)
+    found = detect(image, reading=FOREIGN_READING)
     if not found:
         return None
-    return render([replace(d.element, rgb=None, scale=1.0, turn=0.0) for d in found], size=image.size[0])
+    return render([replace(d.element, rgb=None, scale=1.0, turn=0.0, stroke=None) for d in found], size=image.size[0])

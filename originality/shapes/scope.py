@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import renderer
 from .dataset import MAX_ELEMENTS
-from .detector import detect
+from .detector import FOREIGN_READING, detect
 
 # A pixel is background when every channel is at least this bright.
 WHITE_LEVEL = 215
@@ -66,7 +66,7 @@ def check_in_world(image: Image.Image) -> WorldFit:
         return WorldFit(False, f"The image is not on a white background (only {background:.0%} of it is white).",
                         background=background)
     # 2. Elements the detector can read, as many as the world draws.
-    found = detect(small)
+    found = detect(small, reading=FOREIGN_READING)
     if not found:
         return WorldFit(False, "No coloured shape was found in the image (it is blank or its marks are too faint).",
                         background=background)

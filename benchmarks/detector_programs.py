@@ -1,0 +1,152 @@
+#!/usr/bin/env python
+"""Which drawings does the detector read right? (issue #27: the category the targets are checked on)
+
+    python benchmarks/detector_programs.py [--out benchmarks/detector_programs.json]
+
+`steady` redraws every query as the world draws what the detector reads (`shapes.redraw`), so a drawing it
+misreads is scored as another image. The targets are checked on drawings made by a program this project does not
+have; this measures how far the reading carries. Two sets of drawings: the reliability benchmark's 60 layouts
+(both splits, 10 per group), and the 60 elements of the world's vocabulary alone (5 shapes x 3 colours x 2 sizes x
+2 textures, each at a seeded position), drawn:
+
+1. by the world's renderer (exact, and varied as in training), by matplotlib (`other_program`) and by PIL
+   (`pil_program`: three palettes, anti-aliased or aliased) at the world's sizes, upright;
+2. PIL's pure-colour drawing at 256 px, and after JPEG at quality 75;
+3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii,
+   PIL's at 0.85 and 1.15 of the size word's radius, and PIL's polygons turned.
+
+A drawing is read right when the detector's (shape, colour, size, texture) of every element equal the caption's.
+Two readings: the judge's (`detect` with the world's own outline width, what scores reconstructions and a query
+analysed as given) and the redraw's (`detect(..., reading=FOREIGN_READING)`, what `steady` shows the model).
+Printed and written per drawing and set: drawings read right (of 60) by each reading, and which shapes the
+redraw's misreadings held. No model, no randomness beyond the seeded layouts, positions and varied drawings; about
+a minute on one core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from originality.experiments import other_program, pil_program  # noqa: E402
+from originality.experiments.figure6 import GROUPS, query_image  # noqa: E402
+from originality.experiments.reliability import SPLITS  # noqa: E402
+from originality.shapes import dataset, renderer  # noqa: E402
+from originality.shapes.detector import FOREIGN_READING, WORLD_READING, Reading, detect  # noqa: E402
+
+PER_GROUP = 10
+RENDERER_SCALES = (0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
+PIL_RADIUS_SCALES = (0.85, 1.15)
+PIL_TURNS = (10, 30, 45)
+PIL_OUTLINES = (0.1, 0.15, 0.3, 0.35)
+
+
+def drawings() -> dict[str, tuple[str, Callable]]:
+    """name -> (kind, how to draw a layout's elements); kind says which step of the docstring it belongs to."""
+    ways: dict[str, tuple[str, Callable]] = {
+        "world exact": ("world's sizes", lambda els: renderer.render(els)),
+        "world varied": ("world's sizes", None),  # the benchmark's own varied drawing, seeded per query
+        "matplotlib": ("world's sizes", other_program.draw),
+    }
+    for palette in pil_program.PALETTES:
+        for supersample, edges in ((4, "anti-aliased"), (1, "aliased")):
+            ways[f"PIL {palette}, {edges}"] = ("world's sizes", lambda els, p=palette, s=supersample:
+                                               pil_program.draw(els, palette=p, supersample=s))
+    ways["PIL pure, aliased, 1 px outline"] = ("world's sizes", lambda els: pil_program.draw(els, supersample=1,
+                                                                                          outline=0.0))
+    ways["PIL pure, 256 px"] = ("resized or compressed", lambda els: pil_program.draw(els, size=256))
+    ways["PIL pure, JPEG 75"] = ("resized or compressed", lambda els: renderer.jpeg(pil_program.draw(els), 75))
+    for outline in PIL_OUTLINES:
+        for supersample, edges in ((4, "anti-aliased"), (1, "aliased")):
+            ways[f"PIL pure, {edges}, outline {outline} r"] = (
+                "other outlines", lambda els, w=outline, s=supersample: pil_program.draw(els, supersample=s, outline=w))
+    for scale in RENDERER_SCALES:
+        ways[f"world, radius x{scale}"] = ("outside the conventions", lambda els, k=scale:
+                                           renderer.render([replace(e, scale=k) for e in els]))
+    for scale in PIL_RADIUS_SCALES:
+        ways[f"PIL pure, radius x{scale}"] = ("outside the conventions", lambda els, k=scale:
+                                              pil_program.draw(els, radius_scale=k))
+    for turn in PIL_TURNS:
+        ways[f"PIL pure, turned {turn} deg"] = ("outside the conventions", lambda els, t=turn:
+                                                pil_program.draw(els, turn=t))
+    return ways
+
+
+def layouts() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:
+    """(split, group, index, elements) of the reliability benchmark's queries, both splits."""
+    return [(split, g, i, tuple(dataset.query(g, seed, i).elements))
+            for split, seed in SPLITS.items() for g in GROUPS for i in range(PER_GROUP)]
+
+
+def single_elements() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:
+    """Every element of the vocabulary alone, at a position drawn from a fixed seed (away from the border)."""
+    rng = random.Random(0)
+    return [("alone", "-", k, (renderer.Element(shape, colour, size, texture, rng.uniform(16, 48), rng.uniform(16, 48)),))
+            for k, (shape, colour, size, texture) in enumerate(
+                (sh, c, si, t) for sh in renderer.SHAPES for c in renderer.COLOURS for si in renderer.SIZES
+                for t in renderer.TEXTURES)]
+
+
+def read_right(image, elements, reading: Reading = WORLD_READING) -> tuple[bool, Counter]:
+    """Whether the detector, looking as `reading` says, reads `elements` in `image`, and the shapes of the elements
+    it missed."""
+    found = detect(image, reading=reading)
+    got = Counter(d.key for d in found)
+    want = Counter((e.shape, e.colour, e.size, e.texture) for e in elements)
+    return got == want, Counter(key[0] for key in (want - got).elements())
+
+
+def measure() -> dict:
+    results = {}
+    sets = {"layouts": layouts(), "alone": single_elements()}
+    print(f"{'drawing':40s} {'layouts: judge / redraw':>24s} {'alone: judge / redraw':>22s}  redraw missed (alone)")
+    for name, (kind, how) in drawings().items():
+        entry = {"kind": kind}
+        for set_name, items in sets.items():
+            judge = redrawn = 0
+            missed = Counter()
+            for split, group, index, elements in items:
+                if how is None:  # the benchmark's varied drawing, or the renderer's own variation for one element
+                    image = (query_image(group, SPLITS[split], index, "varied")[1] if split in SPLITS else
+                             renderer.Variation().render(elements, random.Random(f"alone-{index}")))
+                else:
+                    image = how(elements)
+                judge += read_right(image, elements)[0]
+                ok, lost = read_right(image, elements, FOREIGN_READING)
+                redrawn += ok
+                missed += lost
+            entry[set_name] = {"drawings": len(items), "judge_read_right": judge, "redraw_read_right": redrawn,
+                               "redraw_missed_shapes": dict(missed)}
+        results[name] = entry
+        lay, alone = entry["layouts"], entry["alone"]
+        print(f"{name:40s} {lay['judge_read_right']:>14d} / {lay['redraw_read_right']:<7d} "
+              f"{alone['judge_read_right']:>12d} / {alone['redraw_read_right']:<7d}  "
+              f"{alone['redraw_missed_shapes'] or ''}", flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "detector_programs.json"))
+    args = ap.parse_args(argv)
+    results = measure()
+    Path(args.out).write_text(json.dumps({"layouts": "reliability benchmark, both splits, 10 per group",
+                                          "alone": "every element of the vocabulary alone, seeded positions",
+                                          "foreign_reading": FOREIGN_READING._asdict(), "drawings": results},
+                                         indent=1) + "\n")
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
