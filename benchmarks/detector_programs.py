@@ -10,8 +10,9 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
 2 textures, each at a seeded position), drawn:
 
 1. by the world's renderer (exact, and varied as in training), by matplotlib (`other_program`) and by PIL
-   (`pil_program`: three palettes, anti-aliased or aliased) at the world's sizes, upright;
-2. PIL's pure-colour drawing at 256 px, and after JPEG at quality 75;
+   (`pil_program`: four palettes, anti-aliased or aliased; an off-white canvas; full shapes edged in black) at the
+   world's sizes, upright;
+2. PIL's pure-colour drawing at 256 and 512 px, and after JPEG at quality 75;
 3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii,
    PIL's at 0.85 and 1.15 of the size word's radius, and PIL's polygons turned.
 
@@ -64,7 +65,11 @@ def drawings() -> dict[str, tuple[str, Callable]]:
                                                pil_program.draw(els, palette=p, supersample=s))
     ways["PIL pure, aliased, 1 px outline"] = ("world's sizes", lambda els: pil_program.draw(els, supersample=1,
                                                                                           outline=0.0))
+    ways["PIL pure, off-white canvas (235)"] = ("world's sizes", lambda els: pil_program.draw(els,
+                                                                                           background=(235,) * 3))
+    ways["PIL pure, full shapes edged in black"] = ("world's sizes", lambda els: pil_program.draw(els, black_edge=1))
     ways["PIL pure, 256 px"] = ("resized or compressed", lambda els: pil_program.draw(els, size=256))
+    ways["PIL pure, 512 px"] = ("resized or compressed", lambda els: pil_program.draw(els, size=512))
     ways["PIL pure, JPEG 75"] = ("resized or compressed", lambda els: renderer.jpeg(pil_program.draw(els), 75))
     for outline in PIL_OUTLINES:
         for supersample, edges in ((4, "anti-aliased"), (1, "aliased")):
@@ -91,7 +96,8 @@ def layouts() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:
 def single_elements() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:
     """Every element of the vocabulary alone, at a position drawn from a fixed seed (away from the border)."""
     rng = random.Random(0)
-    return [("alone", "-", k, (renderer.Element(shape, colour, size, texture, rng.uniform(16, 48), rng.uniform(16, 48)),))
+    return [("alone", "-", k, (renderer.Element(shape, colour, size, texture, rng.uniform(16, 48),
+                                                rng.uniform(16, 48)),))
             for k, (shape, colour, size, texture) in enumerate(
                 (sh, c, si, t) for sh in renderer.SHAPES for c in renderer.COLOURS for si in renderer.SIZES
                 for t in renderer.TEXTURES)]
