@@ -196,9 +196,11 @@ def _outline_share(candidate: tuple[str, str, str], stroke: float) -> float:
     return _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2] / _centroid_offset((shape, size, "full"))[2]
 
 
-def _scales_for(candidate: tuple[str, str, str], total: float, style: _Style = _UPRIGHT) -> tuple[float, ...]:
-    """The two grid scales around the one at which `candidate`'s ink equals `total` (ink ~ radius^2)."""
-    estimate = float(np.sqrt(total / _centroid_offset(candidate, 1.0, style)[2]))
+def _scales_for(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION
+                ) -> tuple[float, ...]:
+    """The two grid scales around the one at which `candidate`'s ink, its outline `stroke` wide, equals `total`
+    (ink ~ radius^2)."""
+    estimate = float(np.sqrt(total / _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2]))
     k = int(np.searchsorted(SCALES, estimate))
     return tuple(SCALES[i] for i in {min(max(k - 1, 0), len(SCALES) - 1), min(k, len(SCALES) - 1)})
 
@@ -271,7 +273,7 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
         return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style), total, scale, style)
 
     fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in _styles(c, reading.strokes)
-                   for scale in _scales_for(c, total, style)), key=lambda f: f.misfit)
+                   for scale in _scales_for(c, total, style.stroke)), key=lambda f: f.misfit)
     # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
     # drawn aliased): the closest few candidates try every scale of the grid.
     contenders = list(dict.fromkeys(f.candidate for f in fits))[:reading.contenders]
