@@ -163,8 +163,8 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
     c = renderer.IMAGE_SIZE // 2
     e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn,
                          stroke=style.stroke)
-    cov = _coverage(np.asarray(renderer.render([e], supersample=not style.plain), dtype=np.float32))
-    return cov[c - _HALF : c + _HALF, c - _HALF : c + _HALF]
+    window = renderer.render([e], supersample=not style.plain).crop((c - _HALF, c - _HALF, c + _HALF, c + _HALF))
+    return _coverage(np.asarray(window, dtype=np.float32))
 
 
 @lru_cache(maxsize=None)
