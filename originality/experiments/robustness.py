@@ -4,7 +4,7 @@
                                             [--model assets/shapes-model] [--out outputs/robustness]
 
 For each group (COMMON, RARE, UNSEEN) --per-group held-out layouts (`dataset.query`, seed
---layout-seed, never training items) are drawn in every way of `DRAWINGS`, and each drawing
+--layout-seed, never training items) are drawn in every way of `SAME_IMAGE_DRAWINGS`, and each drawing
 is analysed under the preset. The exact drawing is also analysed with --seeds analysis seeds.
 Printed per group: the share of layouts that got one label in every drawing (redraw
 agreement) and in every seed (seed agreement), and the labels themselves.
@@ -48,7 +48,7 @@ def _shade(elements, rng: random.Random):
 # name -> how to draw a layout (elements, rng) -> image. What another drawing program does with
 # the world's own sizes: another shade, a slightly larger radius, aliased edges, another
 # resolution, lossy compression.
-DRAWINGS: dict[str, Callable] = {
+SAME_IMAGE_DRAWINGS: dict[str, Callable] = {
     "exact": lambda els, rng: renderer.render(els),
     "shade": _shade,
     "radius+8%": lambda els, rng: renderer.render([replace(e, scale=1.08) for e in els]),
@@ -67,7 +67,7 @@ def summary_lines(data: dict) -> list[str]:
     lines = []
     for g in data["groups"]:
         layouts = [lay for lay in data["layouts"] if lay["group"] == g]
-        full = [lay for lay in layouts if len(lay["drawings"]) == len(DRAWINGS)]
+        full = [lay for lay in layouts if len(lay["drawings"]) == len(SAME_IMAGE_DRAWINGS)]
         seeded = [lay for lay in layouts if len(lay["seeds"]) == data["seeds"]]
         redraw = sum(layout_agreement(lay["drawings"]) for lay in full)
         seeds = sum(layout_agreement(lay["seeds"]) for lay in seeded)
@@ -76,7 +76,7 @@ def summary_lines(data: dict) -> list[str]:
             drawn = " ".join(f"{k}={v}" for k, v in lay["drawings"].items())
             seeded_labels = " ".join(lay["seeds"].values())
             lines.append(f"   #{lay['index']:<3d} {lay['caption']:<44s} {drawn}   seeds: {seeded_labels}")
-    full = [lay for lay in data["layouts"] if len(lay["drawings"]) == len(DRAWINGS)]
+    full = [lay for lay in data["layouts"] if len(lay["drawings"]) == len(SAME_IMAGE_DRAWINGS)]
     seeded = [lay for lay in data["layouts"] if len(lay["seeds"]) == data["seeds"]]
     if full:
         lines.append(f"all groups: redraw agreement {sum(layout_agreement(x['drawings']) for x in full)}/{len(full)}, "
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default=str(SHAPES_MODEL_DIR))
     ap.add_argument("--out", default="outputs/robustness")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
-    ap.add_argument("--drawings", nargs="+", default=list(DRAWINGS), choices=list(DRAWINGS))
+    ap.add_argument("--drawings", nargs="+", default=list(SAME_IMAGE_DRAWINGS), choices=list(SAME_IMAGE_DRAWINGS))
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--fresh", action="store_true")
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 lay[kind][name] = lay["drawings"]["exact"]  # the same analysis: same image, settings, seed
                 continue
             how = name if kind == "drawings" else "exact"
-            image = DRAWINGS[how](sample.elements, random.Random(f"{g}-{i}-{how}"))
+            image = SAME_IMAGE_DRAWINGS[how](sample.elements, random.Random(f"{g}-{i}-{how}"))
             t0 = time.perf_counter()
             report = analyze(image, replace(base, seed=seed), model)
             lay[kind][name] = report.label
