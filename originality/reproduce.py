@@ -10,7 +10,8 @@ not publish); `image=` reruns from it instead, and checks it against the record'
 first. A run whose model was shown the world's own drawing of the image (`redraw` "on") reruns from
 given.png, the normalised image as given, which the same settings redraw to the same pixels; a
 redrawn run saved before given.png was kept reruns on query.png with redraw off, since drawing a
-drawing again can move a shape by a fraction of a pixel. Settings are the recorded ones (with the
+drawing again can move a shape by a fraction of a pixel, and so does a run whose given.png the
+redraw now reads otherwise (its detector has changed since; a warning says so). Settings are the recorded ones (with the
 world's defaults filled in); the model is the recorded one (its folder's content hash or Hub
 revision checked); the device and dtype are the recorded ones unless given. On the same device and
 software the numbers must agree; anything that differs from the record is listed in `warnings`.
@@ -159,7 +160,16 @@ def reproduce(
     # must the run folder's query.png, when the rerun starts from the image as given)
     want = (record.get("query") or {}).get("sha256")
     shown = Path(run_dir) / "query.png"
-    checked = [(source, redrawn(prepare_image(source, loaded.resolution), config, loaded.world)[0])]
+    query = redrawn(prepare_image(source, loaded.resolution), config, loaded.world)[0]
+    if image is None and source != shown and want and pixels_sha256(query) != want \
+            and pixels_sha256(prepare_image(shown, loaded.resolution)) == want:
+        # The redraw reads the image as given otherwise than when the run was made (its detector has changed
+        # since); the drawing the model saw is the run folder's query.png, so the rerun is shown that.
+        logger.warning("the redraw now reads this run's image as given (given.png) otherwise than the run did: "
+                       "rerunning on the drawing the model saw (query.png), with redraw off")
+        source, config = shown, config.replace(redraw="off")
+        query = prepare_image(shown, loaded.resolution)
+    checked = [(source, query)]
     if image is None and source != shown:
         checked.append((shown, prepare_image(shown, loaded.resolution)))
     for path, query in checked:

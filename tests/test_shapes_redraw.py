@@ -8,6 +8,7 @@ import itertools
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from originality import AnalysisConfig, analyze, html_report, prepare
@@ -184,6 +185,28 @@ def test_a_redrawn_run_reproduces_number_for_number(tiny_shapes_model, tmp_path)
     for rerun in (reproduce(run_dir, device="cpu"), reproduce(_without_given(run_dir, tmp_path), device="cpu")):
         assert rerun.labels_match and rerun.max_difference == 0
         assert np.array_equal(np.asarray(rerun.new.query), np.asarray(rerun.recorded.query))
+
+
+def test_a_run_whose_image_the_redraw_now_reads_otherwise_reruns_on_what_the_model_saw(tiny_shapes_model, tmp_path,
+                                                                                     caplog):
+    """When the redraw reads a run's image as given otherwise than the run did (the detector changed since, here
+    stood in for by another drawing in given.png), the rerun is shown the run's query.png, the drawing the model saw
+    (checked against the record), with redraw off, and says so; the numbers agree. A query.png that is not the
+    recorded drawing is still refused."""
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    config = AnalysisConfig.preset("fast", redraw="on", max_tokens=1, steps=2, batch_size=2, num_reconstructions=2,
+                                   max_reconstructions=2, num_inference_steps=2, num_edits=1)
+    run_dir = analyze(other_program_draw([E("circle", "blue", "big", "full", 24.2, 38.7)]), config, model).save(
+        tmp_path / "run")
+    other_program_draw([E("square", "red", "small", "full", 40.1, 22.3)]).save(run_dir / "given.png")
+    with caplog.at_level("WARNING", logger="originality.reproduce"):
+        rerun = reproduce(run_dir, device="cpu")
+    assert rerun.labels_match and rerun.max_difference == 0
+    assert np.array_equal(np.asarray(rerun.new.query), np.asarray(rerun.recorded.query))
+    assert "reads this run's image as given (given.png) otherwise" in caplog.text
+    Image.new("RGB", (64, 64), "white").save(run_dir / "query.png")
+    with pytest.raises(ValueError, match="differs from the one this run analysed"):
+        reproduce(run_dir, device="cpu")
 
 
 def _without_given(run_dir, tmp_path):
