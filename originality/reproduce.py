@@ -11,10 +11,11 @@ first. A run whose model was shown the world's own drawing of the image (`redraw
 given.png, the normalised image as given, which the same settings redraw to the same pixels; a
 redrawn run saved before given.png was kept reruns on query.png with redraw off, since drawing a
 drawing again can move a shape by a fraction of a pixel, and so does a run whose given.png the
-redraw now reads otherwise (its detector has changed since; a warning says so). Settings are the recorded ones (with the
-world's defaults filled in); the model is the recorded one (its folder's content hash or Hub
-revision checked); the device and dtype are the recorded ones unless given. On the same device and
-software the numbers must agree; anything that differs from the record is listed in `warnings`.
+redraw now reads otherwise (its detector has changed since; a warning says so). Settings are the
+recorded ones (with the world's defaults filled in); the model is the recorded one (its folder's
+content hash or Hub revision checked); the device and dtype are the recorded ones unless given. On
+the same device and software the numbers must agree; anything that differs from the record is
+listed in `warnings`.
 """
 
 from __future__ import annotations
@@ -161,17 +162,14 @@ def reproduce(
     want = (record.get("query") or {}).get("sha256")
     shown = Path(run_dir) / "query.png"
     query = redrawn(prepare_image(source, loaded.resolution), config, loaded.world)[0]
-    if image is None and source != shown and want and pixels_sha256(query) != want \
-            and pixels_sha256(prepare_image(shown, loaded.resolution)) == want:
+    seen = prepare_image(shown, loaded.resolution) if image is None and source != shown else None
+    if seen is not None and want and pixels_sha256(query) != want and pixels_sha256(seen) == want:
         # The redraw reads the image as given otherwise than when the run was made (its detector has changed
         # since); the drawing the model saw is the run folder's query.png, so the rerun is shown that.
         logger.warning("the redraw now reads this run's image as given (given.png) otherwise than the run did: "
                        "rerunning on the drawing the model saw (query.png), with redraw off")
-        source, config = shown, config.replace(redraw="off")
-        query = prepare_image(shown, loaded.resolution)
-    checked = [(source, query)]
-    if image is None and source != shown:
-        checked.append((shown, prepare_image(shown, loaded.resolution)))
+        source, config, query, seen = shown, config.replace(redraw="off"), seen, None
+    checked = [(source, query)] + ([(shown, seen)] if seen is not None else [])
     for path, query in checked:
         if want and pixels_sha256(query) != want:
             raise ValueError(f"the normalised image from {path} differs from the one this run analysed "

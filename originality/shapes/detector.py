@@ -422,9 +422,8 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             if fit.relative_misfit > max_misfit:
                 continue
             shape, size, texture = fit.candidate
-            stroke = None if fit.style.stroke == renderer.STROKE_FRACTION else fit.style.stroke
             element = renderer.Element(shape, colour, size, texture, float(fit.x), float(fit.y), scale=fit.scale,
-                                       turn=fit.style.turn, stroke=stroke)
+                                       turn=fit.style.turn, stroke=fit.style.stroke)
             x, y = element_bbox_centre(element)
             found.append(Detection(shape, colour, size, texture, float(x), float(y), area, element))
     found.sort(key=lambda d: (d.y, d.x))

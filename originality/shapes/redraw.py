@@ -19,7 +19,7 @@ from dataclasses import replace
 from PIL import Image
 
 from .detector import FOREIGN_READING, detect
-from .renderer import render
+from .renderer import STROKE_FRACTION, render
 
 
 def redraw(image: Image.Image) -> Image.Image | None:
@@ -28,4 +28,5 @@ def redraw(image: Image.Image) -> Image.Image | None:
     found = detect(image, reading=FOREIGN_READING)
     if not found:
         return None
-    return render([replace(d.element, rgb=None, scale=1.0, turn=0.0, stroke=None) for d in found], size=image.size[0])
+    return render([replace(d.element, rgb=None, scale=1.0, turn=0.0, stroke=STROKE_FRACTION) for d in found],
+                  size=image.size[0])

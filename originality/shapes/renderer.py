@@ -53,9 +53,9 @@ class Element:
     # Degrees the shape is turned anticlockwise about its centre; the world draws every shape at 0 (a hexagon with a
     # flat top). Other programs draw a hexagon with a vertex on top (30), which the detector also reads.
     turn: float = 0.0
-    # An empty element's outline width as a fraction of its radius (None: the world's `STROKE_FRACTION`); other
-    # programs draw thinner or thicker outlines, which the redraw's reading also tries (`detector.FOREIGN_READING`).
-    stroke: float | None = None
+    # An empty element's outline width as a fraction of its radius; the world draws `STROKE_FRACTION`, other
+    # programs thinner or thicker outlines, which the redraw's reading also tries (`detector.FOREIGN_READING`).
+    stroke: float = STROKE_FRACTION
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -166,8 +166,7 @@ def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE
             _draw(draw, e.shape, cx, cy, r, colour, e.turn)
         else:
             # an aliased outline thinner than a pixel would vanish, so it is at least one pixel wide
-            stroke = STROKE_FRACTION if e.stroke is None else e.stroke
-            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(stroke * r, 1.0), canvas.size, e.turn))
+            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(e.stroke * r, 1.0), canvas.size, e.turn))
     return canvas.resize((size, size), Image.BOX) if k > 1 else canvas
 
 
