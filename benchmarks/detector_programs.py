@@ -22,7 +22,8 @@ analysed as given) and the redraw's (`detect(..., reading=FOREIGN_READING)`, wha
 Printed and written per drawing and set: drawings read right (of 60) by each reading, which shapes the redraw's
 misreadings held, and how much a drawing and its redrawing overlap (`mask_iou`: the lowest for drawings the redraw
 reads right, the highest for ones it misreads; were the two apart, a pixel check could warn of a misreading). No
-model, no randomness beyond the seeded layouts, positions and varied drawings; about two minutes on one core.
+model, no randomness beyond the seeded layouts, positions and varied drawings; about ten minutes on one core
+(session 31, beside two benchmark shards).
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ one's (shape, colour, size, texture) and position:
    a hole-area rule misread small empty triangles and stars, whose holes are a
    few pixels; the rendered candidates tell both apart.) A hexagon is also tried
    standing on a vertex (turned 30 degrees, as other programs draw a regular
-   hexagon; the world's stands on a side). Elements of one colour that were split
+   hexagon; the world's stands on a side). A drawing from elsewhere
+   (`FOREIGN_READING`) is read more widely: other outline widths, radii from 0.7
+   to 1.3 of the size word's, and each polygon also at the turn its ink shows
+   (the phase of the ink's k-th angular moment, k its symmetry: `_turns`).
+   Elements of one colour that were split
    apart are refitted jointly: each to the ink the other elements' fits leave.
    A blob that no candidate fits (relative misfit above `max_misfit`) is dropped.
 4. Position: the centre of the winning candidate's bounding box at the fitted
@@ -124,6 +128,23 @@ def _own_coverage(coverage: np.ndarray, core: np.ndarray) -> np.ndarray:
 # Drawn radii vary around each size word's (renderer.Variation: +-10%), so every candidate is
 # also fitted at the scale its ink suggests, snapped to this grid (a relative radius).
 SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
+# A drawing from elsewhere may draw a size word's radius further off (another program's idea of "big"): its reading
+# also fits each contender whose ink puts it outside SCALES at the radii of WIDE_SCALES outside SCALES within
+# BEYOND_SPAN of that (`_scales_beyond`; each size word only on its own side of the radius between them,
+# `_size_scales`), and reads the element so where that fits better than the fit on SCALES and reads it otherwise (a
+# big circle drawn at 0.8 fits a hexagon at 0.88 best on SCALES). Where it reads it alike, the fit on SCALES stands:
+# one of the world's varied triangles, drawn at 1.1, fits best at 1.2, a quarter of a pixel off.
+WIDE_SCALES = tuple(round(0.70 + 0.02 * k, 2) for k in range(31))
+BEYOND_SPAN = 0.06
+# Between the size words' radii (5.5 and 10 px) a drawing is ambiguous; no candidate of one size word is tried at a
+# radius the other's reaches, so that two candidates never render alike: small up to 7.2 px, big from 7.6 px.
+_SIZE_RADII = {"small": (0.0, 7.2), "big": (7.6, float("inf"))}
+# A polygon's turn (degrees, anticlockwise) is estimated from its ink (`_turns`) and snapped to this grid; turns
+# nearer upright than MIN_TURN are upright (the estimate's error on upright drawings is under 1.5 degrees).
+TURN_STEP = 2.0
+MIN_TURN = 3.0
+# k-fold symmetry of each polygon: its turn is defined modulo 360 / k.
+_FOLDS = {"square": 4, "triangle": 3, "hexagon": 6, "star": 5}
 
 
 class _Style(NamedTuple):
@@ -140,22 +161,33 @@ _UPRIGHT = _Style()
 
 
 class Reading(NamedTuple):
-    """How widely `detect` looks: the outline widths an empty element is tried at (fractions of its radius), and how
-    many of the candidates closest at their ink's scale go on to try every scale and style."""
+    """How widely `detect` looks: the outline widths an empty element is tried at (fractions of its radius), how
+    many of the candidates closest at their ink's scale go on to try every scale and style, the grid of relative
+    radii, and whether a polygon is also tried at the turn its ink shows."""
 
     strokes: tuple[float, ...] = WORLD_STROKES
     contenders: int = 4
+    scales: tuple[float, ...] = SCALES
+    turned: bool = False
 
 
-# The world's own images, and the judge (reconstructions and a query analysed as given): the world's outline.
+# The world's own images, and the judge (reconstructions and a query analysed as given): the world's outline,
+# radii and orientation.
 WORLD_READING = Reading()
 # A drawing from elsewhere, read for the redraw and the world check: outlines from one pixel of a big element (0.1
 # of its radius; 0.18 of a small one's) to twice the world's, and more contenders, since the ink-based scale of an
-# outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's).
-FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8)
+# outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's); radii
+# from 0.7 to 1.3 of the size word's; and polygons turned any way (a triangle pointing down is a triangle).
+FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8, scales=WIDE_SCALES,
+                          turned=True)
 
 
-@lru_cache(maxsize=None)
+# Templates are cached (an image's reading draws a few thousand, mostly the same for the next image); bounded, since
+# a turned drawing's templates are of its own turn.
+TEMPLATE_CACHE = 32768
+
+
+@lru_cache(maxsize=TEMPLATE_CACHE)
 def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0,
               style: _Style = _UPRIGHT) -> np.ndarray:
     """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
@@ -167,7 +199,7 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
     return _coverage(np.asarray(window, dtype=np.float32))
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=TEMPLATE_CACHE)
 def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
                      style: _Style = _UPRIGHT) -> tuple[float, float, float]:
     """(ink centroid - element position) in x and y, and total ink, of `candidate` at `scale`."""
@@ -179,15 +211,66 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
     return gx - _HALF, gy - _HALF, ink
 
 
-def _styles(candidate: tuple[str, str, str], strokes: tuple[float, ...] = WORLD_STROKES) -> tuple[_Style, ...]:
+def _styles(candidate: tuple[str, str, str], strokes: tuple[float, ...] = WORLD_STROKES, turn: float = 0.0
+            ) -> tuple[_Style, ...]:
     """Template styles to try: outlines drawn aliased are a different band of pixels, and `strokes` wide; a hexagon
-    may stand on a side (the world's) or a vertex (the usual regular hexagon of other programs)."""
+    may stand on a side (the world's) or a vertex (the usual regular hexagon of other programs); a polygon is also
+    tried at `turn` (degrees, the turn its ink shows: `_turns`)."""
     empty = candidate[2] == "empty"
     edges = (False, True) if empty else (False,)
     turns = (0.0, 30.0) if candidate[0] == "hexagon" else (0.0,)
+    if turn and all(_turn_apart(candidate[0], turn, t) >= TURN_STEP for t in turns):
+        turns += (turn,)
     widths = tuple(w for w in strokes if w in WORLD_STROKES or _outline_share(candidate, w) <= MAX_OUTLINE_SHARE)
     return tuple(_Style(plain, turn, stroke) for plain in edges for turn in turns
                  for stroke in (widths if empty else WORLD_STROKES))
+
+
+def _turn_apart(shape: str, a: float, b: float) -> float:
+    """How far apart two turns of `shape` are, in degrees, given its symmetry (0 .. 180 / k)."""
+    period = 360.0 / _FOLDS.get(shape, 1)
+    gap = (a - b) % period
+    return min(gap, period - gap)
+
+
+def _angular_moments(ink: np.ndarray, gx: float, gy: float) -> dict[int, complex]:
+    """The k-th angular moments sum(ink rho^2 e^(i k phi)) about (gx, gy) for each polygon's k (phi anticlockwise
+    on screen); a k-fold polygon's vertices put its moment's phase at k times their angle."""
+    ys, xs = np.nonzero(ink)
+    weights = ink[ys, xs]
+    dx, dy = xs + 0.5 - gx, gy - (ys + 0.5)
+    rho2, phi = dx * dx + dy * dy, np.arctan2(dy, dx)
+    return {k: complex((weights * rho2 * np.exp(1j * k * phi)).sum()) for k in set(_FOLDS.values())}
+
+
+@lru_cache(maxsize=None)
+def _upright_moment(shape: str) -> complex:
+    """The angular moment of `shape` drawn upright by the world (big, full), its phase the reference of a turn."""
+    t = _template((shape, "big", "full"), 0, 0)
+    return _angular_moments(t, _HALF + 0.0, _HALF + 0.0)[_FOLDS[shape]]
+
+
+def _turns(ink: np.ndarray, gx: float, gy: float) -> dict[str, float]:
+    """For each polygon, the turn (degrees anticlockwise, in (-180 / k, 180 / k]) at which its upright drawing's
+    vertices would fall where `ink`'s (an element's coverage, its ink centroid at (gx, gy)) do, snapped to
+    TURN_STEP; 0 when nearer upright than MIN_TURN. Measured on polygons drawn by the world's renderer and PIL
+    (aliased or not, any turn), the estimate is within 5 degrees of the drawn turn."""
+    moments = _angular_moments(ink, gx, gy)
+    turns = {}
+    for shape, k in _FOLDS.items():
+        period = 360.0 / k
+        turn = np.degrees(np.angle(moments[k] / _upright_moment(shape))) / k
+        turn = TURN_STEP * round(turn / TURN_STEP)
+        turn = (turn + period / 2) % period - period / 2
+        turns[shape] = 0.0 if abs(turn) < MIN_TURN else float(turn)
+    return turns
+
+
+def _size_scales(size: str, scales: tuple[float, ...]) -> tuple[float, ...]:
+    """The relative radii of `scales` at which a candidate of `size` is tried: those on its side of the radius
+    between the size words (`_SIZE_RADII`)."""
+    low, high = _SIZE_RADII[size]
+    return tuple(s for s in scales if low <= renderer.RADIUS[size] * s <= high)
 
 
 def _outline_share(candidate: tuple[str, str, str], stroke: float) -> float:
@@ -196,13 +279,27 @@ def _outline_share(candidate: tuple[str, str, str], stroke: float) -> float:
     return _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2] / _centroid_offset((shape, size, "full"))[2]
 
 
-def _scales_for(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION
-                ) -> tuple[float, ...]:
-    """The two grid scales around the one at which `candidate`'s ink, its outline `stroke` wide, equals `total`
-    (ink ~ radius^2)."""
-    estimate = float(np.sqrt(total / _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2]))
-    k = int(np.searchsorted(SCALES, estimate))
-    return tuple(SCALES[i] for i in {min(max(k - 1, 0), len(SCALES) - 1), min(k, len(SCALES) - 1)})
+def _ink_scale(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION) -> float:
+    """The relative radius at which `candidate`'s ink, its outline `stroke` wide, equals `total` (ink ~ radius^2)."""
+    return float(np.sqrt(total / _centroid_offset(candidate, 1.0, _Style(stroke=stroke))[2]))
+
+
+def _scales_beyond(candidate: tuple[str, str, str], total: float, stroke: float, scales: tuple[float, ...]
+                   ) -> tuple[float, ...]:
+    """The scales of the grid `scales` outside SCALES within BEYOND_SPAN of the one `candidate`'s ink puts it at,
+    where that one is outside SCALES too (on its size word's side, `_size_scales`); () otherwise."""
+    estimate = _ink_scale(candidate, total, stroke)
+    if SCALES[0] <= estimate <= SCALES[-1]:
+        return ()
+    return tuple(s for s in _size_scales(candidate[1], scales)
+                 if not SCALES[0] <= s <= SCALES[-1] and abs(s - estimate) <= BEYOND_SPAN + 1e-9)
+
+
+def _scales_for(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION,
+                scales: tuple[float, ...] = SCALES) -> tuple[float, ...]:
+    """The two scales of the grid `scales` around the one at which `candidate`'s ink equals `total` (`_ink_scale`)."""
+    k = int(np.searchsorted(scales, _ink_scale(candidate, total, stroke)))
+    return tuple(scales[i] for i in {min(max(k - 1, 0), len(scales) - 1), min(k, len(scales) - 1)})
 
 
 @dataclass(frozen=True)
@@ -272,17 +369,30 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
         ex, ey = gx - ox, gy - oy
         return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style), total, scale, style)
 
-    fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in _styles(c, reading.strokes)
+    turns = _turns(ink, gx, gy) if reading.turned else {}
+
+    def styles(candidate) -> tuple[_Style, ...]:
+        return _styles(candidate, reading.strokes, turns.get(candidate[0], 0.0))
+
+    fits = sorted((placed_at_centroid(c, scale, style) for c in CANDIDATES for style in styles(c)
                    for scale in _scales_for(c, total, style.stroke)), key=lambda f: f.misfit)
     # The ink-based scale estimate is rough for outlines (their ink is a band of whole pixels when
     # drawn aliased): the closest few candidates try every scale of the grid.
     contenders = list(dict.fromkeys(f.candidate for f in fits))[:reading.contenders]
     for candidate in contenders:
-        for style in _styles(candidate, reading.strokes):
+        for style in styles(candidate):
             for scale in SCALES:
                 f = placed_at_centroid(candidate, scale, style)
                 if f.misfit < fits[0].misfit:
                     fits.insert(0, f)
+    # A drawing from elsewhere: contenders whose ink puts them past the world's radii are fitted there too, and win
+    # where they fit better and read the element otherwise (WIDE_SCALES).
+    beyond = [placed_at_centroid(c, scale, style) for c in contenders for style in styles(c)
+              for scale in _scales_beyond(c, total, style.stroke, reading.scales)] if reading.scales != SCALES else []
+    if beyond:
+        wide = min(beyond, key=lambda f: f.misfit)
+        if wide.misfit < fits[0].misfit and wide.candidate != fits[0].candidate:
+            fits.insert(0, wide)
     best = fits[0]
     if search > 0:
         steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)
