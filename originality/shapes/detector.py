@@ -131,11 +131,14 @@ SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 # A drawing from elsewhere may draw a size word's radius further off (another program's idea of "big"): its reading
 # also fits each contender whose ink puts it outside SCALES at the radii of WIDE_SCALES outside SCALES within
 # BEYOND_SPAN of that (`_scales_beyond`; each size word only on its own side of the radius between them,
-# `_size_scales`), and reads the element so where that fits better than the fit on SCALES and reads it otherwise (a
-# big circle drawn at 0.8 fits a hexagon at 0.88 best on SCALES). Where it reads it alike, the fit on SCALES stands:
-# one of the world's varied triangles, drawn at 1.1, fits best at 1.2, a quarter of a pixel off.
+# `_size_scales`), and reads the element so where that fits better than the fit on SCALES (its misfit below
+# BEYOND_MARGIN times that one's) and reads it otherwise (a big circle drawn at 0.8 fits a hexagon at 0.88 best on
+# SCALES). Where it reads it alike, the fit on SCALES stands: one of the world's varied triangles, drawn at 1.1, fits
+# best at 1.2, a quarter of a pixel off. The margin keeps two small full hexagons edged in black (whose colour is a
+# smaller shape) from reading as circles at 0.8, and changed nothing else in `benchmarks/detector_programs.py`.
 WIDE_SCALES = tuple(round(0.70 + 0.02 * k, 2) for k in range(31))
 BEYOND_SPAN = 0.06
+BEYOND_MARGIN = 0.9
 # Between the size words' radii (5.5 and 10 px) a drawing is ambiguous; no candidate of one size word is tried at a
 # radius the other's reaches, so that two candidates never render alike: small up to 7.2 px, big from 7.6 px.
 _SIZE_RADII = {"small": (0.0, 7.2), "big": (7.6, float("inf"))}
@@ -391,7 +394,7 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
               for scale in _scales_beyond(c, total, style.stroke, reading.scales)] if reading.scales != SCALES else []
     if beyond:
         wide = min(beyond, key=lambda f: f.misfit)
-        if wide.misfit < fits[0].misfit and wide.candidate != fits[0].candidate:
+        if wide.misfit < BEYOND_MARGIN * fits[0].misfit and wide.candidate != fits[0].candidate:
             fits.insert(0, wide)
     best = fits[0]
     if search > 0:
