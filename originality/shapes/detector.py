@@ -298,11 +298,11 @@ def _scales_beyond(candidate: tuple[str, str, str], total: float, stroke: float,
                  if not SCALES[0] <= s <= SCALES[-1] and abs(s - estimate) <= BEYOND_SPAN + 1e-9)
 
 
-def _scales_for(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION,
-                scales: tuple[float, ...] = SCALES) -> tuple[float, ...]:
-    """The two scales of the grid `scales` around the one at which `candidate`'s ink equals `total` (`_ink_scale`)."""
-    k = int(np.searchsorted(scales, _ink_scale(candidate, total, stroke)))
-    return tuple(scales[i] for i in {min(max(k - 1, 0), len(scales) - 1), min(k, len(scales) - 1)})
+def _scales_for(candidate: tuple[str, str, str], total: float, stroke: float = renderer.STROKE_FRACTION
+                ) -> tuple[float, ...]:
+    """The two grid scales around the one at which `candidate`'s ink equals `total` (`_ink_scale`)."""
+    k = int(np.searchsorted(SCALES, _ink_scale(candidate, total, stroke)))
+    return tuple(SCALES[i] for i in {min(max(k - 1, 0), len(SCALES) - 1), min(k, len(SCALES) - 1)})
 
 
 @dataclass(frozen=True)
