@@ -14,7 +14,10 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
    world's sizes, upright;
 2. PIL's pure-colour drawing at 256 and 512 px, and after JPEG at quality 75;
 3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii,
-   PIL's at 0.85 and 1.15 of the size word's radius, and PIL's polygons turned.
+   PIL's at 0.85 and 1.15 of the size word's radius, and PIL's polygons turned;
+4. by a program written after the redraw's reading was tuned on the rows above (`box_program`: numpy, shapes
+   filling their box, the Tableau palette, 2 px outlines), as drawn, at 256 px and after JPEG: how far the reading
+   carries to conventions it was not tuned on.
 
 A drawing is read right when the detector's (shape, colour, size, texture) of every element equal the caption's.
 Two readings: the judge's (`detect` with the world's own outline width, what scores reconstructions and a query
@@ -43,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from originality.experiments import other_program, pil_program  # noqa: E402
+from originality.experiments import box_program, other_program, pil_program  # noqa: E402
 from originality.experiments.figure6 import GROUPS, query_image  # noqa: E402
 from originality.experiments.reliability import SPLITS  # noqa: E402
 from originality.shapes import dataset, renderer  # noqa: E402
@@ -89,6 +92,10 @@ def drawings() -> dict[str, tuple[str, Callable]]:
     for turn in PIL_TURNS:
         ways[f"PIL pure, turned {turn} deg"] = ("outside the conventions", lambda els, t=turn:
                                                 pil_program.draw(els, turn=t))
+    held_out = "a program written after the reading was tuned"
+    ways["numpy, shapes filling their box"] = (held_out, box_program.draw)
+    ways["numpy, filling their box, 256 px"] = (held_out, lambda els: box_program.draw(els, size=256))
+    ways["numpy, filling their box, JPEG 75"] = (held_out, lambda els: renderer.jpeg(box_program.draw(els), 75))
     return ways
 
 

@@ -145,8 +145,8 @@ def test_queries() -> None:
     # one layout, a drawing of it each way: one caption, other pixels
     drawings = {d: figure6.query_image("unseen", 0, 3, d) for d in figure6.DRAWINGS}
     assert {c for c, _ in drawings.values()} == {caption}
-    assert len({im.tobytes() for _, im in drawings.values()}) == len(figure6.DRAWINGS) == 4
-    with pytest.raises(ValueError, match="drawing must be one of exact, varied, other, pil"):
+    assert len({im.tobytes() for _, im in drawings.values()}) == len(figure6.DRAWINGS) == 5
+    with pytest.raises(ValueError, match="drawing must be one of exact, varied, other, pil, box"):
         figure6.query_image("unseen", 0, 3, "sketched")
 
 

@@ -143,6 +143,28 @@ def test_a_third_programs_drawings_read_as_their_captions_say():
         assert sorted(d.key for d in found) == sorted((e.shape, e.colour, e.size, e.texture) for e in query.elements)
 
 
+def test_a_program_the_reading_was_not_tuned_on_reads_as_its_captions_say():
+    """`box_program` (numpy; shapes fill their box, so its squares are 1.23 times the world's; the Tableau palette;
+    2 px outlines centred on the edge) was written after the redraw's reading was tuned: the query layouts of both
+    splits and every full element alone read as their captions under the redraw's reading, and the world check lets
+    them in. (Its small empty squares, triangles and stars read as big: a fixed 2 px outline centred on a small
+    shape's edge is, pixel for pixel, a big shape drawn at 0.8 of its radius with the world's outline.)"""
+    from originality.experiments.box_program import draw
+    from originality.experiments.reliability import SPLITS
+
+    for shape, colour, size in itertools.product(renderer.SHAPES, renderer.COLOURS, renderer.SIZES):
+        image = draw([Element(shape, colour, size, "full", 30.3, 33.7)])
+        found = detector.detect(image, reading=detector.FOREIGN_READING)
+        assert [d.key for d in found] == [(shape, colour, size, "full")]
+        assert check_in_world(image).ok
+    for group, seed, index in itertools.product(("common", "rare", "unseen"), SPLITS.values(), range(4)):
+        query = dataset.query(group, seed, index)
+        image = draw(query.elements)
+        found = detector.detect(image, reading=detector.FOREIGN_READING)
+        assert sorted(d.key for d in found) == sorted((e.shape, e.colour, e.size, e.texture) for e in query.elements)
+        assert check_in_world(image).ok
+
+
 @pytest.mark.parametrize("turn", [10, 45, -60])
 def test_the_redraws_reading_takes_turned_polygons(turn):
     """Every polygon turned (PIL's drawings with the world's outline width, and the renderer's; a triangle turned
@@ -236,6 +258,15 @@ def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     assert not blank.ok and "No coloured shape" in blank.reason
     yellow = renderer.render([Element("circle", "red", rgb=(230, 220, 20)), Element("square", "blue", x=12, y=12)])
     assert not check_in_world(yellow).ok
+    # hues people name otherwise, though their brightest channel is a world colour's: matplotlib's orange, pink and
+    # purple, CSS hot pink; and the blues they still call blue: matplotlib's default blue, deep sky blue
+    for rgb, named_blue in (((255, 127, 14), False), ((227, 119, 194), False), ((148, 103, 189), False),
+                            ((255, 105, 180), False), ((31, 119, 180), True), ((0, 191, 255), True)):
+        drawing = renderer.render([Element("circle", "red", "big", "full", 24.0, 30.0, rgb=rgb),
+                                   Element("square", "green", "big", "full", 44.0, 36.0)])
+        fit = check_in_world(drawing)
+        assert fit.ok == named_blue, (rgb, fit.reason)
+        assert named_blue or "colours other than red, green and blue" in fit.reason
     # a photo-like image: smooth noise in every colour
     noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     photo = Image.fromarray(noise).resize((256, 256), Image.BICUBIC)

@@ -65,8 +65,9 @@ GROUP_COLOURS = {"common": "#4C72B0", "rare": "#DD8452", "unseen": "#C44E52"}
 
 # How a query is drawn: the renderer's exact pixels, a varied drawing of the world's renderer (`renderer.Variation`,
 # what the shipped model was fine-tuned on) or another program's drawing (`other_program`: matplotlib; `pil_program`:
-# PIL's ImageDraw, pure colours; each with conventions of its own).
-DRAWINGS = ("exact", "varied", "other", "pil")
+# PIL's ImageDraw, pure colours; `box_program`: a numpy rasteriser whose shapes fill their box, written after the
+# detector's wide reading was tuned on the first two; each with conventions of its own).
+DRAWINGS = ("exact", "varied", "other", "pil", "box")
 
 
 def query_image(group: str, seed: int, index: int, drawing: str = "exact"):
@@ -89,6 +90,10 @@ def query_image(group: str, seed: int, index: int, drawing: str = "exact"):
         from .pil_program import draw as pil_draw  # noqa: PLC0415 - start-up, as above
 
         return sample.caption, pil_draw(sample.elements)
+    if drawing == "box":
+        from .box_program import draw as box_draw  # noqa: PLC0415 - start-up, as above
+
+        return sample.caption, box_draw(sample.elements)
     raise ValueError(f"drawing must be one of {', '.join(DRAWINGS)}, got {drawing!r}")
 
 

@@ -8,8 +8,8 @@
 
 Each of --per-group varied drawings per group (COMMON, RARE, UNSEEN; `figure6.query_image`: the world's renderer
 straying in shade, radius, edges, blur and compression as in training; `--drawing other`: the same layouts drawn
-by another program, `other_program` (matplotlib) or `--drawing pil`, `pil_program` (PIL), with conventions the
-model never saw) is analysed --runs times, fully
+by another program, `other_program` (matplotlib), `--drawing pil`, `pil_program` (PIL), or `--drawing box`,
+`box_program` (numpy, shapes filling their box), with conventions the model never saw) is analysed --runs times, fully
 independently: run r uses the analysis seed
 `seed + r * RUN_SEED_STRIDE`, so it draws its own inversion noise and its own reconstruction latents (what
 two runs of the CLI with different `--seed` do). Printed per group and overall (terms:
@@ -672,8 +672,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--split", default="test", choices=sorted(SPLITS))
     ap.add_argument("--drawing", default="varied", choices=DRAWINGS,
                     help="how the queries are drawn: the world's renderer, varied as in training (the benchmark's "
-                         "drawings), exactly, or by another program (other: matplotlib; pil: PIL's ImageDraw; each "
-                         "with conventions of its own); a drawing other than varied is named in the result's name")
+                         "drawings), exactly, or by another program (other: matplotlib; pil: PIL's ImageDraw; box: "
+                         "a numpy rasteriser whose shapes fill their box; each with conventions of its own); a drawing other than varied is named in the result's name")
     ap.add_argument("--per-group", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
     ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one)")

@@ -27,9 +27,25 @@ WHITE_LEVEL = 215
 MIN_BACKGROUND = 0.55
 # Share of the 2 px frame around the canvas that must be background (elements never touch it).
 MIN_BORDER_BACKGROUND = 0.85
-# A coloured pixel is of a world hue when its middle channel is this close to its darkest one,
-# relative to its saturation (yellow, cyan, magenta, orange and skin tones are not).
-MAX_SECOND_CHANNEL = 0.55
+# A coloured pixel is of a world hue when its middle channel is close enough to its darkest one, relative to its
+# saturation: (middle - darkest) / (brightest - darkest) is the hue's distance from its primary in sixths of the hue
+# circle (0: the primary, 1: yellow, cyan or magenta). How far a hue may stray depends on the direction, as people
+# name colours (the xkcd colour survey's names, `matplotlib.colors.XKCD_COLORS`: colours named blue reach 0.8 towards
+# cyan, teal and aqua begin at 0.94; orange, pink, purple, indigo and lavender lie at 0.42-0.55 from red or blue; lime and
+# teal from 0.5-0.6 from green). The world's own varied shades reach 0.33 from red and blue and 0.48 from green.
+# Keyed by (brightest channel's colour, middle channel's colour).
+HUE_LIMITS = {
+    ("red", "green"): 0.40,  # towards orange
+    ("red", "blue"): 0.40,  # towards pink and magenta
+    ("green", "red"): 0.55,  # towards lime and yellow
+    ("green", "blue"): 0.55,  # towards teal and cyan
+    ("blue", "red"): 0.40,  # towards violet and purple
+    ("blue", "green"): 0.80,  # towards azure (matplotlib's default blue, 0.59; deep sky blue, 0.75) and cyan
+}
+_CHANNELS = ("red", "green", "blue")
+_HUE_LIMIT = np.ones((3, 3), dtype=np.float32)  # [brightest channel, middle channel]
+for (_bright, _middle), _limit in HUE_LIMITS.items():
+    _HUE_LIMIT[_CHANNELS.index(_bright), _CHANNELS.index(_middle)] = _limit
 # Pixels that are neither background, nor of a world hue, nor in a detected element's
 # neighbourhood (anti-aliased rims, JPEG ringing): at most this share of the canvas.
 MAX_STRAY = 0.04
@@ -74,11 +90,11 @@ def check_in_world(image: Image.Image) -> WorldFit:
         return WorldFit(False, f"The image holds {len(found)} shapes; this world's images hold at most {MAX_ELEMENTS}.",
                         elements=len(found), background=background)
     # 3. Nothing else: no other hues, no marks the detector could not read as elements.
-    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
-    mid = rgb.sum(axis=2) - hi - lo
+    order = np.argsort(rgb, axis=2, kind="stable")
+    lo, mid, hi = (np.take_along_axis(rgb, order[..., k : k + 1], axis=2)[..., 0] for k in range(3))
     sat = hi - lo
     coloured = ~white & (sat >= 40)
-    off_hue = coloured & ((mid - lo) > MAX_SECOND_CHANNEL * np.maximum(sat, 1.0))
+    off_hue = coloured & ((mid - lo) > _HUE_LIMIT[order[..., 2], order[..., 1]] * np.maximum(sat, 1.0))
     near_elements = _near(found, white.shape)
     stray = ~white & ~near_elements
     if float(off_hue.mean()) > MAX_STRAY:
