@@ -122,6 +122,21 @@ def test_touching_elements_of_one_colour_are_split() -> None:
     assert Counter(d.key for d in found) == _keys(els)
 
 
+@pytest.mark.parametrize("rgb", [(141, 229, 161), (255, 159, 155), (161, 201, 244)])
+def test_touching_elements_in_a_light_shade_are_read_full(rgb) -> None:
+    """Touching elements of one pastel colour (seaborn's pastel palette; a drawing's lighter shade is read relative
+    to its own ink level) read as full when refitted together, as each does alone: before session 32 the refit of
+    touching elements took the shade's ink as it is, about half of the nominal colour's, and read two empty shapes."""
+    colour = ("red", "green", "blue")[int(np.argmax(rgb))]
+    els = [
+        renderer.Element("circle", colour, "big", "full", 24.90, 30.19, rgb=rgb),
+        renderer.Element("square", colour, "big", "full", 38.54, 16.38, rgb=rgb),
+    ]
+    assert Counter(d.key for d in detect(renderer.render(els))) == _keys(els)
+    for e in els:
+        assert Counter(d.key for d in detect(renderer.render([e]))) == _keys([e])
+
+
 def test_mixed_attribute_layouts() -> None:
     # Random layouts of all sizes and textures. Elements of one colour may overlap (by up to
     # ~2.5 px for a square's corner) and then form one blob; the detector splits those at their

@@ -528,8 +528,9 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
                 fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0), reading=reading)
                 if fit is not None:
                     component_fits.append((fit, area, region))
-            if len(component_fits) > 1:  # touching elements, split apart
-                component_fits = _explain_away(component_fits, coverage, reading=reading)
+            if len(component_fits) > 1:  # touching elements, split apart, refitted on their own ink level as above
+                own = _own_coverage(coverage, (labels == index) & mask)
+                component_fits = _explain_away(component_fits, own, reading=reading)
             fits.extend(component_fits)
         for fit, area, _ in fits:
             if fit.relative_misfit > max_misfit:
