@@ -259,7 +259,8 @@ def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     yellow = renderer.render([Element("circle", "red", rgb=(230, 220, 20)), Element("square", "blue", x=12, y=12)])
     assert not check_in_world(yellow).ok
     # hues people name otherwise, though their brightest channel is a world colour's: matplotlib's orange, pink and
-    # purple, CSS hot pink; and the blues they still call blue: matplotlib's default blue, deep sky blue
+    # purple, CSS hot pink (all but the pink passed before session 32); and the blues they still call blue:
+    # matplotlib's default blue, deep sky blue (refused before)
     for rgb, named_blue in (((255, 127, 14), False), ((227, 119, 194), False), ((148, 103, 189), False),
                             ((255, 105, 180), False), ((31, 119, 180), True), ((0, 191, 255), True)):
         drawing = renderer.render([Element("circle", "red", "big", "full", 24.0, 30.0, rgb=rgb),

@@ -6,9 +6,10 @@ was not tuned on. A person who draws "a big red square" in an SVG editor or with
 choices of their own; the ones here, each unlike the world's renderer, matplotlib's and PIL's:
 
 - every shape fills the element's box, 2r wide (r the world's radius for its size): the square's side is 2r
-  (the renderer's 1.63 r, PIL's and matplotlib's 1.41 r), the triangle is equilateral with a 2r base and its box
-  centred on the element, the hexagon stands on a vertex with its corners 2r apart across, the star's points
-  touch the box's sides and its inner radius is half its outer one;
+  (the renderer's 1.63 r, PIL's and matplotlib's 1.41 r), the triangle is equilateral with a 2r base (the
+  renderer's 1.73 r) and its box centred on the element, the hexagon has a flat top as the world's does, its
+  corners 2r apart across, and the star's side points touch the box (outer radius 1.05 r) with an inner radius
+  half its outer one (the renderer's 0.45, the regular pentagram's 0.38);
 - colours from the Tableau palette (matplotlib's default cycle): red (214, 39, 40), green (44, 160, 44), blue
   (31, 119, 180), on a canvas of (250, 250, 250);
 - an empty element's outline is a fixed 2 px of the 64 px frame, centred on the edge, whatever the size (a fifth
