@@ -148,7 +148,8 @@ def test_a_program_the_reading_was_not_tuned_on_reads_as_its_captions_say():
     2 px outlines centred on the edge) was written after the redraw's reading was tuned: the query layouts of both
     splits and every full element alone read as their captions under the redraw's reading, and the world check lets
     them in. (Its small empty squares, triangles and stars read as big: a fixed 2 px outline centred on a small
-    shape's edge is, pixel for pixel, a big shape drawn at 0.8 of its radius with the world's outline.)"""
+    square's edge spans 9-13 px across, nearer a big square at 0.8 of its radius with the world's outline than any
+    small one the reading tries.)"""
     from originality.experiments.box_program import draw
     from originality.experiments.reliability import SPLITS
 

@@ -673,7 +673,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--drawing", default="varied", choices=DRAWINGS,
                     help="how the queries are drawn: the world's renderer, varied as in training (the benchmark's "
                          "drawings), exactly, or by another program (other: matplotlib; pil: PIL's ImageDraw; box: "
-                         "a numpy rasteriser whose shapes fill their box; each with conventions of its own); a drawing other than varied is named in the result's name")
+                         "a numpy rasteriser whose shapes fill their box; each with conventions of its own); a "
+                         "drawing other than varied is named in the result's name")
     ap.add_argument("--per-group", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
     ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one)")

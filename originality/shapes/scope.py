@@ -30,10 +30,10 @@ MIN_BORDER_BACKGROUND = 0.85
 # A coloured pixel is of a world hue when its middle channel is close enough to its darkest one, relative to its
 # saturation: (middle - darkest) / (brightest - darkest) is the hue's distance from its primary in sixths of the hue
 # circle (0: the primary, 1: yellow, cyan or magenta). How far a hue may stray depends on the direction, as people
-# name colours (the xkcd colour survey's names, `matplotlib.colors.XKCD_COLORS`: colours named blue reach 0.8 towards
-# cyan, teal and aqua begin at 0.94; orange, pink, purple, indigo and lavender lie at 0.42-0.55 from red or blue; lime and
-# teal from 0.5-0.6 from green). The world's own varied shades reach 0.33 from red and blue and 0.48 from green.
-# Keyed by (brightest channel's colour, middle channel's colour).
+# name colours (the xkcd colour survey's names, `matplotlib.colors.XKCD_COLORS`): colours named blue reach 0.8
+# towards cyan, and teal and aqua begin at 0.94; orange, pink, purple, indigo and lavender lie at 0.42-0.55 from red
+# or blue; lime and teal begin 0.5-0.6 from green. The world's own varied shades reach 0.33 from red and blue and
+# 0.48 from green. Keyed by (brightest channel's colour, middle channel's colour).
 HUE_LIMITS = {
     ("red", "green"): 0.40,  # towards orange
     ("red", "blue"): 0.40,  # towards pink and magenta
