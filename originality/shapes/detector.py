@@ -53,7 +53,8 @@ from scipy import ndimage
 
 from . import renderer
 
-_CHANNEL = {"red": 0, "green": 1, "blue": 2}
+# Each colour word's channel in an RGB pixel.
+CHANNEL = {"red": 0, "green": 1, "blue": 2}
 # Saturation of each pure colour, and its darkest channel (coverage of a pixel is
 # (255 - darkest channel) / (255 - _INK_MIN)).
 _FULL_SAT = {c: float(max(rgb) - min(rgb)) for c, rgb in renderer.RGB.items()}
@@ -502,10 +503,10 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
     coverage = _coverage(rgb)
     masks = {
         colour: (dominant == channel) & (sat >= SATURATION_FRACTION * _FULL_SAT[colour])
-        for colour, channel in _CHANNEL.items()
+        for colour, channel in CHANNEL.items()
     }
     found: list[Detection] = []
-    for colour, channel in _CHANNEL.items():
+    for colour, channel in CHANNEL.items():
         mask = masks[colour]
         if not mask.any():
             continue
@@ -519,8 +520,9 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
         faint = (dominant == channel) & ~(masks["red"] | masks["green"] | masks["blue"])
         fits: list[tuple[_Fit, int, np.ndarray]] = []
         for index in keep:
+            component = labels == index
             component_fits = []
-            for piece in _split(ndimage.binary_fill_holes(labels == index)):
+            for piece in _split(ndimage.binary_fill_holes(component)):
                 area = int((piece & mask).sum())
                 if area < min_area:
                     continue
@@ -529,7 +531,7 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
                 if fit is not None:
                     component_fits.append((fit, area, region))
             if len(component_fits) > 1:  # touching elements, split apart, refitted on their own ink level as above
-                own = _own_coverage(coverage, (labels == index) & mask)
+                own = _own_coverage(coverage, component & mask)
                 component_fits = _explain_away(component_fits, own, reading=reading)
             fits.extend(component_fits)
         for fit, area, _ in fits:

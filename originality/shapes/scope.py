@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import renderer
 from .dataset import MAX_ELEMENTS
-from .detector import FOREIGN_READING, detect
+from .detector import CHANNEL, FOREIGN_READING, detect
 
 # A pixel is background when every channel is at least this bright.
 WHITE_LEVEL = 215
@@ -42,13 +42,20 @@ HUE_LIMITS = {
     ("blue", "red"): 0.40,  # towards violet and purple
     ("blue", "green"): 0.80,  # towards azure (matplotlib's default blue, 0.59; deep sky blue, 0.75) and cyan
 }
-_CHANNELS = ("red", "green", "blue")
-_HUE_LIMIT = np.ones((3, 3), dtype=np.float32)  # [brightest channel, middle channel]
-for (_bright, _middle), _limit in HUE_LIMITS.items():
-    _HUE_LIMIT[_CHANNELS.index(_bright), _CHANNELS.index(_middle)] = _limit
 # Pixels that are neither background, nor of a world hue, nor in a detected element's
 # neighbourhood (anti-aliased rims, JPEG ringing): at most this share of the canvas.
 MAX_STRAY = 0.04
+
+
+def _hue_limit_table() -> np.ndarray:
+    """HUE_LIMITS indexed by channel: [brightest channel, middle channel] (the diagonal is never read)."""
+    table = np.ones((3, 3), dtype=np.float32)
+    for (bright, middle), limit in HUE_LIMITS.items():
+        table[CHANNEL[bright], CHANNEL[middle]] = limit
+    return table
+
+
+_HUE_LIMIT = _hue_limit_table()
 
 OUTSIDE_ADVICE = ("This model only knows a few coloured shapes (red, green or blue) on a white background; "
                   "for photos and artwork use Stable Diffusion on a GPU.")
