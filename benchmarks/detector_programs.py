@@ -13,8 +13,10 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
    (`pil_program`: four palettes, anti-aliased or aliased; an off-white canvas; full shapes edged in black) at the
    world's sizes, upright;
 2. PIL's pure-colour drawing at 256 and 512 px, and after JPEG at quality 75;
-3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii,
-   PIL's at 0.85 and 1.15 of the size word's radius, and PIL's polygons turned;
+3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii
+   (at 1.5 and 1.75 of the size word's, moved apart into the canvas's corners: a small shape drawn that large is a
+   big one, so those rows' single small elements are misread by construction), PIL's at 0.85 and 1.15 of the size
+   word's radius, and PIL's polygons turned;
 4. by a program written after the redraw's reading was tuned on the rows above (`box_program`: numpy, shapes
    filling their box, the Tableau palette, 2 px outlines), as drawn, at 256 px and after JPEG: how far the reading
    carries to conventions it was not tuned on.
@@ -55,6 +57,7 @@ from originality.shapes.redraw import redraw  # noqa: E402
 
 PER_GROUP = 10
 RENDERER_SCALES = (0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
+LARGER_SCALES = (1.5, 1.75)  # past the world's radii by more than its variation; drawn apart, in the corners
 PIL_RADIUS_SCALES = (0.85, 1.15)
 PIL_TURNS = (10, 30, 45)
 PIL_OUTLINES = (0.1, 0.15, 0.3, 0.35)
@@ -86,6 +89,9 @@ def drawings() -> dict[str, tuple[str, Callable]]:
     for scale in RENDERER_SCALES:
         ways[f"world, radius x{scale}"] = ("outside the conventions", lambda els, k=scale:
                                            renderer.render([replace(e, scale=k) for e in els]))
+    for scale in LARGER_SCALES:
+        ways[f"world, radius x{scale}, apart"] = ("outside the conventions", lambda els, k=scale:
+                                                  renderer.render(apart(els, k)))
     for scale in PIL_RADIUS_SCALES:
         ways[f"PIL pure, radius x{scale}"] = ("outside the conventions", lambda els, k=scale:
                                               pil_program.draw(els, radius_scale=k))
@@ -97,6 +103,21 @@ def drawings() -> dict[str, tuple[str, Callable]]:
     ways["numpy, filling their box, 256 px"] = (held_out, lambda els: box_program.draw(els, size=256))
     ways["numpy, filling their box, JPEG 75"] = (held_out, lambda els: renderer.jpeg(box_program.draw(els), 75))
     return ways
+
+
+def apart(elements, scale: float) -> list[renderer.Element]:
+    """`elements` at `scale` times their radius, moved into the canvas's corners (top left, bottom right, top right,
+    bottom left) so that big ones drawn that large do not overlap; one alone stays where it is, inside the canvas."""
+    out = []
+    for k, e in enumerate(elements):
+        r = e.radius * scale + 1
+        if len(elements) > 1:
+            far = renderer.IMAGE_SIZE - r
+            x, y = ((r, r), (far, far), (far, r), (r, far))[k]
+        else:
+            x, y = min(max(e.x, r), renderer.IMAGE_SIZE - r), min(max(e.y, r), renderer.IMAGE_SIZE - r)
+        out.append(replace(e, x=x, y=y, scale=scale))
+    return out
 
 
 def layouts() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:

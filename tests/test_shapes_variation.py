@@ -15,6 +15,7 @@ from PIL import Image
 from originality.shapes import dataset, detector, renderer
 from originality.shapes.scope import check_in_world
 from originality.experiments.figure6 import query_image
+from originality.shapes.redraw import redraw
 from originality.shapes.renderer import Element, Variation
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -210,6 +211,24 @@ def test_the_redraws_reading_takes_other_radii(radius):
         judge_right += sorted(d.key for d in detector.detect(image)) == want
         n += 1
     assert judge_right < n
+
+
+@pytest.mark.parametrize("radius", [1.5, 1.75])
+def test_big_shapes_drawn_past_the_worlds_radii_read_as_themselves_and_pass_the_check(radius):
+    """Every big shape, full and empty, drawn alone at 1.5 or 1.75 times the world's radius (a program whose "big"
+    fills more of the canvas), and a square beside a triangle at 1.5: the redraw's reading reads each as itself and
+    the world check takes it. Before the reading's radii reached past 1.3, a big square read as a circle and a big
+    empty circle was not found at all."""
+    drawings = [[Element(shape, "green", "big", texture, 32.4, 31.6, scale=radius)]
+                for shape, texture in itertools.product(renderer.SHAPES, renderer.TEXTURES)]
+    drawings.append([Element("square", "red", "big", "full", 17.5, 18.0, scale=1.5),
+                     Element("triangle", "blue", "big", "full", 45.0, 46.0, scale=1.5)])
+    for elements in drawings:
+        image = renderer.render(elements)
+        want = sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
+        assert sorted(d.key for d in detector.detect(image, reading=detector.FOREIGN_READING)) == want, elements
+        assert check_in_world(image).ok, (elements, check_in_world(image).reason)
+        assert sorted(d.key for d in detector.detect(redraw(image))) == want, elements
 
 
 @pytest.mark.parametrize("outline, supersample", [(0.0, 1), (0.15, 4), (0.3, 4), (0.35, 1)])

@@ -25,7 +25,7 @@ one's (shape, colour, size, texture) and position:
    standing on a vertex (turned 30 degrees, as other programs draw a regular
    hexagon; the world's stands on a side). A drawing from elsewhere
    (`FOREIGN_READING`) is read more widely: other outline widths, radii from 0.7
-   to 1.3 of the size word's, and each polygon also at the turn its ink shows
+   to 1.8 of the size word's, and each polygon also at the turn its ink shows
    (the phase of the ink's k-th angular moment, k its symmetry: `_turns`).
    Elements of one colour that were split
    apart are refitted jointly: each to the ink the other elements' fits leave.
@@ -43,6 +43,7 @@ areas are in pixels of that 64 px frame.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -78,7 +79,9 @@ WORLD_STROKES = (renderer.STROKE_FRACTION,)
 MAX_OUTLINE_SHARE = 0.75
 # Candidate templates are rendered at this many sub-pixel phases per pixel.
 PHASES = 4
-_HALF = 15  # templates are (2 * _HALF) px square, centred on the element
+# Templates are (2 * half) px square, centred on the element: _HALF, or wider for a candidate drawn past the radius
+# that fits in it (`_half`), so that a wide reading's big shapes are not cut off.
+_HALF = 15
 _EIGHT = np.ones((3, 3), dtype=bool)
 CANDIDATES = tuple(itertools.product(renderer.SHAPES, renderer.SIZES, renderer.TEXTURES))
 
@@ -130,16 +133,23 @@ def _own_coverage(coverage: np.ndarray, core: np.ndarray) -> np.ndarray:
 # also fitted at the scale its ink suggests, snapped to this grid (a relative radius).
 SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 # A drawing from elsewhere may draw a size word's radius further off (another program's idea of "big"): its reading
-# also fits each contender whose ink puts it outside SCALES at the radii of WIDE_SCALES outside SCALES within
+# also fits each candidate whose ink puts it outside SCALES at the radii of WIDE_SCALES outside SCALES within
 # BEYOND_SPAN of that (`_scales_beyond`; each size word only on its own side of the radius between them,
 # `_size_scales`), and reads the element so where that fits better than the fit on SCALES (its misfit below
 # BEYOND_MARGIN times that one's) and reads it otherwise (a big circle drawn at 0.8 fits a hexagon at 0.88 best on
-# SCALES). Where it reads it alike, the fit on SCALES stands: one of the world's varied triangles, drawn at 1.1, fits
-# best at 1.2, a quarter of a pixel off. The margin keeps two small full hexagons edged in black (whose colour is a
-# smaller shape) from reading as circles at 0.8, and changed nothing else in `benchmarks/detector_programs.py`.
-WIDE_SCALES = tuple(round(0.70 + 0.02 * k, 2) for k in range(31))
+# SCALES). Where it reads it alike, the fit on SCALES stands unless it is poor (relative misfit above
+# SAME_READING_MISFIT; on the 37 ways of `benchmarks/detector_programs.py` at most 0.12, a drawing at 0.75 of the
+# radius read at 0.86; a big circle drawn at 1.5 and read at 1.14, 0.27): one of the world's varied triangles, drawn
+# at 1.1, fits best at 1.2, a quarter of a pixel off. The margin keeps two small full hexagons edged in black (whose
+# colour is a smaller shape) from reading as circles at 0.8, and changed nothing else in that benchmark. Where the
+# fit on SCALES is poor, every candidate is fitted beyond, not only the contenders: a big empty circle drawn at 1.6
+# overlaps no grid radius of SCALES, so on SCALES the nearest candidates are the smallest ones. The grid reaches
+# 1.8 of the radius (a big shape drawn past 1.3 read as a circle, or not at all, before); two big shapes at 1.8 no
+# longer fit side by side.
+WIDE_SCALES = tuple(round(0.70 + 0.02 * k, 2) for k in range(56))
 BEYOND_SPAN = 0.06
 BEYOND_MARGIN = 0.9
+SAME_READING_MISFIT = 0.15
 # Between the size words' radii (5.5 and 10 px) a drawing is ambiguous; no candidate of one size word is tried at a
 # radius the other's reaches, so that two candidates never render alike: small up to 7.2 px, big from 7.6 px.
 _SIZE_RADII = {"small": (0.0, 7.2), "big": (7.6, float("inf"))}
@@ -181,7 +191,7 @@ WORLD_READING = Reading()
 # A drawing from elsewhere, read for the redraw and the world check: outlines from one pixel of a big element (0.1
 # of its radius; 0.18 of a small one's) to twice the world's, and more contenders, since the ink-based scale of an
 # outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's); radii
-# from 0.7 to 1.3 of the size word's; and polygons turned any way (a triangle pointing down is a triangle).
+# from 0.7 to 1.8 of the size word's; and polygons turned any way (a triangle pointing down is a triangle).
 FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8, scales=WIDE_SCALES,
                           turned=True)
 
@@ -196,10 +206,10 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
               style: _Style = _UPRIGHT) -> np.ndarray:
     """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
     shape, size, texture = candidate
-    c = renderer.IMAGE_SIZE // 2
+    c, half = renderer.IMAGE_SIZE // 2, _half(size, scale)
     e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn,
                          stroke=style.stroke)
-    window = renderer.render([e], supersample=not style.plain).crop((c - _HALF, c - _HALF, c + _HALF, c + _HALF))
+    window = renderer.render([e], supersample=not style.plain).crop((c - half, c - half, c + half, c + half))
     return _coverage(np.asarray(window, dtype=np.float32))
 
 
@@ -212,7 +222,14 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
     ys, xs = np.mgrid[0 : t.shape[0], 0 : t.shape[1]]
     gx = float((t * (xs + 0.5)).sum() / ink)
     gy = float((t * (ys + 0.5)).sum() / ink)
-    return gx - _HALF, gy - _HALF, ink
+    half = t.shape[0] // 2
+    return gx - half, gy - half, ink
+
+
+def _half(size: str, scale: float) -> int:
+    """Half the side of a template's window (px): _HALF, or the element's radius and 2 px of rim where that is
+    more (a big shape past 1.3 of the world's radius)."""
+    return max(_HALF, math.ceil(renderer.RADIUS[size] * scale) + 2)
 
 
 def _styles(candidate: tuple[str, str, str], strokes: tuple[float, ...] = WORLD_STROKES, turn: float = 0.0
@@ -329,9 +346,10 @@ def _placed(candidate: tuple[str, str, str], ex: float, ey: float, shape: tuple[
     iy, fy = divmod(round(ey * PHASES), PHASES)
     t = _template(candidate, fx, fy, scale, style)
     h, w = shape
-    x0, y0 = ix - _HALF, iy - _HALF
+    half = t.shape[0] // 2
+    x0, y0 = ix - half, iy - half
     ax0, ay0 = max(0, x0), max(0, y0)
-    ax1, ay1 = min(w, x0 + 2 * _HALF), min(h, y0 + 2 * _HALF)
+    ax1, ay1 = min(w, x0 + 2 * half), min(h, y0 + 2 * half)
     if ax1 <= ax0 or ay1 <= ay0:
         return t[:0, :0], (0, 0, 0, 0)
     return t[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0], (ay0, ay1, ax0, ax1)
@@ -390,12 +408,15 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
                 if f.misfit < fits[0].misfit:
                     fits.insert(0, f)
     # A drawing from elsewhere: contenders whose ink puts them past the world's radii are fitted there too, and win
-    # where they fit better and read the element otherwise (WIDE_SCALES).
-    beyond = [placed_at_centroid(c, scale, style) for c in contenders for style in styles(c)
+    # where they fit better and read the element otherwise, or the fit on SCALES is poor; then every candidate is a
+    # contender, since the nearest on SCALES say little (WIDE_SCALES).
+    poor = fits[0].relative_misfit > SAME_READING_MISFIT
+    beyond = [placed_at_centroid(c, scale, style) for c in (CANDIDATES if poor else contenders) for style in styles(c)
               for scale in _scales_beyond(c, total, style.stroke, reading.scales)] if reading.scales != SCALES else []
     if beyond:
         wide = min(beyond, key=lambda f: f.misfit)
-        if wide.misfit < BEYOND_MARGIN * fits[0].misfit and wide.candidate != fits[0].candidate:
+        if wide.misfit < BEYOND_MARGIN * fits[0].misfit and (
+                wide.candidate != fits[0].candidate or poor):
             fits.insert(0, wide)
     best = fits[0]
     if search > 0:
