@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -66,6 +67,27 @@ def test_render_other_sizes_keep_the_layout() -> None:
     big = np.asarray(renderer.render([e], size=128))
     assert big.shape == (128, 128, 3)
     assert tuple(big[32, 32]) == renderer.RGB["green"] and tuple(big[100, 100]) == renderer.BACKGROUND
+
+
+@pytest.mark.parametrize("supersample", [True, False])
+def test_a_window_of_a_render_is_the_crop_of_the_whole_canvas(supersample) -> None:
+    """The detector draws its templates as windows of the canvas (`render(..., window=...)`, 2.5x faster than the
+    whole canvas): every pixel must be the whole canvas's, whatever the shape, outline, turn, radius and sub-pixel
+    position, or the readings, and every judged distance, would move."""
+    elements = [E("star", "red", "big", "empty", 32.25, 31.75, turn=17.0, stroke=0.35),
+                E("triangle", "green", "big", "full", 30.5, 33.25, scale=1.3, turn=-44.0),
+                E("square", "blue", "small", "empty", 33.0, 32.5, stroke=0.1),
+                E("hexagon", "red", "big", "empty", 32.75, 32.0, scale=1.7, turn=30.0),
+                E("circle", "blue", "big", "full", 31.5, 32.25, scale=0.8)]
+    for e in elements:
+        for x0, y0, side in ((17, 17, 30), (12, 15, 40), (0, 0, 64), (30, 2, 20)):
+            whole = renderer.render([e], supersample=supersample).crop((x0, y0, x0 + side, y0 + side))
+            window = renderer.render([e], supersample=supersample, window=(x0, y0, side))
+            assert window.size == (side, side) and window.tobytes() == whole.tobytes(), (e, x0, y0, side)
+    # the outline of one shape at several widths (its distances are drawn once): each width its own band
+    bands = [np.asarray(renderer.render([replace(elements[0], stroke=w)])) for w in (0.1, 0.2, 0.35)]
+    inked = [int((b != np.array(renderer.BACKGROUND, dtype=np.uint8)).any(axis=2).sum()) for b in bands]
+    assert inked[0] < inked[1] < inked[2]
 
 
 # --------------------------------------------------------------------------- captions and elements

@@ -209,8 +209,9 @@ def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 
     c, half = renderer.IMAGE_SIZE // 2, _half(size, scale)
     e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn,
                          stroke=style.stroke)
-    window = renderer.render([e], supersample=not style.plain).crop((c - half, c - half, c + half, c + half))
-    return _coverage(np.asarray(window, dtype=np.float32))
+    # Only the template's window of the canvas: the same pixels, for 2.5x less work on a cold cache.
+    drawn = renderer.render([e], supersample=not style.plain, window=(c - half, c - half, 2 * half))
+    return _coverage(np.asarray(drawn, dtype=np.float32))
 
 
 @lru_cache(maxsize=TEMPLATE_CACHE)

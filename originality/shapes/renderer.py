@@ -11,6 +11,7 @@ import io
 import math
 import random
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -127,33 +128,46 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float,
         draw.polygon(poly, fill=fill)
 
 
-def _outline(shape: str, cx: float, cy: float, r: float, width: float, canvas_size: tuple[int, int],
-             turn: float = 0.0) -> Image.Image:
-    """Mask ("L") of the band of the filled shape within `width` pixels of its edge.
+def _outline(shape: str, cx: float, cy: float, r: float, width: float, turn: float = 0.0
+             ) -> tuple[Image.Image, tuple[int, int]]:
+    """Mask ("L") of the band of the filled shape within `width` pixels of its edge, and the canvas position of the
+    mask's top left corner.
 
     This is the shape's outline drawn inwards, so an empty element has the same
     silhouette as a full one. Pillow's own wide polygon outlines break on the
     concave star (gaps, stray strokes inside), hence the distance transform.
     """
-    from scipy import ndimage  # noqa: PLC0415 - start-up: scipy, only empty elements need it
-
-    # Draw on a local canvas with a blank margin (integer offset: same pixels), so
+    # Drawn on a local canvas with a blank margin (integer offset: same pixels), so
     # that the edge of the image does not count as the shape's edge.
     m = int(math.ceil(r + width)) + 2
     ox, oy = int(math.floor(cx)) - m, int(math.floor(cy)) - m
+    distance = _distance_inside(shape, cx - ox, cy - oy, r, turn, m)
+    band = (distance > 0) & (distance <= width)
+    return Image.fromarray(band.astype(np.uint8) * 255), (ox, oy)
+
+
+@lru_cache(maxsize=64)
+def _distance_inside(shape: str, cx: float, cy: float, r: float, turn: float, m: int) -> np.ndarray:
+    """Each pixel's distance to the nearest pixel outside the filled shape (0 outside it), on a local canvas of
+    2m + 1 pixels; the same drawing for every outline width, so the detector's templates of one shape at several
+    widths share it."""
+    from scipy import ndimage  # noqa: PLC0415 - start-up: scipy, only empty elements need it
+
     local = Image.new("L", (2 * m + 1, 2 * m + 1), 0)
-    _draw(ImageDraw.Draw(local), shape, cx - ox, cy - oy, r, 255, turn)
+    _draw(ImageDraw.Draw(local), shape, cx, cy, r, 255, turn)
     inside = np.asarray(local) >= 128
-    band = inside & (ndimage.distance_transform_edt(inside) <= width)
-    mask = Image.new("L", canvas_size, 0)
-    mask.paste(Image.fromarray(band.astype(np.uint8) * 255), (ox, oy))
-    return mask
+    distance = ndimage.distance_transform_edt(inside)
+    distance.flags.writeable = False
+    return distance
 
 
-def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE, supersample: bool = True) -> Image.Image:
+def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE, supersample: bool = True,
+           window: tuple[int, int, int] | None = None) -> Image.Image:
     """Render elements on a white canvas of `size` x `size` pixels (RGB).
 
-    `supersample=False` draws plain rasterised (aliased) edges, as most drawing programs do.
+    `supersample=False` draws plain rasterised (aliased) edges, as most drawing programs do. `window` = (x0, y0,
+    side) returns only that square of the canvas, the same pixels as `render(...).crop((x0, y0, x0 + side, y0 +
+    side))` for less work (the detector's templates).
     """
     k = SUPERSAMPLE if supersample else 1
     s = k * size / IMAGE_SIZE
@@ -166,7 +180,13 @@ def render(elements: list[Element] | tuple[Element, ...], size: int = IMAGE_SIZE
             _draw(draw, e.shape, cx, cy, r, colour, e.turn)
         else:
             # an aliased outline thinner than a pixel would vanish, so it is at least one pixel wide
-            canvas.paste(colour, mask=_outline(e.shape, cx, cy, r, max(e.stroke * r, 1.0), canvas.size, e.turn))
+            band, corner = _outline(e.shape, cx, cy, r, max(e.stroke * r, 1.0), e.turn)
+            canvas.paste(Image.new("RGB", band.size, colour), corner, mask=band)
+    if window is not None:
+        # Cut on whole blocks of the supersampled canvas: each pixel is the average of the same k x k block as in
+        # the whole canvas's reduction.
+        x0, y0, side = window
+        canvas, size = canvas.crop((k * x0, k * y0, k * (x0 + side), k * (y0 + side))), side
     return canvas.resize((size, size), Image.BOX) if k > 1 else canvas
 
 
