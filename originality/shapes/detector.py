@@ -138,7 +138,7 @@ SCALES = tuple(round(0.86 + 0.02 * k, 2) for k in range(15))  # 0.86 .. 1.14
 # `_size_scales`), and reads the element so where that fits better than the fit on SCALES (its misfit below
 # BEYOND_MARGIN times that one's) and reads it otherwise (a big circle drawn at 0.8 fits a hexagon at 0.88 best on
 # SCALES). Where it reads it alike, the fit on SCALES stands unless it is poor (relative misfit above
-# SAME_READING_MISFIT; on the 37 ways of `benchmarks/detector_programs.py` at most 0.12, a drawing at 0.75 of the
+# SAME_READING_MISFIT; on the 40 drawn ways of `benchmarks/detector_programs.py` at most 0.12, a drawing at 0.75 of the
 # radius read at 0.86; a big circle drawn at 1.5 and read at 1.14, 0.27): one of the world's varied triangles, drawn
 # at 1.1, fits best at 1.2, a quarter of a pixel off. The margin keeps two small full hexagons edged in black (whose
 # colour is a smaller shape) from reading as circles at 0.8, and changed nothing else in that benchmark. Where the
