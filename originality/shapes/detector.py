@@ -79,9 +79,10 @@ WORLD_STROKES = (renderer.STROKE_FRACTION,)
 MAX_OUTLINE_SHARE = 0.75
 # Candidate templates are rendered at this many sub-pixel phases per pixel.
 PHASES = 4
-# Templates are (2 * half) px square, centred on the element: _HALF, or wider for a candidate drawn past the radius
-# that fits in it (`_half`), so that a wide reading's big shapes are not cut off.
+# Templates are (2 * half) px square, centred on the element: _HALF, or wider for a candidate drawn larger than
+# WIDE_WINDOW_FROM px (1.3 of a big radius; `_half`), so that a wide reading's big shapes are not cut off.
 _HALF = 15
+WIDE_WINDOW_FROM = 13.0
 _EIGHT = np.ones((3, 3), dtype=bool)
 CANDIDATES = tuple(itertools.product(renderer.SHAPES, renderer.SIZES, renderer.TEXTURES))
 
@@ -204,7 +205,8 @@ TEMPLATE_CACHE = 32768
 @lru_cache(maxsize=TEMPLATE_CACHE)
 def _template(candidate: tuple[str, str, str], px: int, py: int, scale: float = 1.0,
               style: _Style = _UPRIGHT) -> np.ndarray:
-    """Coverage of `candidate` at relative radius `scale`, its element at (_HALF + px/P, _HALF + py/P)."""
+    """Coverage of `candidate` at relative radius `scale` in a (2 half) px window (`_half`), its element at
+    (half + px/P, half + py/P)."""
     shape, size, texture = candidate
     c, half = renderer.IMAGE_SIZE // 2, _half(size, scale)
     e = renderer.Element(shape, "red", size, texture, c + px / PHASES, c + py / PHASES, scale=scale, turn=style.turn,
@@ -228,9 +230,11 @@ def _centroid_offset(candidate: tuple[str, str, str], scale: float = 1.0,
 
 
 def _half(size: str, scale: float) -> int:
-    """Half the side of a template's window (px): _HALF, or the element's radius and 2 px of rim where that is
-    more (a big shape past 1.3 of the world's radius)."""
-    return max(_HALF, math.ceil(renderer.RADIUS[size] * scale) + 2)
+    """Half the side of a template's window (px): _HALF up to WIDE_WINDOW_FROM (the windows the reading has always
+    used), wider past it, so that a square's or triangle's corners (1.15 of the radius from its centre) and 2 px of
+    rim fit."""
+    radius = renderer.RADIUS[size] * scale
+    return _HALF if radius <= WIDE_WINDOW_FROM + 1e-9 else max(_HALF, math.ceil(1.15 * radius) + 2)
 
 
 def _styles(candidate: tuple[str, str, str], strokes: tuple[float, ...] = WORLD_STROKES, turn: float = 0.0
