@@ -110,12 +110,12 @@ def apart(elements, scale: float) -> list[renderer.Element]:
     bottom left) so that big ones drawn that large do not overlap; one alone stays where it is, inside the canvas."""
     out = []
     for k, e in enumerate(elements):
-        r = e.radius * scale + 1
+        near = e.radius * scale + 1  # the nearest a centre may come to the canvas's edge
+        far = renderer.IMAGE_SIZE - near
         if len(elements) > 1:
-            far = renderer.IMAGE_SIZE - r
-            x, y = ((r, r), (far, far), (far, r), (r, far))[k]
+            x, y = ((near, near), (far, far), (far, near), (near, far))[k]
         else:
-            x, y = min(max(e.x, r), renderer.IMAGE_SIZE - r), min(max(e.y, r), renderer.IMAGE_SIZE - r)
+            x, y = min(max(e.x, near), far), min(max(e.y, near), far)
         out.append(replace(e, x=x, y=y, scale=scale))
     return out
 

@@ -35,6 +35,9 @@ OVERLAP_TOLERANCE = 1.0
 # Outline width of an "empty" element as a fraction of its radius: 2 px for a big
 # element, 1.1 px for a small one (a 2 px outline fills a small star or triangle).
 STROKE_FRACTION = 0.2
+# How far a square's corners lie from its centre, in radii (drawn slightly larger than inscribed, so that squares
+# are not tiny); no shape reaches further (a triangle's corners: 1.146).
+REACH = 1.15
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float, turn: float = 0.0)
 
 def _upright_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     if shape == "square":
-        h = r / math.sqrt(2) * 1.15  # slightly larger than inscribed so squares are not tiny
+        h = r / math.sqrt(2) * REACH
         return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
     if shape == "triangle":
         # Apex up; shifted down so that its bounding box is centred on (cx, cy).

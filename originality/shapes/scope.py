@@ -114,11 +114,11 @@ def check_in_world(image: Image.Image) -> WorldFit:
 
 
 def _near(found, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels within each detected element's circle (1.15 times its radius from the centre of its box, which holds
-    a triangle's corners, + 2 px), where its ink and rim lie; the radius as read where larger than its size word's."""
+    """Pixels within each detected element's circle (its farthest corner, `renderer.REACH` times its radius from the
+    centre of its box, + 2 px), where its ink and rim lie; the radius as read where larger than its size word's."""
     ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]]
     mask = np.zeros(shape, dtype=bool)
     for d in found:
-        r = max(renderer.RADIUS[d.size], d.element.radius if d.element else 0.0) * 1.15 + 2.0
+        r = max(renderer.RADIUS[d.size], d.element.radius if d.element else 0.0) * renderer.REACH + 2.0
         mask |= (xs + 0.5 - d.x) ** 2 + (ys + 0.5 - d.y) ** 2 <= r * r
     return mask
