@@ -15,7 +15,8 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
 2. PIL's pure-colour drawing at 256 and 512 px, and after JPEG at quality 75;
 3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii
    (at 1.5 and 1.75 of the size word's, moved apart into the canvas's corners: a small shape drawn that large is a
-   big one, so those rows' single small elements are misread by construction), PIL's at 0.85 and 1.15 of the size
+   big one, so those rows' single small elements are misread by construction), the renderer's pairs pushed 3 and
+   5 px into each other (a single element stays as the exact row draws it), PIL's at 0.85 and 1.15 of the size
    word's radius, and PIL's polygons turned;
 4. by a program written after the redraw's reading was tuned on the rows above (`box_program`: numpy, shapes
    filling their box, the Tableau palette, 2 px outlines), as drawn, at 256 px and after JPEG: how far the reading
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 from collections import Counter
@@ -58,6 +60,7 @@ from originality.shapes.redraw import redraw  # noqa: E402
 PER_GROUP = 10
 RENDERER_SCALES = (0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
 LARGER_SCALES = (1.5, 1.75)  # past the world's radii by more than its variation; drawn apart, in the corners
+PUSHES = (3, 5)  # px (of 64) by which a layout's two elements are pushed into each other
 PIL_RADIUS_SCALES = (0.85, 1.15)
 PIL_TURNS = (10, 30, 45)
 PIL_OUTLINES = (0.1, 0.15, 0.3, 0.35)
@@ -92,6 +95,9 @@ def drawings() -> dict[str, tuple[str, Callable]]:
     for scale in LARGER_SCALES:
         ways[f"world, radius x{scale}, apart"] = ("outside the conventions", lambda els, k=scale:
                                                   renderer.render(apart(els, k)))
+    for push in PUSHES:
+        ways[f"world, pushed {push} px into each other"] = ("outside the conventions", lambda els, k=push:
+                                                           renderer.render(pushed(els, k)))
     for scale in PIL_RADIUS_SCALES:
         ways[f"PIL pure, radius x{scale}"] = ("outside the conventions", lambda els, k=scale:
                                               pil_program.draw(els, radius_scale=k))
@@ -118,6 +124,18 @@ def apart(elements, scale: float) -> list[renderer.Element]:
             x, y = min(max(e.x, near), far), min(max(e.y, near), far)
         out.append(replace(e, x=x, y=y, scale=scale))
     return out
+
+
+def pushed(elements, overlap: float) -> list[renderer.Element]:
+    """Two elements moved along the line between their centres until their circles overlap by `overlap` px (the
+    world's never overlap by more than `renderer.OVERLAP_TOLERANCE`); one alone stays as it is."""
+    if len(elements) != 2:
+        return list(elements)
+    a, b = elements
+    dx, dy = b.x - a.x, b.y - a.y
+    apart_by = math.hypot(dx, dy)
+    move = (apart_by - a.radius - b.radius + overlap) / 2 / apart_by
+    return [replace(a, x=a.x + dx * move, y=a.y + dy * move), replace(b, x=b.x - dx * move, y=b.y - dy * move)]
 
 
 def layouts() -> list[tuple[str, str, int, tuple[renderer.Element, ...]]]:

@@ -231,6 +231,25 @@ def test_big_shapes_drawn_past_the_worlds_radii_read_as_themselves_and_pass_the_
         assert sorted(d.key for d in detector.detect(redraw(image))) == want, elements
 
 
+@pytest.mark.parametrize("overlap", [3, 5])
+def test_two_shapes_of_one_colour_that_overlap_read_as_two(overlap):
+    """Two big shapes of one colour pushed into each other by 3 or 5 px (the world's never overlap by more than a
+    pixel; another program's may): the redraw's reading reads both, and the redraw draws both, so that its reading
+    reads both again (the judge's reading never looks for two in one blob). Before the reading tried a blob as two
+    shapes, a circle with a triangle's or a square's corner in it (no neck to split at) read as one circle."""
+    r = renderer.RADIUS["big"]
+    pairs = [("circle", "triangle", "full"), ("circle", "triangle", "empty"), ("square", "triangle", "full"),
+             ("circle", "square", "full"), ("hexagon", "star", "full"), ("triangle", "triangle", "full")]
+    for (first, second, texture), colour in itertools.product(pairs, ("red", "blue")):
+        elements = [Element(first, colour, "big", "full", 20.3, 30.6),
+                    Element(second, colour, "big", texture, 20.3 + 2 * r - overlap, 33.1)]
+        image = renderer.render(elements)
+        want = sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
+        assert sorted(d.key for d in detector.detect(image, reading=detector.FOREIGN_READING)) == want, elements
+        if texture == "full":  # an empty triangle read 1 px off, redrawn, overlaps deeper (6 px at 5), and reads as one
+            assert sorted(d.key for d in detector.detect(redraw(image), reading=detector.FOREIGN_READING)) == want
+
+
 @pytest.mark.parametrize("outline, supersample", [(0.0, 1), (0.15, 4), (0.3, 4), (0.35, 1)])
 def test_the_redraws_reading_takes_other_outline_widths(outline, supersample):
     """Empty circles, squares and hexagons outlined from one pixel to 0.35 of their radius: the redraw's reading

@@ -29,6 +29,10 @@ one's (shape, colour, size, texture) and position:
    (the phase of the ink's k-th angular moment, k its symmetry: `_turns`).
    Elements of one colour that were split
    apart are refitted jointly: each to the ink the other elements' fits leave.
+   A drawing from elsewhere may also overlap two shapes of one colour so deeply
+   that no neck is left: where a blob left whole fits no candidate well, it is
+   also read as the largest candidate lying inside it plus what fits the rest
+   (`_as_two`), kept when the pair explains the ink clearly better.
    A blob that no candidate fits (relative misfit above `max_misfit`) is dropped.
 4. Position: the centre of the winning candidate's bounding box at the fitted
    position, i.e. the centre of the rendered shape's bounding box in pixels (pixel
@@ -178,12 +182,14 @@ _UPRIGHT = _Style()
 class Reading(NamedTuple):
     """How widely `detect` looks: the outline widths an empty element is tried at (fractions of its radius), how
     many of the candidates closest at their ink's scale go on to try every scale and style, the grid of relative
-    radii, and whether a polygon is also tried at the turn its ink shows."""
+    radii, whether a polygon is also tried at the turn its ink shows, and whether a blob of one colour that no
+    candidate fits alone is tried as two that overlap (`_as_two`)."""
 
     strokes: tuple[float, ...] = WORLD_STROKES
     contenders: int = 4
     scales: tuple[float, ...] = SCALES
     turned: bool = False
+    overlaps: bool = False
 
 
 # The world's own images, and the judge (reconstructions and a query analysed as given): the world's outline,
@@ -192,9 +198,10 @@ WORLD_READING = Reading()
 # A drawing from elsewhere, read for the redraw and the world check: outlines from one pixel of a big element (0.1
 # of its radius; 0.18 of a small one's) to twice the world's, and more contenders, since the ink-based scale of an
 # outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's); radii
-# from 0.7 to 1.8 of the size word's; and polygons turned any way (a triangle pointing down is a triangle).
+# from 0.7 to 1.8 of the size word's; polygons turned any way (a triangle pointing down is a triangle); and two
+# shapes of one colour that overlap (the world's never do by more than a pixel).
 FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8, scales=WIDE_SCALES,
-                          turned=True)
+                          turned=True, overlaps=True)
 
 
 # Templates are cached (an image's reading draws a few thousand, mostly the same for the next image); bounded, since
@@ -435,6 +442,48 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
     return best
 
 
+# A blob of one colour that the split at necks leaves whole and that no single candidate fits well may be two
+# elements that overlap: a triangle's tip inside a circle leaves no neck. It is read as the largest candidate that
+# lies inside the ink, plus what best explains the rest, both refitted as touching elements are; the pair is kept
+# where it leaves less than PAIR_GAIN of the single fit's misfit. A template's ink outside the blob costs
+# INSIDE_PENALTY times what its ink inside earns, so the first element is one the blob holds whole.
+INSIDE_PENALTY = 3.0
+PAIR_GAIN = 0.6
+
+
+def _largest_inside(ink: np.ndarray) -> _Fit:
+    """The candidate, upright at its size word's radius, that covers the most of `ink` while lying within it."""
+    total, best = float(ink.sum()), None
+    for candidate in CANDIDATES:
+        t = _template(candidate, 0, 0)
+        # correlate's output at a pixel puts the template's centre (its element's position) on it
+        score = (1 + INSIDE_PENALTY) * ndimage.correlate(ink, t, mode="constant") - INSIDE_PENALTY * float(t.sum())
+        y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+        if best is None or score[y, x] > best[0]:
+            best = (float(score[y, x]), candidate, float(x), float(y))
+    _, candidate, x, y = best
+    return _Fit(candidate, x, y, _misfit(ink, total, candidate, x, y), total)
+
+
+def _as_two(single: _Fit, ink: np.ndarray, min_area: int, reading: Reading) -> list[_Fit] | None:
+    """Two overlapping elements that explain `ink` (one blob's coverage) better than `single` does by PAIR_GAIN, or
+    None."""
+    first = _largest_inside(ink)
+    rest = np.clip(ink - _render_fit(first, ink.shape), 0.0, 1.0)
+    # the first element's anti-aliased rim is no second element
+    rest = np.where(ndimage.binary_opening(rest > 0.5, structure=_EIGHT), rest, 0.0)
+    if rest.sum() < min_area:
+        return None
+    second = _fit(rest, search=0.75, reading=reading)
+    if second is None:
+        return None
+    region = ink > 0
+    pair = [f for f, _, _ in _explain_away([(first, 0, region), (second, 0, region)], ink, reading=reading)]
+    explained = np.minimum(sum(_render_fit(f, ink.shape) for f in pair), 1.0)
+    single_misfit = float(np.abs(ink - _render_fit(single, ink.shape)).sum())
+    return pair if float(np.abs(ink - explained).sum()) < PAIR_GAIN * single_misfit else None
+
+
 def _split(filled: np.ndarray) -> list[np.ndarray]:
     """Split a silhouette into elements at narrow necks between distance-transform peaks."""
     depth = ndimage.distance_transform_edt(np.pad(filled, 1))[1:-1, 1:-1]
@@ -510,6 +559,34 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2, reading: Re
     return fits
 
 
+def _read_component(component: np.ndarray, mask: np.ndarray, faint: np.ndarray, coverage: np.ndarray,
+                    min_area: int, reading: Reading) -> list[tuple[_Fit, int, np.ndarray]]:
+    """The elements (fit, area, region) of one connected blob of a colour (`mask`'s), with `faint` its
+    anti-aliased rim: split at narrow necks, each piece fitted; pieces that touch are refitted to the ink the
+    others leave (`_explain_away`); a blob left whole that no one candidate fits well may be two
+    (`Reading.overlaps`, `_as_two`)."""
+    fits = []
+    for piece in _split(ndimage.binary_fill_holes(component)):
+        area = int((piece & mask).sum())
+        if area < min_area:
+            continue
+        region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
+        fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0), reading=reading)
+        if fit is not None:
+            fits.append((fit, area, region))
+    if len(fits) > 1:  # touching elements, split apart, refitted on their own ink level as above
+        return _explain_away(fits, _own_coverage(coverage, component & mask), reading=reading)
+    if reading.overlaps and len(fits) == 1 and fits[0][0].relative_misfit > SAME_READING_MISFIT:
+        fit, _, region = fits[0]
+        pair = _as_two(fit, np.where(region, _own_coverage(coverage, component & mask), 0.0), min_area, reading)
+        if pair:  # each element's area: the blob's pixels its render covers more than the other's
+            first, second = (_render_fit(f, coverage.shape) for f in pair)
+            ink = component & mask
+            return [(pair[0], int((ink & (first >= second)).sum()), region),
+                    (pair[1], int((ink & (second > first)).sum()), region)]
+    return fits
+
+
 def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFIT,
            reading: Reading = WORLD_READING) -> list[Detection]:
     """Elements of a shapes-world image, sorted top-to-bottom then left-to-right.
@@ -545,22 +622,7 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             continue
         # Faint pixels of this colour (anti-aliased rims) that no colour mask holds.
         faint = (dominant == channel) & ~(masks["red"] | masks["green"] | masks["blue"])
-        fits: list[tuple[_Fit, int, np.ndarray]] = []
-        for index in keep:
-            component = labels == index
-            component_fits = []
-            for piece in _split(ndimage.binary_fill_holes(component)):
-                area = int((piece & mask).sum())
-                if area < min_area:
-                    continue
-                region = piece | (ndimage.binary_dilation(piece, structure=_EIGHT, iterations=2) & faint)
-                fit = _fit(np.where(region, _own_coverage(coverage, piece & mask), 0.0), reading=reading)
-                if fit is not None:
-                    component_fits.append((fit, area, region))
-            if len(component_fits) > 1:  # touching elements, split apart, refitted on their own ink level as above
-                own = _own_coverage(coverage, component & mask)
-                component_fits = _explain_away(component_fits, own, reading=reading)
-            fits.extend(component_fits)
+        fits = [f for index in keep for f in _read_component(labels == index, mask, faint, coverage, min_area, reading)]
         for fit, area, _ in fits:
             if fit.relative_misfit > max_misfit:
                 continue
