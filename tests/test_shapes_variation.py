@@ -250,6 +250,18 @@ def test_two_shapes_of_one_colour_that_overlap_read_as_two(overlap):
             assert sorted(d.key for d in detector.detect(redraw(image), reading=detector.FOREIGN_READING)) == want
 
 
+@pytest.mark.parametrize("under, over", [((31.9, 14.6), (43.2, 26.0)), ((25.4, 32.7), (37.5, 43.3))])
+def test_a_shape_partly_hidden_by_one_of_another_colour_reads_as_itself(under, over):
+    """A big green triangle with a big red or blue circle or square drawn over its corner, 4 px deep (two of the
+    benchmark's layouts, pushed together): the redraw's reading reads the triangle, not the part of it that shows.
+    Before it counted the other colour as possibly hiding it, the triangle read as a small circle or hexagon."""
+    for top, colour in itertools.product(("circle", "square"), ("red", "blue")):
+        elements = [Element("triangle", "green", "big", "full", *under), Element(top, colour, "big", "full", *over)]
+        want = sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
+        found = detector.detect(renderer.render(elements), reading=detector.FOREIGN_READING)
+        assert sorted(d.key for d in found) == want, elements
+
+
 @pytest.mark.parametrize("outline, supersample", [(0.0, 1), (0.15, 4), (0.3, 4), (0.35, 1)])
 def test_the_redraws_reading_takes_other_outline_widths(outline, supersample):
     """Empty circles, squares and hexagons outlined from one pixel to 0.35 of their radius: the redraw's reading

@@ -30,9 +30,11 @@ one's (shape, colour, size, texture) and position:
    Elements of one colour that were split
    apart are refitted jointly: each to the ink the other elements' fits leave.
    A drawing from elsewhere may also overlap two shapes of one colour so deeply
-   that no neck is left: where a blob left whole fits no candidate well, it is
-   also read as the largest candidate lying inside it plus what fits the rest
-   (`_as_two`), kept when the pair explains the ink clearly better.
+   that no neck is left, or let one colour's shape hide part of another's: where
+   a blob left whole fits no candidate well, it is also read as the largest
+   candidate lying inside it plus what fits the rest (`_as_two`), and as one
+   shape partly under the other colours beside it (`_partly_hidden`); either is
+   kept when it explains the ink clearly better.
    A blob that no candidate fits (relative misfit above `max_misfit`) is dropped.
 4. Position: the centre of the winning candidate's bounding box at the fitted
    position, i.e. the centre of the rendered shape's bounding box in pixels (pixel
@@ -183,7 +185,8 @@ class Reading(NamedTuple):
     """How widely `detect` looks: the outline widths an empty element is tried at (fractions of its radius), how
     many of the candidates closest at their ink's scale go on to try every scale and style, the grid of relative
     radii, whether a polygon is also tried at the turn its ink shows, and whether a blob of one colour that no
-    candidate fits alone is tried as two that overlap (`_as_two`)."""
+    candidate fits alone is tried as two that overlap, or as one that another colour partly hides (`_as_two`,
+    `_partly_hidden`)."""
 
     strokes: tuple[float, ...] = WORLD_STROKES
     contenders: int = 4
@@ -198,8 +201,8 @@ WORLD_READING = Reading()
 # A drawing from elsewhere, read for the redraw and the world check: outlines from one pixel of a big element (0.1
 # of its radius; 0.18 of a small one's) to twice the world's, and more contenders, since the ink-based scale of an
 # outline drawn otherwise is further off (a thin anti-aliased ring's ink is about 1.3 times the template's); radii
-# from 0.7 to 1.8 of the size word's; polygons turned any way (a triangle pointing down is a triangle); and two
-# shapes of one colour that overlap (the world's never do by more than a pixel).
+# from 0.7 to 1.8 of the size word's; polygons turned any way (a triangle pointing down is a triangle); and shapes
+# that overlap (the world's never do by more than a pixel).
 FOREIGN_READING = Reading(strokes=(0.1, renderer.STROKE_FRACTION, 0.3, 0.4), contenders=8, scales=WIDE_SCALES,
                           turned=True, overlaps=True)
 
@@ -376,21 +379,24 @@ def _render_fit(fit: _Fit, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _misfit(ink: np.ndarray, total: float, candidate: tuple[str, str, str], ex: float, ey: float,
-            scale: float = 1.0, style: _Style = _UPRIGHT) -> float:
-    """L1 distance between `ink` (image-sized, summing to `total`) and `candidate` at (ex, ey)."""
+            scale: float = 1.0, style: _Style = _UPRIGHT, hidden: np.ndarray | None = None) -> float:
+    """L1 distance between `ink` (image-sized, summing to `total`) and `candidate` at (ex, ey). `hidden`: pixels
+    (image-sized, 0 or 1) where another colour lies, so that the candidate's ink there is not counted as missing."""
     t, (y0, y1, x0, x1) = _placed(candidate, ex, ey, ink.shape, scale, style)
     window = ink[y0:y1, x0:x1]
     # |ink - template| inside the template's window, plus what either has outside it.
     template_ink = _centroid_offset(candidate, scale, style)[2]
-    return float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
+    misfit = float(np.abs(window - t).sum()) + (total - float(window.sum())) + (template_ink - float(t.sum()))
+    return misfit if hidden is None else misfit - float((t * hidden[y0:y1, x0:x1]).sum())
 
 
-def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Reading = WORLD_READING) -> _Fit | None:
+def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Reading = WORLD_READING,
+         hidden: np.ndarray | None = None) -> _Fit | None:
     """The candidate closest to `ink` (an image-sized coverage map of one element), looked for as `reading` says.
 
     Each candidate is placed so that its ink centroid falls on the element's; with
     `search` > 0 the best `finalists` also try positions up to `search` px away
-    (for elements whose ink is not all theirs, e.g. two that overlap).
+    (for elements whose ink is not all theirs, e.g. two that overlap). `hidden`: as `_misfit`'s.
     """
     total = float(ink.sum())
     if total <= 0:
@@ -402,7 +408,8 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
     def placed_at_centroid(candidate, scale: float, style: _Style) -> _Fit:
         ox, oy, _ = _centroid_offset(candidate, scale, style)
         ex, ey = gx - ox, gy - oy
-        return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style), total, scale, style)
+        return _Fit(candidate, ex, ey, _misfit(ink, total, candidate, ex, ey, scale, style, hidden), total, scale,
+                    style)
 
     turns = _turns(ink, gx, gy) if reading.turned else {}
 
@@ -436,19 +443,24 @@ def _fit(ink: np.ndarray, search: float = 0.0, finalists: int = 3, reading: Read
         steps = np.arange(-search, search + 1e-9, 1.0 / PHASES)
         for f in fits[:finalists]:
             for dx, dy in itertools.product(steps, steps):
-                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy, f.scale, f.style)
+                m = _misfit(ink, total, f.candidate, f.x + dx, f.y + dy, f.scale, f.style, hidden)
                 if m < best.misfit:
                     best = _Fit(f.candidate, float(f.x + dx), float(f.y + dy), m, total, f.scale, f.style)
     return best
 
 
 # A blob of one colour that the split at necks leaves whole and that no single candidate fits well may be two
-# elements that overlap: a triangle's tip inside a circle leaves no neck. It is read as the largest candidate that
-# lies inside the ink, plus what best explains the rest, both refitted as touching elements are; the pair is kept
-# where it leaves less than PAIR_GAIN of the single fit's misfit. A template's ink outside the blob costs
-# INSIDE_PENALTY times what its ink inside earns, so the first element is one the blob holds whole.
+# elements that overlap (a triangle's tip inside a circle leaves no neck), or one that a shape of another colour
+# covers in part (a circle with a bite out of it fits a hexagon better than a circle). Each other reading is kept
+# where it leaves less than CLEARLY_BETTER of the single fit's misfit:
+# - two: the largest candidate that lies inside the ink, plus what best explains the rest, both refitted as touching
+#   elements are. A template's ink outside the blob costs INSIDE_PENALTY times what its ink inside earns, so the
+#   first element is one the blob holds whole;
+# - one partly hidden: refitted with the other colours' pixels around it counted as hiding it, moved up to
+#   HIDDEN_SEARCH px, since the ink it shows has its centroid away from the hidden part.
+CLEARLY_BETTER = 0.6
 INSIDE_PENALTY = 3.0
-PAIR_GAIN = 0.6
+HIDDEN_SEARCH = 2.0
 
 
 def _largest_inside(ink: np.ndarray) -> _Fit:
@@ -466,8 +478,8 @@ def _largest_inside(ink: np.ndarray) -> _Fit:
 
 
 def _as_two(single: _Fit, ink: np.ndarray, min_area: int, reading: Reading) -> list[_Fit] | None:
-    """Two overlapping elements that explain `ink` (one blob's coverage) better than `single` does by PAIR_GAIN, or
-    None."""
+    """Two overlapping elements that explain `ink` (one blob's coverage) clearly better than `single` does
+    (`CLEARLY_BETTER`), or None."""
     first = _largest_inside(ink)
     rest = np.clip(ink - _render_fit(first, ink.shape), 0.0, 1.0)
     # the first element's anti-aliased rim is no second element
@@ -481,7 +493,14 @@ def _as_two(single: _Fit, ink: np.ndarray, min_area: int, reading: Reading) -> l
     pair = [f for f, _, _ in _explain_away([(first, 0, region), (second, 0, region)], ink, reading=reading)]
     explained = np.minimum(sum(_render_fit(f, ink.shape) for f in pair), 1.0)
     single_misfit = float(np.abs(ink - _render_fit(single, ink.shape)).sum())
-    return pair if float(np.abs(ink - explained).sum()) < PAIR_GAIN * single_misfit else None
+    return pair if float(np.abs(ink - explained).sum()) < CLEARLY_BETTER * single_misfit else None
+
+
+def _partly_hidden(single: _Fit, ink: np.ndarray, hidden: np.ndarray, reading: Reading) -> _Fit | None:
+    """The element `ink` (one blob's coverage) shows, where `hidden` (0 or 1, other colours' pixels next to it) may
+    cover part of it, when that fits clearly better than `single` (`CLEARLY_BETTER`); else None."""
+    refit = _fit(ink, search=HIDDEN_SEARCH, reading=reading, hidden=hidden)
+    return refit if refit is not None and refit.misfit < CLEARLY_BETTER * single.misfit else None
 
 
 def _split(filled: np.ndarray) -> list[np.ndarray]:
@@ -559,12 +578,12 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2, reading: Re
     return fits
 
 
-def _read_component(component: np.ndarray, mask: np.ndarray, faint: np.ndarray, coverage: np.ndarray,
-                    min_area: int, reading: Reading) -> list[tuple[_Fit, int, np.ndarray]]:
+def _read_component(component: np.ndarray, mask: np.ndarray, faint: np.ndarray, others: np.ndarray,
+                    coverage: np.ndarray, min_area: int, reading: Reading) -> list[tuple[_Fit, int, np.ndarray]]:
     """The elements (fit, area, region) of one connected blob of a colour (`mask`'s), with `faint` its
-    anti-aliased rim: split at narrow necks, each piece fitted; pieces that touch are refitted to the ink the
-    others leave (`_explain_away`); a blob left whole that no one candidate fits well may be two
-    (`Reading.overlaps`, `_as_two`)."""
+    anti-aliased rim and `others` the other colours' pixels: split at narrow necks, each piece fitted; pieces that
+    touch are refitted to the ink the others leave (`_explain_away`); a blob left whole that no one candidate fits
+    well may be two, or one partly hidden (`Reading.overlaps`, `_as_two`, `_partly_hidden`)."""
     fits = []
     for piece in _split(ndimage.binary_fill_holes(component)):
         area = int((piece & mask).sum())
@@ -577,13 +596,17 @@ def _read_component(component: np.ndarray, mask: np.ndarray, faint: np.ndarray, 
     if len(fits) > 1:  # touching elements, split apart, refitted on their own ink level as above
         return _explain_away(fits, _own_coverage(coverage, component & mask), reading=reading)
     if reading.overlaps and len(fits) == 1 and fits[0][0].relative_misfit > SAME_READING_MISFIT:
-        fit, _, region = fits[0]
-        pair = _as_two(fit, np.where(region, _own_coverage(coverage, component & mask), 0.0), min_area, reading)
+        fit, area, region = fits[0]
+        ink = np.where(region, _own_coverage(coverage, component & mask), 0.0)
+        pair = _as_two(fit, ink, min_area, reading)
         if pair:  # each element's area: the blob's pixels its render covers more than the other's
             first, second = (_render_fit(f, coverage.shape) for f in pair)
-            ink = component & mask
-            return [(pair[0], int((ink & (first >= second)).sum()), region),
-                    (pair[1], int((ink & (second > first)).sum()), region)]
+            return [(pair[0], int((component & mask & (first >= second)).sum()), region),
+                    (pair[1], int((component & mask & (second > first)).sum()), region)]
+        hidden = ndimage.binary_dilation(component, structure=_EIGHT, iterations=2) & others
+        unhidden = _partly_hidden(fit, ink, hidden.astype(np.float64), reading) if hidden.any() else None
+        if unhidden is not None:
+            return [(unhidden, area, region)]
     return fits
 
 
@@ -622,7 +645,9 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
             continue
         # Faint pixels of this colour (anti-aliased rims) that no colour mask holds.
         faint = (dominant == channel) & ~(masks["red"] | masks["green"] | masks["blue"])
-        fits = [f for index in keep for f in _read_component(labels == index, mask, faint, coverage, min_area, reading)]
+        others = (masks["red"] | masks["green"] | masks["blue"]) & ~mask
+        fits = [f for index in keep
+                for f in _read_component(labels == index, mask, faint, others, coverage, min_area, reading)]
         for fit, area, _ in fits:
             if fit.relative_misfit > max_misfit:
                 continue
