@@ -472,10 +472,10 @@ def advanced_settings() -> tuple[Setting, ...]:
 
 
 # The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
-# best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 86% on the test split,
-# three pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 99% against 63%; 2.2x
+# best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 82% on the test split,
+# four pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 99% against 63%; 2.1x
 # fast's UNet passes; on another program's drawings 82% and 98%; benchmarks/RESULTS.md, sessions 13, 17, 21,
-# 23-29).
+# 23-29, 34).
 DEFAULT_PRESET = "steady"
 
 PRESETS: dict[str, AnalysisConfig] = {
