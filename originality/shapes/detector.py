@@ -491,9 +491,8 @@ def _as_two(single: _Fit, ink: np.ndarray, min_area: int, reading: Reading) -> l
         return None
     region = ink > 0
     pair = [f for f, _, _ in _explain_away([(first, 0, region), (second, 0, region)], ink, reading=reading)]
-    explained = np.minimum(sum(_render_fit(f, ink.shape) for f in pair), 1.0)
-    single_misfit = float(np.abs(ink - _render_fit(single, ink.shape)).sum())
-    return pair if float(np.abs(ink - explained).sum()) < CLEARLY_BETTER * single_misfit else None
+    pair_misfit = _joint_misfit(ink, [_render_fit(f, ink.shape) for f in pair])
+    return pair if pair_misfit < CLEARLY_BETTER * _joint_misfit(ink, [_render_fit(single, ink.shape)]) else None
 
 
 def _partly_hidden(single: _Fit, ink: np.ndarray, hidden: np.ndarray, reading: Reading) -> _Fit | None:
@@ -501,6 +500,11 @@ def _partly_hidden(single: _Fit, ink: np.ndarray, hidden: np.ndarray, reading: R
     cover part of it, when that fits clearly better than `single` (`CLEARLY_BETTER`); else None."""
     refit = _fit(ink, search=HIDDEN_SEARCH, reading=reading, hidden=hidden)
     return refit if refit is not None and refit.misfit < CLEARLY_BETTER * single.misfit else None
+
+
+def _joint_misfit(ink: np.ndarray, renders: list[np.ndarray]) -> float:
+    """L1 distance between `ink` and image-sized `renders` laid over each other (coverage capped at 1)."""
+    return float(np.abs(ink - np.minimum(sum(renders), 1.0)).sum())
 
 
 def _split(filled: np.ndarray) -> list[np.ndarray]:
@@ -557,10 +561,7 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2, reading: Re
     fits = list(fits)
     renders = [_render_fit(f, coverage.shape) for f, _, _ in fits]
 
-    def joint() -> float:
-        return float(np.abs(ink - np.minimum(sum(renders), 1.0)).sum())
-
-    current = joint()
+    current = _joint_misfit(ink, renders)
     for _ in range(rounds):
         for i, (fit, area, region) in enumerate(fits):
             grown = ndimage.binary_dilation(region, structure=_EIGHT, iterations=3) & union
@@ -570,7 +571,7 @@ def _explain_away(fits: list, coverage: np.ndarray, rounds: int = 2, reading: Re
                 continue
             old = renders[i]
             renders[i] = _render_fit(refit, coverage.shape)
-            score = joint()
+            score = _joint_misfit(ink, renders)
             if score < current:
                 fits[i], current = (refit, area, region), score
             else:

@@ -9,8 +9,8 @@ drawings needed about one length more in every group (benchmarks/RESULTS.md, ses
 model the renderer's exact drawing of what the detector reads (nominal colour, the size word's radius, the world's
 outline, upright, at the read position), so every drawing of a layout that the detector reads alike is one query.
 The detector reads the image as one from elsewhere (`detector.FOREIGN_READING`: outlines from one pixel to twice
-the world's width, radii from 0.7 to 1.8 of the size word's, polygons turned any way, two shapes of one colour that
-overlap), which on the world's own drawings reads exactly what the judge reads.
+the world's width, radii from 0.7 to 1.8 of the size word's, polygons turned any way, shapes that overlap, whether
+of one colour or one partly under another), which on the world's own drawings reads exactly what the judge reads.
 """
 
 from __future__ import annotations
