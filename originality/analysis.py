@@ -30,7 +30,7 @@ from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 from .config import DEFAULT_PRESET, AnalysisConfig
-from .images import ImageInputError, load_image, prepare_image
+from .images import ImageInputError, centre_square, crop_note, load_image, prepare_image
 from .metrics import CheckResult
 from .inversion import InversionStep, TokenSession, encode_query, initializer_id, invert
 from .stopping import STOP_PROBE
@@ -306,9 +306,9 @@ def check_inputs(image, config: AnalysisConfig | None = None, model: Originality
         initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
         world = world or model.world
     if loaded is not None and world is not None and config.world_check == "on":
-        problem = world.check_query(loaded)
+        problem = world.check_query(centre_square(loaded))  # what the analysis will see, not squashed
         if problem:
-            raise ImageInputError(problem)
+            raise ImageInputError(" ".join(filter(None, (problem, crop_note(loaded.size)))))
     return loaded, config
 
 
@@ -333,7 +333,7 @@ def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: Original
     given = config  # as the caller gave it: the record says which settings were the world's defaults
     as_given = prepare_image(loaded, model.resolution)
     query, note = redrawn(as_given, config, model.world)
-    notes: list[str] = [note] if note else []
+    notes: list[str] = [n for n in (crop_note(loaded.size), note) if n]
     pick = None
     if config.domain is None:
         pick = auto_domain(model, query)

@@ -40,6 +40,8 @@ __all__ = [
     "check_file_size",
     "list_images",
     "load_image",
+    "centre_square",
+    "crop_note",
     "prepare_image",
 ]
 
@@ -437,22 +439,43 @@ def load_image(source: Any) -> Image.Image:
     )
 
 
+def _centre_box(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred square of side min(width, height) in an image of `size`."""
+    width, height = size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def centre_square(img: Image.Image) -> Image.Image:
+    """The part of `img` an analysis sees (:func:`prepare_image`, before resizing): its centred square of side
+    min(width, height); `img` itself when it is square."""
+    return img if img.width == img.height else img.crop(_centre_box(img.size))
+
+
+def crop_note(size: tuple[int, int]) -> str | None:
+    """A sentence for the user when an image of `size` (width, height) is not square, so that an analysis sees only
+    its centre square; None when it is square."""
+    width, height = size
+    if width == height:
+        return None
+    side = min(width, height)
+    return (f"The image is {width}x{height} px; only its centre square ({side}x{side} px) was analysed, as models of "
+            "this kind are trained on square images: crop it yourself to choose another part.")
+
+
 def prepare_image(source: Any, resolution: int) -> Image.Image:
-    """:func:`load_image`, then centre-crop to a square and resize (Lanczos) to
+    """:func:`load_image`, then centre-crop to a square (:func:`centre_square`) and resize (Lanczos) to
     ``resolution`` x ``resolution``."""
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
         raise TypeError(f"resolution must be an int, got {type(resolution).__name__}")
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
     img = load_image(source)
-    width, height = img.size
-    side = min(width, height)
-    left = (width - side) // 2
-    top = (height - side) // 2
     return img.resize(
         (int(resolution), int(resolution)),
         Image.Resampling.LANCZOS,
-        box=(left, top, left + side, top + side),
+        box=_centre_box(img.size),
         reducing_gap=3.0,
     )
 

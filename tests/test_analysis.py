@@ -33,7 +33,7 @@ from originality import (
 from originality import analysis
 from originality.analysis import inversion_seed
 from originality.config import DEFAULT_PRESET
-from originality.images import ImageInputError
+from originality.images import ImageInputError, crop_note
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
 from originality.sd import WORLD as SD_WORLD
@@ -428,6 +428,6 @@ def test_check_inputs_with_a_model_fills_the_world_defaults(pipe, query):
 
 def test_a_world_without_a_drawing_of_its_own_records_redraw_off_and_keeps_the_query(pipe, query):
     prepared = prepare(query, TINY.replace(redraw="on"), make_model(pipe, [0.1], [True]))
-    assert prepared.config.redraw == "off" and not prepared.notes
+    assert prepared.config.redraw == "off" and prepared.notes == (crop_note(query.size),)  # nothing on redrawing
     as_given = prepare(query, TINY, make_model(pipe, [0.1], [True])).query
     assert np.array_equal(np.asarray(prepared.query), np.asarray(as_given))

@@ -481,6 +481,21 @@ def test_prepare_image_centre_crops_wide_image():
     assert inner[..., 1].min() > 240 and inner[..., 0].max() < 15 and inner[..., 2].max() < 15
 
 
+def test_centre_square_is_the_part_prepare_image_keeps_and_the_note_says_so():
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, 100:200] = (0, 255, 0)
+    wide = Image.fromarray(arr)
+    square = images.centre_square(wide)
+    assert square.size == (100, 100) and np.asarray(square).reshape(-1, 3).tolist().count([0, 255, 0]) == 100 * 100
+    tall = Image.new("RGB", (101, 250))
+    assert images.centre_square(tall).size == (101, 101)
+    already = Image.new("RGB", (80, 80))
+    assert images.centre_square(already) is already
+    assert images.crop_note((80, 80)) is None
+    note = images.crop_note((300, 100))
+    assert "300x100" in note and "centre square (100x100 px)" in note
+
+
 def test_prepare_image_tall_image_and_upscale(tmp_path):
     arr = np.zeros((300, 100, 3), np.uint8)
     arr[:100] = (255, 0, 0)

@@ -344,6 +344,25 @@ def test_the_world_check_runs_before_any_model_work_and_can_be_switched_off():
     assert check_inputs(painting, config, world=get_world("stable-diffusion"))[0] is not None
 
 
+def test_the_world_check_sees_the_centre_square_the_analysis_sees():
+    from originality import AnalysisConfig, check_inputs
+    from originality.images import ImageInputError
+    from originality.worlds import get_world
+
+    shapes, config = get_world("shapes"), AnalysisConfig.preset("fast")
+    drawing = np.asarray(renderer.render(dataset.query("common", 0, 1).elements, size=128))
+    # a screenshot: the drawing with black bars left and right; squashed whole, it is not on white
+    letterboxed = np.zeros((128, 384, 3), np.uint8)
+    letterboxed[:, 128:256] = drawing
+    assert not check_in_world(Image.fromarray(letterboxed)).ok
+    assert check_inputs(Image.fromarray(letterboxed), config, world=shapes)[0].size == (384, 128)
+    # shapes only outside the centre square: the analysis would see none, and the message says why
+    beside = np.full((128, 384, 3), 255, np.uint8)
+    beside[:, :128] = drawing
+    with pytest.raises(ImageInputError, match=r"No coloured shape.*only its centre square \(128x128 px\)"):
+        check_inputs(Image.fromarray(beside), config, world=shapes)
+
+
 def test_cli_refuses_a_photo_for_the_shapes_world_before_loading_it(tmp_path, capsys, tiny_shapes_model):
     from originality import cli
 
