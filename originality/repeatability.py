@@ -42,7 +42,9 @@ class Repeatability:
     benchmark ran twice per drawing `replicates` times over (other seeds each time) and the figures pool the
     `images` pairs of runs over its `drawings` drawings. `clear_share` is the share of runs whose label was a clear
     call (`is_clear_call`), `same_label_clear` and `same_label_close` how often a rerun gave the same label after a
-    clear and after a close call (shares of runs in [0, 1]; None in entries published before they existed)."""
+    clear and after a close call (shares of runs in [0, 1]; None in entries published before they existed).
+    `kappa` is Fleiss' kappa of the labels (agreement beyond chance, 1 = perfect, 0 = chance) and
+    `same_label_interval` the 95% bootstrap interval of `same_label` over the drawings (None in older entries)."""
 
     world: str
     name: str
@@ -57,17 +59,27 @@ class Repeatability:
     clear_share: float | None = None
     same_label_clear: float | None = None
     same_label_close: float | None = None
+    kappa: float | None = None
+    same_label_interval: tuple[float, float] | None = None
 
     def sentence(self, label_probability: float | None = None) -> str:
         """The figures in words a non-specialist reads; with `label_probability` (this label's, in [0, 1]) it opens
         with whether this label was a clear or a close call and how often such labels repeated."""
         call = self._call(label_probability)
         return (f"How repeatable: {call}{'Over all labels, a' if call else 'a'} rerun with other seeds gives the same "
-                f"label {_how_often(self.same_label)}, and a label within one length of it "
+                f"label {_how_often(self.same_label)}{self._pinned()}, and a label within one length of it "
                 f"{_how_often(self.within_one)}; the expected length of a rerun lands within about "
                 f"±{2 * self.sem:.1f} of this one (the reliability benchmark: {self.drawings or self.images} "
                 f"drawings of the {self.world} world, each analysed {self._how_many_times()} with the {self.name} "
                 "settings).")
+
+    def _pinned(self) -> str:
+        """How far the benchmark's drawings pin `same_label` down, in tenths: ' (between 7 and 9 in 10 within the
+        benchmark's uncertainty)'; '' where it has no interval or both ends round alike."""
+        if self.same_label_interval is None:
+            return ""
+        low, high = (int(round(10 * v)) for v in self.same_label_interval)
+        return "" if low == high else f" (between {low} and {high} in 10 within the benchmark's uncertainty)"
 
     def _call(self, label_probability: float | None) -> str:
         if label_probability is None or self.same_label_clear is None or self.same_label_close is None:

@@ -21,6 +21,38 @@ def test_icc_2_1_matches_shrout_and_fleiss():
     assert reliability.icc_2_1(np.ones((3, 2))) is None and reliability.icc_2_1(np.ones((1, 2))) is None
 
 
+def test_fleiss_kappa_corrects_agreement_for_chance_by_hand():
+    # two runs (Scott's pi): 3 of 4 items agree; pooled labels 1 x3, 2 x5: chance (3/8)^2 + (5/8)^2 = 0.53125
+    assert reliability.fleiss_kappa([[1, 1], [1, 2], [2, 2], [2, 2]]) == pytest.approx((0.75 - 0.53125) / 0.46875)
+    # three runs: items agree 1/3 and 1 (pairs of runs alike); pooled 1 x2, 2 x4: chance 5/9
+    assert reliability.fleiss_kappa([[1, 1, 2], [2, 2, 2]]) == pytest.approx(0.25)
+    assert reliability.fleiss_kappa([[1, 1], [2, 2]]) == 1.0 and reliability.fleiss_kappa([[1, 2], [2, 1]]) == -1.0
+    # agreement that chance alone gives: most labels 1, the one disagreement where a 2 turns up
+    assert reliability.fleiss_kappa([[1, 1]] * 8 + [[1, 2]]) < 0.0
+    assert reliability.fleiss_kappa([[1, 1], [1, 1]]) is None and reliability.fleiss_kappa([]) is None
+
+
+def test_intervals_resample_drawings_with_their_replicates():
+    def image(group, index, labels, replicate):
+        return {"group": group, "index": index, "replicate": replicate, "split": "test",
+                "runs": {str(r): run_record(label, float(label)) for r, label in enumerate(labels)}}
+
+    # eight drawings, each run twice with two sets of seeds: two of them flip in both replicates
+    images = [image(("common", "unseen")[i % 2], i, ("1", "2") if i < 2 else (str(1 + i % 2),) * 2, rep)
+              for i in range(8) for rep in (0, 1)]
+    data = {"runs": 2, "groups": ["common", "unseen"], "config": {"max_tokens": 5}, "name": "x", "split": "test",
+            "images": images, "pooled_from": ["a.json", "b.json"]}
+    spans = reliability.intervals(data, resamples=400)
+    figures = reliability.summarize(data)["all"]
+    assert figures["same_label"] == 0.75
+    low, high = spans["same_label"]
+    # a drawing's replicates are drawn together, so the share moves in steps of one drawing in eight
+    assert low < 0.75 < high and {round(8 * low, 6) % 1, round(8 * high, 6) % 1} == {0.0}
+    assert spans["within_one"] == (1.0, 1.0)
+    assert "95% intervals, resampling the 8 drawings with their replicates: same label" in \
+        "\n".join(reliability.summary_lines(data))
+
+
 def run_record(label: str, continuous: float) -> dict:
     return {"label": label, "continuous": continuous, "passes": 100, "seconds": 1.0}
 
@@ -178,10 +210,10 @@ def test_length_noise_splits_a_lengths_movement_between_runs():
 
     data = {"images": [
         # m = 1: means 0.2 and 0.6, (0.4)^2 = 0.16 apart; each run's sampling variance 0.02 / 2 = 0.01
-        {"group": "common", "runs": {"0": run([0.1, 0.3], [0.5, 0.5]), "1": run([0.5, 0.7])}},
+        {"group": "common", "index": 0, "runs": {"0": run([0.1, 0.3], [0.5, 0.5]), "1": run([0.5, 0.7])}},
         # m = 1 again: the same means, no sampling spread; its m = 2 has no partner (run 1 stopped at m = 1)
-        {"group": "rare", "runs": {"0": run([0.4, 0.4]), "1": run([0.4, 0.4])}},
-        {"group": "rare", "runs": {"0": run([0.9, 0.1])}},  # one run: not a pair
+        {"group": "rare", "index": 0, "runs": {"0": run([0.4, 0.4]), "1": run([0.4, 0.4])}},
+        {"group": "rare", "index": 1, "runs": {"0": run([0.9, 0.1])}},  # one run: not a pair
     ]}
     noise = reliability.length_noise(data)
     assert list(noise) == [1] and noise[1]["pairs"] == 2

@@ -295,6 +295,11 @@ def test_a_report_finds_the_figures_of_its_world_and_measured_settings(tmp_path)
     assert "same label about 3 times in 10" in figures.sentence()
     assert "within one length of it about 6 times in 10" in figures.sentence() and "±1.6" in figures.sentence()
 
+    assert "within the benchmark's uncertainty" not in figures.sentence()  # published before intervals were
+    pinned = dataclasses.replace(figures, same_label_interval=(0.13, 0.43))
+    assert "same label about 3 times in 10 (between 1 and 4 in 10 within the benchmark's uncertainty)" in \
+        pinned.sentence()
+    assert "(between" not in dataclasses.replace(figures, same_label_interval=(0.26, 0.31)).sentence()
     nearly = dataclasses.replace(figures, same_label=29 / 30, within_one=1.0)
     assert "the same label nearly always, and a label within one length of it every time" in nearly.sentence()
     assert expected_repeatability("stable-diffusion", mine, path) is None

@@ -115,6 +115,28 @@ def icc_2_1(table: np.ndarray) -> float | None:
     return None if denom <= 0 else float((ms_r - ms_e) / denom)
 
 
+def fleiss_kappa(labels: list[list]) -> float | None:
+    """Fleiss' kappa of items each labelled by k >= 2 runs (`labels`: one list of k labels an item): agreement
+    corrected for what labels drawn at random from their pooled frequencies would reach, 1 = every item the same in
+    every run, 0 = no better than chance. With k = 2 it is Scott's pi, which suits test-retest: two runs of one
+    setting are interchangeable, so the chance level pools their labels. None when undefined (no items, fewer
+    than 2 runs, or a single label in all)."""
+    if not labels or len(labels[0]) < 2:
+        return None
+    k = len(labels[0])
+    counts: dict[Any, int] = {}
+    observed = 0.0
+    for item in labels:
+        seen = {label: item.count(label) for label in set(item)}
+        observed += sum(c * (c - 1) for c in seen.values()) / (k * (k - 1))
+        for label, c in seen.items():
+            counts[label] = counts.get(label, 0) + c
+    observed /= len(labels)
+    total = len(labels) * k
+    chance = sum((c / total) ** 2 for c in counts.values())
+    return None if chance >= 1 else float((observed - chance) / (1 - chance))
+
+
 def complete_images(data: dict, group: str | None = None) -> list[dict]:
     """The images (of `group`, or all) every run of which is done: the ones the figures count."""
     return [img for img in data["images"] if (group is None or img["group"] == group)
@@ -187,6 +209,7 @@ def figures_of(images: list[dict], runs: int) -> dict[str, Any]:
         "images": len(images),
         "same_label": sum(len(set(ls)) == 1 for ls in labels) / len(images),
         "within_one": sum(max(ls) - min(ls) <= 1 for ls in labels) / len(images),
+        "kappa": fleiss_kappa(labels),
         "icc_label": icc_label,
         "icc_continuous": icc_cont,
         # standard error of measurement of the continuous score: a rerun lands within about 2 SEM
@@ -419,6 +442,11 @@ def drawing_of(img: dict, data: dict) -> tuple[str, str, int]:
     return img.get("split", data["split"]), img["group"], img["index"]
 
 
+def run_pair(img: dict, data: dict) -> tuple[tuple[str, str, int], int]:
+    """Which runs of which drawing an image entry of `data` holds: (`drawing_of`, its replicate; 0 unpooled)."""
+    return drawing_of(img, data), img.get("replicate", 0)
+
+
 def published_entry(data: dict, source: str) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
     run is published (the dev split is where settings are chosen, so its figures flatter them)."""
@@ -438,7 +466,8 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
                         "sem": overall["sem_continuous"], "source": source,
                         "drawings": drawings, "replicates": replicates, "clear_share": overall["clear_share"],
                         "same_label_clear": overall["same_label_clear"],
-                        "same_label_close": overall["same_label_close"]}}
+                        "same_label_close": overall["same_label_close"], "kappa": overall["kappa"],
+                        "same_label_interval": intervals(data)["same_label"]}}
 
 
 def summary_lines(data: dict, name: str = "") -> list[str]:
@@ -452,14 +481,25 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
     if data.get("pooled_from"):
         lines.append(f"  pooled: {len(data['pooled_from'])} replicates, each drawing counted once per replicate "
                      f"({', '.join(data['pooled_from'])})")
-    lines.append(f"  {'group':<7s} {'n':>3s} {'same':>5s} {'<=1':>5s} {'ICC lab':>7s} {'ICC cont':>8s} {'SEM':>5s} "
-                 f"{'rho lab':>7s} {'rho cont':>8s} {'med':>4s} {'mean c':>6s} {'passes':>7s} {'sec':>5s}")
+    lines.append(f"  {'group':<7s} {'n':>3s} {'same':>5s} {'<=1':>5s} {'kappa':>5s} {'ICC lab':>7s} {'ICC cont':>8s} "
+                 f"{'SEM':>5s} {'rho lab':>7s} {'rho cont':>8s} {'med':>4s} {'mean c':>6s} {'passes':>7s} {'sec':>5s}")
     figures = summarize(data)
     for scope, s in figures.items():
         lines.append(f"  {scope.upper():<7s} {s['images']:>3d} {s['same_label']:>5.0%} {s['within_one']:>5.0%} "
-                     f"{f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} {f(s['sem_continuous']):>5s} "
+                     f"{f(s['kappa']):>5s} {f(s['icc_label']):>7s} {f(s['icc_continuous']):>8s} "
+                     f"{f(s['sem_continuous']):>5s} "
                      f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
+    drawings = len({drawing_of(img, data) for img in complete_images(data)})
+    if drawings >= 2 and data["runs"] >= 2:
+        spans = intervals(data)
+        shown = {"same_label": ("same label", "{:.0%}"), "within_one": ("within one", "{:.0%}"),
+                 "kappa": ("kappa", "{:.2f}"), "icc_continuous": ("ICC cont", "{:.2f}"),
+                 "spearman_continuous": ("rho cont", "{:.2f}")}
+        replicates = " with their replicates" if data.get("pooled_from") else ""
+        lines.append(f"  95% intervals, resampling the {drawings} drawings{replicates}: " + ", ".join(
+            f"{label} {fmt.format(spans[name][0])}-{fmt.format(spans[name][1])}"
+            for name, (label, fmt) in shown.items() if spans[name] is not None))
     calls = figures.get("all", {})
     if calls.get("clear_share") is not None:
         lines.append(f"  clear calls (a run's own label probability >= {CLEAR_CALL:.0%}): {calls['clear_share']:.0%} "
@@ -494,6 +534,43 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
 
 
 COMPARED = ("same_label", "within_one", "icc_continuous", "spearman_continuous", "mean_passes")
+INTERVALS = ("same_label", "within_one", "kappa", "icc_continuous", "spearman_continuous")
+
+
+def by_drawing(keys: list[tuple]) -> dict[tuple, list[tuple]]:
+    """Keys (drawing, replicate), `drawing` a `drawing_of` triple, grouped by drawing: the unit a bootstrap
+    resamples, since replicates of one drawing are not independent evidence."""
+    out: dict[tuple, list[tuple]] = {}
+    for k in keys:
+        out.setdefault(k[0], []).append(k)
+    return out
+
+
+def drawing_resamples(pairs_of: dict[tuple, list[tuple]], resamples: int, seed: int):
+    """Bootstrap samples of the drawings of `pairs_of` (`by_drawing`): each as many drawings as there are, drawn
+    with replacement (seeded by `seed`), each with all its replicates; a sample of a single group is skipped,
+    since the Spearman against the group needs two. Yields lists of keys."""
+    drawings = list(pairs_of)
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        sample = [k for i in rng.integers(0, len(drawings), len(drawings)) for k in pairs_of[drawings[i]]]
+        if len({k[0][1] for k in sample}) >= 2:
+            yield sample
+
+
+def intervals(data: dict, resamples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float] | None]:
+    """95% percentile bootstrap intervals of the overall figures of `INTERVALS` (`figures_of` over the complete
+    images), resampling the drawings with their replicates (`drawing_resamples`): how far 30 drawings pin a
+    figure down. None for a figure that is undefined in every sample."""
+    images = {run_pair(img, data): img for img in complete_images(data)}
+    draws: dict[str, list[float]] = {name: [] for name in INTERVALS}
+    for sample in drawing_resamples(by_drawing(list(images)), resamples, seed):
+        figures = figures_of([images[k] for k in sample], data["runs"])
+        for name in INTERVALS:
+            if figures[name] is not None:
+                draws[name].append(figures[name])
+    return {name: (tuple(float(v) for v in np.percentile(values, [2.5, 97.5])) if values else None)
+            for name, values in draws.items()}
 
 
 def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -506,37 +583,25 @@ def compare(data: dict, reference: dict, resamples: int = 2000, seed: int = 0) -
         raise ValueError(f"the results are on different splits ({data['split']} and {reference['split']}): "
                          "only the same drawings can be compared")
 
-    def key(img, result):
-        return drawing_of(img, result), img.get("replicate", 0)
-
-    ours = {key(img, data): img for img in complete_images(data)}
-    theirs = {key(img, reference): img for img in complete_images(reference)}
+    ours = {run_pair(img, data): img for img in complete_images(data)}
+    theirs = {run_pair(img, reference): img for img in complete_images(reference)}
     common = [k for k in ours if k in theirs]
     if not common:
         raise ValueError("no drawing is complete in both results")
-    # the bootstrap resamples drawings, each with all its replicates: replicates of one drawing are not
-    # independent evidence
-    pairs_of: dict[tuple, list] = {}
-    for k in common:
-        pairs_of.setdefault(k[0], []).append(k)
-    drawings = list(pairs_of)
+    pairs_of = by_drawing(common)
 
     def figures(keys) -> tuple[dict, dict]:
         return (figures_of([ours[k] for k in keys], data["runs"]),
                 figures_of([theirs[k] for k in keys], reference["runs"]))
 
     new, ref = figures(common)
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {name: [] for name in COMPARED}
-    for _ in range(resamples):
-        sample = [k for i in rng.integers(0, len(drawings), len(drawings)) for k in pairs_of[drawings[i]]]
-        if len({k[0][1] for k in sample}) < 2:  # Spearman against the group needs two groups
-            continue
+    for sample in drawing_resamples(pairs_of, resamples, seed):
         a, b = figures(sample)
         for name in COMPARED:
             if a[name] is not None and b[name] is not None:
                 draws[name].append(a[name] - b[name])
-    out: dict[str, Any] = {"images": len(common), "drawings": len(drawings)}
+    out: dict[str, Any] = {"images": len(common), "drawings": len(pairs_of)}
     for name in COMPARED:
         diff = None if new[name] is None or ref[name] is None else new[name] - ref[name]
         low, high = (np.percentile(draws[name], [2.5, 97.5]) if draws[name] else (None, None))
