@@ -301,6 +301,36 @@ def test_in_world_check_accepts_world_images_exact_and_varied():
         assert check_in_world(renderer.render(q.elements, size=256)).ok
 
 
+def test_a_drawing_framed_or_on_a_plots_axes_passes_the_check_and_redraws_without_the_lines():
+    from PIL import ImageDraw
+
+    elements = dataset.query("rare", 0, 2).elements
+    want = sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
+    for style in ("frame", "axes", "grid"):
+        drawing = renderer.render(elements, size=256)
+        pen = ImageDraw.Draw(drawing)
+        if style == "frame":
+            pen.rectangle([0, 0, 255, 255], outline=(0, 0, 0), width=2)
+        elif style == "axes":  # an axes box inside the canvas, with ticks outside it
+            pen.rectangle([12, 12, 243, 243], outline=(0, 0, 0), width=2)
+            for t in range(12, 244, 46):
+                pen.line([t, 243, t, 249], fill=(0, 0, 0), width=2)
+                pen.line([6, t, 12, t], fill=(0, 0, 0), width=2)
+        else:
+            for t in range(0, 256, 32):
+                pen.line([t, 0, t, 255], fill=(120, 120, 120), width=2)
+                pen.line([0, t, 255, t], fill=(120, 120, 120), width=2)
+        assert check_in_world(drawing).ok, style
+        drawn = redraw(drawing.resize((64, 64), Image.LANCZOS))
+        assert sorted(d.key for d in detector.detect(drawn)) == want, style
+        grey = np.asarray(drawn, dtype=int)
+        assert not ((grey.max(axis=2) - grey.min(axis=2) < 40) & (grey.min(axis=2) < 200)).any(), style  # no lines
+    # a band is not a line: a drawing on a page with a thick black bar across it is still refused
+    barred = renderer.render(elements, size=256)
+    ImageDraw.Draw(barred).rectangle([0, 100, 255, 130], fill=(0, 0, 0))
+    assert not check_in_world(barred).ok
+
+
 def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     painting = Image.open(ASSETS / "examples" / "sd_painting.png").convert("RGB")
     fit = check_in_world(painting)

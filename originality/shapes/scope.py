@@ -45,6 +45,12 @@ HUE_LIMITS = {
 # Pixels that are neither background, nor of a world hue, nor in a detected element's
 # neighbourhood (anti-aliased rims, JPEG ringing): at most this share of the canvas.
 MAX_STRAY = 0.04
+# Straight grey or black lines across the canvas (a frame around the drawing, a plot's axes box, grid lines) are not
+# part of what the world draws, but they are no content either: the reading ignores grey and the redraw drops them.
+# A row or column is such a line where grey or black covers at least RULE_COVER of it, and the line is at most
+# RULE_WIDTH px thick at 64 px (a thicker band is a bar, not a line).
+RULE_COVER = 0.6
+RULE_WIDTH = 3
 
 
 def _hue_limit_table() -> np.ndarray:
@@ -81,6 +87,7 @@ def check_in_world(image: Image.Image) -> WorldFit:
         small = small.resize((renderer.IMAGE_SIZE, renderer.IMAGE_SIZE), Image.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32)
     white = rgb.min(axis=2) >= WHITE_LEVEL
+    white |= _rules(rgb, white)
     background = float(white.mean())
     frame = np.ones(white.shape, dtype=bool)
     frame[2:-2, 2:-2] = False
@@ -111,6 +118,29 @@ def check_in_world(image: Image.Image) -> WorldFit:
         return WorldFit(False, f"{float(stray.mean()):.0%} of the image is marks that are not shapes of this world.",
                         elements=len(found), background=background)
     return WorldFit(True, elements=len(found), background=background)
+
+
+def _rules(rgb: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """The pixels of straight grey or black lines across an (H, W, 3) canvas (`RULE_COVER`, `RULE_WIDTH`), which the
+    check counts as background; `white` is the background mask without them."""
+    grey = ~white & (rgb.max(axis=2) - rgb.min(axis=2) < 40)
+    rows = _thin(grey.mean(axis=1) >= RULE_COVER)
+    columns = _thin(grey.mean(axis=0) >= RULE_COVER)
+    return grey & (rows[:, None] | columns[None, :])
+
+
+def _thin(lines: np.ndarray) -> np.ndarray:
+    """`lines` (a bool per row or column) without its runs longer than `RULE_WIDTH`."""
+    out = lines.copy()
+    start = None
+    for i, on in enumerate([*lines, False]):
+        if on and start is None:
+            start = i
+        elif not on and start is not None:
+            if i - start > RULE_WIDTH:
+                out[start:i] = False
+            start = None
+    return out
 
 
 def _near(found, shape: tuple[int, int]) -> np.ndarray:
