@@ -46,7 +46,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 
-from .images import ImageInputError, check_file_size, list_images, load_image
+from .images import ImageInputError, centre_square, check_file_size, list_images, load_image
 from .provenance import input_sha256
 from .record import backbone_source
 from .world import World
@@ -316,7 +316,7 @@ def load_references(sources: Sequence[Any] | None, config, world=None, *, max_by
             if max_bytes is not None:
                 check_file_size(source, max_bytes)
             image = load_image(source)
-            problem = world.check_query(image) if world is not None and world_check else None
+            problem = world.check_query(centre_square(image)) if world is not None and world_check else None
             if problem:
                 raise ImageInputError(problem)
         except ImageInputError as err:

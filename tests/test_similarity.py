@@ -195,6 +195,19 @@ def test_shapes_world_compares_layouts_and_has_no_style():
     assert "style: style does not apply" in text
 
 
+def test_a_wide_reference_is_read_as_its_centre_square_as_a_query_is(tmp_path):
+    query = _shapes(("circle", "red", "big", "full", 20, 20), ("square", "blue", "big", "full", 44, 44))
+    # the query's drawing in the middle of a page three times as wide, with a green star outside that square
+    page = Image.new("RGB", (192, 64), "white")
+    page.paste(query, (64, 0))
+    page.paste(_shapes(("star", "green", "big", "full", 32, 32)), (0, 0))
+    page.save(tmp_path / "page.png")
+    world = get_world("shapes")
+    refs = similarity.load_references([tmp_path / "page.png"], AnalysisConfig.preset("fast"), world=world)
+    sim = compare(world.similarity(device="cpu", dtype=None), query, refs, {}, copy_line=1.0)
+    assert [r.copy for r in sim.references] == [1.0]  # squashed, its shapes were a third as wide and elsewhere
+
+
 # --------------------------------------------------------------------------- the references as input
 
 

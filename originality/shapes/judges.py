@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from ..images import centre_square
 from ..metrics import CheckResult
 from .detector import Detection, detect
 
@@ -191,9 +192,10 @@ class LayoutSimilarity:
         return 2.0 * len(matched) / (len(a) + len(b))
 
     def copy(self, images: list[Image.Image], references: list[Image.Image]) -> list[list[float]]:
-        refs = [detect(r, min_area=self.min_area) for r in references]
-        return [[self.layout_match(found, r) for r in refs] for found in (detect(im, min_area=self.min_area)
-                                                                          for im in images)]
+        # a reference is read as a query is, its centre square (the layout's frame), never squashed to one
+        refs = [detect(centre_square(r), min_area=self.min_area) for r in references]
+        found = (detect(centre_square(im), min_area=self.min_area) for im in images)
+        return [[self.layout_match(mine, r) for r in refs] for mine in found]
 
     def style(self, images: list[Image.Image], references: list[Image.Image]) -> None:
         return None
