@@ -23,6 +23,8 @@ from .detector import CHANNEL, FOREIGN_READING, detect
 
 # A pixel is background when every channel is at least this bright.
 WHITE_LEVEL = 215
+# A pixel is coloured when its brightest and darkest channels differ by at least this much; below it, grey.
+COLOURED = 40
 # Share of the canvas that must be background (four big elements cover ~30% of it).
 MIN_BACKGROUND = 0.55
 # Share of the 2 px frame around the canvas that must be background (elements never touch it).
@@ -107,7 +109,7 @@ def check_in_world(image: Image.Image) -> WorldFit:
     order = np.argsort(rgb, axis=2, kind="stable")
     lo, mid, hi = (np.take_along_axis(rgb, order[..., k : k + 1], axis=2)[..., 0] for k in range(3))
     sat = hi - lo
-    coloured = ~white & (sat >= 40)
+    coloured = ~white & (sat >= COLOURED)
     off_hue = coloured & ((mid - lo) > _HUE_LIMIT[order[..., 2], order[..., 1]] * np.maximum(sat, 1.0))
     near_elements = _near(found, white.shape)
     stray = ~white & ~near_elements
@@ -123,7 +125,7 @@ def check_in_world(image: Image.Image) -> WorldFit:
 def _rules(rgb: np.ndarray, white: np.ndarray) -> np.ndarray:
     """The pixels of straight grey or black lines across an (H, W, 3) canvas (`RULE_COVER`, `RULE_WIDTH`), which the
     check counts as background; `white` is the background mask without them."""
-    grey = ~white & (rgb.max(axis=2) - rgb.min(axis=2) < 40)
+    grey = ~white & (rgb.max(axis=2) - rgb.min(axis=2) < COLOURED)
     rows = _thin(grey.mean(axis=1) >= RULE_COVER)
     columns = _thin(grey.mean(axis=0) >= RULE_COVER)
     return grey & (rows[:, None] | columns[None, :])
