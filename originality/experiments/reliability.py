@@ -442,6 +442,11 @@ def drawing_of(img: dict, data: dict) -> tuple[str, str, int]:
     return img.get("split", data["split"]), img["group"], img["index"]
 
 
+def drawings_in(data: dict) -> int:
+    """How many drawings the complete images of `data` hold (a pooled result holds each once per replicate)."""
+    return len({drawing_of(img, data) for img in complete_images(data)})
+
+
 def run_pair(img: dict, data: dict) -> tuple[tuple[str, str, int], int]:
     """Which runs of which drawing an image entry of `data` holds: (`drawing_of`, its replicate; 0 unpooled)."""
     return drawing_of(img, data), img.get("replicate", 0)
@@ -459,7 +464,7 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
     if overall is None or overall["images"] < len(data["groups"]) * 2:
         raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
     replicates = len(data.get("pooled_from", [source]))
-    drawings = len({drawing_of(img, data) for img in complete_images(data)})
+    drawings = drawings_in(data)
     return {"world": "shapes", "name": data["name"], "config": data["config"],
             "figures": {"images": overall["images"], "same_label": overall["same_label"],
                         "within_one": overall["within_one"], "icc": overall["icc_continuous"],
@@ -490,7 +495,7 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"{f(s['sem_continuous']):>5s} "
                      f"{f(s['spearman_label']):>7s} {f(s['spearman_continuous']):>8s} {s['median_label']:>4g} "
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
-    drawings = len({drawing_of(img, data) for img in complete_images(data)})
+    drawings = drawings_in(data)
     if drawings >= 2 and data["runs"] >= 2:
         spans = intervals(data)
         shown = {"same_label": ("same label", "{:.0%}"), "within_one": ("within one", "{:.0%}"),

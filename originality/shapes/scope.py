@@ -88,8 +88,9 @@ def check_in_world(image: Image.Image) -> WorldFit:
     if small.size != (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE):
         small = small.resize((renderer.IMAGE_SIZE, renderer.IMAGE_SIZE), Image.BILINEAR)
     rgb = np.asarray(small, dtype=np.float32)
+    sat = rgb.max(axis=2) - rgb.min(axis=2)
     white = rgb.min(axis=2) >= WHITE_LEVEL
-    white |= _rules(rgb, white)
+    white |= _rules(sat, white)
     background = float(white.mean())
     frame = np.ones(white.shape, dtype=bool)
     frame[2:-2, 2:-2] = False
@@ -107,8 +108,7 @@ def check_in_world(image: Image.Image) -> WorldFit:
                         elements=len(found), background=background)
     # 3. Nothing else: no other hues, no marks the detector could not read as elements.
     order = np.argsort(rgb, axis=2, kind="stable")
-    lo, mid, hi = (np.take_along_axis(rgb, order[..., k : k + 1], axis=2)[..., 0] for k in range(3))
-    sat = hi - lo
+    lo, mid = (np.take_along_axis(rgb, order[..., k : k + 1], axis=2)[..., 0] for k in range(2))
     coloured = ~white & (sat >= COLOURED)
     off_hue = coloured & ((mid - lo) > _HUE_LIMIT[order[..., 2], order[..., 1]] * np.maximum(sat, 1.0))
     near_elements = _near(found, white.shape)
@@ -122,10 +122,11 @@ def check_in_world(image: Image.Image) -> WorldFit:
     return WorldFit(True, elements=len(found), background=background)
 
 
-def _rules(rgb: np.ndarray, white: np.ndarray) -> np.ndarray:
-    """The pixels of straight grey or black lines across an (H, W, 3) canvas (`RULE_COVER`, `RULE_WIDTH`), which the
-    check counts as background; `white` is the background mask without them."""
-    grey = ~white & (rgb.max(axis=2) - rgb.min(axis=2) < COLOURED)
+def _rules(sat: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """The pixels of straight grey or black lines across an (H, W) canvas (`RULE_COVER`, `RULE_WIDTH`), which the
+    check counts as background; `sat` is each pixel's brightest less darkest channel, `white` the background mask
+    without them."""
+    grey = ~white & (sat < COLOURED)
     rows = _thin(grey.mean(axis=1) >= RULE_COVER)
     columns = _thin(grey.mean(axis=0) >= RULE_COVER)
     return grey & (rows[:, None] | columns[None, :])
