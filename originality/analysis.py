@@ -347,7 +347,9 @@ def prepare_checked(loaded: Image.Image, config: AnalysisConfig, model: Original
             notes.append(note)
     init_id = initializer_id(model.pipeline.tokenizer, model.initial_word(config.domain))
     templates = tuple(model.templates(config.domain))
-    record = start_record(source, query, model, given=given, resolved=config)
+    # the upload's own size: a report can say that what it shows as given is that upload's centre square
+    record = start_record(dict(source, width=loaded.width, height=loaded.height), query, model, given=given,
+                          resolved=config)
     return Prepared(query, config, model.describe(), init_id, templates, record, tuple(notes),
                     pick.to_dict() if pick else None, record["threshold"]["source"],
                     given_image=None if query is as_given else as_given)

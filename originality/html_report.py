@@ -269,9 +269,10 @@ def _query_figures(report: Report) -> str:
                        css="query", max_side=QUERY_SIDE, shown=240)
     if report.given_image is None:
         return analysed
-    given = _figure(report.given_image, "the image as given", "your image, as given", css="query",
+    given = _figure(report.given_image, "the image as given", report.given_caption, css="query",
                     max_side=QUERY_SIDE, shown=240)
     return f"<div>{given}{analysed}</div>"
+
 
 
 def _summary_section(report: Report) -> str:

@@ -211,7 +211,21 @@ class Report:
         """What the query beside the images is called: the user's image, or the world's drawing of it (`redraw`;
         under redraw "on" an image with nothing to read stays as given, and its notes say so)."""
         redrawn = self.config.get("redraw") == "on" and NOTHING_TO_REDRAW not in self.notes
-        return "your image, as the world draws it" if redrawn else "your image"
+        return ("your image, as the world draws it" if redrawn
+                else "your image's centre square" if self.upload_cropped else "your image")
+
+    @property
+    def given_caption(self) -> str:
+        """What `given_image` is called: the upload, or its centre square, which is all an analysis sees of a
+        non-square upload (`images.centre_square`)."""
+        return "your image's centre square, as given" if self.upload_cropped else "your image, as given"
+
+    @property
+    def upload_cropped(self) -> bool:
+        """Whether the upload was not square, so only its centre square was analysed (the record keeps the upload's
+        size since 2026-12-07; False for older records)."""
+        upload = self.record.get("input") or {}
+        return bool(upload.get("width")) and upload.get("width") != upload.get("height")
 
     @property
     def pass_rule(self) -> PassRule:

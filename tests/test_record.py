@@ -45,7 +45,7 @@ def test_record_is_complete(run, tiny_shapes_model):
     record = report.record
     assert record["record_version"] == 1
     assert record["input"] == {"kind": "file", "name": "upload.png", "sha256": sha256(image),
-                               "bytes": image.stat().st_size}
+                               "bytes": image.stat().st_size, "width": 96, "height": 80}
     assert record["query"]["sha256"] == pixels_sha256(report.query)
     assert (record["query"]["width"], record["query"]["height"]) == report.query.size == (64, 64)
     model = record["model"]

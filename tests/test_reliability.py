@@ -261,7 +261,7 @@ def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_
     assert reliability.main([*args, "--set", "average_tail=0.5"]) == 2
 
 
-def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_path, capsys):
+def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_path, capsys, monkeypatch):
     config = AnalysisConfig.preset("steady").to_dict()
 
     def result(name, labels, seed=0, **changes):
@@ -323,6 +323,15 @@ def test_replicates_pool_into_one_result_compared_replicate_with_replicate(tmp_p
     assert reliability.main(["--summary", paths["a"], paths["r"], "--pool"]) == 0  # the same settings, named apart
     assert reliability.main(["--summary", paths["a"], str(tmp_path / "missing.json"), "--pool"]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+    # published from the command line: the entry carries the interval the summary printed, bootstrapped once
+    entries, calls = [], []
+    bootstrap = reliability.intervals
+    monkeypatch.setattr(reliability, "publish", entries.append)
+    monkeypatch.setattr(reliability, "intervals", lambda data: calls.append(data) or bootstrap(data, resamples=300))
+    assert reliability.main(["--summary", paths["a"], paths["b"], "--pool", "--publish"]) == 0
+    low, high = entries[0]["figures"]["same_label_interval"]
+    assert len(calls) == 1 and f"same label {low:.0%}-{high:.0%}" in capsys.readouterr().out
 
 
 def test_clear_and_close_calls_split_how_often_a_rerun_repeats_the_label():

@@ -125,6 +125,24 @@ def test_a_report_of_a_redrawn_query_shows_and_names_the_drawing(tiny_shapes_mod
     assert "your image, as given" not in html_report.render(as_given)
 
 
+def test_a_non_square_upload_is_named_as_its_centre_square(tiny_shapes_model, tmp_path):
+    model = load_model(str(tiny_shapes_model), device="cpu")
+    drawing = np.asarray(other_program_draw([E("star", "blue", "big", "full", 33.2, 30.1)]).convert("RGB"))
+    page = np.full((drawing.shape[0], 3 * drawing.shape[1], 3), 255, np.uint8)  # white margins left and right
+    page[:, drawing.shape[1]:2 * drawing.shape[1]] = drawing
+    config = AnalysisConfig.preset("fast", redraw="on", max_tokens=1, steps=1, num_reconstructions=1,
+                                   max_reconstructions=1, num_inference_steps=1)
+    report = analyze(Image.fromarray(page), config, model)
+    assert (report.record["input"]["width"], report.record["input"]["height"]) == (page.shape[1], page.shape[0])
+    assert report.given_caption == "your image's centre square, as given"
+    assert "your image&#x27;s centre square, as given" in html_report.render(report)
+    # the caption survives a save, and an unredrawn run names the analysed image the same way
+    assert Report.load(report.save(tmp_path / "run")).given_caption == report.given_caption
+    assert analyze(Image.fromarray(page), config.replace(redraw="off"), model).query_caption == (
+        "your image's centre square")
+    square = analyze(Image.fromarray(drawing), config, model)
+    assert square.given_caption == "your image, as given" and "centre square" not in html_report.render(square)
+
 def test_a_redrawn_report_keeps_the_image_as_given(tiny_shapes_model, tmp_path):
     model = load_model(str(tiny_shapes_model), device="cpu")
     given = other_program_draw([E("triangle", "red", "big", "full", 28.3, 35.7)])

@@ -452,9 +452,10 @@ def run_pair(img: dict, data: dict) -> tuple[tuple[str, str, int], int]:
     return drawing_of(img, data), img.get("replicate", 0)
 
 
-def published_entry(data: dict, source: str) -> dict[str, Any]:
+def published_entry(data: dict, source: str, spans: dict | None = None) -> dict[str, Any]:
     """The `repeatability.json` entry of a result: its settings and overall figures. Only a complete test-split
-    run is published (the dev split is where settings are chosen, so its figures flatter them)."""
+    run is published (the dev split is where settings are chosen, so its figures flatter them). `spans`: the
+    result's `intervals`, when already computed (they take seconds on a pooled result)."""
     if data["split"] != "test":
         raise ValueError(f"{source}: only test-split results are published (this one is {data['split']})")
     if drawing_program(data) != "varied":
@@ -472,10 +473,11 @@ def published_entry(data: dict, source: str) -> dict[str, Any]:
                         "drawings": drawings, "replicates": replicates, "clear_share": overall["clear_share"],
                         "same_label_clear": overall["same_label_clear"],
                         "same_label_close": overall["same_label_close"], "kappa": overall["kappa"],
-                        "same_label_interval": intervals(data)["same_label"]}}
+                        "same_label_interval": (spans or intervals(data))["same_label"]}}
 
 
-def summary_lines(data: dict, name: str = "") -> list[str]:
+def summary_lines(data: dict, name: str = "", spans: dict | None = None) -> list[str]:
+    """The printed summary of a result; `spans` as in `published_entry`."""
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
@@ -497,7 +499,7 @@ def summary_lines(data: dict, name: str = "") -> list[str]:
                      f"{s['mean_continuous']:>6.2f} {s['mean_passes']:>7.0f} {s['mean_seconds']:>5.0f}")
     drawings = drawings_in(data)
     if drawings >= 2 and data["runs"] >= 2:
-        spans = intervals(data)
+        spans = spans or intervals(data)
         shown = {"same_label": ("same label", "{:.0%}"), "within_one": ("within one", "{:.0%}"),
                  "kappa": ("kappa", "{:.2f}"), "icc_continuous": ("ICC cont", "{:.2f}"),
                  "spearman_continuous": ("rho cont", "{:.2f}")}
@@ -807,7 +809,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = dict(data, name=args.name)
             if data.get("rejudged_from"):
                 path = f"{path} (rejudged: undecided_as {args.undecided_as})"
-            print("\n".join(summary_lines(data)))
+            spans = intervals(data) if args.publish else None  # computed once for the summary and the entry
+            print("\n".join(summary_lines(data, spans=spans)))
             if reference is not None:
                 try:
                     print("\n".join(comparison_lines(data, reference)))
@@ -816,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
             if args.publish:
                 try:
-                    publish(published_entry(data, str(path)))
+                    publish(published_entry(data, str(path), spans))
                 except ValueError as err:
                     print(f"error: {err}", file=sys.stderr)
                     return 2
