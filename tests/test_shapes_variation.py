@@ -355,6 +355,46 @@ def test_in_world_check_refuses_a_painting_a_blank_and_other_hues():
     assert not check_in_world(photo).ok
 
 
+def test_in_world_check_refuses_stretched_shapes_and_takes_the_worlds_turned_or_partly_hidden_ones():
+    """Ellipses, bars, crescents and half discs are no shape of this world, which draws only shapes as wide one way
+    as any other; before the check measured a mark's elongation they passed, and the redraw drew each as the nearest
+    world shape (an ellipse as a circle). Turned polygons, a shape partly under another colour, and two of one colour
+    pushed into each other are the world's, and pass."""
+    from PIL import ImageDraw
+
+    def drawn(paint) -> Image.Image:
+        canvas = Image.new("RGB", (256, 256), "white")
+        paint(ImageDraw.Draw(canvas))
+        return canvas
+
+    red, blue = (230, 20, 20), (20, 20, 230)
+    foreign = {
+        "2:1 ellipse": lambda pen: pen.ellipse([80, 104, 176, 152], fill=red),
+        "3:2 ellipse beside a square": lambda pen: (pen.ellipse([70, 100, 190, 180], fill=red),
+                                                    pen.rectangle([20, 20, 60, 60], fill=blue)),
+        "crescent": lambda pen: (pen.ellipse([88, 88, 168, 168], fill=red), pen.ellipse([112, 88, 192, 168],
+                                                                                         fill="white")),
+        "half disc": lambda pen: pen.pieslice([88, 88, 168, 168], 0, 180, fill=blue),
+    }
+    for name, paint in foreign.items():
+        fit = check_in_world(drawn(paint))
+        assert not fit.ok and "times as long as it is wide" in fit.reason and "hexagons and stars" in fit.reason, name
+    bar = check_in_world(drawn(lambda pen: pen.line([(40, 128), (216, 128)], fill=blue, width=10)))
+    assert not bar.ok and "match none of this world's shapes" in bar.reason
+    # the world's own shapes, turned, partly hidden, or of one colour and pushed together, as drawn elsewhere
+    from originality.experiments.pil_program import draw
+
+    r = renderer.RADIUS["big"]
+    kept = [draw([Element(shape, "green", "big", "full", 30.2, 33.5)], turn=turn)
+            for shape, turn in itertools.product(("square", "triangle", "hexagon", "star"), (10, 30, 45))]
+    kept += [renderer.render([Element("triangle", "green", "big", "full", 31.9, 14.6),
+                              Element(top, "red", "big", "full", 43.2, 26.0)]) for top in ("circle", "square")]
+    kept += [renderer.render([Element(first, "blue", "big", "full", 20.3, 30.6),
+                              Element(second, "blue", "big", "full", 20.3 + 2 * r - 5, 33.1)])
+             for first, second in (("circle", "triangle"), ("square", "triangle"), ("hexagon", "star"))]
+    for image in kept:
+        assert check_in_world(image).ok, check_in_world(image).reason
+
 def test_the_world_check_runs_before_any_model_work_and_can_be_switched_off():
     from originality import AnalysisConfig, check_inputs
     from originality.images import ImageInputError

@@ -611,7 +611,20 @@ def _read_component(component: np.ndarray, mask: np.ndarray, faint: np.ndarray, 
     return fits
 
 
-def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFIT,
+# Blobs of fewer pixels of a colour's ink (at 64 px) are noise, not an element.
+MIN_AREA = 12
+
+
+def colour_masks(rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """Colour -> (H, W) bool mask of the pixels of an (H, W, 3) float RGB array that are that colour's ink: its channel
+    the brightest, and saturated to at least `SATURATION_FRACTION` of the world's full shade of it."""
+    sat = rgb.max(axis=2) - rgb.min(axis=2)
+    dominant = rgb.argmax(axis=2)
+    return {colour: (dominant == channel) & (sat >= SATURATION_FRACTION * _FULL_SAT[colour])
+            for colour, channel in CHANNEL.items()}
+
+
+def detect(image: Image.Image, min_area: int = MIN_AREA, max_misfit: float = MAX_MISFIT,
            reading: Reading = WORLD_READING) -> list[Detection]:
     """Elements of a shapes-world image, sorted top-to-bottom then left-to-right.
 
@@ -626,13 +639,9 @@ def detect(image: Image.Image, min_area: int = 12, max_misfit: float = MAX_MISFI
     if image.size != (renderer.IMAGE_SIZE, renderer.IMAGE_SIZE):
         image = image.resize((renderer.IMAGE_SIZE, renderer.IMAGE_SIZE), Image.BILINEAR)
     rgb = np.asarray(image, dtype=np.float32)
-    sat = rgb.max(axis=2) - rgb.min(axis=2)
     dominant = rgb.argmax(axis=2)
     coverage = _coverage(rgb)
-    masks = {
-        colour: (dominant == channel) & (sat >= SATURATION_FRACTION * _FULL_SAT[colour])
-        for colour, channel in CHANNEL.items()
-    }
+    masks = colour_masks(rgb)
     found: list[Detection] = []
     for colour, channel in CHANNEL.items():
         mask = masks[colour]

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..images import centre_square
 from ..metrics import CheckResult
-from .detector import Detection, detect
+from .detector import MIN_AREA, Detection, detect
 
 
 def element_f1_distance(a: Counter, b: Counter) -> float:
@@ -52,7 +52,7 @@ class ElementDistance:
     2 * 1 / (2 + 1) = 2/3 and the distance is 1/3. Lower = closer.
     """
 
-    min_area: int = 12
+    min_area: int = MIN_AREA
     name: str = field(init=False, default="element-f1")
 
     def __call__(self, query: Image.Image, images: list[Image.Image]) -> list[float]:
@@ -106,7 +106,7 @@ class LayoutVariationCheck:
     """
 
     copy_radius: float = 4.0
-    min_area: int = 12
+    min_area: int = MIN_AREA
     name: str = field(init=False, default="layout-variation")
     uses_edits: bool = field(init=False, default=False)
 
@@ -177,7 +177,7 @@ class LayoutSimilarity:
     """
 
     radius: float = 4.0
-    min_area: int = 12
+    min_area: int = MIN_AREA
     copy_measure: str = field(init=False, default="layout match: the F1 of the elements two images share (same "
                                                   "shape, colour, size and texture, at most 4 px apart), in [0, 1]")
     style_measure: None = field(init=False, default=None)

@@ -7,7 +7,8 @@ a reason a person can act on; a researcher can switch the check off (`AnalysisCo
 
 What the world's images are (`world`, `dataset`): a white canvas; 1..`MAX_ELEMENTS` elements,
 each one of three saturated hues (red, green or blue, in any shade a person still calls that
-colour); nothing else. The check reads the query at the model's resolution, as the analysis does.
+colour), each a circle, square, triangle, hexagon or star (as wide one way as any other); nothing else. The check
+reads the query at the model's resolution, as the analysis does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from PIL import Image
 
 from . import renderer
 from .dataset import MAX_ELEMENTS
-from .detector import CHANNEL, FOREIGN_READING, detect
+from scipy import ndimage
+
+from .detector import CHANNEL, FOREIGN_READING, MIN_AREA, colour_masks, detect
 
 # A pixel is background when every channel is at least this bright.
 WHITE_LEVEL = 215
@@ -53,6 +56,17 @@ MAX_STRAY = 0.04
 # RULE_WIDTH px thick at 64 px (a thicker band is a bar, not a line).
 RULE_COVER = 0.6
 RULE_WIDTH = 3
+# Every shape the world draws is as wide one way as any other: a regular polygon's (or star's) pixels spread alike in
+# every direction (their second moments are isotropic). An ellipse, a bar, a crescent or a half disc is not, and the
+# reading would redraw it as the world shape nearest to it. A mark is refused when its elongation (the square root of
+# the ratio of its moments' eigenvalues: 1 for a disc, 2 for a 2:1 ellipse) exceeds that of the world shapes read in
+# its place, drawn where it is and hidden where the image's other colours cover it, by more than this factor.
+# Measured (benchmarks/RESULTS.md, session 36): at most 1.18 over 5,258 drawings read right (the world's and four
+# other programs', 45 ways: outlines, radii, turns, JPEG, shapes pushed together); 1.34-1.37 for a 1.4:1 ellipse,
+# 1.5-2.0 for crescents, half discs, rhombi and right triangles; 1.22 for a 1.25:1 ellipse, which passes.
+MAX_STRETCH = 1.3
+
+_SHAPE_NAMES = ", ".join(f"{shape}s" for shape in renderer.SHAPES[:-1]) + f" and {renderer.SHAPES[-1]}s"
 
 
 def _hue_limit_table() -> np.ndarray:
@@ -101,8 +115,10 @@ def check_in_world(image: Image.Image) -> WorldFit:
     # 2. Elements the detector can read, as many as the world draws.
     found = detect(small, reading=FOREIGN_READING)
     if not found:
-        return WorldFit(False, "No coloured shape was found in the image (it is blank or its marks are too faint).",
-                        background=background)
+        inked = any(mask.sum() >= MIN_AREA for mask in colour_masks(rgb).values())
+        return WorldFit(False, f"The image's coloured marks match none of this world's shapes ({_SHAPE_NAMES})."
+                        if inked else "No coloured shape was found in the image (it is blank or its marks are too "
+                        "faint).", background=background)
     if len(found) > MAX_ELEMENTS:
         return WorldFit(False, f"The image holds {len(found)} shapes; this world's images hold at most {MAX_ELEMENTS}.",
                         elements=len(found), background=background)
@@ -118,6 +134,13 @@ def check_in_world(image: Image.Image) -> WorldFit:
                         elements=len(found), background=background)
     if float(stray.mean()) > MAX_STRAY:
         return WorldFit(False, f"{float(stray.mean()):.0%} of the image is marks that are not shapes of this world.",
+                        elements=len(found), background=background)
+    # 4. Every mark drawn as a shape of this world would be: not stretched.
+    stretched = _stretched(rgb, found)
+    if stretched:
+        colour, elongation = stretched
+        return WorldFit(False, f"A {colour} mark is {elongation:.1f} times as long as it is wide; this world draws only "
+                        f"{_SHAPE_NAMES}, as wide as they are tall.",
                         elements=len(found), background=background)
     return WorldFit(True, elements=len(found), background=background)
 
@@ -155,3 +178,42 @@ def _near(found, shape: tuple[int, int]) -> np.ndarray:
         r = max(renderer.RADIUS[d.size], d.element.radius if d.element else 0.0) * renderer.REACH + 2.0
         mask |= (xs + 0.5 - d.x) ** 2 + (ys + 0.5 - d.y) ** 2 <= r * r
     return mask
+
+
+def _elongation(mask: np.ndarray) -> float:
+    """How much longer than wide the pixels of an (H, W) bool mask are: the square root of the ratio of the
+    eigenvalues of their coordinates' covariance (1: alike in every direction, as a disc or a regular polygon; 2: a
+    2:1 ellipse). A pixel's own extent (1/12 px^2 each way) keeps a line of pixels finite."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 2:
+        return 1.0
+    low, high = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(np.float64)) + np.eye(2) / 12.0)
+    return float(np.sqrt(high / low))
+
+
+def _stretched(rgb: np.ndarray, found) -> tuple[str, float] | None:
+    """(colour, elongation) of the first mark of an (H, W, 3) canvas that is stretched past the world shapes read in
+    its place (`MAX_STRETCH`), or None. A mark is a connected blob of one colour's ink (`detector.colour_masks`),
+    holes filled; the shapes read in its place are `found`'s elements of that colour drawn alone (so their order does
+    not hide one under another) with the image's other colours removed (so what covers a mark in the image covers
+    them too). A mark with no shape read in its place is left to the stray-marks check."""
+    masks = colour_masks(rgb)
+    for colour in CHANNEL:
+        if not masks[colour].any():
+            continue
+        others = np.logical_or.reduce([m for c, m in masks.items() if c != colour])
+        read = [d.element for d in found if d.colour == colour]
+        drawn = (colour_masks(np.asarray(renderer.render(read, size=rgb.shape[0]), dtype=np.float32))[colour]
+                 if read else np.zeros(others.shape, dtype=bool)) & ~others
+        labels, count = ndimage.label(masks[colour], structure=np.ones((3, 3), dtype=bool))
+        for index in range(1, count + 1):
+            mark = ndimage.binary_fill_holes(labels == index)
+            if mark.sum() < MIN_AREA:
+                continue
+            shapes = ndimage.binary_fill_holes(drawn & ndimage.binary_dilation(mark, iterations=3))
+            if shapes.sum() < MIN_AREA:  # nothing read here: a stray mark (step 3's), such as a JPEG fringe
+                continue
+            elongation = _elongation(mark)
+            if elongation > MAX_STRETCH * _elongation(shapes):
+                return colour, elongation
+    return None
