@@ -22,6 +22,10 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
    filling their box, the Tableau palette, 2 px outlines), as drawn, at 256 px and after JPEG: how far the reading
    carries to conventions it was not tuned on.
 
+5. the world check (`shapes.scope.check_in_world`) on each: how many drawings read right it refuses, and its
+   `stretch` (a mark's elongation over the world shapes read in its place; refused above `MAX_STRETCH`); and on
+   shapes this world does not draw (ellipses, crescents, half discs, ...; `foreign_shapes`), which it should refuse.
+
 A drawing is read right when the detector's (shape, colour, size, texture) of every element equal the caption's.
 Two readings: the judge's (`detect` with the world's own outline width, what scores reconstructions and a query
 analysed as given) and the redraw's (`detect(..., reading=FOREIGN_READING)`, what `steady` shows the model).
@@ -56,6 +60,7 @@ from originality.experiments.reliability import SPLITS  # noqa: E402
 from originality.shapes import dataset, renderer  # noqa: E402
 from originality.shapes.detector import FOREIGN_READING, WORLD_READING, Reading, detect  # noqa: E402
 from originality.shapes.redraw import redraw  # noqa: E402
+from originality.shapes.scope import MAX_STRETCH, check_in_world  # noqa: E402
 
 PER_GROUP = 10
 RENDERER_SCALES = (0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
@@ -177,12 +182,15 @@ def mask_iou(image, other) -> float:
 def measure() -> dict:
     results = {}
     sets = {"layouts": layouts(), "alone": single_elements()}
-    print(f"{'drawing':40s} {'layouts: judge / redraw':>24s} {'alone: judge / redraw':>22s}  redraw missed (alone)")
+    print(f"{'drawing':40s} {'layouts: judge / redraw':>24s} {'alone: judge / redraw':>22s} {'refused':>8s}  "
+          "redraw missed (alone)")
     for name, (kind, how) in drawings().items():
         entry = {"kind": kind}
         for set_name, items in sets.items():
             judge = redrawn = 0
             missed = Counter()
+            refused: dict[bool, int] = {True: 0, False: 0}  # by the world check, read right or not
+            stretch: list[float] = []  # the check's `stretch` of the drawings read right
             overlap: dict[bool, list[float]] = {True: [], False: []}
             for split, group, index, elements in items:
                 if how is None:  # the benchmark's varied drawing, or the renderer's own variation for one element
@@ -194,16 +202,23 @@ def measure() -> dict:
                 ok, lost = read_right(image, elements, FOREIGN_READING)
                 redrawn += ok
                 missed += lost
+                fit = check_in_world(image)
+                refused[ok] += not fit.ok
+                if ok and fit.stretch is not None:
+                    stretch.append(fit.stretch)
                 drawn = redraw(image)
                 overlap[ok].append(0.0 if drawn is None else mask_iou(image, drawn))
             entry[set_name] = {"drawings": len(items), "judge_read_right": judge, "redraw_read_right": redrawn,
-                               "redraw_missed_shapes": dict(missed),
+                               "redraw_missed_shapes": dict(missed), "check_refused_read_right": refused[True],
+                               "check_refused_misread": refused[False],
+                               "stretch_highest_read_right": round(max(stretch), 3) if stretch else None,
                                "mask_iou_lowest_read_right": round(min(overlap[True]), 3) if overlap[True] else None,
                                "mask_iou_highest_misread": round(max(overlap[False]), 3) if overlap[False] else None}
         results[name] = entry
         lay, alone = entry["layouts"], entry["alone"]
         print(f"{name:40s} {lay['judge_read_right']:>14d} / {lay['redraw_read_right']:<7d} "
-              f"{alone['judge_read_right']:>12d} / {alone['redraw_read_right']:<7d}  "
+              f"{alone['judge_read_right']:>12d} / {alone['redraw_read_right']:<7d} "
+              f"{lay['check_refused_read_right'] + alone['check_refused_read_right']:>8d}  "
               f"{alone['redraw_missed_shapes'] or ''}", flush=True)
     right = [e[k]["mask_iou_lowest_read_right"] for e in results.values() if e["kind"] == "world's sizes"
              for k in sets if e[k]["mask_iou_lowest_read_right"] is not None]
@@ -211,7 +226,66 @@ def measure() -> dict:
              if e[k]["mask_iou_highest_misread"] is not None]
     print(f"drawing against its redrawing (colour-mask IoU): read right at the world's sizes down to {min(right):.2f}, "
           f"misread up to {max(wrong):.2f}")
+    read_right_count = sum(e[k]["redraw_read_right"] for e in results.values() for k in sets)
+    stretches = [e[k]["stretch_highest_read_right"] for e in results.values() for k in sets
+                 if e[k]["stretch_highest_read_right"] is not None]
+    print(f"the world check on the {read_right_count} drawings read right: refused "
+          f"{sum(e[k]['check_refused_read_right'] for e in results.values() for k in sets)}, stretch at most "
+          f"{max(stretches):.2f} (refused above {MAX_STRETCH})")
     return results
+
+
+def foreign_shapes() -> dict[str, Callable]:
+    """name -> a 256 px drawing of a shape this world does not draw, in a world colour on white (an ellipse at
+    several aspect ratios, a rectangle, a crescent, a half disc, a rhombus, a right triangle, a trapezoid, a pentagon,
+    an octagon, a bar), at two radii (24 and 40 px of 256)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415 - only this set draws by hand
+
+    red, green, blue = (230, 20, 20), (20, 180, 20), (20, 20, 230)
+
+    def canvas(paint) -> Callable:
+        def draw():
+            image = Image.new("RGB", (256, 256), "white")
+            paint(ImageDraw.Draw(image))
+            return image
+        return draw
+
+    ways: dict[str, Callable] = {}
+    c = 128
+    for r in (24, 40):
+        for ratio in (1.25, 1.4, 1.6, 2.0, 3.0):
+            ways[f"ellipse {ratio}:1, r {r}"] = canvas(lambda pen, r=r, k=ratio: pen.ellipse(
+                [c - r * k, c - r, c + r * k, c + r], fill=red))
+            ways[f"rectangle {ratio}:1, r {r}"] = canvas(lambda pen, r=r, k=ratio: pen.rectangle(
+                [c - r * k, c - r, c + r * k, c + r], fill=green))
+        ways[f"crescent, r {r}"] = canvas(lambda pen, r=r: (pen.ellipse([c - r, c - r, c + r, c + r], fill=red),
+                                                            pen.ellipse([c - 0.4 * r, c - r, c + 1.6 * r, c + r],
+                                                                        fill="white")))
+        ways[f"half disc, r {r}"] = canvas(lambda pen, r=r: pen.pieslice([c - r, c - r, c + r, c + r], 0, 180,
+                                                                         fill=blue))
+        ways[f"rhombus, r {r}"] = canvas(lambda pen, r=r: pen.polygon(
+            [(c, c - r), (c + 0.6 * r, c), (c, c + r), (c - 0.6 * r, c)], fill=red))
+        ways[f"right triangle, r {r}"] = canvas(lambda pen, r=r: pen.polygon(
+            [(c - r, c + r), (c + r, c + r), (c - r, c - r)], fill=green))
+        ways[f"trapezoid, r {r}"] = canvas(lambda pen, r=r: pen.polygon(
+            [(c - r, c - r), (c + r, c - 0.5 * r), (c + r, c + 0.5 * r), (c - r, c + r)], fill=blue))
+        ways[f"pentagon, r {r}"] = canvas(lambda pen, r=r: pen.regular_polygon((c, c, r), 5, fill=green))
+        ways[f"octagon, r {r}"] = canvas(lambda pen, r=r: pen.regular_polygon((c, c, r), 8, fill=red))
+    ways["bar"] = canvas(lambda pen: pen.line([(40, c), (216, c)], fill=blue, width=10))
+    return ways
+
+
+def measure_foreign() -> dict:
+    """The world check on `foreign_shapes`: taken or refused, and its `stretch`."""
+    out = {}
+    print(f"\n{'a shape this world does not draw':40s} {'check':>8s} {'stretch':>8s}")
+    for name, draw in foreign_shapes().items():
+        fit = check_in_world(draw())
+        out[name] = {"taken": fit.ok, "stretch": None if fit.stretch is None else round(fit.stretch, 3),
+                     "reason": fit.reason}
+        shown = "-" if fit.stretch is None else f"{fit.stretch:.2f}"
+        print(f"{name:40s} {'taken' if fit.ok else 'refused':>8s} {shown:>8s}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "detector_programs.json"))
     args = ap.parse_args(argv)
     results = measure()
+    foreign = measure_foreign()
     Path(args.out).write_text(json.dumps({"layouts": "reliability benchmark, both splits, 10 per group",
                                           "alone": "every element of the vocabulary alone, seeded positions",
-                                          "foreign_reading": FOREIGN_READING._asdict(), "drawings": results},
+                                          "foreign_reading": FOREIGN_READING._asdict(), "max_stretch": MAX_STRETCH,
+                                          "drawings": results, "foreign_shapes": foreign},
                                          indent=1) + "\n")
     print(f"written: {args.out}")
     return 0

@@ -91,6 +91,7 @@ class WorldFit:
     reason: str = ""
     elements: int = 0  # elements the detector read
     background: float = 0.0  # share of background pixels, 0..1
+    stretch: float | None = None  # `most_stretched`'s ratio (None: not reached, or no mark with a shape read in it)
 
     def message(self) -> str:
         return "" if self.ok else f"{self.reason} {OUTSIDE_ADVICE}"
@@ -136,13 +137,14 @@ def check_in_world(image: Image.Image) -> WorldFit:
         return WorldFit(False, f"{float(stray.mean()):.0%} of the image is marks that are not shapes of this world.",
                         elements=len(found), background=background)
     # 4. Every mark drawn as a shape of this world would be: not stretched.
-    stretched = _stretched(rgb, found)
-    if stretched:
-        colour, elongation = stretched
+    stretched = most_stretched(rgb, found)
+    stretch = stretched[2] if stretched else None
+    if stretch is not None and stretch > MAX_STRETCH:
+        colour, elongation, _ = stretched
         return WorldFit(False, f"A {colour} mark is {elongation:.1f} times as long as it is wide; this world draws only "
                         f"{_SHAPE_NAMES}, as wide as they are tall.",
-                        elements=len(found), background=background)
-    return WorldFit(True, elements=len(found), background=background)
+                        elements=len(found), background=background, stretch=stretch)
+    return WorldFit(True, elements=len(found), background=background, stretch=stretch)
 
 
 def _rules(sat: np.ndarray, white: np.ndarray) -> np.ndarray:
@@ -191,13 +193,15 @@ def _elongation(mask: np.ndarray) -> float:
     return float(np.sqrt(high / low))
 
 
-def _stretched(rgb: np.ndarray, found) -> tuple[str, float] | None:
-    """(colour, elongation) of the first mark of an (H, W, 3) canvas that is stretched past the world shapes read in
-    its place (`MAX_STRETCH`), or None. A mark is a connected blob of one colour's ink (`detector.colour_masks`),
-    holes filled; the shapes read in its place are `found`'s elements of that colour drawn alone (so their order does
-    not hide one under another) with the image's other colours removed (so what covers a mark in the image covers
-    them too). A mark with no shape read in its place is left to the stray-marks check."""
+def most_stretched(rgb: np.ndarray, found) -> tuple[str, float, float] | None:
+    """(colour, elongation, ratio) of the mark of an (H, W, 3) canvas that is most stretched past the world shapes
+    `found` reads in its place: `ratio` is its elongation over theirs (the check refuses above `MAX_STRETCH`); None
+    when no mark has a shape read in its place. A mark is a connected blob of one colour's ink
+    (`detector.colour_masks`), holes filled; the shapes read in its place are `found`'s elements of that colour drawn
+    alone (so their order does not hide one under another) with the image's other colours removed (so what covers a
+    mark in the image covers them too). A mark with no shape read in its place is left to the stray-marks check."""
     masks = colour_masks(rgb)
+    worst = None
     for colour in CHANNEL:
         if not masks[colour].any():
             continue
@@ -214,6 +218,7 @@ def _stretched(rgb: np.ndarray, found) -> tuple[str, float] | None:
             if shapes.sum() < MIN_AREA:  # nothing read here: a stray mark (step 3's), such as a JPEG fringe
                 continue
             elongation = _elongation(mark)
-            if elongation > MAX_STRETCH * _elongation(shapes):
-                return colour, elongation
-    return None
+            ratio = elongation / _elongation(shapes)
+            if worst is None or ratio > worst[2]:
+                worst = (colour, elongation, ratio)
+    return worst
