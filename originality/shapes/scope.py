@@ -61,7 +61,7 @@ RULE_WIDTH = 3
 # reading would redraw it as the world shape nearest to it. A mark is refused when its elongation (the square root of
 # the ratio of its moments' eigenvalues: 1 for a disc, 2 for a 2:1 ellipse) exceeds that of the world shapes read in
 # its place, drawn where it is and hidden where the image's other colours cover it, by more than this factor.
-# Measured (benchmarks/RESULTS.md, session 36): at most 1.18 over 5,258 drawings read right (the world's and four
+# Measured (benchmarks/RESULTS.md, session 36): at most 1.18 over 5,258 drawings read right (the world's and three
 # other programs', 45 ways: outlines, radii, turns, JPEG, shapes pushed together); 1.34-1.37 for a 1.4:1 ellipse,
 # 1.5-2.0 for crescents, half discs, rhombi and right triangles; 1.22 for a 1.25:1 ellipse, which passes.
 MAX_STRETCH = 1.3
