@@ -143,8 +143,9 @@ def runtime(model) -> dict[str, Any]:
 
 def start_record(source: dict[str, Any], query: Image.Image, model, *, given, resolved) -> dict[str, Any]:
     """What is known before any token length runs (`analysis.prepare`): input (`input_sha256` of the
-    source as given, with the decoded upload's width and height), query, model, runtime, software, threshold. `given` is the config as the caller
-    gave it (None: defaults), `resolved` the one with the world's defaults filled in."""
+    source as given, with the decoded upload's width and height), query, model, runtime, software, threshold.
+    `given` is the config as the caller gave it (None: defaults), `resolved` the one with the world's defaults
+    filled in."""
     return {
         "record_version": RECORD_VERSION,
         "input": source,

@@ -141,8 +141,8 @@ def check_in_world(image: Image.Image) -> WorldFit:
     stretch = stretched[2] if stretched else None
     if stretch is not None and stretch > MAX_STRETCH:
         colour, elongation, _ = stretched
-        return WorldFit(False, f"A {colour} mark is {elongation:.1f} times as long as it is wide; this world draws only "
-                        f"{_SHAPE_NAMES}, as wide as they are tall.",
+        return WorldFit(False, f"A {colour} mark is {elongation:.1f} times as long as it is wide; this world draws "
+                        f"only {_SHAPE_NAMES}, as wide as they are tall.",
                         elements=len(found), background=background, stretch=stretch)
     return WorldFit(True, elements=len(found), background=background, stretch=stretch)
 
