@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from originality.shapes import dataset, detector, renderer
-from originality.shapes.scope import check_in_world
+from originality.shapes.scope import MAX_STRETCH, check_in_world
 from originality.experiments.figure6 import query_image
 from originality.shapes.redraw import redraw
 from originality.shapes.renderer import Element, Variation
@@ -379,6 +379,7 @@ def test_in_world_check_refuses_stretched_shapes_and_takes_the_worlds_turned_or_
     for name, paint in foreign.items():
         fit = check_in_world(drawn(paint))
         assert not fit.ok and "times as long as it is wide" in fit.reason and "hexagons and stars" in fit.reason, name
+        assert fit.stretch > MAX_STRETCH, name
     bar = check_in_world(drawn(lambda pen: pen.line([(40, 128), (216, 128)], fill=blue, width=10)))
     assert not bar.ok and "match none of this world's shapes" in bar.reason
     # the world's own shapes, turned, partly hidden, or of one colour and pushed together, as drawn elsewhere
@@ -393,7 +394,8 @@ def test_in_world_check_refuses_stretched_shapes_and_takes_the_worlds_turned_or_
                               Element(second, "blue", "big", "full", 20.3 + 2 * r - 5, 33.1)])
              for first, second in (("circle", "triangle"), ("square", "triangle"), ("hexagon", "star"))]
     for image in kept:
-        assert check_in_world(image).ok, check_in_world(image).reason
+        fit = check_in_world(image)
+        assert fit.ok and fit.stretch <= MAX_STRETCH, (fit.reason, fit.stretch)
 
 def test_the_world_check_runs_before_any_model_work_and_can_be_switched_off():
     from originality import AnalysisConfig, check_inputs
