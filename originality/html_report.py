@@ -274,7 +274,6 @@ def _query_figures(report: Report) -> str:
     return f"<div>{given}{analysed}</div>"
 
 
-
 def _summary_section(report: Report) -> str:
     title, text = headline(report)
     return f"""

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from . import renderer
 from .dataset import MAX_ELEMENTS
-from scipy import ndimage
-
 from .detector import CHANNEL, FOREIGN_READING, MIN_AREA, colour_masks, detect
 
 # A pixel is background when every channel is at least this bright.
@@ -203,12 +202,11 @@ def most_stretched(rgb: np.ndarray, found) -> tuple[str, float, float] | None:
     masks = colour_masks(rgb)
     worst = None
     for colour in CHANNEL:
-        if not masks[colour].any():
+        read = [d.element for d in found if d.colour == colour]
+        if not read:  # no shape of this colour read anywhere: its marks, if any, are stray marks
             continue
         others = np.logical_or.reduce([m for c, m in masks.items() if c != colour])
-        read = [d.element for d in found if d.colour == colour]
-        drawn = (colour_masks(np.asarray(renderer.render(read, size=rgb.shape[0]), dtype=np.float32))[colour]
-                 if read else np.zeros(others.shape, dtype=bool)) & ~others
+        drawn = colour_masks(np.asarray(renderer.render(read, size=rgb.shape[0]), dtype=np.float32))[colour] & ~others
         labels, count = ndimage.label(masks[colour], structure=np.ones((3, 3), dtype=bool))
         for index in range(1, count + 1):
             mark = ndimage.binary_fill_holes(labels == index)
