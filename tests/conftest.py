@@ -97,3 +97,27 @@ def serve_app(tmp: Path, env: dict[str, str], timeout: float = 240):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_world(tmp_path_factory, dreamsim_cache):
+    """A Stable Diffusion folder (`tiny-sd`), a CLIP folder (`tiny-clip`) and a DreamSim cache (`cache`), all random
+    weights, for `load_model(root / "tiny-sd", **tiny_sd_options(root))`."""
+    from offline_models import make_tiny_clip
+
+    from originality.testing import tiny_sd_pipeline
+
+    root = tmp_path_factory.mktemp("sd-world")
+    tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
+    (root / "cache").mkdir()
+    (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
+    make_tiny_clip(root / "tiny-clip")
+    return root
+
+
+def tiny_sd_options(root: Path) -> dict:
+    """`load_model`'s options for `tiny_sd_world`'s folders: CPU, offline DreamSim and CLIP."""
+    from offline_models import OFFLINE_DREAMSIM_TYPE
+
+    return dict(device="cpu", dreamsim_type=OFFLINE_DREAMSIM_TYPE, clip_model=str(root / "tiny-clip"),
+                cache_dir=root / "cache")

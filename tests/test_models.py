@@ -9,25 +9,13 @@ from originality import AnalysisConfig, analyze, load_model
 from originality.metrics import ClipEditCheck, DreamSimDistance
 from originality.models import WORLD_SD, default_model_id, resolve_model_id
 from originality.shapes import SHAPES_MODEL_DIR
-from originality.testing import tiny_sd_pipeline
-from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip
+from conftest import tiny_sd_options
 
 
-@pytest.fixture(scope="module")
-def sd_world(tmp_path_factory, dreamsim_cache):
-    root = tmp_path_factory.mktemp("sd-world")
-    tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
-    (root / "cache").mkdir()
-    (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
-    make_tiny_clip(root / "tiny-clip")
-    return root
-
-
-def test_sd_folder_loads_lazily_once_with_its_metrics(sd_world):
-    kwargs = dict(device="cpu", dreamsim_type=OFFLINE_DREAMSIM_TYPE, clip_model=str(sd_world / "tiny-clip"),
-                  cache_dir=sd_world / "cache")
-    model = load_model(str(sd_world / "tiny-sd"), **kwargs)
-    assert load_model(str(sd_world / "tiny-sd"), **kwargs) is model  # cached, shared
+def test_sd_folder_loads_lazily_once_with_its_metrics(tiny_sd_world):
+    kwargs = tiny_sd_options(tiny_sd_world)
+    model = load_model(str(tiny_sd_world / "tiny-sd"), **kwargs)
+    assert load_model(str(tiny_sd_world / "tiny-sd"), **kwargs) is model  # cached, shared
     assert model.world.name == WORLD_SD and model.resolution == 64
     assert isinstance(model.distance, DreamSimDistance) and model.distance._model is None  # not loaded yet
     assert isinstance(model.in_distribution, ClipEditCheck)
@@ -36,9 +24,8 @@ def test_sd_folder_loads_lazily_once_with_its_metrics(sd_world):
     assert model.templates("house")[0] == "a photo of a {}"
 
 
-def test_full_analysis_on_the_sd_world_uses_dreamsim_and_clip(sd_world):
-    model = load_model(str(sd_world / "tiny-sd"), device="cpu", dreamsim_type=OFFLINE_DREAMSIM_TYPE,
-                       clip_model=str(sd_world / "tiny-clip"), cache_dir=sd_world / "cache")
+def test_full_analysis_on_the_sd_world_uses_dreamsim_and_clip(tiny_sd_world):
+    model = load_model(str(tiny_sd_world / "tiny-sd"), **tiny_sd_options(tiny_sd_world))
     query = Image.fromarray(np.random.RandomState(3).randint(0, 255, (90, 90, 3), dtype=np.uint8))
     config = AnalysisConfig.preset("fast", steps=2, batch_size=2, num_reconstructions=2, num_edits=2,
                                    num_inference_steps=2, max_tokens=2, threshold=0.0,

@@ -3,10 +3,13 @@ numbers, and a tiny run end to end (resumable, each run with its own seed)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from originality.config import AnalysisConfig
 from originality.experiments import reliability
@@ -400,3 +403,92 @@ def test_second_opinions_added_to_a_recorded_result_are_the_engine_s_own(tiny_sh
     path.write_text(json.dumps(dict(derived, config=dict(derived["config"], threshold=0.5))))
     assert reliability.main([*common, "--second-opinions-of", str(tmp_path / "tiny-test.json")]) == 2
     assert "holds other settings" in capsys.readouterr().err
+
+
+def _world_drawings(folder, groups: dict[str, int]) -> None:
+    """`groups[g]` of the test split's layouts of each group g, drawn by the world's renderer into `folder/g/`."""
+    from originality.experiments.figure6 import query_image
+
+    for group, count in groups.items():
+        (folder / group).mkdir(parents=True)
+        for index in range(count):
+            query_image(group, reliability.SPLITS["test"], index, "exact")[1].save(folder / group / f"{index}.png")
+
+
+TINY = ["steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2"]
+
+
+def test_your_own_images_are_measured_from_their_group_folders(tiny_shapes_model, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    _world_drawings(folder, {"common": 2, "unseen": 1})
+    (folder / "notes.txt").write_text("not an image, and not in a group: not read")
+    args = ["--images", str(folder), "--model", str(tiny_shapes_model), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--dtype", "float32", "--set", *TINY, "--name", "mine"]
+    assert reliability.main(args) == 0
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "mine-files.json").read_text())
+    assert data["split"] == reliability.FILES_SPLIT and data["images_from"] == str(folder)
+    assert data["files"] == {f: hashlib.sha256((folder / f).read_bytes()).hexdigest()
+                             for f in ("common/0.png", "common/1.png", "unseen/0.png")}
+    assert sorted((img["group"], img["index"], img["file"]) for img in data["images"]) == [
+        ("common", 0, "common/0.png"), ("common", 1, "common/1.png"), ("unseen", 0, "unseen/0.png")]
+    for img in data["images"]:
+        assert [img["runs"][r]["seed"] for r in ("0", "1")] == [0, reliability.RUN_SEED_STRIDE]
+    assert "common/1.png run 1 ->" in out and f"the images in {folder}" in out
+    assert "UNSEEN" in out and "ALL       3" in out  # the groups' figures and the overall ones
+    # resumable; a folder whose images changed is another benchmark, refused rather than mixed in
+    assert reliability.main(args) == 0 and " run " not in capsys.readouterr().out
+    (folder / "common" / "1.png").write_bytes((folder / "unseen" / "0.png").read_bytes())
+    assert reliability.main(args) == 2 and "holds other settings" in capsys.readouterr().err
+    # never published: the published figures are the benchmark's test split
+    assert reliability.main(["--summary", str(tmp_path / "out" / "mine-files.json"), "--publish"]) == 2
+    assert "only test-split results are published" in capsys.readouterr().err
+
+
+def test_a_folder_s_unusable_images_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    from originality import models
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model loaded"))
+    folder = tmp_path / "mine"
+    _world_drawings(folder, {"common": 1})
+    (folder / "rare").mkdir()
+    (folder / "rare" / "broken.png").write_bytes(b"not a png")
+    Image.new("RGB", (64, 64), (90, 140, 60)).save(folder / "rare" / "meadow.png")
+    assert reliability.main(["--images", str(folder), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 3 images" in err and "(shapes world)" in err
+    assert "rare/broken.png: not an image" in err and "rare/meadow.png: The image is not on a white background" in err
+    assert "common/0.png" not in err
+    (folder / "drafts").mkdir()
+    assert reliability.main(["--images", str(folder), "--out", str(tmp_path / "out")]) == 2
+    assert "subfolders must be named after the groups (common, rare, unseen)" in capsys.readouterr().err
+    for stray in ("drafts", "rare"):
+        shutil.rmtree(folder / stray)
+    assert reliability.main(["--images", str(folder), "--split", "dev"]) == 2  # the benchmark's own layouts
+    assert reliability.main(["--images", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_a_folder_of_images_is_measured_in_the_stable_diffusion_world_too(tiny_sd_world, tmp_path, capsys,
+                                                                           monkeypatch):
+    from conftest import tiny_sd_options
+
+    from originality import models
+
+    load = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda model_id, device=None, dtype=None: load(
+        model_id, **dict(tiny_sd_options(tiny_sd_world), dtype=dtype)))  # offline DreamSim and CLIP
+    folder = tmp_path / "photos"
+    (folder / "rare").mkdir(parents=True)
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / "rare" / "a.jpg")
+    model = tmp_path / "tiny-sd"  # its own name: a model loaded here is not the one other modules load lazily
+    model.symlink_to(tiny_sd_world / "tiny-sd", target_is_directory=True)
+    model = str(model)
+    assert reliability.main(["--images", str(folder), "--model", model, "--out", str(tmp_path / "out"),
+                             "--set", *TINY, "num_edits=1", "--name", "sd"]) == 0
+    data = json.loads((tmp_path / "out" / "sd-files.json").read_text())
+    assert data["model_marker"] == {"model": model} and data["config"]["domain"] is not None
+    runs = data["images"][0]["runs"]
+    assert set(runs) == {"0", "1"} and all(len(run["lengths"][0]["distances"]) == 2 for run in runs.values())
+    assert "RARE" in capsys.readouterr().out

@@ -1,8 +1,9 @@
-"""How repeatable is the score? Test-retest of the shapes world on varied drawings.
+"""How repeatable is the score? Test-retest of the shapes world on varied drawings, or of any world on your images.
 
     python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1] [--drawing other]
+    python -m originality.experiments.reliability --images FOLDER [--model MODEL] [--preset steady] [--runs 2]
     python -m originality.experiments.reliability --summary FILE.json [FILE.json ...] [--undecided-as pass]
                                              [--pool] [--against REFERENCE.json [...]] [--publish]
 
@@ -27,6 +28,14 @@ two runs of the CLI with different `--seed` do). Printed per group and overall (
 
 Splits: `dev` (layout seed 211) is where settings are chosen; `test` (layout seed 307) is what the
 figures report; neither holds training items (`dataset.query`).
+
+`--images FOLDER` measures the same on your own images instead: those in FOLDER/common/, FOLDER/rare/ and
+FOLDER/unseen/ (any of them; the group orders them from familiar to original for the Spearman figures), each
+analysed --runs times as the CLI analyses a file, in the world of `--model` (the bundled shapes model by default; a
+Stable Diffusion folder or Hub id on a GPU). Every image is checked first as an upload is (readable, and one the
+world can judge), and the run refuses to start while any fails, naming each. The result is of the split "files"
+(`<name>-files.json`, never published) and records every file's sha256, so a resumed run or a merged shard holds
+the same images.
 
 `--undecided-as pass` with `--summary` judges the recorded runs again under that rule (`rejudged`; exact, since
 the draws do not depend on it).
@@ -64,14 +73,19 @@ from ..labels import first_pass, label_for, label_rank, length_passes, lower_sco
 from .figure6 import DRAWINGS, parse_shard, query_image, same_settings, spearman
 from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
+from ..images import list_images
+from ..provenance import input_sha256
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, model_marker
 from ..uncertainty import (CLEAR_CALL, UNDECIDED_AS, PassRule, expected_length, is_clear_call,
                            label_probability)
+from ..worlds import world_of_model
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
 RUN_SEED_STRIDE = 1000  # run r's analysis seed is seed + r * 1000: no seed of a --seeds K run is shared
+FILES_SPLIT = "files"  # the split of a result of a folder's images (`--images`): neither where settings are chosen
+# nor what the benchmark's figures report, so never published
 FORMAT_VERSION = 1
 
 
@@ -415,7 +429,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
                 second_opinion=opinion.to_dict())
 
 
-POOLED_KEYS = ("format_version", "drawing", "runs", "groups", "model_marker")
+POOLED_KEYS = ("format_version", "drawing", "files", "runs", "groups", "model_marker")
 
 
 def pooled(results: list[dict], sources: list[str]) -> dict[str, Any]:
@@ -481,7 +495,8 @@ def summary_lines(data: dict, name: str = "", spans: dict | None = None) -> list
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
-    drawn = "" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
+    drawn = ("" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
+             if data["split"] != FILES_SPLIT else f", the images in {data.get('images_from')}")
     most = data["config"]["max_tokens"]
     lines = [f"{name or data['name']} ({data['split']}{drawn}, {data['runs']} runs, max_tokens {most} -> "
              f"'{most + 1}' = {most}+)"]
@@ -653,10 +668,46 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _image(data: dict, group: str, index: int, caption: str) -> dict:
+def folder_queries(folder: Path, groups: list[str], per_group: int | None = None) -> list[tuple[str, int, str]]:
+    """(group, index, file) of the images in `folder`'s group subfolders (`folder/common/*.png`, `folder/rare/`,
+    `folder/unseen/`; `images.list_images`), `index` an image's place in its subfolder sorted by name (at most
+    `per_group` of each) and `file` its path relative to `folder`, in the order the benchmark analyses them (the
+    first of every group, then the second, ...). Raises ValueError naming what is missing, or a subfolder that names
+    no group (the group is what the Spearman figures order the images by)."""
+    if not folder.is_dir():
+        raise ValueError(f"--images {folder}: no such folder")
+    strays = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in GROUPS)
+    if strays:
+        raise ValueError(f"--images {folder}: its subfolders must be named after the groups ({', '.join(GROUPS)}), "
+                         f"which order the images from familiar to original; found {', '.join(strays)}")
+    listed = {g: list_images(folder / g)[:per_group] if (folder / g).is_dir() else [] for g in groups}
+    if not any(listed.values()):
+        raise ValueError(f"--images {folder}: no images in {', '.join(f'{g}/' for g in groups)} (put each image in "
+                         "the subfolder of its group; the images directly in the folder are not read)")
+    most = max(len(found) for found in listed.values())
+    return [(g, i, f"{g}/{listed[g][i].name}") for i in range(most) for g in groups if i < len(listed[g])]
+
+
+def folder_fingerprint(folder: Path, queries: list[tuple[str, int, str]]) -> dict[str, str]:
+    """file -> its sha256, for every query of `folder_queries`: what a result of a folder's images must resume
+    with (a file replaced or renamed is another benchmark)."""
+    return {file: input_sha256(folder / file)["sha256"] for _, _, file in queries}
+
+
+def query_of(data: dict, group: str, index: int, file: str | None = None) -> tuple[str | None, Any]:
+    """(caption, image) of a result's query: the file (a path, analysed as the CLI would) of a folder's result,
+    without a caption; else the benchmark's drawing of the layout (`figure6.query_image`)."""
+    if file is not None:
+        return None, str(Path(data["images_from"]) / file)
+    return query_image(group, data["layout_seed"], index, drawing_program(data))
+
+
+def _image(data: dict, group: str, index: int, caption: str | None, file: str | None = None) -> dict:
     img = next((x for x in data["images"] if x["group"] == group and x["index"] == index), None)
     if img is None:
         img = {"group": group, "index": index, "caption": caption, "runs": {}}
+        if file is not None:
+            img["file"] = file
         data["images"].append(img)
     return img
 
@@ -667,12 +718,12 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-SETTINGS_KEYS = ("format_version", "split", "layout_seed", "drawing", "runs", "config", "model_marker")
+SETTINGS_KEYS = ("format_version", "split", "layout_seed", "drawing", "files", "runs", "config", "model_marker")
 
 
 # Entries a result file gained after some were written, with the value those files ran with: results from before
-# the drawing could be chosen are of the world's varied drawings.
-RESULT_DEFAULTS = {"drawing": "varied"}
+# the drawing could be chosen are of the world's varied drawings, and none from before `--images` is of a folder.
+RESULT_DEFAULTS = {"drawing": "varied", "files": None}
 
 
 def result_entry(data: dict, key: str) -> Any:
@@ -699,7 +750,7 @@ def merge_shards(data: dict, out: Path, stem: str) -> list[str]:
             continue
         added = 0
         for img in shard["images"]:
-            mine = _image(data, img["group"], img["index"], img["caption"])
+            mine = _image(data, img["group"], img["index"], img["caption"], img.get("file"))
             new = {r: v for r, v in img["runs"].items() if r not in mine["runs"]}
             mine["runs"].update(new)
             added += len(new)
@@ -727,6 +778,12 @@ def open_result(out: Path, stem: str, shard: tuple[int, int] | None, fresh: bool
     return path, data
 
 
+def recorded_marker(model_id: str) -> dict[str, Any]:
+    """What a result records of its model, to tell models apart: a shapes model's marker (how it was trained,
+    whatever path spelled its folder), else its id."""
+    return model_marker(model_id) or {"model": model_id}
+
+
 def shard_of(todo: list, shard: tuple[int, int] | None) -> list:
     """Shard K of N's share of `todo` (every N-th item from the K-th); all of it unsharded."""
     return todo[shard[0] - 1:: shard[1]] if shard else todo
@@ -741,15 +798,24 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default=None, help="the setting's name in the output (default: preset and --set); "
                                                   "with --summary, the name the results are printed and published "
                                                   "under (e.g. the preset a setting became)")
-    ap.add_argument("--split", default="test", choices=sorted(SPLITS))
-    ap.add_argument("--drawing", default="varied", choices=DRAWINGS,
+    ap.add_argument("--split", default=None, choices=sorted(SPLITS), help="the benchmark's layouts (default: test)")
+    ap.add_argument("--images", default=None, metavar="FOLDER",
+                    help="your own images instead of the benchmark's drawings, in FOLDER/common/, FOLDER/rare/ and "
+                         "FOLDER/unseen/ (any of them; the group orders them from familiar to original), each "
+                         "analysed --runs times as the CLI would; with --model, in any world (Stable Diffusion on a "
+                         "GPU too)")
+    ap.add_argument("--drawing", default=None, choices=DRAWINGS,
                     help="how the queries are drawn: the world's renderer, varied as in training (the benchmark's "
                          "drawings), exactly, or by another program (other: matplotlib; pil: PIL's ImageDraw; box: "
                          "a numpy rasteriser whose shapes fill their box; each with conventions of its own); a "
                          "drawing other than varied is named in the result's name")
-    ap.add_argument("--per-group", type=int, default=10)
+    ap.add_argument("--per-group", type=int, default=None,
+                    help="drawings per group (default: 10); with --images, at most this many of each group's images "
+                         "(default: all)")
     ap.add_argument("--runs", type=int, default=2, help="independent analyses per image (default: 2)")
-    ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one)")
+    ap.add_argument("--model", default=None, help="shapes model folder (default: the bundled one); with --images, "
+                                                   "any model the CLI takes (a shapes folder, a Stable Diffusion "
+                                                   "folder or Hub id)")
     ap.add_argument("--out", default="outputs/reliability")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS), choices=GROUPS)
     ap.add_argument("--threads", type=int, default=None)
@@ -825,39 +891,44 @@ def main(argv: list[str] | None = None) -> int:
                     return 2
                 print(f"published {data['name']} to {TABLE_FILE}")
         return 0
-    from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: loads torch/numpy only when used
-    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up: loads torch/numpy only when used
+    from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: torch only when used
+    from ..models import load_model  # noqa: PLC0415 - start-up, as above
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up, as above
 
     if args.threads:
         import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
     if args.second_opinions_of:
-        return second_opinions_main(args, load_shapes_world)
+        return second_opinions_main(args, load_shapes_world, load_model)
     try:
         overrides = parse_set(args.set)
         shard = parse_shard(args.shard)
         base_config = AnalysisConfig.preset(args.preset, **overrides)
+        todo, data = (folder_benchmark(args, base_config) if args.images
+                      else generated_benchmark(args))
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    model_dir = args.model or str(SHAPES_MODEL_DIR)
-    model = load_shapes_world(model_dir, args.device, args.dtype)
-    base = resolve_config(base_config, model)
-    drawn = [] if args.drawing == "varied" else [f"drawing={args.drawing}"]
-    name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()] + drawn)
-    data = {"format_version": FORMAT_VERSION, "name": name, "split": args.split, "layout_seed": SPLITS[args.split],
-            "drawing": args.drawing,
-            "runs": args.runs, "config": base.to_dict(), "model_marker": model_marker(model_dir),
-            "groups": list(args.groups), "images": []}
+    model_id = args.model or str(SHAPES_MODEL_DIR)
     try:
-        path, data = open_result(Path(args.out), f"{name}-{args.split}", shard, args.fresh, data)
+        model = (load_model(model_id, device=args.device, dtype=args.dtype) if args.images
+                 else load_shapes_world(model_id, args.device, args.dtype))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for g, i in shard_of([(g, i) for i in range(args.per_group) for g in args.groups], shard):
-        caption, image = query_image(g, SPLITS[args.split], i, drawing_program(data))
-        img = _image(data, g, i, caption)
+    base = resolve_config(base_config, model)
+    name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()] + data.pop("named"))
+    data = {"format_version": FORMAT_VERSION, "name": name, **data, "runs": args.runs, "config": base.to_dict(),
+            "model_marker": recorded_marker(model_id), "groups": list(args.groups), "images": []}
+    try:
+        path, data = open_result(Path(args.out), f"{name}-{data['split']}", shard, args.fresh, data)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for g, i, file in shard_of(todo, shard):
+        caption, image = query_of(data, g, i, file)
+        img = _image(data, g, i, caption, file)
         for r in range(args.runs):
             if str(r) in img["runs"]:
                 continue
@@ -865,22 +936,60 @@ def main(argv: list[str] | None = None) -> int:
             report = analyze(image, base.replace(seed=base.seed + r * RUN_SEED_STRIDE), model)
             img["runs"][str(r)] = analysis_record(report, time.perf_counter() - t0)
             _write_json(path, data)
-            print(f"  {g.upper():<7s} #{i:<3d} run {r} -> {report.label:>3s} "
+            print(f"  {g.upper():<7s} {file or f'#{i:<3d}'} run {r} -> {report.label:>3s} "
                   f"({img['runs'][str(r)]['continuous']:.2f}, {time.perf_counter() - t0:.0f}s)", flush=True)
     print()
     print("\n".join(summary_lines(data)))
     return 0
 
 
-def second_opinions_main(args: argparse.Namespace, load_world) -> int:
-    """`--second-opinions-of FILE`: FILE's runs as they come out with a second opinion (`with_second_opinion`)."""
+def generated_benchmark(args: argparse.Namespace) -> tuple[list[tuple[str, int, None]], dict[str, Any]]:
+    """The benchmark's own drawings: (group, index, None) of each query to analyse, and the result's entries that
+    say which (`split`, `layout_seed`, `drawing`; `named`: what the default name adds)."""
+    split, drawing = args.split or "test", args.drawing or "varied"
+    todo = [(g, i, None) for i in range(10 if args.per_group is None else args.per_group) for g in args.groups]
+    return todo, {"split": split, "layout_seed": SPLITS[split], "drawing": drawing,
+                  "named": [] if drawing == "varied" else [f"drawing={drawing}"]}
+
+
+def folder_benchmark(args: argparse.Namespace, config: AnalysisConfig) -> tuple[list[tuple], dict[str, Any]]:
+    """`--images FOLDER`: (group, index, file) of each image to analyse (`folder_queries`), and the result's
+    entries that say which (`split` "files", the folder and its files' `folder_fingerprint`). Every image is checked
+    as the CLI checks an upload (`analysis.check_inputs`: readable, and one the model's world can judge) before any
+    model loads; ValueError lists every image that fails."""
+    if args.split or args.drawing:
+        raise ValueError("--images analyses the folder's images: --split and --drawing choose the benchmark's own")
+    from ..analysis import check_inputs  # noqa: PLC0415 - start-up: torch only when used
+
+    folder = Path(args.images)
+    queries = folder_queries(folder, list(args.groups), args.per_group)
+    world = world_of_model(args.model or str(SHAPES_MODEL_DIR))
+    problems = []
+    for _, _, file in queries:
+        try:
+            check_inputs(str(folder / file), config, world=world)
+        except ValueError as err:
+            problems.append(f"  {file}: {err}")
+    if problems:
+        raise ValueError(f"{len(problems)} of the {len(queries)} images in {folder} cannot be analysed "
+                         f"({world.name} world):\n" + "\n".join(problems))
+    return queries, {"split": FILES_SPLIT, "layout_seed": None, "drawing": FILES_SPLIT,
+                     "files": folder_fingerprint(folder, queries), "images_from": str(folder),
+                     "named": [f"images={folder.resolve().name}"]}
+
+
+def second_opinions_main(args: argparse.Namespace, load_world, load_any) -> int:
+    """`--second-opinions-of FILE`: FILE's runs as they come out with a second opinion (`with_second_opinion`);
+    the model loads with `load_world` (a shapes world), or `load_any` for a folder's images (any world)."""
     source = json.loads(Path(args.second_opinions_of).read_text())
     if source["config"].get("second_opinion"):
         print(f"error: {args.second_opinions_of} already ran with second_opinion", file=sys.stderr)
         return 2
     config = AnalysisConfig.from_dict(dict(AnalysisConfig.recorded(source["config"]), second_opinion=True))
-    model = load_world(args.model or str(SHAPES_MODEL_DIR), args.device, args.dtype)
-    if model_marker(args.model or str(SHAPES_MODEL_DIR)) != source["model_marker"]:
+    model_id = args.model or str(SHAPES_MODEL_DIR)
+    model = (load_any(model_id, device=args.device, dtype=args.dtype) if source["split"] == FILES_SPLIT
+             else load_world(model_id, args.device, args.dtype))
+    if recorded_marker(model_id) != source["model_marker"]:
         print(f"error: {args.second_opinions_of} was recorded with another model", file=sys.stderr)
         return 2
     name = f"{source['name']}-second_opinion=True"
@@ -893,9 +1002,8 @@ def second_opinions_main(args: argparse.Namespace, load_world) -> int:
         return 2
     todo = sorted(source["images"], key=lambda img: (img["index"], GROUPS.index(img["group"])))
     for recorded in shard_of(todo, shard):
-        caption, image = query_image(recorded["group"], source["layout_seed"], recorded["index"],
-                                     drawing_program(source))
-        img = _image(data, recorded["group"], recorded["index"], caption)
+        caption, image = query_of(source, recorded["group"], recorded["index"], recorded.get("file"))
+        img = _image(data, recorded["group"], recorded["index"], caption, recorded.get("file"))
         for r, run in sorted(recorded["runs"].items()):
             if r in img["runs"]:
                 continue
