@@ -434,7 +434,8 @@ def test_your_own_images_are_measured_from_their_group_folders(tiny_shapes_model
         ("common", 0, "common/0.png"), ("common", 1, "common/1.png"), ("unseen", 0, "unseen/0.png")]
     for img in data["images"]:
         assert [img["runs"][r]["seed"] for r in ("0", "1")] == [0, reliability.RUN_SEED_STRIDE]
-    assert "common/1.png run 1 ->" in out and f"the images in {folder}" in out
+    assert "common/1.png run 1 ->" in out and f"the images in {folder}" in out and data["world"] == "shapes"
+    assert "(gate: COMMON >= 90%" in out  # the shapes model's one-token gate
     assert "UNSEEN" in out and "ALL       3" in out  # the groups' figures and the overall ones
     # resumable; a folder whose images changed is another benchmark, refused rather than mixed in
     assert reliability.main(args) == 0 and " run " not in capsys.readouterr().out
@@ -491,4 +492,6 @@ def test_a_folder_of_images_is_measured_in_the_stable_diffusion_world_too(tiny_s
     assert data["model_marker"] == {"model": model} and data["config"]["domain"] is not None
     runs = data["images"][0]["runs"]
     assert set(runs) == {"0", "1"} and all(len(run["lengths"][0]["distances"]) == 2 for run in runs.values())
-    assert "RARE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "RARE" in out and data["world"] == "stable-diffusion"
+    assert "runs passing at m=1" in out and "gate" not in out  # the one-token gate is the shapes model's

@@ -76,7 +76,7 @@ from ..gpu_costs import image_passes, unet_passes
 from ..images import list_images
 from ..provenance import input_sha256
 from ..repeatability import TABLE_FILE, matches, publish
-from ..shapes import SHAPES_MODEL_DIR, model_marker
+from ..shapes import SHAPES_MODEL_DIR, WORLD_SHAPES, model_marker
 from ..uncertainty import (CLEAR_CALL, UNDECIDED_AS, PassRule, expected_length, is_clear_call,
                            label_probability)
 from ..worlds import world_of_model
@@ -480,7 +480,7 @@ def published_entry(data: dict, source: str, spans: dict | None = None) -> dict[
         raise ValueError(f"{source}: too few complete images to publish ({overall and overall['images']})")
     replicates = len(data.get("pooled_from", [source]))
     drawings = drawings_in(data)
-    return {"world": "shapes", "name": data["name"], "config": data["config"],
+    return {"world": result_entry(data, "world"), "name": data["name"], "config": data["config"],
             "figures": {"images": overall["images"], "same_label": overall["same_label"],
                         "within_one": overall["within_one"], "icc": overall["icc_continuous"],
                         "sem": overall["sem_continuous"], "source": source,
@@ -531,7 +531,10 @@ def summary_lines(data: dict, name: str = "", spans: dict | None = None) -> list
     one = one_token_passes(data)
     if one:
         met = "met" if one.get("common", 0.0) >= ONE_TOKEN_GATE else "not met"
-        verdict = f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {met})" if "common" in one else ""
+        # the gate is the shapes model's (a familiar pair must be one token to it); a folder's images in another
+        # world have no such gate
+        gated = "common" in one and result_entry(data, "world") == WORLD_SHAPES
+        verdict = f" (gate: COMMON >= {ONE_TOKEN_GATE:.0%}, {met})" if gated else ""
         lines.append("  runs passing at m=1: " + ", ".join(f"{g.upper()} {v:.0%}" for g, v in one.items()) + verdict)
     tosses = coin_tosses(data)
     if tosses:
@@ -722,8 +725,9 @@ SETTINGS_KEYS = ("format_version", "split", "layout_seed", "drawing", "files", "
 
 
 # Entries a result file gained after some were written, with the value those files ran with: results from before
-# the drawing could be chosen are of the world's varied drawings, and none from before `--images` is of a folder.
-RESULT_DEFAULTS = {"drawing": "varied", "files": None}
+# the drawing could be chosen are of the world's varied drawings; none from before `--images` is of a folder, and all
+# of them are of the shapes world.
+RESULT_DEFAULTS = {"drawing": "varied", "files": None, "world": WORLD_SHAPES}
 
 
 def result_entry(data: dict, key: str) -> Any:
@@ -919,7 +923,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     base = resolve_config(base_config, model)
     name = args.name or "-".join([args.preset] + [f"{k}={v}" for k, v in overrides.items()] + data.pop("named"))
-    data = {"format_version": FORMAT_VERSION, "name": name, **data, "runs": args.runs, "config": base.to_dict(),
+    data = {"format_version": FORMAT_VERSION, "name": name, "world": model.world.name, **data, "runs": args.runs,
+            "config": base.to_dict(),
             "model_marker": recorded_marker(model_id), "groups": list(args.groups), "images": []}
     try:
         path, data = open_result(Path(args.out), f"{name}-{data['split']}", shard, args.fresh, data)
