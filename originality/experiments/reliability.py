@@ -772,8 +772,11 @@ def open_result(out: Path, stem: str, shard: tuple[int, int] | None, fresh: bool
     path = run_dir / f"{stem}.json"
     if path.is_file() and not fresh:
         old = json.loads(path.read_text())
-        if not same_settings(settings_of(old), settings_of(data)):
-            raise ValueError(f"{path} holds other settings; use another --name/--out or --fresh")
+        ours = settings_of(data)
+        differ = [k for k, v in settings_of(old).items() if not same_settings({k: v}, {k: ours[k]})]
+        if differ:
+            named = ", ".join("its images (a file changed, came or went)" if k == "files" else k for k in differ)
+            raise ValueError(f"{path} holds other settings ({named}); use another --name/--out or --fresh")
         data = {**old, "config": data["config"]}
     if not shard:
         for line in merge_shards(data, out, stem):
