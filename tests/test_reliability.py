@@ -444,6 +444,15 @@ def test_your_own_images_are_measured_from_their_group_folders(tiny_shapes_model
     # never published: the published figures are the benchmark's test split
     assert reliability.main(["--summary", str(tmp_path / "out" / "mine-files.json"), "--publish"]) == 2
     assert "only test-split results are published" in capsys.readouterr().err
+    # the summary names the images a rerun moved
+    moved = json.loads((tmp_path / "out" / "mine-files.json").read_text())
+    assert "images whose runs gave other labels" not in out  # both runs of each gave one label
+    image = next(img for img in moved["images"] if img["file"] == "unseen/0.png")
+    image["runs"]["1"]["label"] = "1" if image["runs"]["0"]["label"] != "1" else "2"
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert reliability.main(["--summary", str(tmp_path / "moved.json")]) == 0
+    labels = " / ".join(image["runs"][r]["label"] for r in ("0", "1"))
+    assert f"images whose runs gave other labels: unseen/0.png {labels}\n" in capsys.readouterr().out
 
 
 def test_a_folder_s_unusable_images_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):

@@ -87,6 +87,7 @@ RUN_SEED_STRIDE = 1000  # run r's analysis seed is seed + r * 1000: no seed of a
 FILES_SPLIT = "files"  # the split of a result of a folder's images (`--images`): neither where settings are chosen
 # nor what the benchmark's figures report, so never published
 FORMAT_VERSION = 1
+MOVED_SHOWN = 12  # a folder's images whose runs gave other labels, named in its summary
 
 
 def analysis_record(report, seconds: float) -> dict[str, Any]:
@@ -551,6 +552,13 @@ def summary_lines(data: dict, name: str = "", spans: dict | None = None) -> list
         lines.append(f"  labels that differ: {causes['flips']}; at the first length that differs, the two means apart "
                      f"by more than sampling (different inversions) {causes['inversion']}, within it (a coin toss at "
                      f"the line) {causes['sampling']}, the check {causes['check']}")
+    moved = [img for img in complete_images(data) if "file" in img
+             and len({img["runs"][str(r)]["label"] for r in range(data["runs"])}) > 1]
+    if moved:  # your own images: which of them a rerun moved
+        shown = "; ".join(f"{img['file']} " + " / ".join(img["runs"][str(r)]["label"] for r in range(data["runs"]))
+                          for img in moved[:MOVED_SHOWN])
+        more = f"; and {len(moved) - MOVED_SHOWN} more" if len(moved) > MOVED_SHOWN else ""
+        lines.append(f"  images whose runs gave other labels: {shown}{more}")
     noise = length_noise(data)
     if noise:
         lines.append("  a length's mean between two runs: " + ", ".join(
