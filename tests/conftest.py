@@ -103,11 +103,15 @@ def serve_app(tmp: Path, env: dict[str, str], timeout: float = 240):
 def tiny_sd_world(tmp_path_factory, dreamsim_cache):
     """A Stable Diffusion folder (`tiny-sd`), a CLIP folder (`tiny-clip`) and a DreamSim cache (`cache`), all random
     weights, for `load_model(root / "tiny-sd", **tiny_sd_options(root))`."""
+    return write_tiny_sd_world(tmp_path_factory.mktemp("sd-world"), dreamsim_cache)
+
+
+def write_tiny_sd_world(root: Path, dreamsim_cache: Path) -> Path:
+    """`tiny_sd_world`'s folders, written under `root` (for a module that needs a world of its own)."""
     from offline_models import make_tiny_clip
 
     from originality.testing import tiny_sd_pipeline
 
-    root = tmp_path_factory.mktemp("sd-world")
     tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
     (root / "cache").mkdir()
     (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)

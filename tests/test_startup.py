@@ -33,9 +33,10 @@ from originality.app import startup, zerogpu
 from originality.metrics import ClipEditCheck
 from originality.sd import SD_MODEL_ID
 from originality.shapes import SHAPES_MODEL_DIR
-from originality.testing import tiny_sd_pipeline
 from originality.worlds import get_world
 from tests.offline_models import OFFLINE_DREAMSIM_TYPE, make_tiny_clip, make_tiny_dino
+
+from conftest import write_tiny_sd_world
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".tar", ".pt")
@@ -149,11 +150,7 @@ def forking_engine_calls(monkeypatch, folder: Path) -> ForkingSpaces:
 def sd_world(tmp_path_factory, dreamsim_cache):
     """The Stable Diffusion world with random weights on disk: the pipeline, DreamSim's cache, the CLIP check and
     the two reference backbones (the layouts the real libraries read)."""
-    root = tmp_path_factory.mktemp("sd-world-startup")
-    tiny_sd_pipeline(seed=0).save_pretrained(root / "tiny-sd")
-    (root / "cache").mkdir()
-    (root / "cache" / "dreamsim").symlink_to(dreamsim_cache, target_is_directory=True)
-    make_tiny_clip(root / "tiny-clip")
+    root = write_tiny_sd_world(tmp_path_factory.mktemp("sd-world-startup"), dreamsim_cache)
     make_tiny_dino(root / "dino")
     make_tiny_clip(root / "style-clip")
     return root

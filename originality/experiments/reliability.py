@@ -496,8 +496,10 @@ def summary_lines(data: dict, name: str = "", spans: dict | None = None) -> list
     def f(v, fmt="{:.2f}"):
         return "-" if v is None else fmt.format(v)
 
-    drawn = ("" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
-             if data["split"] != FILES_SPLIT else f", the images in {data.get('images_from')}")
+    if data["split"] == FILES_SPLIT:
+        drawn = f", the images in {data.get('images_from')}"
+    else:
+        drawn = "" if drawing_program(data) == "varied" else f", {drawing_program(data)} drawings"
     most = data["config"]["max_tokens"]
     lines = [f"{name or data['name']} ({data['split']}{drawn}, {data['runs']} runs, max_tokens {most} -> "
              f"'{most + 1}' = {most}+)"]
@@ -907,15 +909,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"published {data['name']} to {TABLE_FILE}")
         return 0
     from ..analysis import analyze, resolve_config  # noqa: PLC0415 - start-up: torch only when used
-    from ..models import load_model  # noqa: PLC0415 - start-up, as above
-    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up, as above
 
     if args.threads:
         import torch  # noqa: PLC0415 - start-up: torch only when used
 
         torch.set_num_threads(args.threads)
     if args.second_opinions_of:
-        return second_opinions_main(args, load_shapes_world, load_model)
+        return second_opinions_main(args)
     try:
         overrides = parse_set(args.set)
         shard = parse_shard(args.shard)
@@ -927,8 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model_id = args.model or str(SHAPES_MODEL_DIR)
     try:
-        model = (load_model(model_id, device=args.device, dtype=args.dtype) if args.images
-                 else load_shapes_world(model_id, args.device, args.dtype))
+        model = load_run_model(args, model_id, any_world=bool(args.images))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -994,17 +993,26 @@ def folder_benchmark(args: argparse.Namespace, config: AnalysisConfig) -> tuple[
                      "named": [f"images={folder.resolve().name}"]}
 
 
-def second_opinions_main(args: argparse.Namespace, load_world, load_any) -> int:
-    """`--second-opinions-of FILE`: FILE's runs as they come out with a second opinion (`with_second_opinion`);
-    the model loads with `load_world` (a shapes world), or `load_any` for a folder's images (any world)."""
+def load_run_model(args: argparse.Namespace, model_id: str, any_world: bool):
+    """The model a run analyses with (`--device`, `--dtype`): for a folder's images any world's, else a shapes
+    world's (`evaluate.load_shapes_world`, which refuses another). Raises ValueError with a message for people."""
+    from ..models import load_model  # noqa: PLC0415 - start-up: torch only when used
+    from .evaluate import load_shapes_world  # noqa: PLC0415 - start-up, as above
+
+    if any_world:
+        return load_model(model_id, device=args.device, dtype=args.dtype)
+    return load_shapes_world(model_id, args.device, args.dtype)
+
+
+def second_opinions_main(args: argparse.Namespace) -> int:
+    """`--second-opinions-of FILE`: FILE's runs as they come out with a second opinion (`with_second_opinion`)."""
     source = json.loads(Path(args.second_opinions_of).read_text())
     if source["config"].get("second_opinion"):
         print(f"error: {args.second_opinions_of} already ran with second_opinion", file=sys.stderr)
         return 2
     config = AnalysisConfig.from_dict(dict(AnalysisConfig.recorded(source["config"]), second_opinion=True))
     model_id = args.model or str(SHAPES_MODEL_DIR)
-    model = (load_any(model_id, device=args.device, dtype=args.dtype) if source["split"] == FILES_SPLIT
-             else load_world(model_id, args.device, args.dtype))
+    model = load_run_model(args, model_id, any_world=source["split"] == FILES_SPLIT)
     if recorded_marker(model_id) != source["model_marker"]:
         print(f"error: {args.second_opinions_of} was recorded with another model", file=sys.stderr)
         return 2
