@@ -228,6 +228,7 @@ def test_length_noise_splits_a_lengths_movement_between_runs():
 
 def test_a_tiny_run_is_independent_per_run_and_resumable(tiny_shapes_model, tmp_path, capsys):
     args = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
+            "--preset", "fast",
             "--device", "cpu", "--dtype", "float32",
             "--set", "steps=2", "max_tokens=1", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
             "world_check=\"off\"", "--name", "tiny"]
@@ -377,6 +378,7 @@ def test_second_opinions_added_to_a_recorded_result_are_the_engine_s_own(tiny_sh
     monkeypatch.setattr(analysis, "needs_second_opinion", lambda results, config: (
         config.max_tokens - 1 if config.second_opinion and first_pass(results) is None else 0))
     common = ["--model", str(tiny_shapes_model), "--out", str(tmp_path), "--per-group", "1", "--groups", "common",
+              "--preset", "fast",
               "--device", "cpu", "--dtype", "float32"]
     tiny = ["steps=2", "max_tokens=2", "num_reconstructions=2", "num_inference_steps=2", "batch_size=2",
             "world_check=\"off\"", "threshold=0.01"]
@@ -423,6 +425,7 @@ def test_your_own_images_are_measured_from_their_group_folders(tiny_shapes_model
     _world_drawings(folder, {"common": 2, "unseen": 1})
     (folder / "notes.txt").write_text("not an image, and not in a group: not read")
     args = ["--images", str(folder), "--model", str(tiny_shapes_model), "--out", str(tmp_path / "out"),
+            "--preset", "fast",
             "--device", "cpu", "--dtype", "float32", "--set", *TINY, "--name", "mine"]
     assert reliability.main(args) == 0
     out = capsys.readouterr().out
@@ -453,6 +456,12 @@ def test_your_own_images_are_measured_from_their_group_folders(tiny_shapes_model
     assert reliability.main(["--summary", str(tmp_path / "moved.json")]) == 0
     labels = " / ".join(image["runs"][r]["label"] for r in ("0", "1"))
     assert f"images whose runs gave other labels: unseen/0.png {labels}\n" in capsys.readouterr().out
+
+
+def test_the_settings_measured_by_default_are_the_ones_the_app_and_the_cli_use():
+    from originality.config import DEFAULT_PRESET
+
+    assert reliability.build_parser().parse_args(["--images", "mine"]).preset == DEFAULT_PRESET
 
 
 def test_a_folder_s_unusable_images_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
@@ -496,7 +505,7 @@ def test_a_folder_of_images_is_measured_in_the_stable_diffusion_world_too(tiny_s
     model.symlink_to(tiny_sd_world / "tiny-sd", target_is_directory=True)
     model = str(model)
     assert reliability.main(["--images", str(folder), "--model", model, "--out", str(tmp_path / "out"),
-                             "--set", *TINY, "num_edits=1", "--name", "sd"]) == 0
+                             "--preset", "fast", "--set", *TINY, "num_edits=1", "--name", "sd"]) == 0
     data = json.loads((tmp_path / "out" / "sd-files.json").read_text())
     assert data["model_marker"] == {"model": model} and data["config"]["domain"] is not None
     runs = data["images"][0]["runs"]

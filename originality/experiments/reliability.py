@@ -1,6 +1,6 @@
 """How repeatable is the score? Test-retest of the shapes world on varied drawings, or of any world on your images.
 
-    python -m originality.experiments.reliability [--preset fast] [--set key=value ...] [--split test]
+    python -m originality.experiments.reliability [--preset steady] [--set key=value ...] [--split test]
                                              [--per-group 10] [--runs 2] [--out outputs/reliability]
                                              [--shard K/N] [--threads 1] [--drawing other]
     python -m originality.experiments.reliability --images FOLDER [--model MODEL] [--preset steady] [--runs 2]
@@ -71,7 +71,7 @@ import numpy as np
 
 from ..labels import first_pass, label_for, label_rank, length_passes, lower_score, score_of
 from .figure6 import DRAWINGS, parse_shard, query_image, same_settings, spearman
-from ..config import DTYPE_CHOICES, PRESETS, AnalysisConfig
+from ..config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..images import list_images
 from ..provenance import input_sha256
@@ -810,7 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="python -m originality.experiments.reliability", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    ap.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS),
+                    help=f"the settings measured (default: {DEFAULT_PRESET}, the one the app and the CLI use)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override settings of the preset")
     ap.add_argument("--name", default=None, help="the setting's name in the output (default: preset and --set); "
                                                   "with --summary, the name the results are printed and published "
