@@ -16,7 +16,7 @@ have; this measures how far the reading carries. Two sets of drawings: the relia
 3. further from the world's conventions: PIL's outlines thinner or thicker, the renderer's shapes at other radii
    (at 1.5 and 1.75 of the size word's, moved apart into the canvas's corners: a small shape drawn that large is a
    big one, so those rows' single small elements are misread by construction), the renderer's pairs pushed 3 and
-   5 px into each other (a single element stays as the exact row draws it), PIL's at 0.85 and 1.15 of the size
+   5 px into each other (a single element stays as the exact row draws it), PIL's at 0.8, 0.85 and 1.15 of the size
    word's radius, and PIL's polygons turned;
 4. by a program written after the redraw's reading was tuned on the rows above (`box_program`: numpy, shapes
    filling their box, the Tableau palette, 2 px outlines), as drawn, at 256 px and after JPEG: how far the reading
@@ -63,10 +63,10 @@ from originality.shapes.redraw import redraw  # noqa: E402
 from originality.shapes.scope import MAX_STRETCH, check_in_world  # noqa: E402
 
 PER_GROUP = 10
-RENDERER_SCALES = (0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
+RENDERER_SCALES = (0.72, 0.75, 0.8, 0.84, 0.88, 1.12, 1.16, 1.2, 1.25)
 LARGER_SCALES = (1.5, 1.75)  # past the world's radii by more than its variation; drawn apart, in the corners
 PUSHES = (3, 5)  # px (of 64) by which a layout's two elements are pushed into each other
-PIL_RADIUS_SCALES = (0.85, 1.15)
+PIL_RADIUS_SCALES = (0.8, 0.85, 1.15)
 PIL_TURNS = (10, 30, 45)
 PIL_OUTLINES = (0.1, 0.15, 0.3, 0.35)
 

@@ -157,7 +157,10 @@ VARIANTS: dict[str, tuple[Style, Callable | None]] = {
     "hexagon with a flat top": (Style(hexagon_turn=0), None),
     "star inner 0.38 (a pentagram)": (Style(star_inner=0.38), None),
     "star inner 0.55": (Style(star_inner=0.55), None),
+    "square inscribed (side 1.41 r)": (Style(square=2 ** 0.5), None),
+    "every radius x0.85, square inscribed": (Style(square=2 ** 0.5, radius_scale=0.85), None),
     "every radius x0.8": (Style(radius_scale=0.8), None),
+    "every radius x0.75": (Style(radius_scale=0.75), None),
     "every radius x1.25": (Style(radius_scale=1.25), None),
 }
 
