@@ -481,6 +481,8 @@ def prepare_image(source: Any, resolution: int) -> Image.Image:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension, `IMAGE_EXTENSIONS`), sorted by name."""
-    return sorted((p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+    """Image files directly in `folder` (by extension, `IMAGE_EXTENSIONS`), sorted by name. Hidden files are passed
+    over: macOS leaves `._name.png` beside each file it copies to another disk, which holds no image."""
+    return sorted((p for p in Path(folder).iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
                   key=lambda p: p.name)

@@ -84,7 +84,7 @@ class Repeatability:
     def _call(self, label_probability: float | None) -> str:
         if label_probability is None or self.same_label_clear is None or self.same_label_close is None:
             return ""
-        chance = f"its own lengths gave it {chance_in_words(label_probability)} chance"
+        chance = label_chance(label_probability)
         if is_clear_call(label_probability):
             return (f"this label was a clear call ({chance}), and clear calls came out the same on a rerun "
                     f"{_how_often(self.same_label_clear)}. ")
@@ -98,6 +98,14 @@ class Repeatability:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def label_chance(probability: float) -> str:
+    """What a run's `label_probability` (in [0, 1]) says, in words: 'with the tokens this run learned, its
+    reconstructions gave this label an over 99% chance; a rerun learns its own'. The second half is why a clear call
+    repeats less often than its chance: the probability covers the reconstructions' sampling, not the inversion's."""
+    return (f"with the tokens this run learned, its reconstructions gave this label {chance_in_words(probability)} "
+            "chance; a rerun learns its own")
 
 
 def chance_in_words(probability: float) -> str:

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from .gpu_costs import results_passes
 from .labels import LabelDistribution, first_pass, is_familiar, label_for, length_passes
 from .similarity import Similarity
-from .repeatability import Repeatability, chance_in_words, expected_repeatability, unmeasured_sentence
+from .repeatability import Repeatability, expected_repeatability, label_chance, unmeasured_sentence
 from .uncertainty import (MeanInterval, PassRule, expected_first_pass, expected_length, label_probability,
                           length_probabilities, mean_and_std, mean_interval)
 
@@ -299,8 +299,8 @@ class Report:
             return ""
         first = first_pass(self.results)
         tried = self.max_tokens if first is None else first - 1
-        asked = (f"this run's label ({label_for(first, self.max_tokens)}) was a close call (its own lengths gave it "
-                 f"{chance_in_words(self.label_probability or 0.0)} chance), so a second run with seed {second.seed} "
+        asked = (f"this run's label ({label_for(first, self.max_tokens)}) was a close call "
+                 f"({label_chance(self.label_probability or 0.0)}), so a second run with seed {second.seed} "
                  f"tried the shorter lengths (1 to {tried})")
         if second.score is None:
             return f"Second opinion: {asked} and found none that passes, so the label stands."

@@ -521,3 +521,12 @@ def test_prepare_image_bad_resolution():
 def test_prepare_image_propagates_input_errors():
     with pytest.raises(ImageInputError, match="the file is empty"):
         prepare_image(b"", 224)
+
+
+def test_a_folder_lists_its_images_and_not_the_files_macos_leaves_beside_them(tmp_path):
+    for name in ("b.PNG", "a.jpg"):
+        Image.new("RGB", (64, 64), "white").save(tmp_path / name, format="PNG" if name.endswith("PNG") else "JPEG")
+    (tmp_path / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # resource fork, not an image
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "c.png").mkdir()
+    assert [p.name for p in images.list_images(tmp_path)] == ["a.jpg", "b.PNG"]

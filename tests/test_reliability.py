@@ -464,6 +464,24 @@ def test_the_settings_measured_by_default_are_the_ones_the_app_and_the_cli_use()
     assert reliability.build_parser().parse_args(["--images", "mine"]).preset == DEFAULT_PRESET
 
 
+def test_a_folder_s_groups_are_found_as_people_name_and_copy_them(tmp_path):
+    """Group folders in capitals (the issue writes COMMON, RARE, UNSEEN) and a folder unzipped or copied from a Mac
+    (a __MACOSX/ folder, ._name.png files beside the images) are read as their groups' images, and nothing else."""
+    folder = tmp_path / "mine"
+    _world_drawings(folder, {"common": 2, "unseen": 1})
+    (folder / "common").rename(folder / "COMMON")
+    (folder / "unseen").rename(folder / "Unseen")
+    (folder / "COMMON" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / "__MACOSX" / "COMMON").mkdir(parents=True)
+    (folder / "__MACOSX" / "COMMON" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".ipynb_checkpoints").mkdir()
+    queries = reliability.folder_queries(folder, list(reliability.GROUPS))
+    assert queries == [("common", 0, "COMMON/0.png"), ("unseen", 0, "Unseen/0.png"), ("common", 1, "COMMON/1.png")]
+    (folder / "common").mkdir()  # two folders of one group: which one is meant is not guessed
+    with pytest.raises(ValueError, match="one subfolder per group, found COMMON and common"):
+        reliability.folder_queries(folder, list(reliability.GROUPS))
+
+
 def test_a_folder_s_unusable_images_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
     from originality import models
 

@@ -341,15 +341,16 @@ def test_every_shell_says_how_repeatable_the_label_is(pipe, query, tmp_path, mon
     monkeypatch.setattr(repeatability, "TABLE_FILE", table(tmp_path, report.config, report.model["world"],
                                                            clear_share=0.66, same_label_clear=0.85,
                                                            same_label_close=0.46))
-    clear = ("How repeatable: this label was a clear call (its own lengths gave it an over 99% chance), and clear "
-             "calls came out the same on a rerun about 8 times in 10. Over all labels, a rerun with other seeds gives "
-             "the same label about 3 times in 10")
+    clear = ("How repeatable: this label was a clear call (with the tokens this run learned, its reconstructions gave "
+             "this label an over 99% chance; a rerun learns its own), and clear calls came out the same on a rerun "
+             "about 8 times in 10. Over all labels, a rerun with other seeds gives the same label about 3 times in 10")
     assert report.label_probability == 1.0 and summary["label_probability"] == 1.0
     assert clear in report.rerun_sentence() and clear in render(report) and clear in verdict_markdown(report)
     close = analyze(query, TINY, model_of(pipe, [[0.1, 0.48]]))  # its one length's mean a hair under the threshold
     assert close.label == "1" and close.label_probability == pytest.approx(0.5, abs=0.05)
-    assert (f"this label was a close call (its own lengths gave it a {close.label_probability:.0%} chance), and close "
-            "calls came out the same on a rerun only about 5 times in 10: read it as a range.") \
+    assert (f"this label was a close call (with the tokens this run learned, its reconstructions gave this label a "
+            f"{close.label_probability:.0%} chance; a rerun learns its own), and close calls came out the same on a "
+            "rerun only about 5 times in 10: read it as a range.") \
         in close.rerun_sentence()
     assert close.summary()["label_probability"] == close.label_probability
 

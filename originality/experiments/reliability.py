@@ -683,22 +683,31 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def folder_queries(folder: Path, groups: list[str], per_group: int | None = None) -> list[tuple[str, int, str]]:
     """(group, index, file) of the images in `folder`'s group subfolders (`folder/common/*.png`, `folder/rare/`,
-    `folder/unseen/`; `images.list_images`), `index` an image's place in its subfolder sorted by name (at most
+    `folder/unseen/`, in any case; `images.list_images`; hidden folders such as a zip's `__MACOSX/` are passed
+    over), `index` an image's place in its subfolder sorted by name (at most
     `per_group` of each) and `file` its path relative to `folder`, in the order the benchmark analyses them (the
     first of every group, then the second, ...). Raises ValueError naming what is missing, or a subfolder that names
     no group (the group is what the Spearman figures order the images by)."""
     if not folder.is_dir():
         raise ValueError(f"--images {folder}: no such folder")
-    strays = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in GROUPS)
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+    strays = [name for name in subfolders if name.lower() not in GROUPS]
     if strays:
         raise ValueError(f"--images {folder}: its subfolders must be named after the groups ({', '.join(GROUPS)}), "
                          f"which order the images from familiar to original; found {', '.join(strays)}")
-    listed = {g: list_images(folder / g)[:per_group] if (folder / g).is_dir() else [] for g in groups}
+    # a group's folder in any case (COMMON/, Common/), as people write the groups' names; one folder per group
+    named = {g: [name for name in subfolders if name.lower() == g] for g in GROUPS}
+    twice = [" and ".join(names) for names in named.values() if len(names) > 1]
+    if twice:
+        raise ValueError(f"--images {folder}: one subfolder per group, found {'; '.join(twice)}")
+    group_folder = {g: names[0] for g, names in named.items() if names}
+    listed = {g: list_images(folder / group_folder[g])[:per_group] if g in group_folder else [] for g in groups}
     if not any(listed.values()):
         raise ValueError(f"--images {folder}: no images in {', '.join(f'{g}/' for g in groups)} (put each image in "
                          "the subfolder of its group; the images directly in the folder are not read)")
     most = max(len(found) for found in listed.values())
-    return [(g, i, f"{g}/{listed[g][i].name}") for i in range(most) for g in groups if i < len(listed[g])]
+    return [(g, i, f"{group_folder[g]}/{listed[g][i].name}") for i in range(most) for g in groups
+            if i < len(listed[g])]
 
 
 def folder_fingerprint(folder: Path, queries: list[tuple[str, int, str]]) -> dict[str, str]:
