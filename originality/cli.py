@@ -237,6 +237,10 @@ def _load(args: argparse.Namespace, device: Any = None):
     return load_model(model_arg, device=device if device is not None else args.device, dtype=args.dtype)
 
 
+# Seconds between two drawings of a progress bar whose stderr is not a terminal (`_Progress`).
+LOGGED_BAR_INTERVAL = 15.0
+
+
 class _Progress:
     """A tqdm bar on stderr per stage of a length ("m=2 inversion", "m=2 reconstructions"), the loss and the time
     left (`eta`, from the rates measured during the run) as its postfix. `observe` every event; `clock`: seconds
@@ -280,10 +284,13 @@ class _Progress:
         if self.bar is not None and (self.bar.desc != desc or done < self.bar.n):
             self.close()  # another stage, or the inversion started again (restarts)
         if self.bar is None:
-            # mininterval 0: every step is drawn with its loss and time left (a step takes far longer than the
-            # drawing; with tqdm's 0.1 s default a short stage could close without ever showing its postfix)
+            # On a terminal mininterval 0: every step is drawn with its loss and time left (a step takes far longer
+            # than the drawing; with tqdm's 0.1 s default a short stage could close without ever showing its
+            # postfix). Into a file or a pipe (a batch job's log, a Space's) every redraw stays in it, about 20 KB
+            # a length: there the bar is drawn at most every LOGGED_BAR_INTERVAL seconds.
+            logged = not sys.stderr.isatty()
             self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                            position=self.position, mininterval=0)
+                            position=self.position, mininterval=LOGGED_BAR_INTERVAL if logged else 0)
         if total != self.bar.total:  # more images drawn while a length is undecided
             self.bar.total = total
         left = self.left()

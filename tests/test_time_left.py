@@ -3,6 +3,8 @@ the page's "Your runs": handlers and helpers called directly, on scripted timing
 
 from __future__ import annotations
 
+import io
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -83,6 +85,28 @@ def test_the_cli_bar_shows_each_stage_and_the_time_left_on_a_scripted_clock():
     progress.observe(Generating(2, "reconstructions", 4, 8))  # more drawn while undecided: the bar grows
     assert progress.bar.total == 8 and progress.bar.n == 4
     progress.close()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stderr, most_drawn", [(_Terminal(), None), (io.StringIO(), 3)])
+def test_the_cli_bar_draws_every_step_on_a_terminal_and_seldom_into_a_log(stderr, most_drawn, monkeypatch):
+    """A batch job's log (stderr a file or a pipe) keeps every redraw of the bar: there it is drawn every
+    `LOGGED_BAR_INTERVAL` seconds, not at every step."""
+    monkeypatch.setattr(sys, "stderr", stderr)
+    progress = _Progress(True, clock=iter(range(1000)).__next__)
+    progress.timer = RunTimer(stored=STORED)
+    progress.observe(Started(None, CONFIG, MODEL))
+    for step in range(1, 151):
+        progress.observe(InversionStep(1, step, 150, 0.5))
+    drawn = stderr.getvalue().count("m=1 inversion")
+    if most_drawn is None:
+        assert drawn >= 150
+    else:
+        assert 1 <= drawn <= most_drawn
 
 
 def test_the_api_reports_its_progress_with_the_time_left(app, env):
