@@ -234,7 +234,7 @@ class AnalysisConfig:
                                            label="guidance scale", low=0, high=50, world_default=True)
     reconstruction_prompt: str = setting("a photo of {}", "prompt of the reconstructions; {} stands for the "
                                          "learned tokens", metavar="TEXT")
-    # Mean distance at or below which a reconstruction counts as good (see README, "Threshold").
+    # Mean distance at or below which a reconstruction counts as good (docs/threshold-and-calibration.md).
     threshold: float | None = setting(None, "mean distance at or below which the reconstructions count as the "
                                       "image", metavar="F", label="distance threshold", low=0, high=2,
                                       world_default=True)
@@ -473,9 +473,9 @@ def advanced_settings() -> tuple[Setting, ...]:
 
 # The preset the app, the command line, the API and `analyze()` start from when none is named: the one that repeats
 # best within 3x fast's work on the reliability benchmark (steady: same label on a rerun 82% on the test split,
-# four pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 99% against 63%; 2.1x
-# fast's UNet passes; on another program's drawings 82% and 98%; benchmarks/RESULTS.md, sessions 13, 17, 21,
-# 23-29, 34).
+# five pairs of runs of 30 drawings, against fast's 27% on one pair; within one length 99% against 63%; 2.2x
+# fast's UNet passes; on another program's drawings (matplotlib, four pairs) 82% and 99%; benchmarks/RESULTS.md,
+# sessions 13, 17, 21, 23-29, 34, 36).
 DEFAULT_PRESET = "steady"
 
 PRESETS: dict[str, AnalysisConfig] = {
@@ -492,7 +492,7 @@ PRESETS: dict[str, AnalysisConfig] = {
     # reconstructions were 0.10 further from the query than fast's (same seeds, 30 images); the floor halves
     # that gap without closing it (COMMON 0.32 against fast's 0.26: benchmarks/RESULTS.md, session 10).
     # A failing length stops drawing reconstructions once the decision is known (in batches of 4). See
-    # README, "Adaptive inversion", for what it saves and how often it agrees with the fixed-step presets.
+    # docs/adaptive-inversion.md for what it saves and how often it agrees with the fixed-step presets.
     # fast's judges and steps, built to repeat (issue #27, benchmarks/RESULTS.md): each length keeps the better of
     # two inversions (chosen on 12 selection images apart from the judged ones), starts from the previous length's
     # tokens (a monotone search), draws more reconstructions while its interval still holds the threshold, and

@@ -143,7 +143,7 @@ def _load_pipeline(model_id: str, device: torch.device, dtype: torch.dtype, worl
     pipe.set_progress_bar_config(disable=True)
     pipe = pipe.to(device)
     # The text encoder (~1% of a step's FLOPs) stays float32: the learned rows' gradient goes
-    # through it (README, "Precision and memory"; tests/test_precision.py).
+    # through it (docs/precision-and-memory.md; tests/test_precision.py).
     pipe.text_encoder.to(TEXT_ENCODER_DTYPE)
     return pipe
 
