@@ -286,8 +286,8 @@ class AnalysisConfig:
     # finds other tokens; the score asks whether *some* description of that length exists, so a second run that
     # finds a shorter one answers it (`analysis.iter_score`).
     second_opinion: bool = setting(
-        False, "a label above 1 that is a close call (its reconstructions gave it less than a 95% chance) gets a second "
-               "opinion: the stop rule again under the seed seed+1, through the lengths below that label only; the "
+        False, "a label above 1 that is a close call (its reconstructions gave it less than a 95% chance) gets a "
+               "second opinion: the stop rule again under the seed seed+1, through the lengths below that label only; the "
                "score is the lower of the two labels (with seeds > 1 the median over the seeds stands instead)",
         label="second opinion on a close call")
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
