@@ -283,18 +283,21 @@ class _Progress:
         desc = f"{self.prefix}{stage}"
         if self.bar is not None and (self.bar.desc != desc or done < self.bar.n):
             self.close()  # another stage, or the inversion started again (restarts)
+        left = self.left()
+        fields = {**postfix, **({"left": left} if left else {})}
         if self.bar is None:
             # On a terminal mininterval 0: every step is drawn with its loss and time left (a step takes far longer
             # than the drawing; with tqdm's 0.1 s default a short stage could close without ever showing its
-            # postfix). Into a file or a pipe (a batch job's log, a Space's) every redraw stays in it, about 20 KB
-            # a length: there the bar is drawn at most every LOGGED_BAR_INTERVAL seconds.
+            # postfix). Into a file or a pipe (a batch job's log, a Space's) every redraw stays in it (22 KB for a
+            # one-length fast run): there the bar is drawn at most every LOGGED_BAR_INTERVAL seconds, so the first
+            # drawing, made here, carries the loss and the time left already.
             logged = not sys.stderr.isatty()
             self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True,
-                            position=self.position, mininterval=LOGGED_BAR_INTERVAL if logged else 0)
+                            position=self.position, mininterval=LOGGED_BAR_INTERVAL if logged else 0,
+                            initial=done, postfix=fields)
         if total != self.bar.total:  # more images drawn while a length is undecided
             self.bar.total = total
-        left = self.left()
-        self.bar.set_postfix(**postfix, **({"left": left} if left else {}), refresh=False)
+        self.bar.set_postfix(**fields, refresh=False)
         self.bar.update(done - self.bar.n)
         if done >= total:
             self.close()

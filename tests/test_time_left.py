@@ -107,6 +107,7 @@ def test_the_cli_bar_draws_every_step_on_a_terminal_and_seldom_into_a_log(stderr
         assert drawn >= 150
     else:
         assert 1 <= drawn <= most_drawn
+    assert "loss=0.5000" in stderr.getvalue() and "left=" in stderr.getvalue()  # even drawn once, it says both
 
 
 def test_the_api_reports_its_progress_with_the_time_left(app, env):
