@@ -287,8 +287,9 @@ class AnalysisConfig:
     # finds a shorter one answers it (`analysis.iter_score`).
     second_opinion: bool = setting(
         False, "a label above 1 that is a close call (its reconstructions gave it less than a 95% chance) gets a "
-               "second opinion: the stop rule again under the seed seed+1, through the lengths below that label only; the "
-               "score is the lower of the two labels (with seeds > 1 the median over the seeds stands instead)",
+               "second opinion: the stop rule again under the seed seed+1, through the lengths below that label "
+               "only; the score is the lower of the two labels (with seeds > 1 the median over the seeds stands "
+               "instead)",
         label="second opinion on a close call")
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
                                        public_max=8)
