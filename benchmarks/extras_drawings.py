@@ -27,9 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from detector_programs import read_right  # noqa: E402 - this folder's script, run beside it
 from originality.experiments.reliability import GROUPS, SPLITS  # noqa: E402
 from originality.shapes import dataset  # noqa: E402
-from originality.shapes.detector import FOREIGN_READING, detect  # noqa: E402
+from originality.shapes.detector import FOREIGN_READING  # noqa: E402
 from originality.shapes.renderer import COLOURS, Element, Variation, caption, place  # noqa: E402
 from originality.shapes.scope import check_in_world  # noqa: E402
 
@@ -58,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{group}/{index:02d}.png"
             image.save(args.out / name)
             captions[name] = caption(elements)
-            want = sorted((e.shape, e.colour, e.size, e.texture) for e in elements)
-            right += sorted(d.key for d in detect(image, reading=FOREIGN_READING)) == want
+            right += read_right(image, elements, FOREIGN_READING)[0]
             taken += check_in_world(image).ok
     (args.out / "captions.json").write_text(json.dumps(captions, indent=1) + "\n")
     print(f"wrote {len(captions)} drawings to {args.out}: the redraw's reading reads {right} right, the world "
