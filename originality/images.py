@@ -38,6 +38,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "IMAGE_EXTENSIONS",
     "check_file_size",
+    "is_hidden",
     "list_images",
     "load_image",
     "centre_square",
@@ -480,9 +481,14 @@ def prepare_image(source: Any, resolution: int) -> Image.Image:
     )
 
 
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder named `name` is one a folder's listing passes over: a hidden one (macOS leaves
+    `._name.png` beside each file it copies to another disk, which holds no image) or a zip's `__MACOSX`."""
+    return name.startswith((".", "__MACOSX"))
+
+
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in `folder` (by extension, `IMAGE_EXTENSIONS`), sorted by name. Hidden files are passed
-    over: macOS leaves `._name.png` beside each file it copies to another disk, which holds no image."""
+    """Image files directly in `folder` (by extension, `IMAGE_EXTENSIONS`; not `is_hidden`), sorted by name."""
     return sorted((p for p in Path(folder).iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")),
+                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not is_hidden(p.name)),
                   key=lambda p: p.name)

@@ -73,7 +73,7 @@ from ..labels import first_pass, label_for, label_rank, length_passes, lower_sco
 from .figure6 import DRAWINGS, parse_shard, query_image, same_settings, spearman
 from ..config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
-from ..images import list_images
+from ..images import is_hidden, list_images
 from ..provenance import input_sha256
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, WORLD_SHAPES, model_marker
@@ -690,7 +690,7 @@ def folder_queries(folder: Path, groups: list[str], per_group: int | None = None
     no group (the group is what the Spearman figures order the images by)."""
     if not folder.is_dir():
         raise ValueError(f"--images {folder}: no such folder")
-    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX")))
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name))
     strays = [name for name in subfolders if name.lower() not in GROUPS]
     if strays:
         raise ValueError(f"--images {folder}: its subfolders must be named after the groups ({', '.join(GROUPS)}), "
