@@ -39,7 +39,7 @@ from .sd import pick_domain
 from .world import World
 from .worlds import default_model_id, world_of_model
 from .provenance import input_sha256
-from .record import finish_record, image_seed, similarity_record, start_record
+from .record import finish_record, image_seed, repeat_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, first_pass, lower_score, median_score
 from .report import NOTHING_TO_REDRAW, SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
@@ -729,9 +729,9 @@ def iter_analyze(
 
     `runner`: where the work runs (`LengthRunner`; default `LocalRunner(model)`, which loads the default
     model when `model` is None). `deadline`: a `time.monotonic()` value after which the run stops with
-    `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again with the seeds seed+1 .. seed+K-1 (their
-    events come wrapped in `SeedProgress`), and the report's score is the median over the K seeds, with
-    their labels in `label_distribution`.
+    `DeadlineExceeded`. With `seeds` K > 1 the stop rule runs again under K - 1 further seeds
+    (`record.repeat_seed`; their events come wrapped in `SeedProgress`), and the report's score is the median
+    over the K seeds, with their labels in `label_distribution`.
     """
     runner = runner or LocalRunner(model)
     # 1. Check the inputs once (settings, image, the world's check, the references), before any heavy work
@@ -758,7 +758,7 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
     # 9. A close call's second opinion: the lengths below its label under another seed
     below = needs_second_opinion(results, config)
     if below:
-        seed = config.seed + 1
+        seed = repeat_seed(config.seed, 1)
 
         def second(event, seed=seed):
             return SeedProgress(seed, 2, 2, event, second_opinion=True)
@@ -766,7 +766,7 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
         return decide(prepared, results, time.perf_counter() - started, seed_runs,
                       second_opinion=SeedRun.of(seed, other, config))
     # 9. The same stop rule under the further seeds
-    for index, seed in enumerate(range(config.seed + 1, config.seed + config.seeds), start=2):
+    for index, seed in enumerate((repeat_seed(config.seed, k) for k in range(1, config.seeds)), start=2):
         def wrapped(event, seed=seed, index=index):
             return SeedProgress(seed, index, config.seeds, event)
         other = yield from _relay(_stop_rule(runner, prepared.with_seed(seed), deadline), wrapped)

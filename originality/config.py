@@ -278,18 +278,18 @@ class AnalysisConfig:
     seed: int = setting(0, "random seed of inversion and generation", metavar="N", label="seed", low=0,
                     public_max=2**32 - 1)
     seeds: int = setting(
-        1, "inversion seeds: K > 1 reruns the stop rule with seeds seed+1 .. seed+K-1 (each from m = 1 to its own "
-           "first pass, so up to K times the work); the score is the median of the K labels, reported with "
-           "their spread, e.g. '2 in 2 of 3 seeds (5+ in 1)'",
+        1, "inversion seeds: K > 1 reruns the stop rule under K-1 further seeds drawn from the seed, none that a "
+           "rerun with another seed uses (each from m = 1 to its own first pass, so up to K times the work); the "
+           "score is the median of the K labels, reported with their spread, e.g. '2 in 2 of 3 seeds (5+ in 1)'",
         metavar="K", label="seeds (score: median over K seeds)", low=1, high=10, public_max=3)
     # A close call (`uncertainty.is_clear_call`) is where a rerun most often disagrees, mostly because its inversion
     # finds other tokens; the score asks whether *some* description of that length exists, so a second run that
     # finds a shorter one answers it (`analysis.iter_score`).
     second_opinion: bool = setting(
         False, "a label above 1 that is a close call (its reconstructions gave it less than a 95% chance) gets a "
-               "second opinion: the stop rule again under the seed seed+1, through the lengths below that label "
-               "only; the score is the lower of the two labels (with seeds > 1 the median over the seeds stands "
-               "instead)",
+               "second opinion: the stop rule again under a further seed drawn from the seed (as with seeds), "
+               "through the lengths below that label only; the score is the lower of the two labels (with seeds > 1 "
+               "the median over the seeds stands instead)",
         label="second opinion on a close call")
     generation_batch_size: int = setting(8, "images per denoising batch when generating", metavar="N", low=1,
                                        public_max=8)

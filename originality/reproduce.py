@@ -30,6 +30,7 @@ from .analysis import analyze, redrawn
 from .config import AnalysisConfig
 from .images import prepare_image
 from .provenance import input_sha256, pixels_sha256
+from .record import repeat_seed
 from .report import Report
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,18 @@ def check_against_record(record: dict, new: dict) -> list[str]:
     return warnings
 
 
+def repeat_seed_warnings(recorded: Report, seed: int) -> list[str]:
+    """Where the recorded run's repeats under the analysis seed `seed` (a close call's second opinion is repeat 1,
+    the `seeds` setting's are 1 .. K-1) ran under other seeds than this version gives them (`record.repeat_seed`;
+    seed + k before 2026-12-08), so that their lengths, and the label they decided, may differ on the rerun."""
+    ran = [(k, run.seed, "seeds repeat") for k, run in enumerate(recorded.seed_runs[1:], start=1)]
+    if recorded.second_opinion is not None:
+        ran.append((1, recorded.second_opinion.seed, "second opinion"))
+    return [f"seeds: the {what} ran under seed {old}, this version runs it under {repeat_seed(seed, k)} (it "
+            "draws a run's repeats from its seed since 2026-12-08), so its lengths and the label may differ"
+            for k, old, what in ran if old != repeat_seed(seed, k)]
+
+
 def reproduce(
     run_dir: str | os.PathLike,
     *,
@@ -179,6 +192,7 @@ def reproduce(
     # 5. Compare
     warnings = check_against_record(record, new.record) if record else [
         "this run has no reproducibility record: only its settings were reused"]
+    warnings += repeat_seed_warnings(recorded, config.seed)
     return Reproduction(recorded, new, compare(recorded, new), warnings)
 
 

@@ -32,6 +32,7 @@ from originality import (
 )
 from originality import analysis
 from originality.analysis import inversion_seed
+from originality.record import repeat_seed
 from originality.config import DEFAULT_PRESET
 from originality.images import ImageInputError, crop_note
 from originality.inversion import TokenSession, encode_query, invert
@@ -349,19 +350,19 @@ def test_one_analysis_checks_its_inputs_once(pipe, query, monkeypatch):
 
 
 def test_more_seeds_give_the_label_over_seeds_and_keep_the_first_run(pipe, query, tmp_path):
-    """seeds=3: the stop rule runs again with seeds 1 and 2 (events wrapped in SeedProgress, not rows of
-    the report); the report keeps seed 0's lengths and score and gives the label over the three seeds,
-    which survives a save and load. Seed 0: 2; seed 1: 1; seed 2: 3+."""
+    """seeds=3: the stop rule runs again under seed 0's repeats 1 and 2 (`record.repeat_seed`; events wrapped in
+    SeedProgress, not rows of the report); the report keeps seed 0's lengths and score and gives the label over
+    the three seeds, which survives a save and load. Seed 0: 2; repeat 1: 1; repeat 2: 3+."""
     model = make_model(pipe, [0.9, 0.1, 0.2, 0.9, 0.8, 0.7], [True] * 6)
     events = list(iter_analyze(query, TINY.replace(seeds=3), model))
     report = events[-1].report
     assert report.score == 2 and [r.num_tokens for r in report.results] == [1, 2]
     wrapped = [e for e in events if isinstance(e, SeedProgress)]
-    assert {(e.seed, e.index, e.total) for e in wrapped} == {(1, 2, 3), (2, 3, 3)}
+    assert {(e.seed, e.index, e.total) for e in wrapped} == {(repeat_seed(0, 1), 2, 3), (repeat_seed(0, 2), 3, 3)}
     assert not any(isinstance(e, (Started, Decision)) for e in wrapped)
     assert [isinstance(e.event, LengthDone) for e in wrapped].count(True) == 1 + 3
     dist = report.label_distribution
-    assert dist.labels == ("2", "1", "3+") and dist.seeds == (0, 1, 2)
+    assert dist.labels == ("2", "1", "3+") and dist.seeds == (0, repeat_seed(0, 1), repeat_seed(0, 2))
     assert dist.median == "2" and dist.describe() == "median 2 of 3 seeds (1 in 1, 2 in 1, 3+ in 1)"
     assert [r.mean_distances for r in report.seed_runs] == [{1: 0.9, 2: 0.1}, {1: 0.2}, {1: 0.9, 2: 0.8, 3: 0.7}]
     again = Report.load(report.save(tmp_path / "run"))

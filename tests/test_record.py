@@ -78,6 +78,22 @@ def test_each_analysis_seed_draws_its_own_latents():
         image_seed(0, "probe")
 
 
+def test_an_analysis_repeats_under_seeds_no_rerun_of_it_is_given():
+    """The repeats of an analysis (second opinion, `seeds`) run under seeds apart from the ones a person reruns it
+    with (0, 1, 2, ..., and the reliability benchmark's seed + 1000 r), each its own, and within the app's seed box."""
+    from originality.record import repeat_seed
+
+    typed = range(0, 20_000)
+    repeats = [repeat_seed(s, k) for s in typed for k in range(1, 10)]
+    assert set(repeats).isdisjoint(typed) and all(2**31 <= r < 2**32 for r in repeats)
+    # one analysis's repeats are each their own, and so are those of the runs a person or the benchmark compares
+    assert all(len({repeat_seed(s, k) for k in range(1, 10)}) == 9 for s in typed)
+    compared = [repeat_seed(s + 1000 * r, k) for s in range(10) for r in range(3) for k in range(1, 10)]
+    assert len(set(compared)) == len(compared)
+    assert [repeat_seed(7, k) for k in range(3)] == [7, repeat_seed(7, 1), repeat_seed(7, 2)]  # repeat 0 is the seed
+    assert repeat_seed(0, 1) == repeat_seed(0, 1) != repeat_seed(1, 1)
+
+
 def test_record_is_saved_and_loaded_and_matches_the_saved_query(run, tmp_path):
     _, report = run
     folder = report.save(tmp_path / "run")

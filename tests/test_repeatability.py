@@ -13,7 +13,7 @@ from originality import analysis
 from originality.analysis import SeedProgress, inversion_seed
 from originality.inversion import TokenSession, encode_query, invert
 from originality.metrics import CheckResult
-from originality.record import image_seed
+from originality.record import image_seed, repeat_seed
 from originality.experiments.reliability import analysis_record, rejudged
 from originality.repeatability import expected_repeatability, matches, publish
 from originality.sd import WORLD as SD_WORLD
@@ -562,11 +562,18 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
         assert not distance.script  # every scripted answer was asked for, and no more
         return events[-1].report, [e for e in events if isinstance(e, SeedProgress)]
 
-    # label 2 by a hair: a second run under seed 1 tries m = 1 only, finds it passes, and the score is 1
+    # label 2 by a hair: a second run under seed 0's first repeat seed tries m = 1 only, finds it passes, and the
+    # score is 1
     report, second = run([never, close, sure])
-    assert report.score == 1 and report.second_opinion.seed == 1 and report.second_opinion.score == 1
+    opinion_seed = repeat_seed(0, 1)
+    assert report.score == 1 and report.second_opinion.seed == opinion_seed and report.second_opinion.score == 1
     assert [r.num_tokens for r in report.results] == [1, 2]  # the rows stay the first run's
-    assert {e.seed for e in second} == {1}
+    assert {e.seed for e in second} == {opinion_seed}
+    # a rerun with the next seed, as a person reruns an analysis, inverts m = 1 from another seed than that second
+    # opinion did (they were one inversion while the second opinion ran under seed + 1)
+    opinion_inversion = {e.event.result.inversion_seed for e in second if isinstance(e.event, analysis.LengthDone)}
+    rerun, _ = run([sure], seed=1)
+    assert opinion_inversion and rerun.results[0].inversion_seed not in opinion_inversion
     assert [e.event.result.num_tokens for e in second if isinstance(e.event, analysis.LengthDone)] == [1]
     assert "Second opinion: this run's label (2) was a close call" in report.rerun_sentence()
     assert "found one at 1 token (mean distance 0.100), so the score is 1" in report.rerun_sentence()
@@ -583,7 +590,7 @@ def test_a_close_call_gets_a_second_opinion_on_the_shorter_lengths(pipe, query, 
     # the curves draw the first run's points: no score ring on its failed m = 1; the status bar names the opinion
     assert 'r="11"' not in curve_svg(report)
     view = RunView.from_report(report)
-    assert status_line(view, second[0], 3.0).startswith("second opinion (seed 1): m=1")
+    assert status_line(view, second[0], 3.0).startswith(f"second opinion (seed {opinion_seed}): m=1")
     # the second run finds nothing shorter: the label stands
     report, _ = run([never, close, never])
     assert report.score == 2 and report.second_opinion.score is None and 'r="11"' in curve_svg(report)

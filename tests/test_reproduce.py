@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 from originality import cli
+from originality.record import repeat_seed
 from originality.shapes.renderer import Element, render
 
 TINY = ["--max-tokens", "2", "--steps", "3", "--batch-size", "2", "--reconstructions", "2",
@@ -120,6 +121,19 @@ def test_reproduce_says_when_the_record_seeded_its_images_another_way(analysed, 
     assert code == 0  # seed 0 draws what it always drew
     assert "seeds.reconstruction: recorded 'image i (from 0) of every length: seed 3 + i'" in err
     assert "seeds generated images differently" in err and "seeds.edit" not in err
+
+
+def test_reproduce_says_when_the_second_opinion_ran_under_another_seed(analysed, capsys, tmp_path):
+    """A run from before `record.repeat_seed` took its second opinion under seed + 1; the rerun says that its own
+    second opinion runs under another seed, and names both; the run as made (no second opinion) says nothing."""
+    def old_second_opinion(meta):
+        meta["second_opinion"] = {"seed": 1, "score": None, "mean_distances": {"1": 0.9}}
+
+    older = edited_copy(analysed[0], tmp_path / "older", old_second_opinion)
+    code, out, err = run(capsys, "reproduce", older, "--quiet")
+    assert f"the second opinion ran under seed 1, this version runs it under {repeat_seed(0, 1)}" in err
+    code, out, err = run(capsys, "reproduce", analysed[0], "--quiet")
+    assert code == 0 and "second opinion" not in err
 
 
 def test_reproduce_needs_a_model_it_can_find(analysed, capsys, tmp_path):

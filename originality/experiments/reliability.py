@@ -75,6 +75,7 @@ from ..config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..images import is_hidden, list_images
 from ..provenance import input_sha256
+from ..record import repeat_seed
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, WORLD_SHAPES, model_marker
 from ..uncertainty import (CLEAR_CALL, UNDECIDED_AS, PassRule, expected_length, is_clear_call,
@@ -408,10 +409,11 @@ def rejudged(data: dict, undecided_as: str) -> dict:
 
 def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict:
     """A recorded run of `config` without a second opinion (`AnalysisConfig.second_opinion`), as it comes out with
-    one: where `analysis.needs_second_opinion` asks for it, the lengths below the label under the run's seed + 1 are
-    analysed here (`model`) and the label is the lower one. Exact, not a simulation: the first run is the recorded
-    one (the engine's first run under the same seed), and the second is the engine's own second opinion, since a
-    length depends on its seed, its number and the lengths before it, not on how many may follow."""
+    one: where `analysis.needs_second_opinion` asks for it, the lengths below the label under the run's first
+    repeat seed (`record.repeat_seed`) are analysed here (`model`) and the label is the lower one. Exact, not a
+    simulation: the first run is the recorded one (the engine's first run under the same seed), and the second is
+    the engine's own second opinion, since a length depends on its seed, its number and the lengths before it, not
+    on how many may follow."""
     from ..analysis import analyze, needs_second_opinion  # noqa: PLC0415 - start-up: loads torch only when used
     from ..report import SeedRun  # noqa: PLC0415 - start-up: loads torch only when used
 
@@ -420,7 +422,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     if not below:
         return dict(run, second_opinion=None)
     t0 = time.perf_counter()
-    seed = run["seed"] + 1
+    seed = repeat_seed(run["seed"], 1)  # the engine's second opinion's seed (`analysis.iter_score`)
     second = analyze(image, config.replace(seed=seed, max_tokens=below, second_opinion=False), model)
     opinion = SeedRun.of(seed, second.results, config)  # as `analysis.iter_score` records it, under all max_tokens
     score = lower_score(score_of(run["label"]), opinion.score)
