@@ -120,7 +120,7 @@ def repeat_seed_warnings(recorded: Report, seed: int) -> list[str]:
     """Where the recorded run's repeats under the analysis seed `seed` (a close call's second opinion is repeat 1,
     the `seeds` setting's are 1 .. K-1) ran under other seeds than this version gives them (`record.repeat_seed`;
     seed + k before 2026-12-08), so that their lengths, and the label they decided, may differ on the rerun."""
-    ran = [(k, run.seed, "seeds repeat") for k, run in enumerate(recorded.seed_runs[1:], start=1)]
+    ran = [(k, run.seed, f"seeds setting's repeat {k}") for k, run in enumerate(recorded.seed_runs[1:], start=1)]
     if recorded.second_opinion is not None:
         ran.append((1, recorded.second_opinion.seed, "second opinion"))
     return [f"seeds: the {what} ran under seed {old}, this version runs it under {repeat_seed(seed, k)} (it "
