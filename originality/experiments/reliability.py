@@ -84,7 +84,9 @@ from ..worlds import world_of_model
 
 GROUPS = ("common", "rare", "unseen")
 SPLITS = {"dev": 211, "test": 307}
-RUN_SEED_STRIDE = 1000  # run r's analysis seed is seed + r * 1000: no seed of a --seeds K run is shared
+# run r's analysis seed is seed + r * 1000, so that pairs of runs with seed 0, 1, 2, ... (`--set seed=K`) never share
+# a run; a run's repeats (second opinion, `seeds`) have seeds of their own (`record.repeat_seed`)
+RUN_SEED_STRIDE = 1000
 FILES_SPLIT = "files"  # the split of a result of a folder's images (`--images`): neither where settings are chosen
 # nor what the benchmark's figures report, so never published
 FORMAT_VERSION = 1
