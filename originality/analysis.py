@@ -39,7 +39,7 @@ from .sd import pick_domain
 from .world import World
 from .worlds import default_model_id, world_of_model
 from .provenance import input_sha256
-from .record import finish_record, image_seed, repeat_seed, similarity_record, start_record
+from .record import SECOND_OPINION_REPEAT, finish_record, image_seed, repeat_seed, similarity_record, start_record
 from .similarity import Reference, Similarity, compare, judge_for, load_references
 from .labels import can_still_pass, distance_passes, first_pass, lower_score, median_score
 from .report import NOTHING_TO_REDRAW, SCORED_EDITS, SCORED_RECONSTRUCTIONS, Report, SeedRun, TokenResult
@@ -758,7 +758,7 @@ def iter_score(runner: LengthRunner, prepared: Prepared, deadline: float | None 
     # 9. A close call's second opinion: the lengths below its label under another seed
     below = needs_second_opinion(results, config)
     if below:
-        seed = repeat_seed(config.seed, 1)
+        seed = repeat_seed(config.seed, SECOND_OPINION_REPEAT)
 
         def second(event, seed=seed):
             return SeedProgress(seed, 2, 2, event, second_opinion=True)

@@ -191,6 +191,7 @@ _IMAGE_SEED_OFFSETS = {"reconstruction": 0, "edit": EDIT_SEED_OFFSET, "selection
 # (Until 2026-12-08 repeat k ran under s + k: `--seed 0`'s second opinion was `--seed 1`'s own first lengths, so
 # those two runs agreed more often than two independent ones.)
 REPEAT_SEEDS = (2**31, 2**32)
+SECOND_OPINION_REPEAT = 1  # a close call's second opinion runs as the analysis's first repeat
 
 
 def repeat_seed(seed: int, repeat: int) -> int:

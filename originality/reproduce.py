@@ -30,7 +30,7 @@ from .analysis import analyze, redrawn
 from .config import AnalysisConfig
 from .images import prepare_image
 from .provenance import input_sha256, pixels_sha256
-from .record import repeat_seed
+from .record import SECOND_OPINION_REPEAT, repeat_seed
 from .report import Report
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def repeat_seed_warnings(recorded: Report, seed: int) -> list[str]:
     seed + k before 2026-12-08), so that their lengths, and the label they decided, may differ on the rerun."""
     ran = [(k, run.seed, f"seeds setting's repeat {k}") for k, run in enumerate(recorded.seed_runs[1:], start=1)]
     if recorded.second_opinion is not None:
-        ran.append((1, recorded.second_opinion.seed, "second opinion"))
+        ran.append((SECOND_OPINION_REPEAT, recorded.second_opinion.seed, "second opinion"))
     return [f"seeds: the {what} ran under seed {old}, this version runs it under {repeat_seed(seed, k)} (it "
             "draws a run's repeats from its seed since 2026-12-08), so its lengths and the label may differ"
             for k, old, what in ran if old != repeat_seed(seed, k)]

@@ -84,10 +84,11 @@ def test_an_analysis_repeats_under_seeds_no_rerun_of_it_is_given():
     from originality.record import repeat_seed
 
     typed = range(0, 20_000)
-    repeats = [repeat_seed(s, k) for s in typed for k in range(1, 10)]
+    per_seed = [[repeat_seed(s, k) for k in range(1, 10)] for s in typed]
+    repeats = [r for each in per_seed for r in each]
     assert set(repeats).isdisjoint(typed) and all(2**31 <= r < 2**32 for r in repeats)
     # one analysis's repeats are each their own, and so are those of the runs a person or the benchmark compares
-    assert all(len({repeat_seed(s, k) for k in range(1, 10)}) == 9 for s in typed)
+    assert all(len(set(each)) == 9 for each in per_seed)
     compared = [repeat_seed(s + 1000 * r, k) for s in range(10) for r in range(3) for k in range(1, 10)]
     assert len(set(compared)) == len(compared)
     assert [repeat_seed(7, k) for k in range(3)] == [7, repeat_seed(7, 1), repeat_seed(7, 2)]  # repeat 0 is the seed

@@ -75,7 +75,7 @@ from ..config import DEFAULT_PRESET, DTYPE_CHOICES, PRESETS, AnalysisConfig
 from ..gpu_costs import image_passes, unet_passes
 from ..images import is_hidden, list_images
 from ..provenance import input_sha256
-from ..record import repeat_seed
+from ..record import SECOND_OPINION_REPEAT, repeat_seed
 from ..repeatability import TABLE_FILE, matches, publish
 from ..shapes import SHAPES_MODEL_DIR, WORLD_SHAPES, model_marker
 from ..uncertainty import (CLEAR_CALL, UNDECIDED_AS, PassRule, expected_length, is_clear_call,
@@ -424,7 +424,7 @@ def with_second_opinion(run: dict, config: AnalysisConfig, image, model) -> dict
     if not below:
         return dict(run, second_opinion=None)
     t0 = time.perf_counter()
-    seed = repeat_seed(run["seed"], 1)  # the engine's second opinion's seed (`analysis.iter_score`)
+    seed = repeat_seed(run["seed"], SECOND_OPINION_REPEAT)  # the engine's second opinion's seed
     second = analyze(image, config.replace(seed=seed, max_tokens=below, second_opinion=False), model)
     opinion = SeedRun.of(seed, second.results, config)  # as `analysis.iter_score` records it, under all max_tokens
     score = lower_score(score_of(run["label"]), opinion.score)
